@@ -1,0 +1,201 @@
+"""A conversation with an assistant: builds the context, asks the provider, logs the exchange."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from tuneloop.assistants import Assistant
+from tuneloop.errors import InputError
+from tuneloop.providers import GenerationResult, Provider, TextStream
+from tuneloop.runtime import Runtime
+from tuneloop.store import Exchange, Message, Thread
+from tuneloop.store.dialogue import new_thread_id
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One logged exchange: the reply text and both stored messages (with their sentiment)."""
+
+    text: str
+    thread_id: str
+    model: str
+    provider: str
+    exchange: Exchange
+    result: GenerationResult
+
+    @property
+    def sentiment(self) -> str:
+        return self.exchange.assistant.sentiment
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "thread_id": self.thread_id,
+            "model": self.model,
+            "provider": self.provider,
+            "reply": self.text,
+            "finish_reason": self.result.finish_reason,
+            "sentiment": self.exchange.assistant.sentiment,
+            "sentiment_score": self.exchange.assistant.sentiment_score,
+            "user_sentiment": self.exchange.user.sentiment,
+            "message_id": self.exchange.assistant.id,
+            "usage": {
+                "prompt_tokens": self.result.tokens_in,
+                "completion_tokens": self.result.tokens_out,
+                "total_tokens": self.result.tokens_in + self.result.tokens_out,
+            },
+            "latency_ms": self.exchange.assistant.latency_ms,
+        }
+
+
+class ReplyStream:
+    """Text pieces as they arrive; the exchange is logged when the stream ends or is interrupted."""
+
+    def __init__(self, session: ChatSession, text: str, system: str | None, stream: TextStream) -> None:
+        self._session = session
+        self._text = text
+        self._system = system
+        self._stream = stream
+        self.reply: Reply | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        try:
+            yield from self._stream
+        finally:
+            self._stream.close()
+            self.reply = self._session._log(self._text, self._system, self._stream.result)
+
+    def read(self) -> Reply:
+        for _ in self:
+            pass
+        assert self.reply is not None
+        return self.reply
+
+
+class ChatSession:
+    """One thread with one assistant. The thread is created with its first exchange."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        assistant_id: str | None = None,
+        model: str | None = None,
+        system_instruction: str | None = None,
+        thread_id: str | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.thread: Thread | None = None
+        if thread_id is not None:
+            self.thread = runtime.store.get_thread(thread_id)
+            assistant_id = assistant_id or self.thread.assistant_id
+            model = model or self.thread.model
+        self.assistant: Assistant = runtime.assistants.get(assistant_id)
+        self.system_instruction = system_instruction
+        self.provider: Provider
+        self.provider, self.model = runtime.resolve(model or self.assistant.model)
+        self._next_thread_id = new_thread_id()
+
+    @property
+    def thread_id(self) -> str | None:
+        return self.thread.id if self.thread else None
+
+    def set_assistant(self, assistant_id: str) -> None:
+        """Switch assistants; the next exchange starts a new thread (a thread has one assistant)."""
+        self.assistant = self.runtime.assistants.get(assistant_id)
+        self.provider, self.model = self.runtime.resolve(self.assistant.model)
+        self.new_thread()
+
+    def new_thread(self) -> None:
+        self.thread = None
+        self._next_thread_id = new_thread_id()
+
+    def messages(self) -> list[Message]:
+        if self.thread is None:
+            return []
+        return self.runtime.store.messages(self.thread.id)
+
+    def _system_for(self, override: str | None) -> str | None:
+        if override:
+            return override
+        if self.system_instruction:
+            return self.system_instruction
+        if self.thread and self.thread.system_instruction:
+            return self.thread.system_instruction
+        return self.assistant.instructions
+
+    def _context(self, text: str, system: str | None) -> list[dict[str, Any]]:
+        messages: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
+        messages += [
+            {"role": m.role, "content": m.content} for m in self.messages() if m.role in ("user", "assistant")
+        ]
+        messages.append({"role": "user", "content": text})
+        return messages
+
+    def _prepare(
+        self,
+        text: str,
+        system_instruction: str | None,
+        max_tokens: int | None,
+        temperature: float | None,
+        attempts: int,
+    ) -> tuple[list[dict[str, Any]], str | None, dict[str, Any]]:
+        if not text or not text.strip():
+            raise InputError("the message is empty; type something to send")
+        # Fail before generating if the log cannot be written.
+        self.runtime.store.check_writable()
+        system = self._system_for(system_instruction)
+        options = {
+            "model": self.model,
+            "temperature": self.assistant.temperature if temperature is None else temperature,
+            "max_tokens": max_tokens or self.runtime.settings.max_tokens,
+            "retries": max(0, attempts - 1),
+        }
+        return self._context(text, system), system, options
+
+    def stream(
+        self,
+        text: str,
+        *,
+        system_instruction: str | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        attempts: int = 1,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> ReplyStream:
+        """Send ``text``; iterate the result for the reply as it is generated."""
+        messages, system, options = self._prepare(text, system_instruction, max_tokens, temperature, attempts)
+        stream = self.provider.stream(messages, should_stop=should_stop, **options)
+        return ReplyStream(self, text, system, stream)
+
+    def send(
+        self,
+        text: str,
+        *,
+        system_instruction: str | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        attempts: int = 1,
+    ) -> Reply:
+        """Send ``text`` and return the whole reply once generated and logged."""
+        messages, system, options = self._prepare(text, system_instruction, max_tokens, temperature, attempts)
+        return self._log(text, system, self.provider.complete(messages, **options))
+
+    def _log(self, text: str, system: str | None, result: GenerationResult) -> Reply:
+        thread_id = self.thread.id if self.thread else self._next_thread_id
+        exchange = self.runtime.store.append_exchange(
+            thread_id,
+            text,
+            result.text,
+            model=self.model,
+            system_instruction=system,
+            tokens_in=result.tokens_in,
+            tokens_out=result.tokens_out,
+            latency_ms=int(result.seconds * 1000),
+            finish_reason=result.finish_reason,
+            create=self.thread is None,
+            assistant=self.assistant.model_dump(include={"id", "name", "model", "instructions", "temperature"}),
+        )
+        self.thread = self.runtime.store.get_thread(thread_id)
+        return Reply(result.text, thread_id, self.model, self.provider.name, exchange, result)

@@ -1,0 +1,260 @@
+"""Top-level commands: ask, chat, models, demo; and the assistants and logs groups."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from tuneloop.chat import ChatSession, ReplyStream
+from tuneloop.cli._output import (
+    console,
+    conversion_progress,
+    error_console,
+    print_json,
+    sentiment_text,
+)
+from tuneloop.cli.assistants import assistants_app
+from tuneloop.cli.logs import logs_app
+from tuneloop.config import load_settings
+from tuneloop.engine.weights import BASE_MODEL_ID
+from tuneloop.errors import InputError
+from tuneloop.runtime import Runtime
+
+app = typer.Typer(
+    name="tuneloop",
+    help=(
+        "Chat with a model, log every exchange with its sentiment, fine-tune on what worked.\n\n"
+        "Runs offline on the bundled smollm2-135m-instruct model; set OPENAI_API_KEY (and "
+        "OPENAI_BASE_URL for any OpenAI-compatible server) to use a remote provider."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(assistants_app, name="assistants")
+app.add_typer(logs_app, name="logs")
+
+AssistantOption = Annotated[
+    str | None, typer.Option("--assistant", "-a", help="Assistant id from the assistants file.")
+]
+ModelOption = Annotated[str | None, typer.Option("--model", "-m", help="Model id (see `tuneloop models`).")]
+SystemOption = Annotated[
+    str | None, typer.Option("--system", "-s", help="System instruction (overrides the assistant's).")
+]
+ContinueOption = Annotated[
+    bool, typer.Option("--continue", "-c", help="Continue the most recent thread.")
+]
+ThreadOption = Annotated[str | None, typer.Option("--thread", "-t", help="Continue the thread with this id.")]
+MaxTokensOption = Annotated[
+    int | None, typer.Option("--max-tokens", min=1, help="Most tokens to generate (default: config max_tokens).")
+]
+TemperatureOption = Annotated[
+    float | None,
+    typer.Option("--temperature", min=0.0, max=2.0, help="0 is greedy; default: the assistant's temperature."),
+]
+
+
+def runtime() -> Runtime:
+    return Runtime(load_settings(), progress=conversion_progress())
+
+
+def open_session(
+    rt: Runtime,
+    *,
+    assistant: str | None,
+    model: str | None,
+    system: str | None,
+    continue_: bool,
+    thread: str | None,
+) -> ChatSession:
+    if continue_ and thread:
+        raise InputError("use either --continue or --thread, not both")
+    if continue_:
+        latest = rt.store.latest_thread()
+        if latest is None:
+            raise InputError(f"no thread to continue in {rt.store.location}; ask something without --continue first")
+        thread = latest.id
+    return ChatSession(rt, assistant_id=assistant, model=model, system_instruction=system, thread_id=thread)
+
+
+def stream_to_stdout(stream: ReplyStream) -> None:
+    for piece in stream:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+@app.command()
+def ask(
+    text: Annotated[str, typer.Argument(help="What to ask; '-' reads it from standard input.")],
+    assistant: AssistantOption = None,
+    model: ModelOption = None,
+    system: SystemOption = None,
+    continue_: ContinueOption = False,
+    thread: ThreadOption = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object with the reply and its log.")] = False,
+    max_tokens: MaxTokensOption = None,
+    temperature: TemperatureOption = None,
+) -> None:
+    """Ask one question and print the reply as it is generated; the exchange is logged.
+
+    Examples:
+      tuneloop ask "What is the capital of France?"
+      tuneloop ask --continue "And of Italy?"
+    """
+    if text == "-":
+        text = sys.stdin.read()
+    rt = runtime()
+    session = open_session(rt, assistant=assistant, model=model, system=system, continue_=continue_, thread=thread)
+    if json_:
+        reply = session.send(text, max_tokens=max_tokens, temperature=temperature)
+        print_json(reply.to_dict())
+        return
+    stream = session.stream(text, max_tokens=max_tokens, temperature=temperature)
+    try:
+        stream_to_stdout(stream)
+    except KeyboardInterrupt:
+        sys.stdout.write("\n")
+        error_console.print("[yellow]stopped[/]; the partial reply is logged")
+        raise typer.Exit(130) from None
+    if stream.reply is not None and error_console.is_terminal:
+        reply = stream.reply
+        error_console.print(
+            f"[dim]{reply.thread_id} · {escape(reply.model)} · reply {sentiment_text(reply.sentiment)}[/]"
+        )
+
+
+CHAT_HELP = "Commands: /new starts a new thread, /exit (or Ctrl-D) leaves, Ctrl-C stops a reply."
+
+
+@app.command()
+def chat(
+    assistant: AssistantOption = None,
+    model: ModelOption = None,
+    system: SystemOption = None,
+    continue_: ContinueOption = False,
+    thread: ThreadOption = None,
+    max_tokens: MaxTokensOption = None,
+    temperature: TemperatureOption = None,
+) -> None:
+    """Talk with an assistant; replies stream as they are generated and every exchange is logged.
+
+    Ctrl-C stops the current reply (the session goes on); /exit or Ctrl-D leaves.
+    """
+    rt = runtime()
+    session = open_session(rt, assistant=assistant, model=model, system=system, continue_=continue_, thread=thread)
+    error_console.print(
+        f"[bold]{escape(session.assistant.name)}[/] on [bold]{escape(session.model)}[/] ({session.provider.name}). "
+        + CHAT_HELP,
+        highlight=False,
+    )
+    while True:
+        try:
+            text = console.input("[bold cyan]you>[/] ")
+        except EOFError:
+            console.print()
+            break
+        except KeyboardInterrupt:
+            console.print()
+            error_console.print("[dim](/exit or Ctrl-D to leave)[/]")
+            continue
+        command = text.strip()
+        if not command:
+            continue
+        if command in ("/exit", "/quit"):
+            break
+        if command == "/help":
+            error_console.print(CHAT_HELP)
+            continue
+        if command == "/new":
+            session.new_thread()
+            error_console.print("[dim]new thread[/]")
+            continue
+        console.print("[bold magenta]assistant>[/] ", end="")
+        stream = session.stream(text, max_tokens=max_tokens, temperature=temperature)
+        try:
+            stream_to_stdout(stream)
+        except KeyboardInterrupt:
+            sys.stdout.write("\n")
+            error_console.print("[yellow]stopped[/] (the partial reply is logged)")
+            continue
+        if stream.reply is not None:
+            reply = stream.reply
+            error_console.print(
+                f"[dim]you {sentiment_text(reply.exchange.user.sentiment)} · "
+                f"reply {sentiment_text(reply.sentiment)}[/]"
+            )
+    if session.thread_id:
+        error_console.print(f"[dim]logged in thread {session.thread_id}[/]")
+
+
+@app.command()
+def models(
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the models you can use: the local ones, and the provider's when one is configured."""
+    rt = runtime()
+    infos, problem = rt.models()
+    default = rt.default_model()
+    if json_:
+        print_json(
+            {
+                "default": default,
+                "models": [{**info.__dict__, "default": info.id == default} for info in infos],
+                "remote_error": problem,
+            }
+        )
+        return
+    table = Table("model", "provider", "kind", "note")
+    for info in infos:
+        marker = " [bold green](default)[/]" if info.id == default else ""
+        table.add_row(escape(info.id) + marker, info.provider, info.kind, info.note)
+    console.print(table)
+    if problem:
+        error_console.print(f"[yellow]warning:[/] remote models not listed: {escape(problem)}")
+
+
+DEMO_TURNS = [
+    "What is the capital of France?",
+    "Thanks, that's exactly right! What is a famous landmark there?",
+    "That is wrong and useless. Name one famous tower in that city.",
+]
+
+
+@app.command()
+def demo(
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Most tokens per reply.")] = 96,
+) -> None:
+    """A short scripted conversation with the bundled local model, offline, with sentiment per turn."""
+    settings = load_settings(provider="local", model=BASE_MODEL_ID)
+    rt = Runtime(settings, progress=conversion_progress())
+    session = ChatSession(rt)
+    console.print(f"[bold]tuneloop demo[/]: {len(DEMO_TURNS)} turns with {BASE_MODEL_ID}, on this machine, offline.\n")
+    for text in DEMO_TURNS:
+        console.print(f"[bold cyan]you>[/] {escape(text)}")
+        console.print("[bold magenta]assistant>[/] ", end="")
+        stream = session.stream(text, max_tokens=max_tokens)
+        stream_to_stdout(stream)
+        reply = stream.reply
+        assert reply is not None
+        console.print(
+            f"  [dim]your turn:[/] {sentiment_text(reply.exchange.user.sentiment, reply.exchange.user.sentiment_score)}"
+            f"   [dim]reply:[/] {sentiment_text(reply.sentiment, reply.exchange.assistant.sentiment_score)}"
+            f"   [dim]{reply.result.tokens_out} tokens in {reply.result.seconds:.1f}s[/]\n"
+        )
+    messages = session.messages()
+    reactions = [m for m in messages if m.role == "assistant" and m.reaction]
+    console.print("[bold]How each reply was received[/] (the sentiment of the next user turn):")
+    for message in reactions:
+        reaction = sentiment_text(message.reaction, message.reaction_score)
+        console.print(f"  {escape(message.content[:60])!s:62} → {reaction}")
+    console.print(
+        f"\nLogged as thread [bold]{session.thread_id}[/] in {escape(rt.store.location)}\n"
+        f"See it with: tuneloop logs show {session.thread_id}"
+    )

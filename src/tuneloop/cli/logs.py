@@ -1,0 +1,161 @@
+"""`tuneloop logs`: every logged thread, searchable and exportable."""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from tuneloop._files import atomic_write_text
+from tuneloop.cli._output import console, print_json, sentiment_text, when
+from tuneloop.config import load_settings
+from tuneloop.errors import InputError
+from tuneloop.store import DialogueStore, Message, Thread
+
+logs_app = typer.Typer(
+    help="Browse, search and export the dialogue log (every exchange, with sentiment).",
+    invoke_without_command=True,
+)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+class ExportFormat(StrEnum):
+    json = "json"
+    jsonl = "jsonl"
+    md = "md"
+
+
+def _store() -> DialogueStore:
+    settings = load_settings()
+    return DialogueStore(settings.resolved_database_url, busy_timeout=settings.db_busy_timeout)
+
+
+@logs_app.callback()
+def _default(ctx: typer.Context) -> None:
+    if ctx.invoked_subcommand is None:
+        list_threads(limit=20, json_=False)
+
+
+@logs_app.command("path")
+def path() -> None:
+    """Print where the log is stored."""
+    console.print(escape(_store().location))
+
+
+@logs_app.command("list")
+def list_threads(
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many threads, newest first.")] = 20,
+    json_: JsonOption = False,
+) -> None:
+    """List threads, most recently active first."""
+    threads = _store().list_threads(limit=limit)
+    if json_:
+        print_json([_thread_dict(t) for t in threads])
+        return
+    table = Table("thread", "updated", "assistant", "model", "messages", "title")
+    for t in threads:
+        table.add_row(t.id, when(t.updated_at), escape(t.assistant_id or ""), escape(t.model),
+                      str(t.message_count), escape(t.title or ""))
+    console.print(table)
+
+
+@logs_app.command("show")
+def show(
+    thread_id: Annotated[str | None, typer.Argument(help="Thread id (default: the most recent).")] = None,
+    json_: JsonOption = False,
+) -> None:
+    """Show a thread's messages with the sentiment of each and the reaction each reply got."""
+    store = _store()
+    if thread_id is None:
+        latest = store.latest_thread()
+        if latest is None:
+            raise InputError(f"no threads yet in {store.location}; ask something first")
+        thread_id = latest.id
+    thread = store.get_thread(thread_id)
+    messages = store.messages(thread_id)
+    if json_:
+        print_json({**_thread_dict(thread), "messages": [m.to_dict() for m in messages]})
+        return
+    console.print(f"[bold]{thread.id}[/] · {escape(thread.assistant_id or '')} · {escape(thread.model)} · "
+                  f"started {when(thread.created_at)}")
+    for m in messages:
+        extra = f"  reaction {sentiment_text(m.reaction, m.reaction_score)}" if m.reaction else ""
+        console.print(f"\n[bold]{m.role}[/] [dim]#{m.id}[/] {sentiment_text(m.sentiment, m.sentiment_score)}{extra}")
+        console.print(escape(m.content))
+
+
+@logs_app.command("search")
+def search(
+    query: Annotated[str, typer.Argument(help="Text to look for (case-insensitive).")],
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Most messages to show.")] = 50,
+    json_: JsonOption = False,
+) -> None:
+    """Find messages containing QUERY, newest first."""
+    found = _store().search(query, limit=limit)
+    if json_:
+        print_json([m.to_dict() for m in found])
+        return
+    table = Table("thread", "#", "role", "sentiment", "text")
+    for m in found:
+        table.add_row(m.thread_id, str(m.id), m.role, sentiment_text(m.sentiment), escape(_snippet(m.content, query)))
+    console.print(table)
+    if not found:
+        console.print(f"no message contains {query!r}")
+
+
+@logs_app.command("export")
+def export(
+    format_: Annotated[ExportFormat, typer.Option("--format", "-f", help="json, jsonl or md.")] = ExportFormat.json,
+    thread: Annotated[list[str] | None, typer.Option("--thread", "-t", help="Only this thread (repeatable).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file (default: stdout).")] = None,
+) -> None:
+    """Export threads. json: a list of threads in the seed's dialogue shape plus ids and timestamps."""
+    data = list(_store().export(thread or None))
+    text = render_export(data, format_)
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        atomic_write_text(output, text)
+        console.print(f"wrote {len(data)} threads to {escape(str(output))}")
+
+
+def render_export(data: list[tuple[Thread, list[Message]]], format_: ExportFormat) -> str:
+    if format_ is ExportFormat.json:
+        threads = [{**_thread_dict(t), "messages": [_export_message(m) for m in ms]} for t, ms in data]
+        return json.dumps(threads, ensure_ascii=False, indent=2) + "\n"
+    if format_ is ExportFormat.jsonl:
+        return "".join(json.dumps(m.to_dict(), ensure_ascii=False) + "\n" for _, ms in data for m in ms)
+    parts = []
+    for t, ms in data:
+        parts.append(f"# {t.title or t.id}\n\n`{t.id}` · assistant `{t.assistant_id}` · model `{t.model}` · "
+                     f"{t.created_at.isoformat()}\n")
+        for m in ms:
+            reaction = f", reaction: {m.reaction}" if m.reaction else ""
+            parts.append(f"\n**{m.role}** ({m.sentiment}{reaction}):\n\n{m.content}\n")
+        parts.append("\n")
+    return "".join(parts)
+
+
+def _export_message(m: Message) -> dict:
+    # The seed's entry (role, content, sentiment) first, then what the store adds.
+    return {"role": m.role, "content": m.content, "sentiment": m.sentiment, "id": m.id,
+            "sentiment_score": m.sentiment_score, "reaction": m.reaction, "model": m.model,
+            "created_at": m.created_at.isoformat()}
+
+
+def _thread_dict(t: Thread) -> dict:
+    return {"id": t.id, "assistant_id": t.assistant_id, "model": t.model, "title": t.title,
+            "system_instruction": t.system_instruction, "created_at": t.created_at.isoformat(),
+            "updated_at": t.updated_at.isoformat(), "message_count": t.message_count}
+
+
+def _snippet(text: str, query: str, width: int = 70) -> str:
+    flat = " ".join(text.split())
+    at = max(0, flat.lower().find(query.lower()) - width // 3)
+    return ("…" if at else "") + flat[at : at + width] + ("…" if at + width < len(flat) else "")

@@ -1,0 +1,109 @@
+"""Configuration: environment first, then ``tuneloop.toml`` (working directory, then ``$TUNELOOP_HOME``).
+
+Keys in ``tuneloop.toml`` are the field names below (``provider = "local"``, ``model = "…"``,
+``database_url = "…"``, ``openai_api_key = "…"``). Environment variables are the same names
+upper-cased with the ``TUNELOOP_`` prefix, except ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from tuneloop.errors import ConfigError
+
+CONFIG_FILE_NAME = "tuneloop.toml"
+
+
+def default_home() -> Path:
+    return Path(platformdirs.user_data_dir("tuneloop", appauthor=False))
+
+
+def _home_from_environment() -> Path:
+    value = os.environ.get("TUNELOOP_HOME")
+    return Path(value).expanduser() if value else default_home()
+
+
+class Settings(BaseSettings):
+    """Every setting tuneloop reads. Build one with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TUNELOOP_", extra="ignore", populate_by_name=True, validate_default=True
+    )
+
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "openai_api_key")
+    )
+    openai_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_BASE_URL", "openai_base_url")
+    )
+    provider: Literal["local", "openai"] | None = Field(
+        default=None, description="Default provider; unset: openai when a key or base URL is set, else local."
+    )
+    model: str | None = Field(default=None, description="Default model id.")
+    home: Path = Field(default_factory=_home_from_environment, description="Data, cache and jobs.")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite in home.")
+    models_dir: Path | None = Field(default=None, description="Converted weights; default home/models.")
+    assistants_file: Path | None = Field(
+        default=None, description="JSON or TOML assistant definitions; default home/assistants.json|toml."
+    )
+    db_busy_timeout: float = Field(default=5.0, gt=0, description="Seconds to wait for a locked database.")
+    max_tokens: int = Field(default=512, gt=0, description="Default limit on generated tokens.")
+    request_timeout: float = Field(default=120.0, gt=0, description="Seconds before a remote call fails.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Later files win in TomlConfigSettingsSource, so the working directory's file goes last.
+        files = [_home_from_environment() / CONFIG_FILE_NAME, Path.cwd() / CONFIG_FILE_NAME]
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=files))
+
+    @property
+    def default_provider(self) -> Literal["local", "openai"]:
+        if self.provider:
+            return self.provider
+        return "openai" if self.openai_configured else "local"
+
+    @property
+    def openai_configured(self) -> bool:
+        return bool(self.openai_api_key or self.openai_base_url)
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'tuneloop.db'}"
+
+    @property
+    def resolved_models_dir(self) -> Path:
+        return self.models_dir or self.home / "models"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the configuration; keyword arguments override every other source."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(
+            f"invalid configuration ({problems}); check the TUNELOOP_* environment variables "
+            f"and {CONFIG_FILE_NAME}"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {CONFIG_FILE_NAME}: {exc}; fix or remove the file") from None

@@ -1,0 +1,230 @@
+"""Local text generation with transformers + torch on the CPU.
+
+A small decode loop over the model's forward pass with a KV cache: it streams token by token, can
+be stopped between any two tokens (Ctrl-C in the chat, a cancelled request), honours stop strings,
+and never asks the network for anything.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tuneloop.engine.weights import offline_environment
+from tuneloop.errors import ContextLengthError, ModelLoadError
+
+Message = dict[str, Any]
+
+
+@dataclass
+class GenerationResult:
+    """What one generation produced, filled in while it streams."""
+
+    text: str = ""
+    tokens_in: int = 0
+    tokens_out: int = 0
+    finish_reason: str | None = None  # "stop", "length" or "interrupted"
+    first_token_seconds: float | None = None
+    seconds: float = 0.0
+    dropped_messages: int = 0  # oldest turns left out to fit the context window
+
+
+@dataclass
+class TextStream:
+    """Iterate to get text pieces as they are generated; ``result`` is complete once exhausted."""
+
+    _pieces: Iterator[str]
+    result: GenerationResult = field(default_factory=GenerationResult)
+
+    def __iter__(self) -> Iterator[str]:
+        return self._pieces
+
+    def close(self) -> None:
+        close = getattr(self._pieces, "close", None)
+        if close:
+            close()
+
+    def read(self) -> GenerationResult:
+        for _ in self._pieces:
+            pass
+        return self.result
+
+
+class LocalEngine:
+    """One loaded causal LM and its tokenizer. Thread-safe: one generation at a time."""
+
+    def __init__(self, checkpoint: Path) -> None:
+        offline_environment()
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+        self._torch = torch
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(checkpoint), local_files_only=True)
+            self.model = AutoModelForCausalLM.from_pretrained(
+                str(checkpoint), local_files_only=True, dtype=torch.float32
+            )
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(
+                f"cannot load the checkpoint in {checkpoint}: {exc}; delete that folder and run again "
+                "to convert the model anew"
+            ) from exc
+        self.model.eval()
+        self.checkpoint = checkpoint
+        self.context_window = int(getattr(self.model.config, "max_position_embeddings", 2048))
+        eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        self.eos_token_ids = set(eos if isinstance(eos, list) else [eos])
+        self._lock = threading.Lock()
+
+    def encode_chat(self, messages: Sequence[Message]) -> list[int]:
+        encoded = self.tokenizer.apply_chat_template(
+            list(messages), add_generation_prompt=True, tokenize=True, return_dict=True
+        )
+        return list(encoded["input_ids"])
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def fit_to_context(self, messages: Sequence[Message], max_tokens: int) -> tuple[list[int], int]:
+        """Token ids of the prompt, leaving out the oldest turns if the whole would not fit."""
+        messages = list(messages)
+        budget = self.context_window - max_tokens
+        dropped = 0
+        while True:
+            ids = self.encode_chat(messages)
+            if len(ids) <= budget:
+                return ids, dropped
+            system = [m for m in messages[:1] if m.get("role") == "system"]
+            rest = messages[len(system) :]
+            if len(rest) <= 1:
+                raise ContextLengthError(
+                    f"the message is {len(ids)} tokens, more than the {budget} that fit in "
+                    f"{self.context_window}-token context with max_tokens={max_tokens}; "
+                    "shorten it or lower max_tokens"
+                )
+            # Drop the oldest turn; a user turn takes its reply with it.
+            cut = 2 if len(rest) > 2 and rest[0].get("role") == "user" else 1
+            messages = system + rest[cut:]
+            dropped += cut
+
+    def stream(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: Sequence[str] | None = None,
+        seed: int | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> TextStream:
+        """Generate a reply to chat ``messages``; greedy when ``temperature`` is 0."""
+        if max_tokens < 1:
+            raise ValueError("max_tokens must be at least 1")
+        prompt_ids, dropped = self.fit_to_context(messages, max_tokens)
+        result = GenerationResult(tokens_in=len(prompt_ids), dropped_messages=dropped)
+        pieces = self._decode(prompt_ids, result, max_tokens, temperature, top_p, list(stop or []), seed,
+                              should_stop)
+        return TextStream(pieces, result)
+
+    def _decode(
+        self,
+        prompt_ids: list[int],
+        result: GenerationResult,
+        max_tokens: int,
+        temperature: float,
+        top_p: float,
+        stop: list[str],
+        seed: int | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> Iterator[str]:
+        torch = self._torch
+        from transformers import DynamicCache
+
+        generator = None
+        if temperature > 0 and seed is not None:
+            generator = torch.Generator().manual_seed(seed)
+        started = time.perf_counter()
+        generated: list[int] = []
+        emitted = ""
+        result.finish_reason = "interrupted"
+        with self._lock, torch.inference_mode():
+            try:
+                cache = DynamicCache()
+                inputs = torch.tensor([prompt_ids], dtype=torch.long)
+                for _ in range(max_tokens):
+                    if should_stop is not None and should_stop():
+                        return
+                    out = self.model(input_ids=inputs, past_key_values=cache, use_cache=True, logits_to_keep=1)
+                    cache = out.past_key_values
+                    token = self._pick(out.logits[0, -1], temperature, top_p, generator)
+                    if result.first_token_seconds is None:
+                        result.first_token_seconds = time.perf_counter() - started
+                    if token in self.eos_token_ids:
+                        result.finish_reason = "stop"
+                        return
+                    generated.append(token)
+                    result.tokens_out = len(generated)
+                    text = self.tokenizer.decode(generated, skip_special_tokens=True)
+                    # Hold back an incomplete multi-byte character until its next token arrives.
+                    if text.endswith("\ufffd"):
+                        inputs = torch.tensor([[token]], dtype=torch.long)
+                        continue
+                    hit = _first_stop(text, stop)
+                    if hit is not None:
+                        text = text[:hit]
+                    if len(text) > len(emitted) and text.startswith(emitted):
+                        piece = text[len(emitted) :]
+                        emitted = text
+                        result.text = emitted
+                        yield piece
+                    if hit is not None:
+                        result.finish_reason = "stop"
+                        return
+                    inputs = torch.tensor([[token]], dtype=torch.long)
+                result.finish_reason = "length"
+            finally:
+                result.seconds = time.perf_counter() - started
+
+    def _pick(self, logits: Any, temperature: float, top_p: float, generator: Any) -> int:
+        torch = self._torch
+        if temperature <= 0:
+            return int(torch.argmax(logits).item())
+        probs = torch.softmax(logits.float() / temperature, dim=-1)
+        if top_p < 1.0:
+            sorted_probs, order = torch.sort(probs, descending=True)
+            keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < top_p
+            sorted_probs = sorted_probs * keep
+            choice = torch.multinomial(sorted_probs / sorted_probs.sum(), 1, generator=generator)
+            return int(order[choice].item())
+        return int(torch.multinomial(probs, 1, generator=generator).item())
+
+
+def _first_stop(text: str, stop: list[str]) -> int | None:
+    positions = [text.find(s) for s in stop if s]
+    positions = [p for p in positions if p >= 0]
+    return min(positions) if positions else None
+
+
+_engines: dict[Path, LocalEngine] = {}
+_engines_lock = threading.Lock()
+
+
+def get_engine(checkpoint: Path) -> LocalEngine:
+    """The process-wide engine for a checkpoint, loaded on first use."""
+    key = checkpoint.resolve()
+    with _engines_lock:
+        engine = _engines.get(key)
+        if engine is None:
+            engine = LocalEngine(key)
+            _engines[key] = engine
+        return engine

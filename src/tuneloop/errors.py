@@ -1,0 +1,101 @@
+"""One exception tree for everything tuneloop raises on purpose.
+
+Catch ``TuneloopError`` for all of them, or a subclass for exactly what you mean. Every message says
+what happened, to which input, and what to do next; none of them ever contains an API key.
+"""
+
+from __future__ import annotations
+
+
+class TuneloopError(Exception):
+    """Base class of every error tuneloop raises on purpose."""
+
+
+class InputError(TuneloopError, ValueError):
+    """An argument given by the caller cannot be used as it is."""
+
+
+class ConfigError(TuneloopError):
+    """The configuration (environment, tuneloop.toml) is invalid."""
+
+
+class ModelError(TuneloopError):
+    """A problem with a model: unknown, missing weights, cannot load."""
+
+
+class UnknownModelError(ModelError):
+    """No configured provider serves the requested model id."""
+
+    def __init__(self, model: str, available: list[str] | None, hint: str = "") -> None:
+        self.model = model
+        self.available = available
+        message = f"unknown model {model!r}"
+        if available is not None:
+            message += f": available models are {', '.join(available) if available else 'none'}"
+        if hint:
+            message += f"; {hint}"
+        super().__init__(message)
+
+
+class ModelPackageMissingError(ModelError):
+    """The package that ships the bundled local model is not installed."""
+
+
+class ModelLoadError(ModelError):
+    """Local weights exist but could not be read or converted."""
+
+
+class ContextLengthError(ModelError):
+    """A message is too long for the model's context window."""
+
+
+class AssistantError(TuneloopError):
+    """A problem with assistant definitions."""
+
+
+class AssistantsFileError(AssistantError):
+    """The assistants file is missing, unreadable or malformed."""
+
+
+class UnknownAssistantError(AssistantError):
+    """No assistant has the requested id."""
+
+    def __init__(self, assistant_id: str, available: list[str], source: str) -> None:
+        self.assistant_id = assistant_id
+        listed = ", ".join(available) if available else "none"
+        super().__init__(
+            f"unknown assistant {assistant_id!r} (known in {source}: {listed}); "
+            "run `tuneloop assistants list` to see them"
+        )
+
+
+class StoreError(TuneloopError):
+    """The dialogue store cannot be used."""
+
+
+class StoreLockedError(StoreError):
+    """Another process holds a lock on the database for too long."""
+
+
+class StoreCorruptError(StoreError):
+    """The database file is not a valid database."""
+
+
+class ThreadNotFoundError(StoreError):
+    """No thread has the requested id."""
+
+
+class ProviderError(TuneloopError):
+    """The model provider failed to answer."""
+
+
+class ProviderConnectionError(ProviderError):
+    """The provider could not be reached."""
+
+
+class ProviderAuthError(ProviderError):
+    """The provider refused the credentials."""
+
+
+class ProviderResponseError(ProviderError):
+    """The provider answered with an error or an unusable response."""

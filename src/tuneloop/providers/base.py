@@ -1,0 +1,47 @@
+"""What every provider offers: list its models and stream a chat reply."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tuneloop.engine.generation import GenerationResult, TextStream
+
+__all__ = ["GenerationResult", "ModelInfo", "Provider", "TextStream"]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    id: str
+    provider: str
+    kind: str  # "base", "fine-tuned" or "remote"
+    note: str = ""
+
+
+class Provider(ABC):
+    """A source of chat completions. Messages are OpenAI chat messages (role, content)."""
+
+    name: str
+
+    @abstractmethod
+    def models(self) -> list[ModelInfo]:
+        """The models this provider serves now."""
+
+    @abstractmethod
+    def stream(
+        self,
+        messages: Sequence[dict[str, Any]],
+        *,
+        model: str,
+        temperature: float = 0.0,
+        max_tokens: int = 512,
+        stop: Sequence[str] | None = None,
+        retries: int = 0,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> TextStream:
+        """Start a reply; iterate the stream for text pieces, then read ``stream.result``."""
+
+    def complete(self, messages: Sequence[dict[str, Any]], *, model: str, **options: Any) -> GenerationResult:
+        return self.stream(messages, model=model, **options).read()

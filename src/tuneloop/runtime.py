@@ -1,0 +1,72 @@
+"""Everything a command or an ``OpenAIModel`` needs, built lazily from one ``Settings``."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from tuneloop.assistants import AssistantCatalog, load_catalog
+from tuneloop.config import Settings, load_settings
+from tuneloop.engine.weights import BASE_MODEL_ID, ProgressCallback
+from tuneloop.errors import ConfigError, TuneloopError, UnknownModelError
+from tuneloop.providers import DEFAULT_OPENAI_MODEL, LocalProvider, ModelInfo, OpenAIProvider, Provider
+from tuneloop.store import DialogueStore
+
+REMOTE_HINT = "set OPENAI_API_KEY (and OPENAI_BASE_URL for another compatible server) to use remote models"
+
+
+class Runtime:
+    def __init__(self, settings: Settings | None = None, *, progress: ProgressCallback | None = None) -> None:
+        self.settings = settings or load_settings()
+        self.progress = progress
+
+    @cached_property
+    def store(self) -> DialogueStore:
+        return DialogueStore(self.settings.resolved_database_url, busy_timeout=self.settings.db_busy_timeout)
+
+    @cached_property
+    def assistants(self) -> AssistantCatalog:
+        return load_catalog(self.settings.assistants_file, self.settings.home)
+
+    @cached_property
+    def local(self) -> LocalProvider:
+        return LocalProvider(self.settings, self.progress)
+
+    @cached_property
+    def openai(self) -> OpenAIProvider:
+        if not self.settings.openai_configured:
+            raise ConfigError(
+                "the openai provider needs OPENAI_API_KEY or OPENAI_BASE_URL (environment or tuneloop.toml); "
+                "set one, or use TUNELOOP_PROVIDER=local"
+            )
+        return OpenAIProvider(self.settings)
+
+    def default_model(self) -> str:
+        if self.settings.model:
+            return self.settings.model
+        return DEFAULT_OPENAI_MODEL if self.settings.default_provider == "openai" else BASE_MODEL_ID
+
+    def resolve(self, model: str | None = None) -> tuple[Provider, str]:
+        """The provider that serves ``model`` (default: the configured default model)."""
+        model = model or self.default_model()
+        if self.settings.provider == "openai":
+            return self.openai, model
+        if model in self.local.model_ids():
+            return self.local, model
+        if self.settings.provider == "local":
+            raise UnknownModelError(model, self.local.model_ids(), "TUNELOOP_PROVIDER is local")
+        if self.settings.openai_configured:
+            return self.openai, model
+        raise UnknownModelError(model, self.local.model_ids(), REMOTE_HINT)
+
+    def models(self) -> tuple[list[ModelInfo], str | None]:
+        """Every model on offer, and why the remote list is missing if it could not be read."""
+        infos: list[ModelInfo] = []
+        if self.settings.provider != "openai":
+            infos.extend(self.local.models())
+        problem = None
+        if self.settings.openai_configured:
+            try:
+                infos.extend(self.openai.models())
+            except TuneloopError as exc:  # one unreachable provider must not hide the others
+                problem = str(exc)
+        return infos, problem

@@ -1,0 +1,87 @@
+"""Shared fixtures: one converted model per test session, a fresh home and database per test."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tuneloop.engine import ensure_checkpoint, get_engine
+
+REPO = Path(__file__).resolve().parent.parent
+# Converted weights survive between `make test` runs here (git-ignored); CI starts without them.
+MODELS_DIR = Path(os.environ.get("TUNELOOP_TEST_MODELS_DIR", REPO / ".cache" / "test-models"))
+
+CONFIG_VARIABLES = [
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "TUNELOOP_PROVIDER",
+    "TUNELOOP_MODEL",
+    "TUNELOOP_HOME",
+    "TUNELOOP_DATABASE_URL",
+    "TUNELOOP_MODELS_DIR",
+    "TUNELOOP_ASSISTANTS_FILE",
+    "TUNELOOP_DB_BUSY_TIMEOUT",
+    "TUNELOOP_MAX_TOKENS",
+]
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    ensure_checkpoint(MODELS_DIR)
+    return MODELS_DIR
+
+
+@pytest.fixture(scope="session")
+def engine(models_dir: Path):  # noqa: ANN201
+    """The real local model, loaded once for the whole session."""
+    return get_engine(ensure_checkpoint(models_dir))
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, models_dir: Path) -> Path:
+    """A fresh TUNELOOP_HOME (and working directory) per test, sharing the converted weights."""
+    for name in CONFIG_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("TUNELOOP_HOME", str(home))
+    monkeypatch.setenv("TUNELOOP_MODELS_DIR", str(models_dir))
+    monkeypatch.chdir(tmp_path)
+    return home
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, stdin: str | None = None, timeout: float = 300) -> Result:
+    """Run the real `tuneloop` command in a subprocess with the current (test) environment."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    full_env["COLUMNS"] = "200"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tuneloop", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+    )
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def assert_one_line_error(result: Result, *fragments: str) -> None:
+    assert result.code != 0, result
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])

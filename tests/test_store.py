@@ -1,0 +1,120 @@
+"""The dialogue store on real SQLite: exchanges, reactions, O(1) appends, locks and corruption."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import event
+
+from tuneloop.errors import StoreCorruptError, StoreLockedError, ThreadNotFoundError
+from tuneloop.store import DialogueStore
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> DialogueStore:
+    return DialogueStore(f"sqlite:///{tmp_path / 'log.db'}", busy_timeout=0.3)
+
+
+def test_exchange_logs_sentiment_reaction_and_system(store: DialogueStore) -> None:
+    thread = store.create_thread(model="m", assistant={"id": "helper", "name": "Helper"})
+    turns = [("What is the capital of France?", "Paris.", "Be brief."),
+             ("Thanks, that is great!", "Glad to help.", "Be brief."),
+             ("That is wrong and useless.", "Sorry.", "Be kind.")]
+    for user, reply, system in turns:
+        store.append_exchange(thread.id, user, reply, model="m", system_instruction=system)
+    messages = store.messages(thread.id)
+    assert [m.role for m in messages] == ["system", "user", "assistant", "user", "assistant", "system", "user",
+                                          "assistant"]
+    assert messages[2].reaction == "positive" and messages[4].reaction == "negative"
+    assert messages[7].reaction is None
+    assert messages[3].sentiment == "positive" and messages[6].sentiment == "negative"
+    assert [m.content for m in messages if m.role == "system"] == ["Be brief.", "Be kind."]
+    assert store.get_thread(thread.id).title == "What is the capital of France?"
+    assert messages[1].to_dialogue() == {"role": "user", "content": "What is the capital of France?",
+                                         "sentiment": "neutral"}
+
+
+def test_append_creates_thread_in_the_same_transaction(store: DialogueStore) -> None:
+    exchange = store.append_exchange("thread_new", "hi", "hello", model="m", create=True,
+                                     assistant={"id": "default", "name": "Default"})
+    assert exchange.user.thread_id == "thread_new"
+    assert store.get_thread("thread_new").assistant_id == "default"
+    with pytest.raises(ThreadNotFoundError):
+        store.append_exchange("thread_missing", "hi", "hello", model="m")
+    assert [t.id for t in store.list_threads()] == ["thread_new"]
+
+
+def test_append_cost_does_not_grow_with_the_thread(store: DialogueStore) -> None:
+    thread = store.create_thread(model="m")
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args) -> None:  # noqa: ANN001
+        statements.append(statement)
+
+    store.append_exchange(thread.id, "first", "reply", model="m")
+    event.listen(store.engine, "before_cursor_execute", count)
+    store.append_exchange(thread.id, "second", "reply", model="m")
+    first = len(statements)
+    for i in range(150):
+        store.append_exchange(thread.id, f"question {i}", f"answer {i}", model="m")
+    statements.clear()
+    store.append_exchange(thread.id, "last", "reply", model="m")
+    assert len(statements) == first
+    assert not any("count(" in s.lower() for s in statements)
+    assert all("limit" in s.lower() for s in statements if s.lower().startswith("select") and "messages" in s)
+
+
+def test_search_list_export_and_feedback(store: DialogueStore) -> None:
+    a = store.create_thread(model="m")
+    b = store.create_thread(model="m")
+    store.append_exchange(a.id, "Tell me about 100% cotton", "It is soft.", model="m")
+    store.append_exchange(b.id, "What about wool?", "It is warm.", model="m")
+    assert [m.content for m in store.search("100%")] == ["Tell me about 100% cotton"]
+    assert [m.content for m in store.search("IT IS")] == ["It is warm.", "It is soft."]
+    assert store.search("_") == []
+    assert {t.id: t.message_count for t in store.list_threads()} == {a.id: 2, b.id: 2}
+    exported = list(store.export())
+    assert [t.id for t, _ in exported] == [a.id, b.id]
+    reply = exported[0][1][1]
+    assert store.set_feedback(reply.id, 1).feedback == 1
+
+
+def test_locked_database_gives_typed_error_quickly(store: DialogueStore, tmp_path: Path) -> None:
+    holder = sqlite3.connect(tmp_path / "log.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreLockedError) as info:
+            store.create_thread(model="m")
+        assert time.monotonic() - started < 5
+        assert "log.db" in str(info.value) and "locked" in str(info.value)
+        assert store.list_threads() == []  # readers are not blocked (WAL)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    store.create_thread(model="m")
+
+
+def test_corrupt_database_gives_typed_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.db"
+    path.write_bytes(b"this is not a database at all" * 200)
+    with pytest.raises(StoreCorruptError) as info:
+        DialogueStore(f"sqlite:///{path}")
+    assert str(path) in str(info.value)
+    assert path.read_bytes().startswith(b"this is not a database")  # nothing was overwritten
+
+
+def test_reopening_keeps_data_and_migrates_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    first = DialogueStore(url)
+    thread = first.create_thread(model="m")
+    first.append_exchange(thread.id, "hi", "hello", model="m")
+    first.close()
+    again = DialogueStore(url)
+    assert [m.content for m in again.messages(thread.id)] == ["hi", "hello"]
+    with sqlite3.connect(tmp_path / "log.db") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
