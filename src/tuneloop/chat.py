@@ -60,11 +60,15 @@ class ReplyStream:
         self.reply: Reply | None = None
 
     def __iter__(self) -> Iterator[str]:
+        finished = False
         try:
             yield from self._stream
+            finished = True
         finally:
             self._stream.close()
-            self.reply = self._session._log(self._text, self._system, self._stream.result)
+            # A reply cut short (Ctrl-C, a dropped connection) is logged if it has any text.
+            if finished or self._stream.result.text:
+                self.reply = self._session._log(self._text, self._system, self._stream.result)
 
     def read(self) -> Reply:
         for _ in self:

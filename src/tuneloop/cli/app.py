@@ -121,7 +121,7 @@ def ask(
         stream_to_stdout(stream)
     except KeyboardInterrupt:
         sys.stdout.write("\n")
-        error_console.print("[yellow]stopped[/]; the partial reply is logged")
+        error_console.print("[yellow]stopped[/]" + ("; the partial reply is logged" if stream.reply else ""))
         raise typer.Exit(130) from None
     if stream.reply is not None and error_console.is_terminal:
         reply = stream.reply
@@ -182,7 +182,7 @@ def chat(
             stream_to_stdout(stream)
         except KeyboardInterrupt:
             sys.stdout.write("\n")
-            error_console.print("[yellow]stopped[/] (the partial reply is logged)")
+            error_console.print("[yellow]stopped[/]" + (" (the partial reply is logged)" if stream.reply else ""))
             continue
         if stream.reply is not None:
             reply = stream.reply
