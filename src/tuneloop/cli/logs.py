@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from tuneloop._files import atomic_write_text
 from tuneloop.cli._output import console, print_json, sentiment_text, when
@@ -58,7 +58,8 @@ def list_threads(
     if json_:
         print_json([_thread_dict(t) for t in threads])
         return
-    table = Table("thread", "updated", "assistant", "model", "messages", "title")
+    # Thread ids are for copying: never cut them.
+    table = Table(Column("thread", no_wrap=True), "updated", "assistant", "model", "messages", "title")
     for t in threads:
         table.add_row(t.id, when(t.updated_at), escape(t.assistant_id or ""), escape(t.model),
                       str(t.message_count), escape(t.title or ""))
@@ -101,7 +102,7 @@ def search(
     if json_:
         print_json([m.to_dict() for m in found])
         return
-    table = Table("thread", "#", "role", "sentiment", "text")
+    table = Table(Column("thread", no_wrap=True), "#", "role", "sentiment", "text")
     for m in found:
         table.add_row(m.thread_id, str(m.id), m.role, sentiment_text(m.sentiment), escape(_snippet(m.content, query)))
     console.print(table)
