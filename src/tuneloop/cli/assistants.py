@@ -8,9 +8,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from tuneloop.assistants import load_catalog
+from tuneloop.assistants import AssistantCatalog
 from tuneloop.cli._output import console, print_json
 from tuneloop.config import load_settings
+from tuneloop.runtime import Runtime
 
 assistants_app = typer.Typer(
     help="List and show assistants (built-in default plus TUNELOOP_ASSISTANTS_FILE or home/assistants.json).",
@@ -21,9 +22,8 @@ assistants_app = typer.Typer(
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
-def _catalog():  # noqa: ANN202 - the catalog type is internal
-    settings = load_settings()
-    return load_catalog(settings.assistants_file, settings.home)
+def _catalog() -> AssistantCatalog:
+    return Runtime(load_settings()).assistants
 
 
 @assistants_app.callback()

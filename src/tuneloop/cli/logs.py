@@ -15,6 +15,7 @@ from tuneloop._files import atomic_write_text
 from tuneloop.cli._output import console, print_json, sentiment_text, when
 from tuneloop.config import load_settings
 from tuneloop.errors import InputError
+from tuneloop.runtime import Runtime
 from tuneloop.store import DialogueStore, Message, Thread
 
 logs_app = typer.Typer(
@@ -32,8 +33,7 @@ class ExportFormat(StrEnum):
 
 
 def _store() -> DialogueStore:
-    settings = load_settings()
-    return DialogueStore(settings.resolved_database_url, busy_timeout=settings.db_busy_timeout)
+    return Runtime(load_settings()).store
 
 
 @logs_app.callback()

@@ -255,6 +255,11 @@ class DialogueStore:
     def close(self) -> None:
         self.engine.dispose()
 
+    def _no_thread(self, thread_id: str) -> ThreadNotFoundError:
+        return ThreadNotFoundError(
+            f"no thread {thread_id!r} in {self.location}; run `tuneloop logs list` to see the threads"
+        )
+
     # Threads
 
     def create_thread(
@@ -304,9 +309,7 @@ class DialogueStore:
         with self._session() as session:
             row = session.get(ThreadRow, thread_id)
             if row is None:
-                raise ThreadNotFoundError(
-                    f"no thread {thread_id!r} in {self.location}; run `tuneloop logs list` to see the threads"
-                )
+                raise self._no_thread(thread_id)
             return Thread.from_row(row)
 
     def latest_thread(self) -> Thread | None:
@@ -335,9 +338,7 @@ class DialogueStore:
     def messages(self, thread_id: str) -> list[Message]:
         with self._session() as session:
             if session.get(ThreadRow, thread_id) is None:
-                raise ThreadNotFoundError(
-                    f"no thread {thread_id!r} in {self.location}; run `tuneloop logs list` to see the threads"
-                )
+                raise self._no_thread(thread_id)
             rows = session.scalars(
                 select(MessageRow).where(MessageRow.thread_id == thread_id).order_by(MessageRow.id)
             )
@@ -373,9 +374,7 @@ class DialogueStore:
             if thread is None and create:
                 thread = self._insert_thread(session, thread_id, model, assistant)
             if thread is None:
-                raise ThreadNotFoundError(
-                    f"no thread {thread_id!r} in {self.location}; run `tuneloop logs list` to see the threads"
-                )
+                raise self._no_thread(thread_id)
             last = session.scalars(
                 select(MessageRow)
                 .where(MessageRow.thread_id == thread_id)
