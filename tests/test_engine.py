@@ -39,7 +39,7 @@ def test_greedy_answer_streams_token_by_token(engine) -> None:  # noqa: ANN001
     assert "".join(pieces) == stream.result.text
     assert "Paris" in stream.result.text
     assert stream.result.finish_reason == "stop"
-    assert stream.result.tokens_out == len(pieces) or stream.result.tokens_out >= len(pieces)
+    assert stream.result.tokens_out >= len(pieces)  # a piece can span tokens, never the reverse
     assert stream.result.tokens_in > 5 and stream.result.first_token_seconds is not None
     assert engine.stream(QUESTION, max_tokens=32).read().text == stream.result.text  # greedy is repeatable
 

@@ -174,10 +174,10 @@ class LocalEngine:
                         return
                     generated.append(token)
                     result.tokens_out = len(generated)
+                    inputs = torch.tensor([[token]], dtype=torch.long)
                     text = self.tokenizer.decode(generated, skip_special_tokens=True)
                     # Hold back an incomplete multi-byte character until its next token arrives.
                     if text.endswith("\ufffd"):
-                        inputs = torch.tensor([[token]], dtype=torch.long)
                         continue
                     hit = _first_stop(text, stop)
                     if hit is not None:
@@ -190,7 +190,6 @@ class LocalEngine:
                     if hit is not None:
                         result.finish_reason = "stop"
                         return
-                    inputs = torch.tensor([[token]], dtype=torch.long)
                 result.finish_reason = "length"
             finally:
                 result.seconds = time.perf_counter() - started
