@@ -99,3 +99,23 @@ class ProviderAuthError(ProviderError):
 
 class ProviderResponseError(ProviderError):
     """The provider answered with an error or an unusable response."""
+
+
+class DataError(InputError):
+    """Training data cannot be read or used: names the file (and line) and what to change."""
+
+    def __init__(self, message: str, *, source: str | None = None, line: int | None = None) -> None:
+        self.source = source
+        self.line = line
+        where = source or ""
+        if source and line is not None:
+            where = f"{source}, line {line}"
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class DatasetInvalidError(DataError):
+    """Training data failed validation; ``report`` holds the full validation report."""
+
+    def __init__(self, message: str, report: object, *, source: str | None = None) -> None:
+        self.report = report
+        super().__init__(message, source=source)

@@ -18,6 +18,7 @@ from tuneloop.cli._output import (
     sentiment_text,
 )
 from tuneloop.cli.assistants import assistants_app
+from tuneloop.cli.data import data_app
 from tuneloop.cli.logs import logs_app
 from tuneloop.config import load_settings
 from tuneloop.engine.weights import BASE_MODEL_ID
@@ -38,6 +39,7 @@ app = typer.Typer(
 )
 app.add_typer(assistants_app, name="assistants")
 app.add_typer(logs_app, name="logs")
+app.add_typer(data_app, name="data")
 
 AssistantOption = Annotated[
     str | None, typer.Option("--assistant", "-a", help="Assistant id from the assistants file.")

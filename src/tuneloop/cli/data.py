@@ -1,0 +1,198 @@
+"""`tuneloop data`: build fine-tuning files from CSV and dialogues, and validate them before training."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from tuneloop.cli._output import console, conversion_progress, error_console, print_json
+from tuneloop.config import load_settings
+from tuneloop.datasets import Dataset, build_dataset, from_dialogues, read_csv_text, read_source, token_counter
+from tuneloop.datasets.readers import decode
+from tuneloop.datasets.validate import ERROR_NAMES, ValidationReport, validate_file
+from tuneloop.errors import InputError
+from tuneloop.runtime import Runtime
+
+data_app = typer.Typer(
+    help=(
+        "Turn CSV files and logged dialogues into OpenAI fine-tuning JSONL, and check such files "
+        "(format, token counts, cost) before training."
+    ),
+    no_args_is_help=True,
+)
+
+
+class MethodChoice(StrEnum):
+    auto = "auto"
+    supervised = "supervised"
+    dpo = "dpo"
+
+
+EncodingOption = Annotated[
+    str | None,
+    typer.Option("--encoding", help="Text encoding of the input (default UTF-8), e.g. cp1252 or latin-1."),
+]
+
+
+BUILD_HELP = (
+    "Build an OpenAI fine-tuning JSONL file from CSV rows and/or logged dialogues.\n\n"
+    "CSV columns (any case): prompt|question|input|user, completion|answer|output|response|assistant, "
+    "optional system, optional positive (1/0, true/false, yes/no).\n\n"
+    "A prompt with a preferred and an avoided answer becomes a DPO pair; prompts with preferred answers only "
+    "become chat examples. From dialogues: replies rated up or followed by a positive user turn become chat "
+    "examples; a badly received reply followed by a well received one becomes a DPO pair.\n\n"
+    "Examples:\n\n"
+    "  tuneloop data build facts.csv -o train.jsonl\n\n"
+    "  tuneloop data build --from-dialogues -o from-chats.jsonl"
+)
+
+
+@data_app.command(help=BUILD_HELP)
+def build(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the JSONL file.", show_default=False)],
+    source: Annotated[
+        str | None,
+        typer.Argument(
+            help="A CSV file, a directory of CSV files, a JSONL file, or '-' for CSV on standard input.",
+            show_default=False,
+        ),
+    ] = None,
+    negative: Annotated[
+        bool, typer.Option("--negative", help="Rows without a positive column are answers to avoid.")
+    ] = False,
+    dialogues: Annotated[
+        bool,
+        typer.Option(
+            "--from-dialogues",
+            help="Add examples from the dialogue log: well-received replies, and better replies after bad ones.",
+        ),
+    ] = False,
+    assistant: Annotated[
+        str | None, typer.Option("--assistant", "-a", help="With --from-dialogues: only this assistant's threads.")
+    ] = None,
+    method: Annotated[
+        MethodChoice,
+        typer.Option(help="supervised (chat examples), dpo (preference pairs), or auto: dpo when there are pairs."),
+    ] = MethodChoice.auto,
+    encoding: EncodingOption = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Build an OpenAI fine-tuning JSONL file from CSV rows and/or logged dialogues (see BUILD_HELP)."""
+    if source is None and not dialogues:
+        raise InputError("give a CSV file, a directory of CSV files or a JSONL file, or --from-dialogues")
+    dataset = Dataset()
+    if source == "-":
+        dataset.merge(build_dataset(read_csv_text(decode(sys.stdin.buffer.read(), "<stdin>", encoding),
+                                                  source="<stdin>"), negative=negative))
+    elif source is not None:
+        dataset.merge(build_dataset(read_source(source, encoding=encoding), negative=negative))
+    if dialogues:
+        rt = Runtime(load_settings())
+        dataset.merge(from_dialogues(rt.store, assistant_id=assistant))
+    chosen, written = dataset.write_jsonl(output, method.value)
+    left_out = dataset.examples(chosen)[1]
+    reasons = Counter(s.reason for s in dataset.skipped)
+    if json_:
+        print_json(
+            {
+                "output": str(output),
+                "format": chosen,
+                "examples": written,
+                "rows": dataset.rows,
+                "supervised": len(dataset.supervised),
+                "dpo_pairs": len(dataset.preference),
+                "left_out": left_out,
+                "skipped": [{"source": s.source, "line": s.line, "reason": s.reason} for s in dataset.skipped],
+            }
+        )
+        return
+    noun = "example" if written == 1 else "examples"
+    console.print(f"Wrote {written} {chosen} {noun} to [bold]{escape(str(output))}[/]")
+    if left_out:
+        console.print(f"[yellow]{left_out} chat examples are not in it: a DPO file holds only prompts with an "
+                      "avoided answer; use --method supervised for them[/]")
+    for reason, count in reasons.most_common():
+        first = next(s for s in dataset.skipped if s.reason == reason)
+        console.print(f"[yellow]left out {count} row(s): {escape(reason)} (first: {escape(first.source)}, "
+                      f"line {first.line})[/]")
+    console.print(f"Next: [bold]tuneloop data validate {escape(str(output))}[/]")
+
+
+@data_app.command()
+def validate(
+    file: Annotated[Path, typer.Argument(help="The JSONL training file to check.", show_default=False)],
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Model to count tokens and price for (default: the default model)."),
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", min=1, help="Epochs for the cost estimate (default: OpenAI's auto).")
+    ] = None,
+    encoding: EncodingOption = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object (see the README).")] = False,
+) -> None:
+    """Check a fine-tuning file as OpenAI would: format errors, token counts, estimated cost.
+
+    Exits with 1 when the file has errors, so scripts can stop before training.
+    """
+    settings = load_settings()
+    model_id = model or Runtime(settings).default_model()
+
+    def counter():  # noqa: ANN202 - loaded only once the file is known to be readable
+        return token_counter(model_id, models_dir=settings.resolved_models_dir, progress=conversion_progress())
+
+    report = validate_file(file, counter, encoding=encoding, epochs=epochs)
+    if json_:
+        print_json(report.to_dict())
+    else:
+        render_report(report)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def render_report(report: ValidationReport) -> None:
+    tokens = report.tokens
+    status = "[green]ok[/]" if report.ok else "[red]has errors[/]"
+    console.print(f"[bold]{escape(report.source)}[/]: {report.examples} {report.format} examples, {status}")
+    summary = Table(show_header=False, box=None, pad_edge=False)
+    summary.add_column(style="dim")
+    summary.add_column()
+    estimate = "" if report.tokens_exact else " (estimate)"
+    summary.add_row("model", escape(report.model))
+    summary.add_row("tokenizer", escape(report.tokenizer + estimate))
+    summary.add_row(
+        "tokens",
+        f"{tokens['total']:,} total · min {tokens['min']:,} · median {tokens['p50']:,} · p90 {tokens['p90']:,} · "
+        f"max {tokens['max']:,} · mean {tokens['mean']:,}"
+        + (f" (context {report.context:,})" if report.context else ""),
+    )
+    summary.add_row("epochs", f"{report.epochs} → {report.billed_tokens:,} trained tokens")
+    if report.estimated_cost_usd is None:
+        cost = "unknown (no price for this model in the table)"
+    elif report.estimated_cost_usd == 0 and report.price_as_of is None:
+        cost = "free (trains on this machine)"
+    else:
+        cost = f"${report.estimated_cost_usd:,.2f} (prices as of {report.price_as_of})"
+    summary.add_row("estimated cost", cost)
+    console.print(summary)
+    if report.tokenizer_note:
+        console.print(f"[dim]{escape(report.tokenizer_note)}[/]")
+    if report.errors or report.warnings:
+        table = Table("", "check", "examples", "first")
+        order = {name: i for i, name in enumerate(ERROR_NAMES)}
+        for name, count in sorted(report.errors.items(), key=lambda kv: order.get(kv[0], 99)):
+            first = next((i for i in report.first_errors if i.error == name), None)
+            where = f"line {first.line}: {first.detail}" if first and first.line else (first.detail if first else "")
+            table.add_row("[red]error[/]", name, str(count), escape(where))
+        for name, count in sorted(report.warnings.items()):
+            table.add_row("[yellow]warning[/]", name, str(count), "")
+        console.print(table)
+    if not report.ok:
+        error_console.print(f"[red]{sum(report.errors.values())} problem(s): fix them before training[/]")

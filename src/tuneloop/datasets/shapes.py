@@ -1,0 +1,249 @@
+"""Rows and dialogues → OpenAI fine-tuning examples (chat JSONL for supervised, DPO JSONL for preferences).
+
+Rules, in one place:
+
+* From rows: a row whose ``positive`` is true (or unset while the default is positive) is a preferred
+  answer to its prompt; false (or ``negative=True``) marks an answer to avoid. Rows are grouped by
+  (system, prompt). A group with preferred and avoided answers gives DPO pairs (each avoided answer
+  paired with a preferred one, round robin, so every answer is used); a group with only preferred
+  answers gives supervised examples; a group with only avoided answers gives nothing (there is no
+  better answer to learn) and is reported as skipped.
+* From dialogues (:func:`from_dialogues`): see :func:`verdict` and :func:`select_from_thread`.
+* One output file holds one format. ``method="dpo"`` writes the pairs (prompts without an avoided
+  answer cannot be DPO pairs and are reported as left out); ``method="supervised"`` writes the preferred
+  answers (pairs contribute their preferred side once); ``"auto"`` picks DPO when there are pairs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from tuneloop._files import atomic_write_bytes
+from tuneloop.datasets.readers import Row, RowSet, Skipped
+from tuneloop.errors import DataError
+
+if TYPE_CHECKING:
+    from tuneloop.store import DialogueStore, Message
+
+Method = Literal["supervised", "dpo"]
+METHODS: tuple[str, ...] = ("auto", "supervised", "dpo")
+# A reply that stopped early was not what the model would say; never teach it as a good answer.
+UNFINISHED = {"interrupted", "length"}
+
+
+def chat_messages(system: str | None, *turns: tuple[str, str]) -> list[dict[str, str]]:
+    messages = [{"role": "system", "content": system}] if system else []
+    messages += [{"role": role, "content": content} for role, content in turns]
+    return messages
+
+
+def supervised_example(messages: list[dict[str, str]], answer: str) -> dict[str, Any]:
+    return {"messages": [*messages, {"role": "assistant", "content": answer}]}
+
+
+def preference_example(messages: list[dict[str, str]], preferred: str, avoided: str) -> dict[str, Any]:
+    return {
+        "input": {"messages": messages},
+        "preferred_output": [{"role": "assistant", "content": preferred}],
+        "non_preferred_output": [{"role": "assistant", "content": avoided}],
+    }
+
+
+def _key(example: dict[str, Any]) -> str:
+    return json.dumps(example, sort_keys=True, ensure_ascii=False)
+
+
+@dataclass
+class Dataset:
+    """Training examples in both shapes, and what was left out and why."""
+
+    supervised: list[dict[str, Any]] = field(default_factory=list)
+    preference: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    rows: int = 0
+
+    def merge(self, other: Dataset) -> Dataset:
+        self.supervised += other.supervised
+        self.preference += other.preference
+        self.skipped += other.skipped
+        self.sources += other.sources
+        self.rows += other.rows
+        return self
+
+    def __len__(self) -> int:
+        return len(self.supervised) + len(self.preference)
+
+    def method(self, method: str = "auto") -> Method:
+        if method not in METHODS:
+            raise DataError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+        if method == "auto":
+            return "dpo" if self.preference else "supervised"
+        return method  # type: ignore[return-value]
+
+    def examples(self, method: str = "auto") -> tuple[list[dict[str, Any]], int]:
+        """The examples for ``method`` and how many usable examples that format leaves out."""
+        chosen = self.method(method)
+        if chosen == "dpo":
+            return list(self.preference), len(self.supervised)
+        seen = {_key(e) for e in self.supervised}
+        examples = list(self.supervised)
+        for pair in self.preference:
+            example = {"messages": [*pair["input"]["messages"], *pair["preferred_output"]]}
+            if _key(example) not in seen:
+                seen.add(_key(example))
+                examples.append(example)
+        return examples, 0
+
+    def write_jsonl(self, path: str | Path, method: str = "auto") -> tuple[Method, int]:
+        """Write one format atomically; returns (format, examples written). Refuses to write nothing."""
+        chosen = self.method(method)
+        examples, _ = self.examples(chosen)
+        if not examples:
+            raise DataError(self.nothing_to_train(chosen))
+        write_jsonl(path, examples)
+        return chosen, len(examples)
+
+    def nothing_to_train(self, method: str) -> str:
+        sources = ", ".join(self.sources[:3]) + (" …" if len(self.sources) > 3 else "") or "the input"
+        if method == "dpo" and self.supervised:
+            return (f"{sources}: no prompt has both a preferred and an avoided answer, so there are no DPO pairs; "
+                    "use --method supervised, or add rows with positive=0 for the same prompts")
+        reasons = sorted({s.reason for s in self.skipped})
+        detail = f" ({len(self.skipped)} rows left out: {'; '.join(reasons[:3])})" if self.skipped else ""
+        return f"{sources}: no usable training examples{detail}"
+
+
+def write_jsonl(path: str | Path, examples: Iterable[dict[str, Any]]) -> None:
+    lines = [json.dumps(e, ensure_ascii=False) for e in examples]
+    atomic_write_bytes(Path(path), ("\n".join(lines) + "\n").encode("utf-8"))
+
+
+def build_dataset(rowset: RowSet, *, negative: bool = False) -> Dataset:
+    """Shape rows (and pass examples already in OpenAI's shape through) into a :class:`Dataset`."""
+    default = not negative
+    groups: dict[tuple[str, str], tuple[str | None, list[Row], list[Row]]] = {}
+    for row in rowset.rows:
+        key = (row.system or "", " ".join(row.prompt.split()))
+        group = groups.setdefault(key, (row.system, [], []))
+        (group[1] if (default if row.positive is None else row.positive) else group[2]).append(row)
+    dataset = Dataset(
+        supervised=list(rowset.supervised),
+        preference=list(rowset.preference),
+        skipped=list(rowset.skipped),
+        sources=list(rowset.sources),
+        rows=len(rowset),
+    )
+    for system, preferred, avoided in groups.values():
+        prompt = (preferred or avoided)[0].prompt
+        messages = chat_messages(system, ("user", prompt))
+        if preferred and avoided:
+            good = [r for r in preferred if r.completion not in {a.completion for a in avoided}]
+            for row in preferred:
+                if row not in good:
+                    dataset.skipped.append(Skipped(row.source, row.line, "answer marked both preferred and avoided"))
+            if not good:
+                continue
+            for i in range(max(len(good), len(avoided))):
+                dataset.preference.append(
+                    preference_example(messages, good[i % len(good)].completion, avoided[i % len(avoided)].completion)
+                )
+        elif preferred:
+            dataset.supervised += [supervised_example(messages, row.completion) for row in preferred]
+        else:
+            dataset.skipped += [
+                Skipped(row.source, row.line, "avoided answer without a preferred answer to the same prompt")
+                for row in avoided
+            ]
+    return dataset
+
+
+# --- dialogues ---------------------------------------------------------------------------------------
+
+
+def verdict(message: Message) -> Literal["good", "bad"] | None:
+    """How an assistant reply was received: an explicit rating wins, else the next user turn's sentiment.
+
+    good: rated up (feedback +1), or not rated and the user's next turn was positive — and the reply was
+    complete (not cut short by Ctrl-C or the token limit). bad: rated down, or not rated and the next
+    turn was negative. Anything else (neutral, no next turn yet) is not used.
+    """
+    if message.feedback is not None and message.feedback != 0:
+        label = "good" if message.feedback > 0 else "bad"
+    elif message.reaction == "positive":
+        label = "good"
+    elif message.reaction == "negative":
+        label = "bad"
+    else:
+        return None
+    if label == "good" and message.finish_reason in UNFINISHED:
+        return None
+    return label
+
+
+def select_from_thread(
+    system: str | None, messages: Sequence[Message], *, max_context_turns: int | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(supervised examples, DPO pairs) from one thread, by these rules:
+
+    * every *good* reply becomes a supervised example: the system instruction in force, the turns before
+      it (the last ``max_context_turns`` user/assistant turns when given), its user turn, the reply;
+    * a *bad* reply R to request U, followed by a user turn and then a *good* reply G, becomes a DPO
+      pair: the same context and U as input, G preferred, R avoided (G was the better answer to U).
+    """
+    supervised: list[dict[str, Any]] = []
+    pairs: list[dict[str, Any]] = []
+    # The system instruction in force at each turn: the log records a system message when it changes.
+    has_system_rows = any(m.role == "system" for m in messages)
+    current = None if has_system_rows else system
+    turns: list[Message] = []
+    systems: list[str | None] = []
+    for m in messages:
+        if m.role == "system":
+            current = m.content
+        elif m.role in ("user", "assistant"):
+            turns.append(m)
+            systems.append(current)
+    for i, message in enumerate(turns):
+        if message.role != "assistant" or i == 0 or turns[i - 1].role != "user":
+            continue
+        context = turns[: i - 1]
+        if max_context_turns is not None:
+            context = context[max(0, len(context) - max_context_turns) :]
+        prompt = chat_messages(systems[i], *[(m.role, m.content) for m in [*context, turns[i - 1]]])
+        label = verdict(message)
+        if label == "good":
+            supervised.append(supervised_example(prompt, message.content))
+        elif (
+            label == "bad"
+            and i + 2 < len(turns)
+            and turns[i + 1].role == "user"
+            and turns[i + 2].role == "assistant"
+            and verdict(turns[i + 2]) == "good"
+            and turns[i + 2].content.strip() != message.content.strip()
+        ):
+            pairs.append(preference_example(prompt, turns[i + 2].content, message.content))
+    return supervised, pairs
+
+
+def from_dialogues(
+    store: DialogueStore,
+    *,
+    thread_ids: list[str] | None = None,
+    assistant_id: str | None = None,
+    max_context_turns: int | None = None,
+) -> Dataset:
+    """Examples selected from the logged threads (all, or those named / of one assistant)."""
+    dataset = Dataset(sources=[f"dialogues in {store.location}"])
+    for thread, messages in store.export(thread_ids):
+        if assistant_id is not None and thread.assistant_id != assistant_id:
+            continue
+        dataset.rows += sum(1 for m in messages if m.role == "assistant")
+        supervised, pairs = select_from_thread(thread.system_instruction, messages, max_context_turns=max_context_turns)
+        dataset.supervised += supervised
+        dataset.preference += pairs
+    return dataset
