@@ -29,6 +29,7 @@ lint: setup
 
 bench: setup
 	$(PY) bench/generation.py
+	$(PY) bench/datasets.py
 
 clean:
 	rm -rf $(VENV) .cache build src/*.egg-info

@@ -443,9 +443,15 @@ def test_cli_build_from_dialogues(home: Path) -> None:
     thread = store.create_thread(model="smollm2-135m-instruct").id
     store.append_exchange(thread, "What is the Zorblax?", "A teal gadget.", model="smollm2-135m-instruct")
     store.append_exchange(thread, "Great answer, thanks!", "You are welcome.", model="smollm2-135m-instruct")
+    store.append_exchange(thread, "Its price?", "Twelve euros.", model="smollm2-135m-instruct")
+    last = store.messages(thread)[-1]
+    rated = run_cli("logs", "rate", str(last.id), "up")
+    assert rated.code == 0 and f"reply #{last.id}" in rated.stdout and "rated up" in rated.stdout
+    assert "rated up" in run_cli("logs", "show", thread).stdout
+    assert_one_line_error(run_cli("logs", "rate", str(last.id - 1), "up"), f"no assistant message {last.id - 1}")
     result = run_cli("data", "build", "--from-dialogues", "-o", "chats.jsonl", "--json")
     assert result.code == 0, result.stderr
-    assert json.loads(result.stdout)["examples"] == 1
-    example = json.loads(Path("chats.jsonl").read_text())
-    assert example["messages"][-1] == {"role": "assistant", "content": "A teal gadget."}
+    assert json.loads(result.stdout)["examples"] == 2
+    examples = [json.loads(line) for line in Path("chats.jsonl").read_text().splitlines()]
+    assert [e["messages"][-1]["content"] for e in examples] == ["A teal gadget.", "Twelve euros."]
     assert_one_line_error(run_cli("data", "build", "-o", "x.jsonl"), "--from-dialogues")

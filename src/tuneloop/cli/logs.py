@@ -87,11 +87,28 @@ def show(
                   f"started {when(thread.created_at)}")
     for m in messages:
         extra = f"  reaction {sentiment_text(m.reaction, m.reaction_score)}" if m.reaction else ""
+        if m.feedback:
+            extra += "  [green]rated up[/]" if m.feedback > 0 else "  [red]rated down[/]"
         console.print(f"\n[bold]{m.role}[/] [dim]#{m.id}[/] {sentiment_text(m.sentiment, m.sentiment_score)}{extra}")
         console.print(escape(m.content))
 
 
-@logs_app.command("search")
+class Rating(StrEnum):
+    up = "up"
+    down = "down"
+    clear = "clear"
+
+
+@logs_app.command("rate")
+def rate(
+    message_id: Annotated[int, typer.Argument(help="The reply's number (the #N shown by `logs show`).")],
+    rating: Annotated[Rating, typer.Argument(help="up, down, or clear.")],
+) -> None:
+    """Rate a reply up or down; ratings decide what `data build --from-dialogues` learns from."""
+    value = {Rating.up: 1, Rating.down: -1, Rating.clear: 0}[rating]
+    message = _store().set_feedback(message_id, value)
+    console.print(f"reply #{message.id} in {message.thread_id}: {'rating cleared' if not value else 'rated ' + rating}")
+
 def search(
     query: Annotated[str, typer.Argument(help="Text to look for (case-insensitive).")],
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Most messages to show.")] = 50,

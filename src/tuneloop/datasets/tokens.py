@@ -148,8 +148,20 @@ def _tiktoken_lengths(name: str) -> Callable[[list[str]], list[int]]:
     encoding = _tiktoken(name)
     threads = max(1, min(8, os.cpu_count() or 1))
 
+    def chunk(texts: list[str]) -> list[int]:
+        return [len(encoding.encode_ordinary(t)) for t in texts]
+
     def lengths(texts: list[str]) -> list[int]:
-        return [len(t) for t in encoding.encode_ordinary_batch(texts, num_threads=threads)]
+        # tiktoken's own encode_ordinary_batch makes one thread-pool task per text (slower than a loop
+        # for short texts); one task per core over a slice releases the GIL in Rust and scales.
+        if threads == 1 or len(texts) < 2000:
+            return chunk(texts)
+        from concurrent.futures import ThreadPoolExecutor
+
+        size = -(-len(texts) // threads)
+        with ThreadPoolExecutor(threads) as pool:
+            parts = pool.map(chunk, [texts[i : i + size] for i in range(0, len(texts), size)])
+        return [n for part in parts for n in part]
 
     return lengths
 
@@ -189,7 +201,9 @@ def _local_counter(checkpoint: str) -> TokenCounter:
     backend = tokenizer.backend_tokenizer
 
     def lengths(texts: list[str]) -> list[int]:
-        return [len(e.ids) for e in backend.encode_batch(texts, add_special_tokens=False)]
+        # encode_batch_fast skips the offsets we do not need (tokenizers >= 0.20).
+        encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+        return [len(e.ids) for e in encode(texts, add_special_tokens=False)]
 
     def count(text: str) -> int:
         return lengths([text])[0]

@@ -271,7 +271,7 @@ def validate_values(
         conversations = _check_dpo(ex, value) if fmt == "dpo" else _check_supervised(ex, value)
         if ex.errors:
             continue
-        fingerprint = hash(json.dumps(value, sort_keys=True))
+        fingerprint = hash(json.dumps(value))
         if fingerprint in seen:
             ex.warnings.add("duplicate_example")
         seen.add(fingerprint)
