@@ -109,6 +109,8 @@ def rate(
     message = _store().set_feedback(message_id, value)
     console.print(f"reply #{message.id} in {message.thread_id}: {'rating cleared' if not value else 'rated ' + rating}")
 
+
+@logs_app.command("search")
 def search(
     query: Annotated[str, typer.Argument(help="Text to look for (case-insensitive).")],
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Most messages to show.")] = 50,
