@@ -7,7 +7,11 @@ at OpenAI (whose Assistants API is gone); every exchange is logged with its sent
 
 from __future__ import annotations
 
+import contextlib
 import json
+import tempfile
+from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +19,15 @@ from tuneloop import sentiment
 from tuneloop._files import atomic_write_text
 from tuneloop.chat import ChatSession, Reply
 from tuneloop.config import Settings
+from tuneloop.datasets import Dataset, build_dataset, from_dialogues, read_csv_text, read_source
+from tuneloop.errors import InputError
 from tuneloop.runtime import Runtime
+from tuneloop.store.jobs import JobNotFoundError
+from tuneloop.training import FineTuning
 
 
 class OpenAIModel:
-    """Chat with an assistant, keep the dialogue with its sentiment, and (later) fine-tune on it.
+    """Chat with an assistant, keep the dialogue with its sentiment, and fine-tune on it.
 
     Args:
         system_instruction: sent as the system message of every exchange (overrides the assistant's).
@@ -133,17 +141,82 @@ class OpenAIModel:
             "describe_image_by_requests is not implemented yet: image input arrives in a later release"
         )
 
+    @cached_property
+    def fine_tuning(self) -> FineTuning:
+        """The job system behind :meth:`train` (create, get, wait, cancel, events)."""
+        return FineTuning(self.runtime)
+
     def train(
         self,
         data: str | None = None,
         data_dir: str | Path | None = None,
         data_file: str | Path | None = None,
         positive: bool = True,
+        *,
+        method: str = "auto",
+        suffix: str | None = None,
+        hyperparameters: dict[str, Any] | None = None,
+        wait: bool = False,
     ) -> str:
-        raise NotImplementedError("train is not implemented yet: fine-tuning jobs arrive in a later release")
+        """Fine-tune on CSV data and return the job id (the job trains in the background).
 
-    def dynamic_train(self) -> str:
-        raise NotImplementedError("dynamic_train is not implemented yet: fine-tuning jobs arrive in a later release")
+        ``data`` is CSV text; ``data_dir`` a folder of CSV files; ``data_file`` a CSV or JSONL file (relative to
+        ``data_dir`` when both are given). ``positive=False`` marks rows without a ``positive`` column as answers
+        to avoid. The data is validated first: errors raise :class:`~tuneloop.errors.DatasetInvalidError` with the
+        report, and no job starts. With ``wait=True`` it returns once the job has finished.
+        """
+        given = [x for x in (data, data_file) if x is not None]
+        if len(given) > 1:
+            raise InputError("give one of data (CSV text), data_dir or data_file, not several")
+        if data is not None:
+            rows = read_csv_text(data, source="data")
+        elif data_file is not None:
+            path = Path(data_dir) / data_file if data_dir is not None else Path(data_file)
+            rows = read_source(path)
+        elif data_dir is not None:
+            rows = read_source(Path(data_dir))
+        else:
+            raise InputError("nothing to train on: give data (CSV text), data_dir or data_file")
+        dataset = build_dataset(rows, negative=not positive)
+        return self._start(dataset, method=method, suffix=suffix, hyperparameters=hyperparameters, wait=wait,
+                           description=f"train on {', '.join(dataset.sources) or 'data'}")
 
-    def save_job_id(self, job_id: str, description: str, filename: str = "job_ids.json") -> None:
-        raise NotImplementedError("save_job_id is not implemented yet: job tracking arrives in a later release")
+    def dynamic_train(self, *, method: str = "auto", suffix: str | None = None, wait: bool = False) -> str:
+        """Fine-tune on the dialogue log: well-received replies (and better replies after bad ones)."""
+        dataset = from_dialogues(self.runtime.store)
+        return self._start(dataset, method=method, suffix=suffix, hyperparameters=None, wait=wait,
+                           description="dynamic_train on the dialogue log")
+
+    def _start(self, dataset: Dataset, *, method: str, suffix: str | None, hyperparameters: dict[str, Any] | None,
+               wait: bool, description: str) -> str:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "train.jsonl"
+            chosen, _count = dataset.write_jsonl(path, method)
+            stored = self.fine_tuning.add_file(path)
+        job = self.fine_tuning.create(stored.id, method=chosen, suffix=suffix, hyperparameters=hyperparameters,
+                                      description=description)
+        self.current_job_id = job.id
+        self.save_job_id(job.id, description)
+        if wait:
+            self.fine_tuning.wait(job.id)
+        return job.id
+
+    def save_job_id(self, job_id: str, description: str, filename: str | Path = "job_ids.json") -> None:
+        """Append ``{id, description, created_at}`` to a JSON list (relative names go under ``$TUNELOOP_HOME``)
+        atomically, and record the description on the job in the store when the job is there."""
+        path = Path(filename)
+        if not path.is_absolute():
+            path = self.runtime.settings.home / path
+        entries: list[Any] = []
+        if path.exists():
+            try:
+                entries = json.loads(path.read_text("utf-8") or "[]")
+            except (OSError, ValueError) as exc:
+                raise InputError(f"{path}: cannot be read as a JSON list ({exc}); fix or move it aside") from None
+            if not isinstance(entries, list):
+                raise InputError(f"{path}: holds a JSON {type(entries).__name__}, not a list; fix or move it aside")
+        entries.append({"id": job_id, "description": description, "created_at": datetime.now(UTC).isoformat()})
+        atomic_write_text(path, json.dumps(entries, indent=2, ensure_ascii=False) + "\n")
+        # A job from elsewhere (an old OpenAI job id) is not in the store: the file is its record.
+        with contextlib.suppress(JobNotFoundError):
+            self.fine_tuning.jobs.update_job(job_id, description=description)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import cached_property
+from pathlib import Path
 
 from tuneloop.assistants import AssistantCatalog, load_catalog
 from tuneloop.config import Settings, load_settings
@@ -29,7 +30,17 @@ class Runtime:
 
     @cached_property
     def local(self) -> LocalProvider:
-        return LocalProvider(self.settings, self.progress)
+        return LocalProvider(self.settings, self.progress, registry=self.fine_tuned_models)
+
+    def fine_tuned_models(self) -> dict[str, Path]:
+        """Local fine-tuned models whose job succeeded: model id → LoRA adapter folder."""
+        from tuneloop.store.jobs import JobStore
+
+        return {
+            job.fine_tuned_model: Path(job.model_path)
+            for job in JobStore(self.store).succeeded_models("local")
+            if job.fine_tuned_model and job.model_path
+        }
 
     @cached_property
     def openai(self) -> OpenAIProvider:
@@ -50,7 +61,7 @@ class Runtime:
         model = model or self.default_model()
         if self.settings.provider == "openai":
             return self.openai, model
-        if model in self.local.model_ids():
+        if self.local.serves(model):
             return self.local, model
         if self.settings.provider == "local":
             raise UnknownModelError(model, self.local.model_ids(), "TUNELOOP_PROVIDER is local")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import sys
 
+from rich.markup import escape
+
 # The CLI draws its own progress with Rich; tqdm bars from libraries (the GGUF reader) would garble it.
 # tqdm reads this when it is first imported, so it is set before anything imports it.
 os.environ.setdefault("TQDM_DISABLE", "1")
@@ -21,7 +23,7 @@ def main() -> None:
     try:
         app(prog_name="tuneloop")
     except TuneloopError as exc:
-        error_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        error_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         error_console.print("interrupted")
@@ -30,7 +32,7 @@ def main() -> None:
         if os.environ.get("TUNELOOP_DEBUG"):
             raise
         error_console.print(
-            f"[bold red]internal error:[/] {type(exc).__name__}: {exc} "
+            f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} "
             "(this is a bug; rerun with TUNELOOP_DEBUG=1 for the traceback and report it)",
             highlight=False,
             soft_wrap=True,

@@ -20,6 +20,8 @@ from tuneloop.cli._output import (
 from tuneloop.cli.assistants import assistants_app
 from tuneloop.cli.data import data_app
 from tuneloop.cli.logs import logs_app
+from tuneloop.cli.train import jobs_app
+from tuneloop.cli.train import train as train_command
 from tuneloop.config import load_settings
 from tuneloop.engine.weights import BASE_MODEL_ID
 from tuneloop.errors import InputError
@@ -40,6 +42,8 @@ app = typer.Typer(
 app.add_typer(assistants_app, name="assistants")
 app.add_typer(logs_app, name="logs")
 app.add_typer(data_app, name="data")
+app.add_typer(jobs_app, name="jobs")
+app.command("train")(train_command)
 
 AssistantOption = Annotated[
     str | None, typer.Option("--assistant", "-a", help="Assistant id from the assistants file.")

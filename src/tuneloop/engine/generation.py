@@ -57,7 +57,7 @@ class TextStream:
 class LocalEngine:
     """One loaded causal LM and its tokenizer. Thread-safe: one generation at a time."""
 
-    def __init__(self, checkpoint: Path) -> None:
+    def __init__(self, checkpoint: Path, adapter: Path | None = None) -> None:
         offline_environment()
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -76,6 +76,19 @@ class LocalEngine:
                 f"cannot load the checkpoint in {checkpoint}: {exc}; delete that folder and run again "
                 "to convert the model anew"
             ) from exc
+        if adapter is not None:
+            # A fine-tuned model is the base plus a LoRA adapter; merged once, it generates as fast as the base.
+            import warnings
+
+            from peft import PeftModel
+
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", FutureWarning)  # transformers' deprecation notes, via peft
+                    self.model = PeftModel.from_pretrained(self.model, str(adapter)).merge_and_unload()
+            except (OSError, ValueError) as exc:
+                raise ModelLoadError(f"cannot load the fine-tuned adapter in {adapter}: {exc}") from exc
+        self.adapter = adapter
         self.model.eval()
         self.checkpoint = checkpoint
         self.context_window = int(getattr(self.model.config, "max_position_embeddings", 2048))
@@ -214,16 +227,16 @@ def _first_stop(text: str, stop: list[str]) -> int | None:
     return min(positions) if positions else None
 
 
-_engines: dict[Path, LocalEngine] = {}
+_engines: dict[tuple[Path, Path | None], LocalEngine] = {}
 _engines_lock = threading.Lock()
 
 
-def get_engine(checkpoint: Path) -> LocalEngine:
-    """The process-wide engine for a checkpoint, loaded on first use."""
-    key = checkpoint.resolve()
+def get_engine(checkpoint: Path, adapter: Path | None = None) -> LocalEngine:
+    """The process-wide engine for a checkpoint (plus a LoRA adapter), loaded on first use."""
+    key = (checkpoint.resolve(), adapter.resolve() if adapter is not None else None)
     with _engines_lock:
         engine = _engines.get(key)
         if engine is None:
-            engine = LocalEngine(key)
+            engine = LocalEngine(*key)
             _engines[key] = engine
         return engine

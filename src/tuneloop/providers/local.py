@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from tuneloop.config import Settings
@@ -15,21 +16,38 @@ from tuneloop.providers.base import ModelInfo, Provider
 class LocalProvider(Provider):
     name = "local"
 
-    def __init__(self, settings: Settings, progress: ProgressCallback | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        progress: ProgressCallback | None = None,
+        registry: Callable[[], dict[str, Path]] | None = None,
+    ) -> None:
         self.settings = settings
         self.progress = progress
+        # Fine-tuned models (id → LoRA adapter folder), read from the job store when asked.
+        self.registry = registry or dict
 
     def model_ids(self) -> list[str]:
-        return [BASE_MODEL_ID]
+        return [BASE_MODEL_ID, *self.registry()]
+
+    def serves(self, model: str) -> bool:
+        return model == BASE_MODEL_ID or (model.startswith(f"ft:{BASE_MODEL_ID}:") and model in self.registry())
 
     def models(self) -> list[ModelInfo]:
         note = "ready" if is_converted(self.settings.resolved_models_dir) else "converted on first use"
-        return [ModelInfo(BASE_MODEL_ID, self.name, "base", note)]
+        infos = [ModelInfo(BASE_MODEL_ID, self.name, "base", note)]
+        infos += [ModelInfo(model, self.name, "fine-tuned", f"LoRA adapter in {path}")
+                  for model, path in self.registry().items()]
+        return infos
 
     def engine(self, model: str) -> LocalEngine:
-        if model not in self.model_ids():
-            raise UnknownModelError(model, self.model_ids())
-        return get_engine(ensure_checkpoint(self.settings.resolved_models_dir, self.progress))
+        adapter = None
+        if model != BASE_MODEL_ID:
+            adapters = self.registry()
+            if model not in adapters:
+                raise UnknownModelError(model, [BASE_MODEL_ID, *adapters])
+            adapter = adapters[model]
+        return get_engine(ensure_checkpoint(self.settings.resolved_models_dir, self.progress), adapter)
 
     def stream(
         self,

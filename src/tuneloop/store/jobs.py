@@ -1,0 +1,360 @@
+"""Files, fine-tuning jobs, their events and checkpoints, in the same database as the dialogue log."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from tuneloop.errors import StoreError, TuneloopError
+from tuneloop.store.dialogue import DialogueStore, _aware
+from tuneloop.store.schema import CheckpointRow, FileRow, JobEventRow, JobRow, utcnow
+
+ACTIVE = ("validating_files", "queued", "running")
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+class JobNotFoundError(StoreError):
+    """No job has the requested id."""
+
+
+class FileNotFoundInStoreError(StoreError):
+    """No file has the requested id."""
+
+
+class JobStateError(TuneloopError):
+    """The job is not in a state that allows the operation (e.g. cancelling a finished job)."""
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(8)}"
+
+
+def _ts(value: datetime | None) -> int | None:
+    return int(_aware(value).timestamp()) if value is not None else None
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    id: str
+    filename: str
+    purpose: str
+    bytes: int
+    path: str
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: FileRow) -> StoredFile:
+        return cls(row.id, row.filename, row.purpose, row.bytes, row.path, _aware(row.created_at))
+
+    def to_openai(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "file",
+            "bytes": self.bytes,
+            "created_at": _ts(self.created_at),
+            "filename": self.filename,
+            "purpose": self.purpose,
+            "status": "processed",
+        }
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    id: int
+    job_id: str
+    level: str
+    message: str
+    type: str
+    data: dict[str, Any] | None
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: JobEventRow) -> JobEvent:
+        return cls(row.id, row.job_id, row.level, row.message, row.type, row.data, _aware(row.created_at))
+
+    def to_openai(self) -> dict[str, Any]:
+        return {
+            "id": f"ftevent-{self.id}",
+            "object": "fine_tuning.job.event",
+            "created_at": _ts(self.created_at),
+            "level": self.level,
+            "message": self.message,
+            "type": self.type,
+            "data": self.data or {},
+        }
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    id: str
+    job_id: str
+    step: int
+    metrics: dict[str, Any]
+    fine_tuned_model_checkpoint: str
+    created_at: datetime
+
+    def to_openai(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "fine_tuning.job.checkpoint",
+            "created_at": _ts(self.created_at),
+            "fine_tuning_job_id": self.job_id,
+            "fine_tuned_model_checkpoint": self.fine_tuned_model_checkpoint,
+            "step_number": self.step,
+            "metrics": self.metrics,
+        }
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    backend: str
+    model: str
+    method: str
+    status: str
+    training_file: str
+    validation_file: str | None
+    suffix: str | None
+    hyperparameters: dict[str, Any]
+    seed: int
+    fine_tuned_model: str | None
+    model_path: str | None
+    trained_tokens: int | None
+    error: dict[str, Any] | None
+    result_files: list[str]
+    description: str | None
+    metadata: dict[str, Any] | None
+    pid: int | None
+    heartbeat_at: datetime | None
+    cancel_requested: bool
+    progress: dict[str, Any] | None
+    created_at: datetime
+    finished_at: datetime | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_row(cls, row: JobRow) -> Job:
+        return cls(
+            id=row.id,
+            backend=row.backend,
+            model=row.model,
+            method=row.method,
+            status=row.status,
+            training_file=row.training_file,
+            validation_file=row.validation_file,
+            suffix=row.suffix,
+            hyperparameters=dict(row.hyperparameters or {}),
+            seed=row.seed,
+            fine_tuned_model=row.fine_tuned_model,
+            model_path=row.model_path,
+            trained_tokens=row.trained_tokens,
+            error=row.error,
+            result_files=list(row.result_files or []),
+            description=row.description,
+            metadata=row.metadata_,
+            pid=row.pid,
+            heartbeat_at=_aware(row.heartbeat_at) if row.heartbeat_at else None,
+            cancel_requested=bool(row.cancel_requested),
+            progress=row.progress,
+            created_at=_aware(row.created_at),
+            finished_at=_aware(row.finished_at) if row.finished_at else None,
+        )
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE
+
+    def to_openai(self) -> dict[str, Any]:
+        """The job as OpenAI's ``fine_tuning.job`` object."""
+        hyper = {k: v for k, v in self.hyperparameters.items() if k in ("n_epochs", "batch_size",
+                                                                         "learning_rate_multiplier", "beta")}
+        supervised = {k: v for k, v in hyper.items() if k != "beta"}
+        method: dict[str, Any] = {"type": self.method, self.method: {"hyperparameters": hyper if self.method == "dpo"
+                                                                     else supervised}}
+        estimated = (self.progress or {}).get("estimated_finish") if self.status == "running" else None
+        return {
+            "id": self.id,
+            "object": "fine_tuning.job",
+            "created_at": _ts(self.created_at),
+            "error": self.error,
+            "fine_tuned_model": self.fine_tuned_model,
+            "finished_at": _ts(self.finished_at),
+            "hyperparameters": supervised,
+            "model": self.model,
+            "organization_id": "org-tuneloop",
+            "result_files": self.result_files,
+            "seed": self.seed,
+            "status": self.status,
+            "trained_tokens": self.trained_tokens,
+            "training_file": self.training_file,
+            "validation_file": self.validation_file,
+            "estimated_finish": estimated,
+            "integrations": [],
+            "metadata": self.metadata,
+            "method": method,
+            "user_provided_suffix": self.suffix,
+        }
+
+
+class JobStore:
+    """Jobs, files, events and checkpoints; every write is one short transaction."""
+
+    def __init__(self, store: DialogueStore) -> None:
+        self.db = store
+
+    @property
+    def location(self) -> str:
+        return self.db.location
+
+    # files
+
+    def add_file(self, *, filename: str, purpose: str, size: int, path: str, file_id: str | None = None) -> StoredFile:
+        with self.db._session(write=True) as session:
+            row = FileRow(id=file_id or new_id("file"), filename=filename, purpose=purpose, bytes=size, path=path,
+                          created_at=utcnow())
+            session.add(row)
+            session.flush()
+            return StoredFile.from_row(row)
+
+    def get_file(self, file_id: str) -> StoredFile:
+        with self.db._session() as session:
+            row = session.get(FileRow, file_id)
+            if row is None:
+                raise FileNotFoundInStoreError(f"no file {file_id!r} in {self.location}")
+            return StoredFile.from_row(row)
+
+    def list_files(self, purpose: str | None = None) -> list[StoredFile]:
+        statement = select(FileRow).order_by(FileRow.created_at.desc())
+        if purpose:
+            statement = statement.where(FileRow.purpose == purpose)
+        with self.db._session() as session:
+            return [StoredFile.from_row(r) for r in session.scalars(statement)]
+
+    def delete_file(self, file_id: str) -> StoredFile:
+        with self.db._session(write=True) as session:
+            row = session.get(FileRow, file_id)
+            if row is None:
+                raise FileNotFoundInStoreError(f"no file {file_id!r} in {self.location}")
+            stored = StoredFile.from_row(row)
+            session.delete(row)
+            return stored
+
+    # jobs
+
+    def create_job(self, **fields: Any) -> Job:
+        fields.setdefault("id", new_id("ftjob"))
+        fields.setdefault("created_at", utcnow())
+        fields.setdefault("result_files", [])
+        fields.setdefault("cancel_requested", False)
+        if "metadata" in fields:
+            fields["metadata_"] = fields.pop("metadata")
+        message = fields.pop("first_event", None)
+        with self.db._session(write=True) as session:
+            row = JobRow(**fields)
+            session.add(row)
+            session.flush()
+            if message:
+                session.add(JobEventRow(job_id=row.id, level="info", message=message, type="message",
+                                        created_at=utcnow()))
+            return Job.from_row(row)
+
+    def _not_found(self, job_id: str) -> JobNotFoundError:
+        return JobNotFoundError(f"no fine-tuning job {job_id!r} in {self.location}; run `tuneloop jobs list`")
+
+    def get_job(self, job_id: str) -> Job:
+        with self.db._session() as session:
+            row = session.get(JobRow, job_id)
+            if row is None:
+                raise self._not_found(job_id)
+            return Job.from_row(row)
+
+    def list_jobs(self, *, limit: int = 20, after: str | None = None, backend: str | None = None) -> list[Job]:
+        statement = select(JobRow).order_by(JobRow.created_at.desc(), JobRow.id.desc())
+        if backend:
+            statement = statement.where(JobRow.backend == backend)
+        if after:
+            anchor = self.get_job(after)
+            statement = statement.where(JobRow.created_at <= anchor.created_at, JobRow.id != after)
+        with self.db._session() as session:
+            return [Job.from_row(r) for r in session.scalars(statement.limit(limit))]
+
+    def succeeded_models(self, backend: str = "local") -> list[Job]:
+        statement = (
+            select(JobRow)
+            .where(JobRow.backend == backend, JobRow.status == "succeeded", JobRow.fine_tuned_model.is_not(None))
+            .order_by(JobRow.created_at)
+        )
+        with self.db._session() as session:
+            return [Job.from_row(r) for r in session.scalars(statement)]
+
+    def update_job(
+        self,
+        job_id: str,
+        *,
+        event: tuple[str, str] | None = None,
+        only_if_status: tuple[str, ...] | None = None,
+        **fields: Any,
+    ) -> Job | None:
+        """Change a job (and log an event ``(level, message)``) in one transaction.
+
+        With ``only_if_status``, nothing changes (None is returned) unless the job is in one of those states:
+        the guard that keeps a finished job finished when a worker and a canceller race.
+        """
+        with self.db._session(write=True) as session:
+            row = session.get(JobRow, job_id)
+            if row is None:
+                raise self._not_found(job_id)
+            if only_if_status is not None and row.status not in only_if_status:
+                return None
+            if "metadata" in fields:
+                fields["metadata_"] = fields.pop("metadata")
+            for name, value in fields.items():
+                setattr(row, name, value)
+            if event is not None:
+                session.add(JobEventRow(job_id=job_id, level=event[0], message=event[1], type="message",
+                                        created_at=utcnow()))
+            session.flush()
+            return Job.from_row(row)
+
+    def add_event(self, job_id: str, message: str, *, level: str = "info", type_: str = "message",
+                  data: dict[str, Any] | None = None, progress: dict[str, Any] | None = None) -> None:
+        with self.db._session(write=True) as session:
+            session.add(JobEventRow(job_id=job_id, level=level, message=message, type=type_, data=data,
+                                    created_at=utcnow()))
+            if progress is not None:
+                row = session.get(JobRow, job_id)
+                if row is not None:
+                    row.progress = progress
+                    row.heartbeat_at = utcnow()
+
+    def events(self, job_id: str, *, after: int | None = None, limit: int | None = None,
+               newest_first: bool = False) -> list[JobEvent]:
+        self.get_job(job_id)
+        statement = select(JobEventRow).where(JobEventRow.job_id == job_id)
+        if after is not None:
+            statement = statement.where(JobEventRow.id < after if newest_first else JobEventRow.id > after)
+        statement = statement.order_by(JobEventRow.id.desc() if newest_first else JobEventRow.id)
+        if limit is not None:
+            statement = statement.limit(limit)
+        with self.db._session() as session:
+            return [JobEvent.from_row(r) for r in session.scalars(statement)]
+
+    def add_checkpoint(self, job_id: str, *, step: int, metrics: dict[str, Any], model: str,
+                       path: str | None = None) -> Checkpoint:
+        with self.db._session(write=True) as session:
+            row = CheckpointRow(id=new_id("ftckpt"), job_id=job_id, step=step, metrics=metrics,
+                                fine_tuned_model_checkpoint=model, path=path, created_at=utcnow())
+            session.add(row)
+            session.flush()
+            return Checkpoint(row.id, job_id, step, metrics, model, _aware(row.created_at))
+
+    def checkpoints(self, job_id: str) -> list[Checkpoint]:
+        self.get_job(job_id)
+        statement = select(CheckpointRow).where(CheckpointRow.job_id == job_id).order_by(CheckpointRow.step.desc())
+        with self.db._session() as session:
+            return [Checkpoint(r.id, r.job_id, r.step, r.metrics, r.fine_tuned_model_checkpoint, _aware(r.created_at))
+                    for r in session.scalars(statement)]

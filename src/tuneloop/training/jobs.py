@@ -1,0 +1,266 @@
+"""Fine-tuning jobs: create (validate first), follow, cancel; local jobs run in their own worker process.
+
+>>> from tuneloop.training import FineTuning
+>>> ft = FineTuning()                                     # or FineTuning(runtime)
+>>> file = ft.add_file("train.jsonl")
+>>> job = ft.create(file.id, suffix="facts")             # validates, then starts the worker; returns at once
+>>> job = ft.wait(job.id)                                 # or ft.get(job.id) now and then
+>>> job.status, job.fine_tuned_model                      # "succeeded", "ft:smollm2-135m-instruct:facts:ftjob-…"
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from tuneloop._files import atomic_write_bytes
+from tuneloop.datasets import token_counter, validate_file
+from tuneloop.datasets.validate import ValidationReport
+from tuneloop.engine.weights import BASE_MODEL_ID
+from tuneloop.errors import DatasetInvalidError, InputError
+from tuneloop.runtime import Runtime
+from tuneloop.store.jobs import ACTIVE, Job, JobEvent, JobStateError, JobStore, StoredFile
+from tuneloop.store.schema import utcnow
+from tuneloop.training import hyper
+from tuneloop.training.paths import files_dir, job_dir, model_dir, temp_model_dir, worker_log
+
+# A running worker writes a heartbeat every 5 s; one silent for this long is gone (or hung).
+STALE_AFTER = timedelta(seconds=90)
+# A worker is given this long to start and record itself before its absence means it died.
+START_GRACE = timedelta(seconds=60)
+
+_children: dict[int, subprocess.Popen] = {}
+
+
+def pid_alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    child = _children.get(pid)
+    if child is not None:
+        return child.poll() is None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie still answers kill(0)
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
+class FineTuning:
+    """The one job system: used by the CLI, ``OpenAIModel.train`` and the server."""
+
+    def __init__(self, runtime: Runtime | None = None) -> None:
+        self.runtime = runtime or Runtime()
+        self.settings = self.runtime.settings
+        self.jobs = JobStore(self.runtime.store)
+
+    # files
+
+    def add_file(self, source: str | Path | bytes, *, filename: str | None = None,
+                 purpose: str = "fine-tune") -> StoredFile:
+        """Copy a training file into ``$TUNELOOP_HOME/files/`` and record it; returns its ``file-…`` id."""
+        if isinstance(source, bytes):
+            data, name = source, filename or "upload.jsonl"
+        else:
+            path = Path(source)
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise InputError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+            name = filename or path.name
+        file_id = f"file-{secrets.token_hex(12)}"
+        target = files_dir(self.settings) / f"{file_id}.jsonl"
+        atomic_write_bytes(target, data)
+        try:
+            return self.jobs.add_file(filename=name, purpose=purpose, size=len(data), path=str(target),
+                                      file_id=file_id)
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
+
+    # jobs
+
+    def validate(self, path: Path, model: str, epochs: int | None = None) -> ValidationReport:
+        counter = token_counter(model, models_dir=self.settings.resolved_models_dir, progress=self.runtime.progress)
+        return validate_file(path, counter, epochs=epochs)
+
+    def create(
+        self,
+        training_file: str,
+        *,
+        model: str | None = None,
+        method: str = "auto",
+        hyperparameters: dict[str, Any] | None = None,
+        suffix: str | None = None,
+        seed: int | None = None,
+        description: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> Job:
+        """Validate the file, record the job and start its worker. Errors in the data refuse the job."""
+        model = model or BASE_MODEL_ID
+        if model != BASE_MODEL_ID:
+            raise InputError(
+                f"the local trainer fine-tunes {BASE_MODEL_ID} only, not {model!r}; "
+                "use --backend openai for a remote model"
+            )
+        if suffix is not None and (len(suffix) > 64 or ":" in suffix or not suffix.strip()):
+            raise InputError(f"suffix {suffix!r}: use up to 64 characters, without ':'")
+        stored = self.jobs.get_file(training_file)
+        report = self.validate(Path(stored.path), model)
+        if not report.ok:
+            raise DatasetInvalidError(f"training file {stored.filename} ({stored.id}): {report.summary()}", report,
+                                      source=stored.filename)
+        if method == "auto":
+            method = report.format
+        if method not in ("supervised", "dpo"):
+            raise InputError(f"method {method!r}: use supervised, dpo or auto")
+        if method != report.format:
+            raise InputError(f"method {method} needs a {method} file, but {stored.filename} holds {report.format} "
+                             "examples; rebuild it with `tuneloop data build --method " + method + "`")
+        values = hyper.resolve(method, report.examples, hyperparameters)
+        job = self.jobs.create_job(
+            backend="local", model=model, method=method, status="validating_files", training_file=stored.id,
+            validation_file=None, suffix=suffix, hyperparameters=values,
+            seed=seed if seed is not None else secrets.randbelow(2**31), description=description,
+            metadata=metadata, first_event=f"Validating training file: {stored.id}",
+        )
+        job = self.jobs.update_job(job.id, status="queued", event=("info", (
+            f"Files validated ({report.examples} examples, {report.tokens['total']} tokens), moving job to queued state"
+        )))
+        assert job is not None
+        return self._spawn(job)
+
+    def _spawn(self, job: Job) -> Job:
+        log = worker_log(self.settings, job.id)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY",)}
+        env.update(
+            TUNELOOP_HOME=str(self.settings.home),
+            TUNELOOP_DATABASE_URL=self.settings.resolved_database_url,
+            TUNELOOP_MODELS_DIR=str(self.settings.resolved_models_dir),
+            PYTHONUNBUFFERED="1",
+            TQDM_DISABLE="1",
+            HF_DATASETS_DISABLE_PROGRESS_BARS="1",
+            TOKENIZERS_PARALLELISM="false",
+        )
+        with log.open("ab") as out:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "tuneloop.training.worker", job.id],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            )
+        _children[child.pid] = child
+        updated = self.jobs.update_job(job.id, pid=child.pid, heartbeat_at=utcnow())
+        assert updated is not None
+        return updated
+
+    def refresh(self, job: Job) -> Job:
+        """A local job whose worker is gone is marked failed with the reason (never left running)."""
+        if job.backend != "local" or not job.active:
+            return job
+        now = utcnow()
+        if job.pid is None:
+            if now - job.created_at < START_GRACE:
+                return job
+            reason = "the job's training process never started"
+        elif not pid_alive(job.pid):
+            reason = f"the training process (pid {job.pid}) ended without finishing the job"
+        elif job.heartbeat_at is not None and now - job.heartbeat_at > STALE_AFTER:
+            reason = f"the training process (pid {job.pid}) stopped responding for {STALE_AFTER.seconds} s"
+            self._kill(job.pid, signal.SIGKILL)
+        else:
+            return job
+        log = worker_log(self.settings, job.id)
+        message = f"{reason}; its output is in {log}"
+        updated = self.jobs.update_job(job.id, status="failed", finished_at=now, only_if_status=ACTIVE,
+                                       error={"code": "worker_died", "message": message, "param": None},
+                                       event=("error", message))
+        self._clean_partial(job)
+        return updated or self.jobs.get_job(job.id)
+
+    def _clean_partial(self, job: Job) -> None:
+        shutil.rmtree(temp_model_dir(self.settings, job.id), ignore_errors=True)
+        final = model_dir(self.settings, job.id)
+        if final.exists() and self.jobs.get_job(job.id).status != "succeeded":
+            shutil.rmtree(final, ignore_errors=True)
+
+    def get(self, job_id: str) -> Job:
+        return self.refresh(self.jobs.get_job(job_id))
+
+    def list(self, *, limit: int = 20, after: str | None = None) -> list[Job]:
+        return [self.refresh(j) for j in self.jobs.list_jobs(limit=limit, after=after)]
+
+    def events(self, job_id: str, *, after: int | None = None, limit: int | None = None,
+               newest_first: bool = False) -> list[JobEvent]:
+        self.get(job_id)
+        return self.jobs.events(job_id, after=after, limit=limit, newest_first=newest_first)
+
+    @staticmethod
+    def _kill(pid: int | None, sig: int) -> None:
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+    def cancel(self, job_id: str, *, timeout: float = 20.0) -> Job:
+        """Stop a job within seconds and mark it cancelled; a finished job cannot be cancelled."""
+        job = self.get(job_id)
+        if not job.active:
+            raise JobStateError(f"job {job_id} has already {job.status}; only queued or running jobs can be cancelled")
+        self.jobs.update_job(job_id, cancel_requested=True, only_if_status=ACTIVE)
+        self._kill(job.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            current = self.jobs.get_job(job_id)
+            if not current.active and not pid_alive(job.pid):
+                return current
+            if not current.active and time.monotonic() > deadline - timeout / 2:
+                break
+            time.sleep(0.2)
+        # The worker did not stop in time (or died): stop it hard and record the cancellation ourselves.
+        self._kill(job.pid, signal.SIGKILL)
+        if job.pid in _children:
+            _children[job.pid].wait(timeout=10)
+        done = self.jobs.update_job(job_id, status="cancelled", finished_at=utcnow(), only_if_status=ACTIVE,
+                                    event=("info", "The job was cancelled"))
+        self._clean_partial(job)
+        return done or self.jobs.get_job(job_id)
+
+    def wait(self, job_id: str, *, on_update: Callable[[Job], None] | None = None, poll: float = 1.0,
+             timeout: float | None = None) -> Job:
+        """Block until the job finishes (``on_update`` is called with each new state)."""
+        started = time.monotonic()
+        while True:
+            job = self.get(job_id)
+            if on_update is not None:
+                on_update(job)
+            if not job.active:
+                return job
+            if timeout is not None and time.monotonic() - started > timeout:
+                return job
+            time.sleep(poll)
+
+    def registered_models(self) -> dict[str, Path]:
+        """Fine-tuned local models ready to use: model id → adapter folder."""
+        return {j.fine_tuned_model: Path(j.model_path) for j in self.jobs.succeeded_models("local")
+                if j.fine_tuned_model and j.model_path}
+
+    def log_path(self, job_id: str) -> Path:
+        return worker_log(self.settings, job_id)
+
+    def results_dir(self, job_id: str) -> Path:
+        return job_dir(self.settings, job_id)
