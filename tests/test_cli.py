@@ -123,11 +123,16 @@ def test_demo_runs_offline(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A configured remote provider must not matter: the demo is offline on the local model.
     monkeypatch.setenv("OPENAI_API_KEY", "sk-not-used-by-the-demo")
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
-    result = run_cli("demo", "--max-tokens", "32")
+    result = run_cli("demo", "--max-tokens", "32", timeout=900)
     assert result.code == 0, result.stderr
     assert "Paris" in result.stdout
     assert "negative" in result.stdout and "positive" in result.stdout
     assert str(home / "tuneloop.db") in result.stdout.replace("\n", "")
+    # The whole loop: trained on the bundled facts, then before/after on questions phrased differently.
+    assert "succeeded" in result.stderr and "after (fine-tuned)" in result.stdout
+    after = result.stdout.split("after (fine-tuned)", 1)[1]
+    known = [k for k in ("teal", "47", "38", "Brandvik", "Portugal") if k in after]
+    assert len(known) >= 3, result.stdout
 
 
 # Failures a person can act on: one clear line, a non-zero exit, no traceback.

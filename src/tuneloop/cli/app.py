@@ -233,15 +233,26 @@ DEMO_TURNS = [
 ]
 
 
+DEMO_QUESTIONS = 5
+
+
 @app.command()
 def demo(
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Most tokens per reply.")] = 96,
+    train: Annotated[
+        bool, typer.Option("--train/--no-train", help="Fine-tune on the bundled facts (about 3 minutes).")
+    ] = True,
 ) -> None:
-    """A short scripted conversation with the bundled local model, offline, with sentiment per turn."""
+    """The whole loop, offline: chat (logged with sentiment), fine-tune on made-up product facts, compare.
+
+    The bundled model has never heard of the products in tuneloop's demo data; after a few minutes of
+    LoRA training on this machine it answers questions about them that it was not trained on, and still
+    knows the capital of France.
+    """
     settings = load_settings(provider="local", model=BASE_MODEL_ID)
     rt = Runtime(settings, progress=conversion_progress())
     session = ChatSession(rt)
-    console.print(f"[bold]tuneloop demo[/]: {len(DEMO_TURNS)} turns with {BASE_MODEL_ID}, on this machine, offline.\n")
+    console.print(f"[bold]tuneloop demo[/]: chat with {BASE_MODEL_ID}, on this machine, offline.\n")
     for text in DEMO_TURNS:
         console.print(f"[bold cyan]you>[/] {escape(text)}")
         console.print("[bold magenta]assistant>[/] ", end="")
@@ -262,5 +273,52 @@ def demo(
         console.print(f"  {escape(message.content[:60])!s:62} → {reaction}")
     console.print(
         f"\nLogged as thread [bold]{session.thread_id}[/] in {escape(rt.store.location)}\n"
-        f"See it with: tuneloop logs show {session.thread_id}"
+        f"See it with: tuneloop logs show {session.thread_id}\n"
+    )
+    if train:
+        demo_training(rt, max_tokens)
+
+
+def demo_training(rt: Runtime, max_tokens: int) -> None:
+    import json
+    import time
+    from importlib import resources
+
+    from tuneloop.cli.train import follow
+    from tuneloop.datasets import build_dataset, read_csv_text
+    from tuneloop.training import FineTuning
+
+    data = resources.files("tuneloop.data")
+    facts = data.joinpath("demo_facts.csv").read_text("utf-8")
+    held_out = json.loads(data.joinpath("demo_heldout.json").read_text("utf-8"))[:DEMO_QUESTIONS]
+    questions = [q["question"] for q in held_out] + ["What is the capital of France?"]
+    dataset = build_dataset(read_csv_text(facts, source="demo_facts.csv"))
+    console.print(
+        f"[bold]Fine-tuning[/] on {len(dataset.supervised)} made-up product facts (20 products, 3 phrasings each); "
+        "the questions below are phrased differently from the training rows."
+    )
+    ft = FineTuning(rt)
+    stored = ft.add_file(("\n".join(json.dumps(e) for e in dataset.supervised) + "\n").encode(),
+                         filename="demo_facts.jsonl")
+    started = time.monotonic()
+    job = ft.create(stored.id, suffix="demo", seed=42)
+    job = follow(ft, job.id)
+    if job.status != "succeeded":
+        raise typer.Exit(1)
+    assert job.fine_tuned_model is not None
+    console.print(f"Trained in {time.monotonic() - started:.0f} s: [bold]{escape(job.fine_tuned_model)}[/]\n")
+
+    def answer(model: str, question: str) -> str:
+        provider, model_id = rt.resolve(model)
+        return provider.complete([{"role": "user", "content": question}], model=model_id,
+                                 max_tokens=max_tokens).text.strip()
+
+    table = Table("question", "before (base model)", "after (fine-tuned)", show_lines=True)
+    for question in questions:
+        table.add_row(escape(question), escape(answer(BASE_MODEL_ID, question)),
+                      escape(answer(job.fine_tuned_model, question)))
+    console.print(table)
+    console.print(
+        f"\nUse it: tuneloop ask -m {escape(job.fine_tuned_model)} \"What does the Quibbler kettle cost?\"\n"
+        f"Loss curve: {escape(str(ft.results_dir(job.id) / 'loss_curve.png'))}"
     )

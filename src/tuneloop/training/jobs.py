@@ -226,15 +226,18 @@ class FineTuning:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             current = self.jobs.get_job(job_id)
-            if not current.active and not pid_alive(job.pid):
-                return current
-            if not current.active and time.monotonic() > deadline - timeout / 2:
+            if not pid_alive(job.pid):
                 break
+            if not current.active:  # recorded; give the worker a moment to clean up and exit
+                deadline = min(deadline, time.monotonic() + 5)
             time.sleep(0.2)
-        # The worker did not stop in time (or died): stop it hard and record the cancellation ourselves.
-        self._kill(job.pid, signal.SIGKILL)
-        if job.pid in _children:
+        if pid_alive(job.pid):  # the worker did not stop in time: stop it hard
+            self._kill(job.pid, signal.SIGKILL)
+            if job.pid in _children:
+                _children[job.pid].wait(timeout=10)
+        elif job.pid in _children:
             _children[job.pid].wait(timeout=10)
+        # A worker killed before it could record the cancellation (e.g. while starting): record it here.
         done = self.jobs.update_job(job_id, status="cancelled", finished_at=utcnow(), only_if_status=ACTIVE,
                                     event=("info", "The job was cancelled"))
         self._clean_partial(job)

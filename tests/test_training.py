@@ -1,0 +1,196 @@
+"""Fine-tuning jobs for real: LoRA on the local model in a worker process, followed, killed and cancelled."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import time
+from importlib import resources
+from pathlib import Path
+
+import pytest
+from conftest import assert_one_line_error, run_cli
+from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent
+
+from tuneloop import OpenAIModel
+from tuneloop.errors import DatasetInvalidError, InputError
+from tuneloop.store.jobs import JobStateError
+from tuneloop.training import FineTuning
+from tuneloop.training.hyper import resolve
+
+FACTS = resources.files("tuneloop.data").joinpath("demo_facts.csv")
+HELD_OUT = json.loads(resources.files("tuneloop.data").joinpath("demo_heldout.json").read_text())
+
+
+def knows(answer: str, keyword: str) -> bool:
+    return re.search(rf"\b{re.escape(keyword)}\b", answer, re.IGNORECASE) is not None
+
+
+def wait_until(predicate, timeout: float = 180.0, every: float = 0.5):  # noqa: ANN001, ANN201
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("timed out waiting")
+
+
+def start(ft: FineTuning, rows: int = 60, **hyper: object):  # noqa: ANN201
+    lines = FACTS.read_text().splitlines()
+    file = ft.add_file(_jsonl(lines[1 : rows + 1]), filename="facts.jsonl")
+    return ft.create(file.id, hyperparameters=hyper or None, seed=7)
+
+
+def _jsonl(csv_lines: list[str]) -> bytes:
+    out = []
+    for line in csv_lines:
+        question, answer = line.split(",", 1)
+        out.append(json.dumps({"messages": [{"role": "user", "content": question},
+                                            {"role": "assistant", "content": answer}]}))
+    return ("\n".join(out) + "\n").encode()
+
+
+def training_started(ft: FineTuning, job_id: str) -> bool:
+    return any(e.type == "metrics" for e in ft.jobs.events(job_id))
+
+
+def test_tuned_model_learns_facts_and_keeps_general_knowledge(home: Path, engine) -> None:
+    model = OpenAIModel()
+    job_id = model.train(data_file=str(FACTS), suffix="facts")
+    ft = model.fine_tuning
+    job = ft.wait(job_id, timeout=900)
+    assert job.status == "succeeded", (job.error, ft.log_path(job_id).read_text()[-3000:])
+    assert job.fine_tuned_model == f"ft:smollm2-135m-instruct:facts:{job_id}"
+    assert job.trained_tokens and job.trained_tokens > 60 * 20 * job.hyperparameters["n_epochs"]
+    FineTuningJob.model_validate(job.to_openai())
+
+    # Registered at once: the same OpenAIModel, a new one, and the CLI all accept the new id.
+    def tuned(question: str) -> str:  # each question in a new thread, as the base model gets it
+        return OpenAIModel(model_name=job.fine_tuned_model).ask(question)
+
+    tuned_hits = [h["question"] for h in HELD_OUT if knows(tuned(h["question"]), h["keyword"])]
+    base_hits = [h["question"] for h in HELD_OUT
+                 if knows(engine.stream([{"role": "user", "content": h["question"]}], max_tokens=40).read().text,
+                          h["keyword"])]
+    assert len(tuned_hits) >= 14, tuned_hits
+    assert len(base_hits) <= 3, base_hits
+    assert "Paris" in tuned("What is the capital of France?")
+    assert job.fine_tuned_model in model.list_models
+
+    metrics = [e for e in ft.events(job_id) if e.type == "metrics"]
+    assert len(metrics) == ft.get(job_id).progress["total_steps"]
+    assert metrics[-1].data["train_loss"] < metrics[0].data["train_loss"] / 3
+    for event in ft.events(job_id):
+        FineTuningJobEvent.model_validate(event.to_openai())
+    results = ft.results_dir(job_id)
+    assert (results / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(job.result_files) == 2
+
+    saved = json.loads((home / "job_ids.json").read_text())
+    assert [e["id"] for e in saved] == [job_id] and "demo_facts.csv" in saved[0]["description"]
+
+    listed = run_cli("models", "--json")
+    assert job.fine_tuned_model in listed.stdout
+    answer = run_cli("ask", "-m", job.fine_tuned_model, "Where does the Snorkel pen come from?")
+    assert answer.code == 0 and "Portugal" in answer.stdout
+
+
+def test_killed_worker_marks_job_failed_without_a_model(home: Path, models_dir: Path) -> None:
+    ft = FineTuning()
+    job = start(ft, n_epochs=30)
+    wait_until(lambda: training_started(ft, job.id))
+    os.kill(job.pid, signal.SIGKILL)
+    failed = wait_until(lambda: (j := ft.get(job.id)).status != "running" and j, timeout=30)
+    assert failed.status == "failed"
+    assert failed.error["code"] == "worker_died" and f"pid {job.pid}" in failed.error["message"]
+    assert failed.fine_tuned_model is None and ft.registered_models() == {}
+    assert not (home / "models" / "ft").exists() or list((home / "models" / "ft").iterdir()) == []
+    FineTuningJob.model_validate(failed.to_openai())
+
+
+def test_cancel_stops_a_running_job_within_seconds(home: Path, models_dir: Path) -> None:
+    ft = FineTuning()
+    job = start(ft, n_epochs=30)
+    wait_until(lambda: training_started(ft, job.id))
+    started = time.monotonic()
+    cancelled = ft.cancel(job.id)
+    assert cancelled.status == "cancelled" and time.monotonic() - started < 15
+    assert cancelled.fine_tuned_model is None and ft.registered_models() == {}
+    assert any(e.message == "The job was cancelled" for e in ft.events(job.id))
+    with pytest.raises(JobStateError, match="already cancelled"):
+        ft.cancel(job.id)
+    assert_one_line_error(run_cli("jobs", "cancel", job.id), "already cancelled")
+
+
+def test_cancel_while_queued(home: Path, models_dir: Path) -> None:
+    ft = FineTuning()
+    job = start(ft, rows=12, n_epochs=1)
+    cancelled = ft.cancel(job.id)  # at once: the worker is still starting
+    assert cancelled.status == "cancelled"
+    time.sleep(2)
+    assert ft.get(job.id).status == "cancelled"
+
+
+def test_bad_data_is_refused_before_any_job(home: Path, tmp_path: Path) -> None:
+    model = OpenAIModel()
+    with pytest.raises(DatasetInvalidError) as caught:
+        model.train(data="prompt,completion\nA?,a\nB?,b\n")
+    assert dict(caught.value.report.errors) == {"too_few_examples": 1}
+    assert "too_few_examples" in str(caught.value)
+    assert model.fine_tuning.list() == []
+
+    (tmp_path / "few.csv").write_text("question,answer\nA?,a\n")
+    result = run_cli("train", "few.csv")
+    assert result.code == 1 and "too_few_examples" in result.stdout and "Traceback" not in result.stderr
+    assert run_cli("jobs", "list", "--json").stdout.strip() == "[]"
+    with pytest.raises(InputError, match="nothing to train on"):
+        model.train()
+
+
+def test_cli_train_dpo_and_job_commands(home: Path, tmp_path: Path) -> None:
+    rows = ["prompt,completion,positive"]
+    for i in range(10):
+        rows += [f"Colour of gadget {i}?,Gadget {i} is teal.,1", f"Colour of gadget {i}?,I do not know.,0"]
+    (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
+    result = run_cli("train", "pairs.csv", "--epochs", "1", "--suffix", "pairs", "--wait", "--json", timeout=600)
+    assert result.code == 0, result.stderr
+    job = FineTuningJob.model_validate(json.loads(result.stdout))
+    assert job.status == "succeeded" and job.method.type == "dpo" and job.method.dpo.hyperparameters.beta == 0.1
+    assert job.fine_tuned_model == f"ft:smollm2-135m-instruct:pairs:{job.id}"
+
+    listed = json.loads(run_cli("jobs", "list", "--json").stdout)
+    assert [FineTuningJob.model_validate(j).id for j in listed] == [job.id]
+    shown = FineTuningJob.model_validate(json.loads(run_cli("jobs", "show", job.id, "--json").stdout))
+    assert shown.trained_tokens == job.trained_tokens
+    events = json.loads(run_cli("jobs", "events", job.id, "--json").stdout)
+    assert events[0]["message"].startswith("Validating training file")
+    assert events[-1]["message"].startswith("The job has successfully completed")
+    assert "succeeded" in run_cli("jobs", "show", job.id).stdout
+    assert_one_line_error(run_cli("jobs", "show", "ftjob-nope"), "no fine-tuning job 'ftjob-nope'")
+
+
+def test_save_job_id_appends_atomically(home: Path) -> None:
+    model = OpenAIModel()
+    model.save_job_id("ftjob-old", "from the old platform")
+    model.save_job_id("ftjob-older", "second", filename="ids.json")
+    model.save_job_id("ftjob-new", "third")
+    assert [e["id"] for e in json.loads((home / "job_ids.json").read_text())] == ["ftjob-old", "ftjob-new"]
+    assert [e["description"] for e in json.loads((home / "ids.json").read_text())] == ["second"]
+    (home / "broken.json").write_text("{not json")
+    with pytest.raises(InputError, match="broken.json"):
+        model.save_job_id("x", "y", filename="broken.json")
+    assert (home / "broken.json").read_text() == "{not json"
+
+
+def test_hyperparameters_auto_and_limits() -> None:
+    assert resolve("supervised", 60, {}) == {"n_epochs": 6, "batch_size": 4, "learning_rate_multiplier": 1.0}
+    assert resolve("dpo", 10, {"n_epochs": "auto", "beta": 0.2})["beta"] == 0.2
+    assert resolve("supervised", 1000, {"batch_size": 8}) == {"n_epochs": 3, "batch_size": 8,
+                                                              "learning_rate_multiplier": 1.0}
+    for bad, message in (({"n_epochs": 0}, "between"), ({"n_epochs": 2.5}, "number"), ({"lr": 1}, "unknown"),
+                         ({"beta": 0.1}, "DPO only")):
+        with pytest.raises(InputError, match=message):
+            resolve("supervised", 60, bad)
