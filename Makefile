@@ -30,6 +30,7 @@ lint: setup
 bench: setup
 	$(PY) bench/generation.py
 	$(PY) bench/datasets.py
+	$(PY) bench/training.py
 
 clean:
 	rm -rf $(VENV) .cache build src/*.egg-info

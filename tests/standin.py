@@ -12,12 +12,15 @@ import json
 import threading
 import time
 from collections.abc import Iterable
+from email.parser import BytesParser
+from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, get_type_hints
 
-from openai.types import Model
+from openai.types import FileObject, Model
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.chat import completion_create_params as params
+from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent, job_create_params
 from pydantic import TypeAdapter, ValidationError
 
 NON_STREAMING = TypeAdapter(params.CompletionCreateParamsNonStreaming)
@@ -26,6 +29,28 @@ KNOWN_KEYS = set(get_type_hints(params.CompletionCreateParamsStreaming)) | set(
     get_type_hints(params.CompletionCreateParamsNonStreaming)
 )
 MODELS = ["gpt-4o-mini", "standin-model"]
+JOB_CREATE = TypeAdapter(job_create_params.JobCreateParams)
+JOB_KEYS = set(get_type_hints(job_create_params.JobCreateParams))
+# A remote job moves one state further each time it is read, like a platform that trains meanwhile.
+JOB_STATES = ["validating_files", "queued", "running", "succeeded"]
+
+
+def parse_upload(content_type: str, raw: bytes) -> tuple[dict[str, str], dict[str, tuple[str, bytes]]]:
+    """multipart/form-data → (fields, files); raises ValueError when it is not a valid upload."""
+    if not content_type.startswith("multipart/form-data"):
+        raise ValueError(f"expected multipart/form-data, got {content_type!r}")
+    message = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + raw)
+    fields: dict[str, str] = {}
+    files: dict[str, tuple[str, bytes]] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        filename = part.get_filename()
+        payload = part.get_payload(decode=True) or b""
+        if filename is not None:
+            files[name] = (filename, payload)
+        else:
+            fields[name] = payload.decode()
+    return fields, files
 
 
 def validate_chat_request(body: Any) -> dict[str, Any]:
@@ -57,6 +82,9 @@ class StandIn:
         self.api_key = api_key
         self.requests: list[dict[str, Any]] = []
         self.fail_next = 0  # answer this many chat requests with 500 before succeeding
+        self.files: dict[str, dict[str, Any]] = {}
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.uploads: dict[str, bytes] = {}
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -110,19 +138,45 @@ class StandIn:
             def do_GET(self) -> None:  # noqa: N802
                 if not self._authorized():
                     return
-                if self.path == "/v1/models":
+                path = self.path.split("?", 1)[0]
+                if path == "/v1/models":
                     models = [Model(id=m, created=0, object="model", owned_by="standin").model_dump() for m in MODELS]
                     self._json(200, {"object": "list", "data": models})
+                elif path.startswith("/v1/fine_tuning/jobs/") and path.endswith("/events"):
+                    job = standin.jobs.get(path.split("/")[4])
+                    if job is None:
+                        self._error(404, "no such job")
+                        return
+                    events = [FineTuningJobEvent.model_validate({
+                        "id": f"ftevent-{i}", "object": "fine_tuning.job.event", "created_at": job["created_at"] + i,
+                        "level": "info", "message": f"Job is {state}", "type": "message"}).model_dump()
+                        for i, state in enumerate(JOB_STATES[: JOB_STATES.index(job["status"]) + 1]
+                                                  if job["status"] in JOB_STATES else ["cancelled"])]
+                    self._json(200, {"object": "list", "data": events[::-1], "has_more": False})
+                elif path.startswith("/v1/fine_tuning/jobs/"):
+                    job = standin.jobs.get(path.split("/")[4])
+                    if job is None:
+                        self._error(404, "no such job")
+                        return
+                    if job["status"] in JOB_STATES[:-1]:
+                        job["status"] = JOB_STATES[JOB_STATES.index(job["status"]) + 1]
+                        if job["status"] == "succeeded":
+                            job.update(fine_tuned_model=f"ft:{job['model']}:standin:{job['user_provided_suffix']}:1",
+                                       trained_tokens=1234, finished_at=job["created_at"] + 60)
+                    self._json(200, FineTuningJob.model_validate(job).model_dump())
                 else:
                     self._error(404, f"no route {self.path}")
 
             def do_POST(self) -> None:  # noqa: N802
                 if not self._authorized():
                     return
+                raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if self.path in ("/v1/files", "/v1/fine_tuning/jobs") or self.path.endswith("/cancel"):
+                    self._fine_tuning(raw)
+                    return
                 if self.path != "/v1/chat/completions":
                     self._error(404, f"no route {self.path}")
                     return
-                raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 try:
                     body = validate_chat_request(json.loads(raw))
                 except (ValueError, ValidationError) as exc:
@@ -142,6 +196,62 @@ class StandIn:
                     self._stream(body, text)
                 else:
                     self._complete(body, text)
+
+            def _fine_tuning(self, raw: bytes) -> None:
+                now = int(time.time())
+                if self.path == "/v1/files":
+                    try:
+                        fields, files = parse_upload(self.headers.get("Content-Type", ""), raw)
+                        if fields.get("purpose") != "fine-tune" or "file" not in files:
+                            raise ValueError(f"need purpose=fine-tune and a file, got {sorted(fields)}/{sorted(files)}")
+                    except ValueError as exc:
+                        self._error(400, f"invalid upload: {exc}")
+                        return
+                    name, data = files["file"]
+                    file_id = f"file-standin{len(standin.files)}"
+                    standin.uploads[file_id] = data
+                    stored = FileObject.model_validate({"id": file_id, "object": "file", "bytes": len(data),
+                                                        "created_at": now, "filename": name, "purpose": "fine-tune",
+                                                        "status": "processed"}).model_dump()
+                    standin.files[file_id] = stored
+                    self._json(200, stored)
+                    return
+                if self.path.endswith("/cancel"):
+                    job = standin.jobs.get(self.path.split("/")[4])
+                    if job is None:
+                        self._error(404, "no such job")
+                    elif job["status"] in ("succeeded", "failed", "cancelled"):
+                        self._error(400, f"Job has already {job['status']}")
+                    else:
+                        job.update(status="cancelled", finished_at=now)
+                        self._json(200, FineTuningJob.model_validate(job).model_dump())
+                    return
+                try:
+                    body = json.loads(raw)
+                    if not isinstance(body, dict) or set(body) - JOB_KEYS:
+                        raise ValueError(f"unknown fields {sorted(set(body) - JOB_KEYS)}")
+                    JOB_CREATE.validate_python(body)
+                except (ValueError, ValidationError) as exc:
+                    standin.requests.append({"invalid": str(exc)})
+                    self._error(400, f"invalid request: {exc}")
+                    return
+                standin.requests.append(body)
+                if body["training_file"] not in standin.files:
+                    self._error(400, f"invalid training_file: {body['training_file']}", "invalid_training_file")
+                    return
+                job_id = f"ftjob-standin{len(standin.jobs)}"
+                method = body.get("method") or {"type": "supervised", "supervised": {}}
+                hyper = {"n_epochs": "auto", "batch_size": "auto", "learning_rate_multiplier": "auto",
+                         **(method.get(method["type"]) or {}).get("hyperparameters", {})}
+                job = {"id": job_id, "object": "fine_tuning.job", "created_at": now, "error": None,
+                       "fine_tuned_model": None, "finished_at": None, "hyperparameters": hyper,
+                       "model": body["model"], "organization_id": "org-standin", "result_files": [],
+                       "seed": body.get("seed") or 42, "status": "validating_files", "trained_tokens": None,
+                       "training_file": body["training_file"], "validation_file": body.get("validation_file"),
+                       "method": {"type": method["type"], method["type"]: {"hyperparameters": hyper}},
+                       "user_provided_suffix": body.get("suffix")}
+                standin.jobs[job_id] = job
+                self._json(200, FineTuningJob.model_validate(job).model_dump())
 
             def _complete(self, body: dict[str, Any], text: str) -> None:
                 completion = ChatCompletion.model_validate({

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import assert_one_line_error, run_cli
 from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent
+from standin import StandIn
 
 from tuneloop import OpenAIModel
 from tuneloop.errors import DatasetInvalidError, InputError
@@ -194,3 +195,40 @@ def test_hyperparameters_auto_and_limits() -> None:
                          ({"beta": 0.1}, "DPO only")):
         with pytest.raises(InputError, match=message):
             resolve("supervised", 60, bad)
+
+
+def test_remote_backend_through_the_sdk(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = "sk-remote-secret-123456"
+    with StandIn(api_key=key) as server:
+        monkeypatch.setenv("OPENAI_API_KEY", key)
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        model = OpenAIModel()
+        job_id = model.train(data_file=str(FACTS), suffix="remote", hyperparameters={"n_epochs": 2})
+        body = server.requests[-1]
+        assert body["model"] == "gpt-4o-mini" and body["suffix"] == "remote"
+        assert body["method"] == {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2}}}
+        uploaded = [json.loads(line) for line in server.uploads[body["training_file"]].decode().splitlines()]
+        assert len(uploaded) == 60 and uploaded[0]["messages"][-1]["role"] == "assistant"
+
+        ft = model.fine_tuning
+        job = ft.wait(job_id, poll=0.01)
+        assert job.backend == "openai" and job.status == "succeeded"
+        assert job.fine_tuned_model == "ft:gpt-4o-mini:standin:remote:1" and job.trained_tokens == 1234
+        assert [j.id for j in ft.list()] == [job_id]
+        assert [e.message for e in ft.events(job_id)][-1] == "Job is succeeded"
+        with pytest.raises(JobStateError, match="already succeeded"):
+            ft.cancel(job_id)
+
+        file = ft.add_file(FACTS.read_bytes(), filename="facts.csv")
+        with pytest.raises(DatasetInvalidError):  # a CSV is not a JSONL training file: refused before upload
+            ft.create(file.id, backend="openai")
+        uploads = len(server.uploads)
+        second = model.train(data_file=str(FACTS), backend="openai")
+        assert len(server.uploads) == uploads + 1
+        assert ft.cancel(second).status == "cancelled"
+        assert server.jobs[second]["status"] == "cancelled"
+
+        shown = run_cli("jobs", "show", job_id, "--json")
+        assert FineTuningJob.model_validate(json.loads(shown.stdout)).fine_tuned_model == job.fine_tuned_model
+    # The key reaches the vendor, never the store.
+    assert key.encode() not in (home / "tuneloop.db").read_bytes()

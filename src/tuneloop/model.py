@@ -157,13 +157,16 @@ class OpenAIModel:
         suffix: str | None = None,
         hyperparameters: dict[str, Any] | None = None,
         wait: bool = False,
+        backend: str | None = None,
     ) -> str:
         """Fine-tune on CSV data and return the job id (the job trains in the background).
 
         ``data`` is CSV text; ``data_dir`` a folder of CSV files; ``data_file`` a CSV or JSONL file (relative to
         ``data_dir`` when both are given). ``positive=False`` marks rows without a ``positive`` column as answers
         to avoid. The data is validated first: errors raise :class:`~tuneloop.errors.DatasetInvalidError` with the
-        report, and no job starts. With ``wait=True`` it returns once the job has finished.
+        report, and no job starts. With ``wait=True`` it returns once the job has finished. ``backend``: ``local``
+        (train here) or ``openai`` (the configured OpenAI-compatible platform); default: ``openai`` when that is
+        the default provider (``OPENAI_BASE_URL`` or ``OPENAI_API_KEY`` set), else ``local``.
         """
         given = [x for x in (data, data_file) if x is not None]
         if len(given) > 1:
@@ -179,22 +182,23 @@ class OpenAIModel:
             raise InputError("nothing to train on: give data (CSV text), data_dir or data_file")
         dataset = build_dataset(rows, negative=not positive)
         return self._start(dataset, method=method, suffix=suffix, hyperparameters=hyperparameters, wait=wait,
-                           description=f"train on {', '.join(dataset.sources) or 'data'}")
+                           description=f"train on {', '.join(dataset.sources) or 'data'}", backend=backend)
 
-    def dynamic_train(self, *, method: str = "auto", suffix: str | None = None, wait: bool = False) -> str:
+    def dynamic_train(self, *, method: str = "auto", suffix: str | None = None, wait: bool = False,
+                      backend: str | None = None) -> str:
         """Fine-tune on the dialogue log: well-received replies (and better replies after bad ones)."""
         dataset = from_dialogues(self.runtime.store)
         return self._start(dataset, method=method, suffix=suffix, hyperparameters=None, wait=wait,
-                           description="dynamic_train on the dialogue log")
+                           description="dynamic_train on the dialogue log", backend=backend)
 
     def _start(self, dataset: Dataset, *, method: str, suffix: str | None, hyperparameters: dict[str, Any] | None,
-               wait: bool, description: str) -> str:
+               wait: bool, description: str, backend: str | None) -> str:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "train.jsonl"
             chosen, _count = dataset.write_jsonl(path, method)
             stored = self.fine_tuning.add_file(path)
         job = self.fine_tuning.create(stored.id, method=chosen, suffix=suffix, hyperparameters=hyperparameters,
-                                      description=description)
+                                      description=description, backend=backend or self.fine_tuning.default_backend)
         self.current_job_id = job.id
         self.save_job_id(job.id, description)
         if wait:

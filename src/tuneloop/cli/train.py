@@ -73,8 +73,11 @@ def train(
     = Method.auto,
     base: Annotated[str | None, typer.Option("--base", help="Model to fine-tune (default smollm2-135m-instruct).")]
     = None,
-    backend: Annotated[Backend, typer.Option(help="local (this machine) or openai (a compatible platform).")]
-    = Backend.local,
+    backend: Annotated[
+        Backend | None,
+        typer.Option(help="local (this machine) or openai (the configured compatible platform); default: openai "
+                          "when OPENAI_API_KEY/OPENAI_BASE_URL make it the default provider, else local."),
+    ] = None,
     suffix: Annotated[str | None, typer.Option(help="Part of the new model's id: ft:BASE:SUFFIX:JOB.")] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", min=1, max=50, help="Epochs (default: auto).")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Batch size (default: auto).")]
@@ -94,8 +97,6 @@ def train(
       tuneloop train facts.csv --suffix facts --wait
       tuneloop train --from-dialogues --epochs 4
     """
-    if backend is Backend.openai:
-        raise InputError("the openai training backend is not available yet; use --backend local")
     ft = fine_tuning()
     dataset = collect(source, dialogues=dialogues, negative=negative, encoding=encoding, rt=ft.runtime)
     with tempfile.TemporaryDirectory() as tmp:
@@ -109,6 +110,7 @@ def train(
         requested["beta"] = beta
     try:
         job = ft.create(stored.id, model=base, method=chosen, suffix=suffix, seed=seed,
+                        backend=backend.value if backend else ft.default_backend,
                         hyperparameters={k: v for k, v in requested.items() if v is not None})
     except DatasetInvalidError as exc:
         render_report(exc.report)  # type: ignore[arg-type]
@@ -118,8 +120,9 @@ def train(
         return
     h = job.hyperparameters
     error_console.print(
-        f"Started [bold]{job.id}[/]: {count} {chosen} examples, {h['n_epochs']} epochs, batch {h['batch_size']}, "
-        f"learning rate × {h['learning_rate_multiplier']:g} on {escape(job.model)}"
+        f"Started [bold]{job.id}[/] ({job.backend}): {count} {chosen} examples, {h.get('n_epochs', 'auto')} epochs, "
+        f"batch {h.get('batch_size', 'auto')}, learning rate × {h.get('learning_rate_multiplier', 'auto')} "
+        f"on {escape(job.model)}"
     )
     if not wait:
         error_console.print(f"Follow it with [bold]tuneloop jobs wait {job.id}[/] (it goes on if you close this).")

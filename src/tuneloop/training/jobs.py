@@ -28,11 +28,13 @@ from tuneloop.datasets import token_counter, validate_file
 from tuneloop.datasets.validate import ValidationReport
 from tuneloop.engine.weights import BASE_MODEL_ID
 from tuneloop.errors import DatasetInvalidError, InputError
+from tuneloop.providers import DEFAULT_OPENAI_MODEL
 from tuneloop.runtime import Runtime
 from tuneloop.store.jobs import ACTIVE, Job, JobEvent, JobStateError, JobStore, StoredFile
 from tuneloop.store.schema import utcnow
 from tuneloop.training import hyper
 from tuneloop.training.paths import files_dir, job_dir, model_dir, temp_model_dir, worker_log
+from tuneloop.training.remote import RemoteTrainer
 
 # A running worker writes a heartbeat every 5 s; one silent for this long is gone (or hung).
 STALE_AFTER = timedelta(seconds=90)
@@ -68,6 +70,11 @@ class FineTuning:
         self.runtime = runtime or Runtime()
         self.settings = self.runtime.settings
         self.jobs = JobStore(self.runtime.store)
+
+    @property
+    def default_backend(self) -> str:
+        """``openai`` when the OpenAI-compatible provider is the default (OPENAI_BASE_URL/KEY set), else ``local``."""
+        return "openai" if self.settings.default_provider == "openai" else "local"
 
     # files
 
@@ -110,8 +117,18 @@ class FineTuning:
         seed: int | None = None,
         description: str | None = None,
         metadata: dict[str, str] | None = None,
+        backend: str = "local",
     ) -> Job:
-        """Validate the file, record the job and start its worker. Errors in the data refuse the job."""
+        """Validate the file, record the job and start it. Errors in the data refuse the job.
+
+        ``backend="local"`` trains here in a worker process; ``"openai"`` uploads the file to the configured
+        OpenAI-compatible platform and creates the job there (tracked in the same table).
+        """
+        if backend == "openai":
+            return self._create_remote(training_file, model=model, method=method, hyperparameters=hyperparameters,
+                                       suffix=suffix, seed=seed, description=description, metadata=metadata)
+        if backend != "local":
+            raise InputError(f"backend {backend!r}: use local or openai")
         model = model or BASE_MODEL_ID
         if model != BASE_MODEL_ID:
             raise InputError(
@@ -120,18 +137,7 @@ class FineTuning:
             )
         if suffix is not None and (len(suffix) > 64 or ":" in suffix or not suffix.strip()):
             raise InputError(f"suffix {suffix!r}: use up to 64 characters, without ':'")
-        stored = self.jobs.get_file(training_file)
-        report = self.validate(Path(stored.path), model)
-        if not report.ok:
-            raise DatasetInvalidError(f"training file {stored.filename} ({stored.id}): {report.summary()}", report,
-                                      source=stored.filename)
-        if method == "auto":
-            method = report.format
-        if method not in ("supervised", "dpo"):
-            raise InputError(f"method {method!r}: use supervised, dpo or auto")
-        if method != report.format:
-            raise InputError(f"method {method} needs a {method} file, but {stored.filename} holds {report.format} "
-                             "examples; rebuild it with `tuneloop data build --method " + method + "`")
+        stored, report, method = self._checked(training_file, model, method)
         values = hyper.resolve(method, report.examples, hyperparameters)
         job = self.jobs.create_job(
             backend="local", model=model, method=method, status="validating_files", training_file=stored.id,
@@ -144,6 +150,34 @@ class FineTuning:
         )))
         assert job is not None
         return self._spawn(job)
+
+    def _checked(self, training_file: str, model: str, method: str) -> tuple[StoredFile, ValidationReport, str]:
+        stored = self.jobs.get_file(training_file)
+        report = self.validate(Path(stored.path), model)
+        if not report.ok:
+            raise DatasetInvalidError(f"training file {stored.filename} ({stored.id}): {report.summary()}", report,
+                                      source=stored.filename)
+        method = report.format if method == "auto" else method
+        if method not in ("supervised", "dpo"):
+            raise InputError(f"method {method!r}: use supervised, dpo or auto")
+        if method != report.format:
+            raise InputError(f"method {method} needs a {method} file, but {stored.filename} holds {report.format} "
+                             "examples; rebuild it with `tuneloop data build --method " + method + "`")
+        return stored, report, method
+
+    def remote(self) -> RemoteTrainer:
+        return RemoteTrainer(self.runtime.openai, self.jobs)
+
+    def _create_remote(self, training_file: str, *, model: str | None, method: str,
+                       hyperparameters: dict[str, Any] | None, suffix: str | None, seed: int | None,
+                       description: str | None, metadata: dict[str, str] | None) -> Job:
+        model = model or (self.settings.model if self.settings.model and not self.runtime.local.serves(
+            self.settings.model) else DEFAULT_OPENAI_MODEL)
+        trainer = self.remote()  # fails clearly when no remote platform is configured
+        stored, _report, method = self._checked(training_file, model, method)
+        return trainer.create(Path(stored.path), filename=stored.filename, model=model, method=method,
+                              hyperparameters=dict(hyperparameters or {}), suffix=suffix, seed=seed,
+                              description=description, metadata=metadata)
 
     def _spawn(self, job: Job) -> Job:
         log = worker_log(self.settings, job.id)
@@ -169,8 +203,13 @@ class FineTuning:
         return updated
 
     def refresh(self, job: Job) -> Job:
-        """A local job whose worker is gone is marked failed with the reason (never left running)."""
-        if job.backend != "local" or not job.active:
+        """A local job whose worker is gone is marked failed with the reason (never left running);
+        an unfinished remote job is read again from its platform."""
+        if not job.active:
+            return job
+        if job.backend == "openai":
+            return self.remote().refresh(job)
+        if job.backend != "local":
             return job
         now = utcnow()
         if job.pid is None:
@@ -206,7 +245,10 @@ class FineTuning:
 
     def events(self, job_id: str, *, after: int | None = None, limit: int | None = None,
                newest_first: bool = False) -> list[JobEvent]:
-        self.get(job_id)
+        job = self.get(job_id)
+        if job.backend == "openai":
+            found = self.remote().events(job, limit=limit)
+            return found[::-1] if newest_first else found
         return self.jobs.events(job_id, after=after, limit=limit, newest_first=newest_first)
 
     @staticmethod
@@ -221,6 +263,8 @@ class FineTuning:
         job = self.get(job_id)
         if not job.active:
             raise JobStateError(f"job {job_id} has already {job.status}; only queued or running jobs can be cancelled")
+        if job.backend == "openai":
+            return self.remote().cancel(job)
         self.jobs.update_job(job_id, cancel_requested=True, only_if_status=ACTIVE)
         self._kill(job.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
