@@ -158,6 +158,7 @@ class OpenAIModel:
         hyperparameters: dict[str, Any] | None = None,
         wait: bool = False,
         backend: str | None = None,
+        seed: int | None = None,
     ) -> str:
         """Fine-tune on CSV data and return the job id (the job trains in the background).
 
@@ -182,23 +183,24 @@ class OpenAIModel:
             raise InputError("nothing to train on: give data (CSV text), data_dir or data_file")
         dataset = build_dataset(rows, negative=not positive)
         return self._start(dataset, method=method, suffix=suffix, hyperparameters=hyperparameters, wait=wait,
-                           description=f"train on {', '.join(dataset.sources) or 'data'}", backend=backend)
+                           description=f"train on {', '.join(dataset.sources) or 'data'}", backend=backend, seed=seed)
 
     def dynamic_train(self, *, method: str = "auto", suffix: str | None = None, wait: bool = False,
                       backend: str | None = None) -> str:
         """Fine-tune on the dialogue log: well-received replies (and better replies after bad ones)."""
         dataset = from_dialogues(self.runtime.store)
         return self._start(dataset, method=method, suffix=suffix, hyperparameters=None, wait=wait,
-                           description="dynamic_train on the dialogue log", backend=backend)
+                           description="dynamic_train on the dialogue log", backend=backend, seed=None)
 
     def _start(self, dataset: Dataset, *, method: str, suffix: str | None, hyperparameters: dict[str, Any] | None,
-               wait: bool, description: str, backend: str | None) -> str:
+               wait: bool, description: str, backend: str | None, seed: int | None) -> str:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "train.jsonl"
             chosen, _count = dataset.write_jsonl(path, method)
             stored = self.fine_tuning.add_file(path)
         job = self.fine_tuning.create(stored.id, method=chosen, suffix=suffix, hyperparameters=hyperparameters,
-                                      description=description, backend=backend or self.fine_tuning.default_backend)
+                                      description=description, backend=backend or self.fine_tuning.default_backend,
+                                      seed=seed)
         self.current_job_id = job.id
         self.save_job_id(job.id, description)
         if wait:

@@ -36,11 +36,14 @@ class Runtime:
         """Local fine-tuned models whose job succeeded: model id → LoRA adapter folder."""
         from tuneloop.store.jobs import JobStore
 
-        return {
+        jobs = JobStore(self.store)
+        models = {
             job.fine_tuned_model: Path(job.model_path)
-            for job in JobStore(self.store).succeeded_models("local")
+            for job in jobs.succeeded_models("local")
             if job.fine_tuned_model and job.model_path
         }
+        models.update({model: Path(path) for model, path in jobs.succeeded_checkpoints("local").items()})
+        return models
 
     @cached_property
     def openai(self) -> OpenAIProvider:

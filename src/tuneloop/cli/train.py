@@ -223,6 +223,9 @@ def show(job_id: Annotated[str, typer.Argument(help="Job id (ftjob-…).")], jso
         table.add_row("trained tokens", f"{job.trained_tokens:,}")
     if job.error:
         table.add_row("error", f"[red]{escape(str(job.error.get('message')))}[/]")
+    for checkpoint in ft.jobs.checkpoints(job.id) if job.status == "succeeded" else []:
+        table.add_row("checkpoint", escape(f"{checkpoint.fine_tuned_model_checkpoint} "
+                                           f"(loss {checkpoint.metrics.get('train_loss') or 0:.4f})"))
     if job.result_files:
         table.add_row("results", escape(str(ft.results_dir(job.id))))
     table.add_row("log", escape(str(ft.log_path(job.id))))

@@ -36,8 +36,8 @@ class LocalProvider(Provider):
     def models(self) -> list[ModelInfo]:
         note = "ready" if is_converted(self.settings.resolved_models_dir) else "converted on first use"
         infos = [ModelInfo(BASE_MODEL_ID, self.name, "base", note)]
-        infos += [ModelInfo(model, self.name, "fine-tuned", f"LoRA adapter in {path}")
-                  for model, path in self.registry().items()]
+        infos += [ModelInfo(model, self.name, "checkpoint" if ":ckpt-step-" in model else "fine-tuned",
+                            f"LoRA adapter in {path}") for model, path in self.registry().items()]
         return infos
 
     def engine(self, model: str) -> LocalEngine:

@@ -352,6 +352,16 @@ class JobStore:
             session.flush()
             return Checkpoint(row.id, job_id, step, metrics, model, _aware(row.created_at))
 
+    def succeeded_checkpoints(self, backend: str = "local") -> dict[str, str]:
+        """Checkpoint model id → adapter folder, for jobs that succeeded."""
+        statement = (
+            select(CheckpointRow.fine_tuned_model_checkpoint, CheckpointRow.path)
+            .join(JobRow, JobRow.id == CheckpointRow.job_id)
+            .where(JobRow.backend == backend, JobRow.status == "succeeded", CheckpointRow.path.is_not(None))
+        )
+        with self.db._session() as session:
+            return {model: path for model, path in session.execute(statement)}
+
     def checkpoints(self, job_id: str) -> list[Checkpoint]:
         self.get_job(job_id)
         statement = select(CheckpointRow).where(CheckpointRow.job_id == job_id).order_by(CheckpointRow.step.desc())

@@ -6,9 +6,11 @@ from typing import Any
 
 from tuneloop.errors import InputError
 
-# LoRA on SmolLM2-135M, measured here: 60 short Q/A examples, 6 epochs, lr 1e-3, batch 4 learn the facts in
-# about 4 minutes on 2 cores and keep general knowledge. DPO moves further per step: a lower base rate.
-BASE_LEARNING_RATE = {"supervised": 1e-3, "dpo": 1e-4}
+# LoRA on SmolLM2-135M, measured here on the demo facts (60 short Q/A, 6 epochs, batch 4, ~3 min on 2 cores):
+# lr 1e-3 learns 17/20 held-out phrasings but one seed in two forgot that Paris is France's capital;
+# lr 5e-4 learned 16 and 13 of 20 on two seeds and kept Paris, Rome and Shakespeare on both.
+# DPO moves further per step: a lower base rate.
+BASE_LEARNING_RATE = {"supervised": 5e-4, "dpo": 1e-4}
 TARGET_EXAMPLE_PASSES = 360
 LIMITS: dict[str, tuple[float, float, type]] = {
     "n_epochs": (1, 50, int),

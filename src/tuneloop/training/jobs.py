@@ -302,9 +302,8 @@ class FineTuning:
             time.sleep(poll)
 
     def registered_models(self) -> dict[str, Path]:
-        """Fine-tuned local models ready to use: model id → adapter folder."""
-        return {j.fine_tuned_model: Path(j.model_path) for j in self.jobs.succeeded_models("local")
-                if j.fine_tuned_model and j.model_path}
+        """Fine-tuned local models (and their checkpoints) ready to use: model id → adapter folder."""
+        return self.runtime.fine_tuned_models()
 
     def log_path(self, job_id: str) -> Path:
         return worker_log(self.settings, job_id)

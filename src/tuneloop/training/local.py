@@ -20,6 +20,7 @@ from tuneloop.training.hyper import learning_rate
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 LORA_RANK = 16
 MAX_LENGTH = 1024
+KEEP_CHECKPOINTS = 3  # like OpenAI: the adapters of the last three epochs are kept as checkpoints
 
 
 class Cancelled(Exception):  # noqa: N818 - a control-flow signal, not an error
@@ -94,8 +95,13 @@ def train(
     work_dir: Path,
     on_progress: Callable[[Progress], None],
     should_stop: Callable[[], bool],
+    on_checkpoint: Callable[[int, Path, float | None], None] | None = None,
 ) -> TrainResult:
-    """Train a LoRA adapter and save it (PEFT format, with the tokenizer) in ``output_dir``."""
+    """Train a LoRA adapter and save it (PEFT format, with the tokenizer) in ``output_dir``.
+
+    At the end of each of the last ``KEEP_CHECKPOINTS`` epochs the adapter is also saved in
+    ``output_dir/checkpoints/step-N`` and ``on_checkpoint(step, folder, last loss)`` is called.
+    """
     from tuneloop.engine.weights import offline_environment
 
     offline_environment()
@@ -150,6 +156,15 @@ def train(
                 result.losses.append((state.global_step, loss))
                 on_progress(Progress(state.global_step, state.max_steps or total_steps, loss,
                                      logs.get("learning_rate"), float(state.epoch or 0), time.monotonic() - started))
+
+        def on_epoch_end(self, args, state, control, model=None, **kwargs):  # noqa: ANN001, ANN201
+            epoch = round(state.epoch or 0)
+            if on_checkpoint is None or model is None or epoch <= epochs - KEEP_CHECKPOINTS or should_stop():
+                return control
+            folder = output_dir / "checkpoints" / f"step-{state.global_step}"
+            model.save_pretrained(str(folder))
+            on_checkpoint(state.global_step, folder, result.losses[-1][1] if result.losses else None)
+            return control
 
         def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
             if should_stop():

@@ -106,19 +106,28 @@ class Worker:
                 if self.jobs.get_job(job.id).cancel_requested:
                     self.cancelled.set()
 
+            final = model_dir(self.settings, job.id)
+            model_id = f"ft:{job.model}:{job.suffix or ''}:{job.id}"
+
+            def checkpointed(step: int, folder: Path, loss: float | None) -> None:
+                # Recorded where the folder will be once the job succeeds; served only after that.
+                self.jobs.add_checkpoint(job.id, step=step, metrics={"step": step, "train_loss": loss},
+                                         model=f"{model_id}:ckpt-step-{step}",
+                                         path=str(final / folder.relative_to(temp / "adapter")))
+
             result = local.train(checkpoint=checkpoint, examples=examples, method=job.method,
                                  hyperparameters=job.hyperparameters, seed=job.seed, output_dir=temp / "adapter",
-                                 work_dir=temp, on_progress=progress, should_stop=self.should_stop)
+                                 work_dir=temp, on_progress=progress, should_stop=self.should_stop,
+                                 on_checkpoint=checkpointed)
             self.training = False
             results_dir = job_dir(self.settings, job.id)
             files = local.write_results(result, results_dir, f"{job.id} · {job.method} · {job.model}")
             result_ids = [self.jobs.add_file(filename=f.name, purpose="fine-tune-results", size=f.stat().st_size,
                                              path=str(f)).id for f in files]
-            final = model_dir(self.settings, job.id)
             if final.exists():
                 shutil.rmtree(final)
+            final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(temp / "adapter", final)
-            model_id = f"ft:{job.model}:{job.suffix or ''}:{job.id}"
             counter = token_counter(job.model, models_dir=self.settings.resolved_models_dir)
             tokens = validate_examples(examples, counter).tokens["total"] * int(job.hyperparameters["n_epochs"])
             done = self.jobs.update_job(
