@@ -241,3 +241,25 @@ def test_remote_backend_through_the_sdk(home: Path, monkeypatch: pytest.MonkeyPa
         assert FineTuningJob.model_validate(json.loads(shown.stdout)).fine_tuned_model == job.fine_tuned_model
     # The key reaches the vendor, never the store.
     assert key.encode() not in (home / "tuneloop.db").read_bytes()
+
+
+def test_dynamic_train_selects_from_the_log(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = OpenAIModel()
+    store = model.runtime.store
+    thread = store.create_thread(model="smollm2-135m-instruct").id
+    store.append_exchange(thread, "What is the Zorblax?", "A teal gadget.", model="smollm2-135m-instruct")
+    store.append_exchange(thread, "Great, thanks!", "Welcome.", model="smollm2-135m-instruct")
+    with pytest.raises(DatasetInvalidError) as caught:  # one good reply is not enough to train on
+        model.dynamic_train(backend="local")
+    assert dict(caught.value.report.errors) == {"too_few_examples": 1}
+    for i in range(11):
+        store.append_exchange(thread, f"And gadget {i}?", f"Gadget {i} is blue.", model="smollm2-135m-instruct")
+        store.append_exchange(thread, "Wonderful, that is great!", "Glad to help.", model="smollm2-135m-instruct")
+    with StandIn(api_key="sk-x") as server:
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        job_id = OpenAIModel().dynamic_train()
+        uploaded = server.uploads[server.requests[-1]["training_file"]].decode().splitlines()
+    answers = [json.loads(line)["messages"][-1]["content"] for line in uploaded]
+    assert answers == ["A teal gadget."] + [f"Gadget {i} is blue." for i in range(11)]
+    assert json.loads((home / "job_ids.json").read_text())[-1]["id"] == job_id
