@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -130,9 +131,9 @@ def test_demo_runs_offline(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert str(home / "tuneloop.db") in result.stdout.replace("\n", "")
     # The whole loop: trained on the bundled facts, then before/after on questions phrased differently.
     assert "succeeded" in result.stderr and "after (fine-tuned)" in result.stdout
-    after = result.stdout.split("after (fine-tuned)", 1)[1]
-    known = [k for k in ("teal", "47", "38", "Brandvik", "Portugal") if k in after]
-    assert len(known) >= 3, result.stdout
+    score = re.search(r"answered with the right fact: before (\d+)/20, after (\d+)/20", result.stdout)
+    assert score is not None, result.stdout
+    assert int(score[1]) <= 3 and int(score[2]) >= 10, score[0]  # measured: 0 and 13 with the demo's seed
 
 
 # Failures a person can act on: one clear line, a non-zero exit, no traceback.

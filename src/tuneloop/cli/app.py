@@ -290,8 +290,7 @@ def demo_training(rt: Runtime, max_tokens: int) -> None:
 
     data = resources.files("tuneloop.data")
     facts = data.joinpath("demo_facts.csv").read_text("utf-8")
-    held_out = json.loads(data.joinpath("demo_heldout.json").read_text("utf-8"))[:DEMO_QUESTIONS]
-    questions = [q["question"] for q in held_out] + ["What is the capital of France?"]
+    held_out = json.loads(data.joinpath("demo_heldout.json").read_text("utf-8"))
     dataset = build_dataset(read_csv_text(facts, source="demo_facts.csv"))
     console.print(
         f"[bold]Fine-tuning[/] on {len(dataset.supervised)} made-up product facts (20 products, 3 phrasings each); "
@@ -313,11 +312,23 @@ def demo_training(rt: Runtime, max_tokens: int) -> None:
         return provider.complete([{"role": "user", "content": question}], model=model_id,
                                  max_tokens=max_tokens).text.strip()
 
+    import re
+
     table = Table("question", "before (base model)", "after (fine-tuned)", show_lines=True)
-    for question in questions:
-        table.add_row(escape(question), escape(answer(BASE_MODEL_ID, question)),
-                      escape(answer(job.fine_tuned_model, question)))
+    score = {BASE_MODEL_ID: 0, job.fine_tuned_model: 0}
+    for i, item in enumerate(held_out):
+        replies = {model: answer(model, item["question"]) for model in score}
+        for model, text in replies.items():
+            score[model] += re.search(rf"\b{re.escape(item['keyword'])}\b", text, re.IGNORECASE) is not None
+        if i < DEMO_QUESTIONS:
+            table.add_row(escape(item["question"]), *(escape(replies[m]) for m in score))
+    general = "What is the capital of France?"
+    table.add_row(general, *(escape(answer(m, general)) for m in score))
     console.print(table)
+    console.print(
+        f"Held-out questions answered with the right fact: before {score[BASE_MODEL_ID]}/{len(held_out)}, "
+        f"after {score[job.fine_tuned_model]}/{len(held_out)}"
+    )
     console.print(
         f"\nUse it: tuneloop ask -m {escape(job.fine_tuned_model)} \"What does the Quibbler kettle cost?\"\n"
         f"Loss curve: {escape(str(ft.results_dir(job.id) / 'loss_curve.png'))}"
