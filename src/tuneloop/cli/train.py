@@ -71,8 +71,10 @@ def train(
     = False,
     method: Annotated[Method, typer.Option(help="supervised, dpo, or auto (dpo when the data has pairs).")]
     = Method.auto,
-    base: Annotated[str | None, typer.Option("--base", help="Model to fine-tune (default smollm2-135m-instruct).")]
-    = None,
+    base: Annotated[
+        str | None,
+        typer.Option("--base", help="Model to fine-tune (default: smollm2-135m-instruct locally, gpt-4o-mini remote)."),
+    ] = None,
     backend: Annotated[
         Backend | None,
         typer.Option(help="local (this machine) or openai (the configured compatible platform); default: openai "
