@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import tempfile
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
@@ -194,10 +193,7 @@ class OpenAIModel:
 
     def _start(self, dataset: Dataset, *, method: str, suffix: str | None, hyperparameters: dict[str, Any] | None,
                wait: bool, description: str, backend: str | None, seed: int | None) -> str:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "train.jsonl"
-            chosen, _count = dataset.write_jsonl(path, method)
-            stored = self.fine_tuning.add_file(path)
+        stored, chosen, _count = self.fine_tuning.add_dataset(dataset, method=method)
         job = self.fine_tuning.create(stored.id, method=chosen, suffix=suffix, hyperparameters=hyperparameters,
                                       description=description, backend=backend or self.fine_tuning.default_backend,
                                       seed=seed)

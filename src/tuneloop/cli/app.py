@@ -297,8 +297,7 @@ def demo_training(rt: Runtime, max_tokens: int) -> None:
         "the questions below are phrased differently from the training rows."
     )
     ft = FineTuning(rt)
-    stored = ft.add_file(("\n".join(json.dumps(e) for e in dataset.supervised) + "\n").encode(),
-                         filename="demo_facts.jsonl")
+    stored, _method, _count = ft.add_dataset(dataset, method="supervised", filename="demo_facts.jsonl")
     started = time.monotonic()
     job = ft.create(stored.id, suffix="demo", seed=42)
     job = follow(ft, job.id)

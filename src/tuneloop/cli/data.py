@@ -41,6 +41,30 @@ EncodingOption = Annotated[
 ]
 
 
+def collect(
+    source: str | None,
+    *,
+    dialogues: bool,
+    negative: bool,
+    encoding: str | None,
+    assistant: str | None = None,
+    runtime: Runtime | None = None,
+) -> Dataset:
+    """The examples a command asked for: a CSV/JSONL source ('-' is CSV on stdin) and/or the dialogue log."""
+    if source is None and not dialogues:
+        raise InputError("give a CSV file, a directory of CSV files or a JSONL file, or --from-dialogues")
+    dataset = Dataset()
+    if source == "-":
+        text = decode(sys.stdin.buffer.read(), "<stdin>", encoding)
+        dataset.merge(build_dataset(read_csv_text(text, source="<stdin>"), negative=negative))
+    elif source is not None:
+        dataset.merge(build_dataset(read_source(source, encoding=encoding), negative=negative))
+    if dialogues:
+        store = (runtime or Runtime(load_settings())).store
+        dataset.merge(from_dialogues(store, assistant_id=assistant))
+    return dataset
+
+
 BUILD_HELP = (
     "Build an OpenAI fine-tuning JSONL file from CSV rows and/or logged dialogues.\n\n"
     "CSV columns (any case): prompt|question|input|user, completion|answer|output|response|assistant, "
@@ -85,17 +109,7 @@ def build(
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Build an OpenAI fine-tuning JSONL file from CSV rows and/or logged dialogues (see BUILD_HELP)."""
-    if source is None and not dialogues:
-        raise InputError("give a CSV file, a directory of CSV files or a JSONL file, or --from-dialogues")
-    dataset = Dataset()
-    if source == "-":
-        dataset.merge(build_dataset(read_csv_text(decode(sys.stdin.buffer.read(), "<stdin>", encoding),
-                                                  source="<stdin>"), negative=negative))
-    elif source is not None:
-        dataset.merge(build_dataset(read_source(source, encoding=encoding), negative=negative))
-    if dialogues:
-        rt = Runtime(load_settings())
-        dataset.merge(from_dialogues(rt.store, assistant_id=assistant))
+    dataset = collect(source, dialogues=dialogues, negative=negative, encoding=encoding, assistant=assistant)
     chosen, written = dataset.write_jsonl(output, method.value)
     left_out = dataset.examples(chosen)[1]
     reasons = Counter(s.reason for s in dataset.skipped)

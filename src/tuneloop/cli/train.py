@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-import tempfile
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,11 +12,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
 from tuneloop.cli._output import console, conversion_progress, error_console, print_json, when
-from tuneloop.cli.data import render_report
+from tuneloop.cli.data import collect, render_report
 from tuneloop.config import load_settings
-from tuneloop.datasets import Dataset, build_dataset, from_dialogues, read_csv_text, read_source
-from tuneloop.datasets.readers import decode
-from tuneloop.errors import DatasetInvalidError, InputError
+from tuneloop.errors import DatasetInvalidError
 from tuneloop.runtime import Runtime
 from tuneloop.store.jobs import Job
 from tuneloop.training import FineTuning
@@ -43,20 +39,6 @@ class Backend(StrEnum):
 
 def fine_tuning() -> FineTuning:
     return FineTuning(Runtime(load_settings(), progress=conversion_progress()))
-
-
-def collect(source: str | None, *, dialogues: bool, negative: bool, encoding: str | None, rt: Runtime) -> Dataset:
-    if source is None and not dialogues:
-        raise InputError("give a CSV file, a directory of CSV files or a JSONL file, or --from-dialogues")
-    dataset = Dataset()
-    if source == "-":
-        text = decode(sys.stdin.buffer.read(), "<stdin>", encoding)
-        dataset.merge(build_dataset(read_csv_text(text, source="<stdin>"), negative=negative))
-    elif source is not None:
-        dataset.merge(build_dataset(read_source(source, encoding=encoding), negative=negative))
-    if dialogues:
-        dataset.merge(from_dialogues(rt.store))
-    return dataset
 
 
 def train(
@@ -100,12 +82,9 @@ def train(
       tuneloop train --from-dialogues --epochs 4
     """
     ft = fine_tuning()
-    dataset = collect(source, dialogues=dialogues, negative=negative, encoding=encoding, rt=ft.runtime)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "train.jsonl"
-        chosen, count = dataset.write_jsonl(path, method.value)
-        name = Path(source).stem + ".jsonl" if source not in (None, "-") else "dialogues.jsonl"
-        stored = ft.add_file(path, filename=name)
+    dataset = collect(source, dialogues=dialogues, negative=negative, encoding=encoding, runtime=ft.runtime)
+    name = Path(source).stem + ".jsonl" if source not in (None, "-") else "dialogues.jsonl"
+    stored, chosen, count = ft.add_dataset(dataset, method=method.value, filename=name)
     requested: dict[str, Any] = {"n_epochs": epochs, "batch_size": batch_size,
                                  "learning_rate_multiplier": lr_multiplier}
     if beta is not None:

@@ -99,14 +99,19 @@ class Dataset:
                 examples.append(example)
         return examples, 0
 
-    def write_jsonl(self, path: str | Path, method: str = "auto") -> tuple[Method, int]:
-        """Write one format atomically; returns (format, examples written). Refuses to write nothing."""
+    def to_jsonl(self, method: str = "auto") -> tuple[Method, int, bytes]:
+        """One format as JSONL bytes: (format, examples, data). Refuses to produce nothing."""
         chosen = self.method(method)
         examples, _ = self.examples(chosen)
         if not examples:
             raise DataError(self.nothing_to_train(chosen))
-        write_jsonl(path, examples)
-        return chosen, len(examples)
+        return chosen, len(examples), jsonl_bytes(examples)
+
+    def write_jsonl(self, path: str | Path, method: str = "auto") -> tuple[Method, int]:
+        """Write one format atomically; returns (format, examples written). Refuses to write nothing."""
+        chosen, count, data = self.to_jsonl(method)
+        atomic_write_bytes(Path(path), data)
+        return chosen, count
 
     def nothing_to_train(self, method: str) -> str:
         sources = ", ".join(self.sources[:3]) + (" …" if len(self.sources) > 3 else "") or "the input"
@@ -118,9 +123,12 @@ class Dataset:
         return f"{sources}: no usable training examples{detail}"
 
 
+def jsonl_bytes(examples: Iterable[dict[str, Any]]) -> bytes:
+    return ("\n".join(json.dumps(e, ensure_ascii=False) for e in examples) + "\n").encode("utf-8")
+
+
 def write_jsonl(path: str | Path, examples: Iterable[dict[str, Any]]) -> None:
-    lines = [json.dumps(e, ensure_ascii=False) for e in examples]
-    atomic_write_bytes(Path(path), ("\n".join(lines) + "\n").encode("utf-8"))
+    atomic_write_bytes(Path(path), jsonl_bytes(examples))
 
 
 def build_dataset(rowset: RowSet, *, negative: bool = False) -> Dataset:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneloop._files import atomic_write_bytes
-from tuneloop.datasets import token_counter, validate_file
+from tuneloop.datasets import Dataset, token_counter, validate_file
 from tuneloop.datasets.validate import ValidationReport
 from tuneloop.engine.weights import BASE_MODEL_ID
 from tuneloop.errors import DatasetInvalidError, InputError
@@ -99,6 +99,12 @@ class FineTuning:
         except BaseException:
             target.unlink(missing_ok=True)
             raise
+
+    def add_dataset(self, dataset: Dataset, *, method: str = "auto",
+                    filename: str = "train.jsonl") -> tuple[StoredFile, str, int]:
+        """Store a dataset in one format as a training file: (file, format, examples)."""
+        chosen, count, data = dataset.to_jsonl(method)
+        return self.add_file(data, filename=filename), chosen, count
 
     # jobs
 
