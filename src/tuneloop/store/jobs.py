@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -134,7 +134,6 @@ class Job:
     progress: dict[str, Any] | None
     created_at: datetime
     finished_at: datetime | None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_row(cls, row: JobRow) -> Job:
