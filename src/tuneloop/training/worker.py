@@ -101,10 +101,9 @@ class Worker:
                         "learning_rate": p.learning_rate, "epoch": round(p.epoch, 3)}
                 state = {**data, "elapsed": round(p.elapsed, 1), "eta_seconds": round(eta, 1) if eta else None,
                          "estimated_finish": int(time.time() + eta) if eta else None}
+                # Cancellation arrives by SIGTERM (and the heartbeat reads the flag): no extra read per step.
                 self.jobs.add_event(job.id, f"Step {p.step}/{p.total_steps}: training loss={p.loss:.4f}",
                                     type_="metrics", data=data, progress=state)
-                if self.jobs.get_job(job.id).cancel_requested:
-                    self.cancelled.set()
 
             final = model_dir(self.settings, job.id)
             model_id = f"ft:{job.model}:{job.suffix or ''}:{job.id}"
