@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     db_busy_timeout: float = Field(default=5.0, gt=0, description="Seconds to wait for a locked database.")
     max_tokens: int = Field(default=512, gt=0, description="Default limit on generated tokens.")
     request_timeout: float = Field(default=120.0, gt=0, description="Seconds before a remote call fails.")
+    server_api_key: SecretStr | None = Field(
+        default=None, description="Key `tuneloop serve` requires as `Authorization: Bearer …`; unset: none."
+    )
+    server_max_file_mb: float = Field(default=512.0, gt=0, description="Largest file `tuneloop serve` accepts.")
 
     @classmethod
     def settings_customise_sources(

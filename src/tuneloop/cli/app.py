@@ -20,6 +20,7 @@ from tuneloop.cli._output import (
 from tuneloop.cli.assistants import assistants_app
 from tuneloop.cli.data import data_app
 from tuneloop.cli.logs import logs_app
+from tuneloop.cli.serve import serve as serve_command
 from tuneloop.cli.train import jobs_app
 from tuneloop.cli.train import train as train_command
 from tuneloop.config import load_settings
@@ -44,6 +45,7 @@ app.add_typer(logs_app, name="logs")
 app.add_typer(data_app, name="data")
 app.add_typer(jobs_app, name="jobs")
 app.command("train")(train_command)
+app.command("serve")(serve_command)
 
 AssistantOption = Annotated[
     str | None, typer.Option("--assistant", "-a", help="Assistant id from the assistants file.")

@@ -110,14 +110,15 @@ class ValidationReport:
             "p90": ordered[min(len(ordered) - 1, (len(ordered) * 9) // 10)],
         }
 
-    def summary(self) -> str:
-        """One line: what is wrong, for error messages."""
+    def summary(self, name: str | None = None) -> str:
+        """One line: what is wrong, for error messages (``name`` replaces the file's path)."""
+        source = name or self.source
         if self.ok:
-            return f"{self.source}: {self.examples} {self.format} examples, no errors"
+            return f"{source}: {self.examples} {self.format} examples, no errors"
         listed = ", ".join(f"{name} ×{count}" for name, count in self.errors.most_common())
         first = self.first_errors[0] if self.first_errors else None
         where = f"; first: line {first.line}, {first.error}: {first.detail}" if first else ""
-        return f"{self.source} has errors: {listed}{where}"
+        return f"{source} has errors: {listed}{where}"
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -18,11 +18,19 @@ FINISHED = ("succeeded", "failed", "cancelled")
 
 
 class JobNotFoundError(StoreError):
-    """No job has the requested id."""
+    """No job has the requested id (``ident``)."""
+
+    def __init__(self, message: str, ident: str | None = None) -> None:
+        super().__init__(message)
+        self.ident = ident
 
 
 class FileNotFoundInStoreError(StoreError):
-    """No file has the requested id."""
+    """No file has the requested id (``ident``)."""
+
+    def __init__(self, message: str, ident: str | None = None) -> None:
+        super().__init__(message)
+        self.ident = ident
 
 
 class JobStateError(TuneloopError):
@@ -223,7 +231,7 @@ class JobStore:
         with self.db._session() as session:
             row = session.get(FileRow, file_id)
             if row is None:
-                raise FileNotFoundInStoreError(f"no file {file_id!r} in {self.location}")
+                raise FileNotFoundInStoreError(f"no file {file_id!r} in {self.location}", file_id)
             return StoredFile.from_row(row)
 
     def list_files(self, purpose: str | None = None) -> list[StoredFile]:
@@ -237,7 +245,7 @@ class JobStore:
         with self.db._session(write=True) as session:
             row = session.get(FileRow, file_id)
             if row is None:
-                raise FileNotFoundInStoreError(f"no file {file_id!r} in {self.location}")
+                raise FileNotFoundInStoreError(f"no file {file_id!r} in {self.location}", file_id)
             stored = StoredFile.from_row(row)
             session.delete(row)
             return stored
@@ -262,7 +270,7 @@ class JobStore:
             return Job.from_row(row)
 
     def _not_found(self, job_id: str) -> JobNotFoundError:
-        return JobNotFoundError(f"no fine-tuning job {job_id!r} in {self.location}; run `tuneloop jobs list`")
+        return JobNotFoundError(f"no fine-tuning job {job_id!r} in {self.location}; run `tuneloop jobs list`", job_id)
 
     def get_job(self, job_id: str) -> Job:
         with self.db._session() as session:

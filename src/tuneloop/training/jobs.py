@@ -100,6 +100,18 @@ class FineTuning:
             target.unlink(missing_ok=True)
             raise
 
+    def delete_file(self, file_id: str) -> StoredFile:
+        """Forget a stored file and remove it from disk; refused while a queued or running job needs it."""
+        stored = self.jobs.get_file(file_id)
+        users = [job.id for job in self.jobs.list_jobs(limit=1000, backend="local")
+                 if job.active and stored.id in (job.training_file, job.validation_file)]
+        if users:
+            raise JobStateError(f"file {file_id} is the training file of active job {', '.join(users)}; "
+                                "cancel the job or wait for it to finish before deleting the file")
+        removed = self.jobs.delete_file(file_id)
+        Path(removed.path).unlink(missing_ok=True)
+        return removed
+
     def add_dataset(self, dataset: Dataset, *, method: str = "auto",
                     filename: str = "train.jsonl") -> tuple[StoredFile, str, int]:
         """Store a dataset in one format as a training file: (file, format, examples)."""
@@ -177,8 +189,12 @@ class FineTuning:
     def _create_remote(self, training_file: str, *, model: str | None, method: str,
                        hyperparameters: dict[str, Any] | None, suffix: str | None, seed: int | None,
                        description: str | None, metadata: dict[str, str] | None) -> Job:
-        model = model or (self.settings.model if self.settings.model and not self.runtime.local.serves(
-            self.settings.model) else DEFAULT_OPENAI_MODEL)
+        configured = self.settings.model
+        # A configured model is the remote base unless it names a local model and the provider is not forced to
+        # openai (TUNELOOP_PROVIDER=openai with a tuneloop server: its local model is the remote base).
+        if configured and (self.settings.provider == "openai" or not self.runtime.local.serves(configured)):
+            model = model or configured
+        model = model or DEFAULT_OPENAI_MODEL
         trainer = self.remote()  # fails clearly when no remote platform is configured
         stored, _report, method = self._checked(training_file, model, method)
         return trainer.create(Path(stored.path), filename=stored.filename, model=model, method=method,
@@ -188,7 +204,7 @@ class FineTuning:
     def _spawn(self, job: Job) -> Job:
         log = worker_log(self.settings, job.id)
         log.parent.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY",)}
+        env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "TUNELOOP_SERVER_API_KEY")}
         env.update(
             TUNELOOP_HOME=str(self.settings.home),
             TUNELOOP_DATABASE_URL=self.settings.resolved_database_url,
@@ -246,8 +262,8 @@ class FineTuning:
     def get(self, job_id: str) -> Job:
         return self.refresh(self.jobs.get_job(job_id))
 
-    def list(self, *, limit: int = 20, after: str | None = None) -> list[Job]:
-        return [self.refresh(j) for j in self.jobs.list_jobs(limit=limit, after=after)]
+    def list(self, *, limit: int = 20, after: str | None = None, backend: str | None = None) -> list[Job]:
+        return [self.refresh(j) for j in self.jobs.list_jobs(limit=limit, after=after, backend=backend)]
 
     def events(self, job_id: str, *, after: int | None = None, limit: int | None = None,
                newest_first: bool = False) -> list[JobEvent]:

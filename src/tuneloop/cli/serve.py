@@ -1,0 +1,63 @@
+"""``tuneloop serve``: the OpenAI-compatible server in the foreground."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from tuneloop.cli._output import console, conversion_progress
+from tuneloop.errors import ConfigError
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on. Anything but loopback needs --api-key.")] = (
+        "127.0.0.1"),
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on (0: a free one).")] = 8000,
+    api_key: Annotated[str | None, typer.Option(
+        "--api-key", envvar="TUNELOOP_SERVER_API_KEY", show_envvar=True,
+        help="Require 'Authorization: Bearer KEY' on every request (or server_api_key in tuneloop.toml).")] = None,
+    max_file_mb: Annotated[float | None, typer.Option(
+        min=0.001, help="Largest upload accepted, in MB (default: server_max_file_mb, 512).")] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn's log level: critical, error, warning, info, debug.")] = (
+        "info"),
+) -> None:
+    """Serve the local models and fine-tuning jobs over OpenAI's HTTP API.
+
+    Routes: GET /v1/models and /v1/models/{id}, POST /v1/chat/completions (stream too), /v1/files (upload with
+    purpose fine-tune, list, get, content, delete) and /v1/fine_tuning/jobs (create, list, get, cancel,
+    events, checkpoints). Jobs are the same as `tuneloop jobs`; a fine-tuned model is served as soon as
+    its job succeeds. Replies are generated one at a time, in the order requests arrive.
+    """
+    from tuneloop.engine import ensure_checkpoint, get_engine
+    from tuneloop.runtime import Runtime
+    from tuneloop.server import create_app, is_loopback, server_settings
+    from tuneloop.server._run import base_url, bind, uvicorn_server
+
+    settings = server_settings()
+    key = api_key or (settings.server_api_key.get_secret_value() if settings.server_api_key else None)
+    if not key and not is_loopback(host):
+        raise ConfigError(f"refusing to listen on {host} without an API key: anyone who can reach it could use "
+                          "it; pass --api-key KEY (or set TUNELOOP_SERVER_API_KEY), or listen on 127.0.0.1")
+    log_levels = ("critical", "error", "warning", "info", "debug")
+    if log_level not in log_levels:
+        raise ConfigError(f"--log-level {log_level!r}: use one of {', '.join(log_levels)}")
+    runtime = Runtime(settings, progress=conversion_progress())
+    # Load the base model now, so the first request does not wait for it (and a broken install fails here).
+    with console.status("Loading smollm2-135m-instruct…"):
+        get_engine(ensure_checkpoint(settings.resolved_models_dir, runtime.progress))
+    app = create_app(runtime, api_key=key, max_file_mb=max_file_mb)
+    sock = bind(host, port)
+    url = base_url(sock)
+    console.print(f"tuneloop serve: listening on [bold]{url}[/] (store: {runtime.store.location})", highlight=False)
+    console.print("Authentication: " + ("required (Authorization: Bearer KEY)" if key else "none (loopback only)"))
+    shown_key = '"YOUR-KEY"' if key else '"unused"'
+    console.print("Point the openai SDK at it:", highlight=False)
+    console.print(f'    client = openai.OpenAI(base_url="{url}", api_key={shown_key})', highlight=False,
+                  markup=False)
+    console.print("or tuneloop itself:", highlight=False)
+    console.print(f"    OPENAI_BASE_URL={url} OPENAI_API_KEY={'YOUR-KEY' if key else 'unused'} "
+                  "TUNELOOP_PROVIDER=openai TUNELOOP_MODEL=smollm2-135m-instruct tuneloop ask 'Hello'",
+                  highlight=False, markup=False)
+    console.print("Press Ctrl-C to stop (training jobs keep running; `tuneloop jobs list` shows them).")
+    uvicorn_server(app, log_level=log_level).run(sockets=[sock])

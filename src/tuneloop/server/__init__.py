@@ -1,0 +1,11 @@
+"""``tuneloop serve``: an OpenAI-compatible server for chat, files and fine-tuning jobs.
+
+>>> from tuneloop.server import create_app, ServerThread
+>>> with ServerThread(create_app()) as server:            # 127.0.0.1, a free port
+...     client = openai.OpenAI(base_url=server.base_url, api_key="unused")
+"""
+
+from tuneloop.server._run import ServerThread, bind, is_loopback
+from tuneloop.server.app import create_app, served_models, server_settings
+
+__all__ = ["ServerThread", "bind", "create_app", "is_loopback", "served_models", "server_settings"]

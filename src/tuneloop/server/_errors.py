@@ -1,0 +1,136 @@
+"""OpenAI's error shape, ``{"error": {"message", "type", "param", "code"}}``, for every failure.
+
+Library errors map to the status codes OpenAI uses: unknown ids are 404, unusable input is 400, a
+missing or wrong key is 401. Anything unexpected is logged with its traceback and answered with a
+500 that says where to look; it never leaks a traceback (or a key) to the client.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tuneloop.errors import (
+    ContextLengthError,
+    InputError,
+    ModelError,
+    ProviderError,
+    StoreLockedError,
+    TuneloopError,
+    UnknownModelError,
+)
+from tuneloop.store.jobs import FileNotFoundInStoreError, JobNotFoundError, JobStateError
+
+log = logging.getLogger("tuneloop.server")
+
+
+class APIError(Exception):
+    """An error answered in OpenAI's shape."""
+
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",  # noqa: A002
+                 param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+
+
+def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def from_library(exc: TuneloopError) -> APIError:
+    """The HTTP answer for an error the library raised on purpose."""
+    message = str(exc)
+    if isinstance(exc, UnknownModelError):
+        return APIError(404, f"The model {exc.model!r} does not exist on this server; GET /v1/models lists those "
+                        "it serves", param="model", code="model_not_found")
+    # Not-found messages name the id only: the store's location is the server's business.
+    if isinstance(exc, JobNotFoundError):
+        return APIError(404, f"No fine-tuning job found with id {exc.ident!r}; GET /v1/fine_tuning/jobs lists them",
+                        code="fine_tuning_job_not_found")
+    if isinstance(exc, FileNotFoundInStoreError):
+        return APIError(404, f"No file found with id {exc.ident!r}; GET /v1/files lists them",
+                        code="file_not_found")
+    if isinstance(exc, ContextLengthError):
+        return APIError(400, message, param="messages", code="context_length_exceeded")
+    if isinstance(exc, JobStateError):
+        return APIError(400, message, code="invalid_job_state")
+    if isinstance(exc, InputError):
+        return APIError(400, message, param=getattr(exc, "param", None))
+    if isinstance(exc, StoreLockedError):
+        return APIError(503, message, type="server_error", code="store_busy")
+    if isinstance(exc, ModelError | ProviderError):
+        return APIError(500, message, type="server_error", code="model_error")
+    return APIError(500, message, type="server_error")
+
+
+def _loc(parts: tuple[Any, ...]) -> str:
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def validation_error(exc: RequestValidationError) -> APIError:
+    problems = []
+    param = None
+    for error in exc.errors()[:5]:
+        if error.get("type") == "json_invalid":
+            problems.append("the body is not valid JSON")
+            continue
+        loc = tuple(error.get("loc", ()))
+        where = _loc(loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc)
+        param = param or where or None
+        if error.get("type") == "missing":
+            problems.append(f"{where} is required")
+        else:
+            problems.append(f"{where or 'body'}: {error.get('msg')}")
+    message = "Invalid request: " + "; ".join(problems) if problems else "Invalid request body"
+    return APIError(400, message, param=param)
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that turn every failure into OpenAI's error shape."""
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(error_body(exc.message, exc.type, exc.param, exc.code), status_code=exc.status,
+                            headers=headers)
+
+    @app.exception_handler(TuneloopError)
+    async def _library_error(request: Request, exc: TuneloopError) -> JSONResponse:
+        answer = from_library(exc)
+        if answer.status >= 500:
+            log.error("%s %s failed: %s", request.method, request.url.path, exc)
+        return await _api_error(request, answer)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return await _api_error(request, validation_error(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            message = f"Unknown request URL: {request.method} {request.url.path}; this server serves /v1/models, " \
+                      "/v1/chat/completions, /v1/files and /v1/fine_tuning/jobs"
+            return JSONResponse(error_body(message, "invalid_request_error", code="unknown_url"), status_code=404)
+        if exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}"
+            return JSONResponse(error_body(message, "invalid_request_error", code="method_not_allowed"),
+                                status_code=405)
+        return JSONResponse(error_body(str(exc.detail), "invalid_request_error"), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("%s %s failed unexpectedly", request.method, request.url.path)
+        message = "The server had an error while processing your request; the server's log has the details"
+        return JSONResponse(error_body(message, "server_error"), status_code=500)

@@ -1,0 +1,126 @@
+"""Generation off the event loop, one at a time, first come first served.
+
+The local model uses every core for one reply, so replies run one after the other on a single
+worker thread; its queue is FIFO, so requests are served in the order they arrived and none is
+dropped. The event loop only moves text pieces, so ``GET /v1/models`` and the job routes answer at
+once while a reply is being generated. A request whose client has gone is skipped (still waiting)
+or stopped between two tokens (already generating).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from starlette.requests import Request
+
+from tuneloop.providers.base import GenerationResult, TextStream
+
+OpenStream = Callable[[Callable[[], bool]], TextStream]
+
+
+class ClientGone(Exception):
+    """The client disconnected before its reply was ready."""
+
+
+class Generation:
+    """One queued or running reply; its events cross from the worker thread to the event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self._cancelled = threading.Event()
+        self.result: GenerationResult | None = None
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def _put(self, kind: str, value: Any = None) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed: the server is shutting down
+            self._loop.call_soon_threadsafe(self._events.put_nowait, (kind, value))
+
+    def _run(self, open_stream: OpenStream) -> None:
+        if self.cancelled:
+            self._put("error", ClientGone())
+            return
+        try:
+            stream = open_stream(self._cancelled.is_set)
+        except BaseException as exc:  # noqa: BLE001 - handed to the request, which answers it
+            self._put("error", exc)
+            return
+        self._put("started")
+        try:
+            for piece in stream:
+                self._put("piece", piece)
+            self._put("done", stream.result)
+        except BaseException as exc:  # noqa: BLE001
+            self._put("error", exc)
+        finally:
+            stream.close()
+
+    async def started(self) -> None:
+        """Wait for this reply's turn; raises what opening the stream raised (unknown model, too long…)."""
+        kind, value = await self._events.get()
+        if kind == "error":
+            raise value
+        assert kind == "started", kind
+
+    async def pieces(self) -> AsyncIterator[str]:
+        while True:
+            kind, value = await self._events.get()
+            if kind == "piece":
+                yield value
+            elif kind == "done":
+                self.result = value
+                return
+            else:
+                raise value
+
+
+class GenerationQueue:
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tuneloop-generate")
+        self._lock = threading.Lock()
+        self.waiting = 0
+
+    def submit(self, open_stream: OpenStream) -> Generation:
+        generation = Generation(asyncio.get_running_loop())
+
+        def run() -> None:
+            with self._lock:
+                self.waiting -= 1
+            generation._run(open_stream)
+
+        with self._lock:
+            self.waiting += 1
+        self._executor.submit(run)
+        return generation
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def unless_gone(request: Request, awaitable: Any, generation: Generation, every: float = 0.25) -> Any:
+    """Await ``awaitable``, but give up (and cancel the generation) if the client disconnects meanwhile."""
+    task = asyncio.ensure_future(awaitable)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=every)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                generation.cancel()
+                raise ClientGone()
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task

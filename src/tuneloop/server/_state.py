@@ -1,0 +1,33 @@
+"""What every route needs: the runtime, the job system, the generation queue and the server's limits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from starlette.requests import Request
+
+from tuneloop.config import Settings
+from tuneloop.runtime import Runtime
+from tuneloop.server._generation import GenerationQueue
+from tuneloop.training import FineTuning
+
+
+@dataclass
+class ServerState:
+    runtime: Runtime
+    api_key: str | None
+    max_file_bytes: int
+    queue: GenerationQueue
+
+    @property
+    def settings(self) -> Settings:
+        return self.runtime.settings
+
+    @cached_property
+    def fine_tuning(self) -> FineTuning:
+        return FineTuning(self.runtime)
+
+
+def state_of(request: Request) -> ServerState:
+    return request.app.state.tuneloop

@@ -1,0 +1,193 @@
+"""``POST /v1/chat/completions``: OpenAI's request and response shapes, streaming as server-sent events."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from tuneloop.providers.base import GenerationResult
+from tuneloop.server._errors import APIError
+from tuneloop.server._generation import ClientGone, unless_gone
+from tuneloop.server._state import state_of
+
+router = APIRouter()
+
+Strict = ConfigDict(strict=True, extra="allow")
+
+
+class Message(BaseModel):
+    model_config = Strict
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+
+
+class StreamOptions(BaseModel):
+    model_config = Strict
+    include_usage: bool | None = None
+
+
+class ChatCompletionRequest(BaseModel):
+    """The parameters this server acts on; others OpenAI defines (user, metadata, …) are accepted and ignored."""
+
+    model_config = Strict
+    model: str = Field(min_length=1)
+    messages: list[Message] = Field(min_length=1)
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    stop: str | list[str] | None = None
+    n: int | None = Field(default=None, ge=1, le=128)
+    tools: list[Any] | None = None
+    response_format: dict[str, Any] | None = None
+    logprobs: bool | None = None
+
+
+def _text_of(message: Message, index: int) -> str:
+    content = message.content
+    if content is None:
+        if message.role == "assistant":
+            raise APIError(400, f"messages[{index}] has no content; tool calls are not supported by this server",
+                           param=f"messages[{index}].content")
+        raise APIError(400, f"messages[{index}].content is required", param=f"messages[{index}].content")
+    if isinstance(content, str):
+        return content
+    texts = []
+    for j, part in enumerate(content):
+        kind = part.get("type")
+        where = f"messages[{index}].content[{j}]"
+        if kind in ("text", "refusal"):
+            value = part.get(kind)
+            if not isinstance(value, str):
+                raise APIError(400, f"{where}.{kind} must be a string", param=f"{where}.{kind}")
+            texts.append(value)
+        elif kind == "image_url":
+            raise APIError(400, f"{where} is an image, but the models this server serves read text only",
+                           param=where, code="image_not_supported")
+        else:
+            raise APIError(400, f"{where} has type {kind!r}; this server accepts text parts only", param=where)
+    return "\n".join(texts)
+
+
+def to_messages(body: ChatCompletionRequest) -> list[dict[str, str]]:
+    messages = []
+    for i, message in enumerate(body.messages):
+        if message.role in ("tool", "function"):
+            raise APIError(400, f"messages[{i}] has role {message.role!r}; this server's models do not call tools",
+                           param=f"messages[{i}].role")
+        role = "system" if message.role == "developer" else message.role
+        messages.append({"role": role, "content": _text_of(message, i)})
+    return messages
+
+
+def _check_supported(body: ChatCompletionRequest) -> None:
+    if body.n not in (None, 1):
+        raise APIError(400, "n must be 1: this server generates one choice per request", param="n")
+    if body.tools:
+        raise APIError(400, "tools are not supported: this server's models do not call tools", param="tools")
+    if body.logprobs:
+        raise APIError(400, "logprobs are not supported by this server", param="logprobs")
+    if body.response_format is not None and body.response_format.get("type") not in (None, "text"):
+        raise APIError(400, "response_format: only {'type': 'text'} is supported; the local model cannot be "
+                       "constrained to JSON", param="response_format")
+    stops = [body.stop] if isinstance(body.stop, str) else body.stop or []
+    if len(stops) > 4:
+        raise APIError(400, "stop: give up to 4 sequences", param="stop")
+
+
+def _usage(result: GenerationResult) -> dict[str, int]:
+    return {"prompt_tokens": result.tokens_in, "completion_tokens": result.tokens_out,
+            "total_tokens": result.tokens_in + result.tokens_out}
+
+
+def _finish(result: GenerationResult) -> str:
+    return "length" if result.finish_reason == "length" else "stop"
+
+
+def _chunk(ident: str, created: int, model: str, delta: dict[str, Any], finish: str | None,
+           usage: Any = None, with_usage: bool = False) -> str:
+    chunk: dict[str, Any] = {
+        "id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
+        "system_fingerprint": None,
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+    }
+    if with_usage:
+        chunk["usage"] = usage
+    return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
+
+
+@router.post("/v1/chat/completions", response_model=None)
+async def create_chat_completion(body: ChatCompletionRequest, request: Request) -> Response:
+    state = state_of(request)
+    _check_supported(body)
+    messages = to_messages(body)
+    provider, model = await run_in_threadpool(state.runtime.resolve, body.model)
+    stop = [body.stop] if isinstance(body.stop, str) else [s for s in body.stop or [] if s]
+    options = {
+        "temperature": body.temperature if body.temperature is not None else 0.0,
+        "max_tokens": body.max_completion_tokens or body.max_tokens or state.settings.max_tokens,
+        "stop": stop or None,
+    }
+    generation = state.queue.submit(
+        lambda should_stop: provider.stream(messages, model=model, should_stop=should_stop, **options)
+    )
+    ident = f"chatcmpl-{secrets.token_hex(12)}"
+    created = int(time.time())
+    try:
+        await unless_gone(request, generation.started(), generation)
+    except ClientGone:
+        return Response(status_code=499)
+    if body.stream:
+        with_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return StreamingResponse(_events(generation, ident, created, model, with_usage),
+                                 media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    async def collect() -> str:
+        return "".join([piece async for piece in generation.pieces()])
+
+    try:
+        text = await unless_gone(request, collect(), generation)
+    except ClientGone:
+        return Response(status_code=499)
+    result = generation.result
+    assert result is not None
+    return JSONResponse({
+        "id": ident, "object": "chat.completion", "created": created, "model": model,
+        "system_fingerprint": None, "service_tier": None,
+        "choices": [{"index": 0, "finish_reason": _finish(result), "logprobs": None,
+                     "message": {"role": "assistant", "content": text, "refusal": None, "annotations": []}}],
+        "usage": _usage(result),
+    })
+
+
+async def _events(generation: Any, ident: str, created: int, model: str, with_usage: bool) -> AsyncIterator[str]:
+    try:
+        yield _chunk(ident, created, model, {"role": "assistant", "content": ""}, None, with_usage=with_usage)
+        try:
+            async for piece in generation.pieces():
+                yield _chunk(ident, created, model, {"content": piece}, None, with_usage=with_usage)
+        except Exception as exc:  # noqa: BLE001 - headers are sent: the error goes in the stream, as OpenAI does
+            error = {"error": {"message": f"generation failed: {exc}", "type": "server_error", "param": None,
+                               "code": None}}
+            yield f"data: {json.dumps(error)}\n\n"
+            return
+        result = generation.result
+        yield _chunk(ident, created, model, {}, _finish(result), with_usage=with_usage)
+        if with_usage:
+            usage_chunk = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
+                           "system_fingerprint": None, "choices": [], "usage": _usage(result)}
+            yield f"data: {json.dumps(usage_chunk)}\n\n"
+        yield "data: [DONE]\n\n"
+    finally:
+        generation.cancel()  # the client left mid-stream: stop between two tokens

@@ -1,0 +1,158 @@
+"""``/v1/fine_tuning/jobs``: the same jobs as ``tuneloop train`` and ``tuneloop jobs``, trained on this machine."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from tuneloop.datasets.validate import ValidationReport
+from tuneloop.engine.weights import BASE_MODEL_ID
+from tuneloop.errors import DatasetInvalidError
+from tuneloop.server._errors import APIError
+from tuneloop.server._state import ServerState, state_of
+from tuneloop.store.jobs import FileNotFoundInStoreError, Job, JobNotFoundError
+
+router = APIRouter()
+
+Auto = Literal["auto"]
+
+
+class Hyperparameters(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+    batch_size: Auto | int | None = None
+    learning_rate_multiplier: Auto | float | None = None
+    n_epochs: Auto | int | None = None
+    beta: Auto | float | None = None
+
+
+class MethodHyperparameters(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")
+    hyperparameters: Hyperparameters | None = None
+
+
+class Method(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")
+    type: Literal["supervised", "dpo", "reinforcement"]
+    supervised: MethodHyperparameters | None = None
+    dpo: MethodHyperparameters | None = None
+
+
+class JobCreateRequest(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")
+    model: str = Field(min_length=1)
+    training_file: str = Field(min_length=1)
+    hyperparameters: Hyperparameters | None = None
+    method: Method | None = None
+    suffix: str | None = Field(default=None, min_length=1, max_length=64)
+    seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    validation_file: str | None = None
+    integrations: list[Any] | None = None
+    metadata: dict[str, str] | None = Field(default=None, max_length=16)
+
+
+def _hyperparameters(body: JobCreateRequest) -> tuple[str, dict[str, Any]]:
+    method = body.method.type if body.method else "auto"
+    if method == "reinforcement":
+        raise APIError(400, "method reinforcement is not supported; use supervised or dpo", param="method.type")
+    chosen = body.hyperparameters
+    if body.method is not None:
+        inner = getattr(body.method, method)
+        if inner is not None and inner.hyperparameters is not None:
+            chosen = inner.hyperparameters
+    values = chosen.model_dump(exclude_none=True) if chosen else {}
+    if "beta" in values and method != "dpo":
+        raise APIError(400, "hyperparameter beta applies to method dpo only", param="method")
+    return method, values
+
+
+def _local_job(state: ServerState, job_id: str) -> Job:
+    job = state.fine_tuning.get(job_id)
+    if job.backend != "local":  # a job this store tracks at a remote platform is not this server's to serve
+        raise JobNotFoundError(f"no fine-tuning job {job_id!r} on this server", job_id)
+    return job
+
+
+@router.post("/v1/fine_tuning/jobs")
+def create_job(body: JobCreateRequest, request: Request) -> dict[str, Any]:
+    state = state_of(request)
+    if body.model != BASE_MODEL_ID:
+        raise APIError(400, f"model {body.model!r} cannot be fine-tuned here; this server fine-tunes "
+                       f"{BASE_MODEL_ID}", param="model", code="model_not_available")
+    if body.validation_file:
+        raise APIError(400, "validation_file is not supported by the local trainer yet; leave it out",
+                       param="validation_file")
+    if body.integrations:
+        raise APIError(400, "integrations are not supported by this server", param="integrations")
+    method, hyperparameters = _hyperparameters(body)
+    try:
+        job = state.fine_tuning.create(body.training_file, model=body.model, method=method,
+                                       hyperparameters=hyperparameters, suffix=body.suffix, seed=body.seed,
+                                       metadata=body.metadata, backend="local")
+    except FileNotFoundInStoreError:
+        raise APIError(400, f"invalid training_file: no file {body.training_file!r} on this server; upload it with "
+                       "POST /v1/files (purpose fine-tune)", param="training_file",
+                       code="invalid_training_file") from None
+    except DatasetInvalidError as exc:
+        report = exc.report
+        name = f"training file {body.training_file}"
+        message = report.summary(name) if isinstance(report, ValidationReport) else f"{name} is not valid"
+        raise APIError(400, message, param="training_file", code="invalid_training_file") from None
+    return job.to_openai()
+
+
+@router.get("/v1/fine_tuning/jobs")
+def list_jobs(request: Request, after: str | None = None, limit: int = Query(20, ge=1, le=100)) -> dict[str, Any]:
+    state = state_of(request)
+    try:
+        jobs = state.fine_tuning.list(limit=limit + 1, after=after, backend="local")
+    except JobNotFoundError:
+        raise APIError(400, f"after: no fine-tuning job {after!r} on this server", param="after") from None
+    return {"object": "list", "data": [job.to_openai() for job in jobs[:limit]], "has_more": len(jobs) > limit}
+
+
+@router.get("/v1/fine_tuning/jobs/{job_id}")
+def retrieve_job(job_id: str, request: Request) -> dict[str, Any]:
+    return _local_job(state_of(request), job_id).to_openai()
+
+
+@router.post("/v1/fine_tuning/jobs/{job_id}/cancel")
+def cancel_job(job_id: str, request: Request) -> dict[str, Any]:
+    state = state_of(request)
+    _local_job(state, job_id)
+    return state.fine_tuning.cancel(job_id).to_openai()
+
+
+def _event_cursor(after: str | None) -> int | None:
+    if after is None:
+        return None
+    number = after.removeprefix("ftevent-")
+    if not number.isdigit():
+        raise APIError(400, f"after: {after!r} is not an event id (ftevent-N)", param="after")
+    return int(number)
+
+
+@router.get("/v1/fine_tuning/jobs/{job_id}/events")
+def list_events(job_id: str, request: Request, after: str | None = None,
+                limit: int = Query(20, ge=1, le=1000)) -> dict[str, Any]:
+    state = state_of(request)
+    _local_job(state, job_id)
+    events = state.fine_tuning.events(job_id, after=_event_cursor(after), limit=limit + 1, newest_first=True)
+    return {"object": "list", "data": [e.to_openai() for e in events[:limit]], "has_more": len(events) > limit}
+
+
+@router.get("/v1/fine_tuning/jobs/{job_id}/checkpoints")
+def list_checkpoints(job_id: str, request: Request, after: str | None = None,
+                     limit: int = Query(10, ge=1, le=100)) -> dict[str, Any]:
+    state = state_of(request)
+    _local_job(state, job_id)
+    checkpoints = state.fine_tuning.jobs.checkpoints(job_id)
+    if after is not None:
+        ids = [c.id for c in checkpoints]
+        if after not in ids:
+            raise APIError(400, f"after: no checkpoint {after!r} in job {job_id}", param="after")
+        checkpoints = checkpoints[ids.index(after) + 1 :]
+    page = checkpoints[:limit]
+    return {"object": "list", "data": [c.to_openai() for c in page], "has_more": len(checkpoints) > limit,
+            "first_id": page[0].id if page else None, "last_id": page[-1].id if page else None}
