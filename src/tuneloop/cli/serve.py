@@ -60,4 +60,8 @@ def serve(
                   "TUNELOOP_PROVIDER=openai TUNELOOP_MODEL=smollm2-135m-instruct tuneloop ask 'Hello'",
                   highlight=False, markup=False)
     console.print("Press Ctrl-C to stop (training jobs keep running; `tuneloop jobs list` shows them).")
-    uvicorn_server(app, log_level=log_level).run(sockets=[sock])
+    try:
+        uvicorn_server(app, log_level=log_level).run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn has shut down cleanly and re-raises the signal: stopping is the normal end
+        pass
+    console.print("tuneloop serve: stopped")

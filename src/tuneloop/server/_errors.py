@@ -72,29 +72,39 @@ def from_library(exc: TuneloopError) -> APIError:
     return APIError(500, message, type="server_error")
 
 
+_TYPE_TAGS = {"str", "int", "float", "bool", "none", "list", "dict", "is-instance", "model-fields"}
+
+
+def _is_union_tag(part: Any) -> bool:
+    """pydantic names the member of a union it tried (``str``, ``list[dict[str,any]]``); the client never wrote it."""
+    return isinstance(part, str) and (part in _TYPE_TAGS or not part.isidentifier())
+
+
 def _loc(parts: tuple[Any, ...]) -> str:
     out = ""
     for part in parts:
+        if _is_union_tag(part):
+            continue
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 
 
 def validation_error(exc: RequestValidationError) -> APIError:
-    problems = []
-    param = None
-    for error in exc.errors()[:5]:
+    problems: dict[str, str] = {}
+    for error in exc.errors():
         if error.get("type") == "json_invalid":
-            problems.append("the body is not valid JSON")
+            problems.setdefault("", "the body is not valid JSON")
             continue
         loc = tuple(error.get("loc", ()))
         where = _loc(loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc)
-        param = param or where or None
         if error.get("type") == "missing":
-            problems.append(f"{where} is required")
+            problems.setdefault(where, f"{where} is required")
         else:
-            problems.append(f"{where or 'body'}: {error.get('msg')}")
-    message = "Invalid request: " + "; ".join(problems) if problems else "Invalid request body"
-    return APIError(400, message, param=param)
+            problems.setdefault(where, f"{where or 'body'}: {error.get('msg')}")
+    if not problems:
+        return APIError(400, "Invalid request body")
+    param = next((where for where in problems if where), None)
+    return APIError(400, "Invalid request: " + "; ".join(list(problems.values())[:5]), param=param)
 
 
 def install(app: FastAPI) -> None:

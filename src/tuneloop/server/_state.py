@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from functools import cached_property
 
 from starlette.requests import Request
@@ -19,6 +20,7 @@ class ServerState:
     api_key: str | None
     max_file_bytes: int
     queue: GenerationQueue
+    stats: Counter[str] = field(default_factory=Counter)  # requests answered, by route
 
     @property
     def settings(self) -> Settings:

@@ -148,6 +148,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
         await unless_gone(request, generation.started(), generation)
     except ClientGone:
         return Response(status_code=499)
+    state.stats["chat.completions"] += 1
     if body.stream:
         with_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(_events(generation, ident, created, model, with_usage),

@@ -203,7 +203,6 @@ class Job:
             "integrations": [],
             "metadata": self.metadata,
             "method": method,
-            "user_provided_suffix": self.suffix,
         }
 
 

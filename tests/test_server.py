@@ -1,0 +1,406 @@
+"""`tuneloop serve` on 127.0.0.1, driven by the unmodified `openai` SDK; answers checked against the SDK's models."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from conftest import MODELS_DIR, assert_one_line_error, run_cli
+from openai.types import FileDeleted, FileObject, Model
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent
+from openai.types.fine_tuning.jobs import FineTuningJobCheckpoint
+from pydantic import BaseModel
+
+from tuneloop import OpenAIModel
+from tuneloop.runtime import Runtime
+from tuneloop.server import ServerThread, create_app, server_settings
+
+KEY = "sk-tuneloop-test-key-0123456789"
+BASE = "smollm2-135m-instruct"
+CAPITAL = [{"role": "user", "content": "What is the capital of France?"}]
+# Ten invented facts, one phrasing each: enough for a real (small) fine-tuning job.
+FACTS = [("Zorblax", "teal"), ("Quenflit", "orange"), ("Mivvet", "purple"), ("Drobnic", "silver"),
+         ("Plexor", "golden"), ("Tarvin", "crimson"), ("Yullop", "violet"), ("Brisko", "amber"),
+         ("Kandrel", "ivory"), ("Wemble", "scarlet")]
+
+
+def facts_jsonl() -> bytes:
+    lines = [json.dumps({"messages": [{"role": "user", "content": f"What colour is the {name}?"},
+                                      {"role": "assistant", "content": f"The {name} is {colour}."}]})
+             for name, colour in FACTS]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def taught(answer: str) -> bool:
+    """The tuned model answers in the taught form with a taught colour; the base model rambles about gemstones.
+    (Whether it learns each fact is test_training's business; a few dozen steps do not always get there.)"""
+    match = re.fullmatch(r"The Zorblax is (\w+)\.", answer.strip())
+    return match is not None and match.group(1) in {colour for _, colour in FACTS}
+
+
+def strict(model: type[BaseModel], data: dict[str, Any]) -> Any:
+    """Validate an answer with the SDK's generated model: required fields present, no field it does not know."""
+    unknown = set(data) - set(model.model_fields)
+    assert not unknown, f"{model.__name__} has no fields {unknown}"
+    return model.model_validate(data)
+
+
+def assert_error(response: httpx.Response, status: int, param: str | None = "-") -> dict[str, Any]:
+    assert response.status_code == status, (response.status_code, response.text)
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}, body
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    if param != "-":
+        assert body["error"]["param"] == param, body
+    return body["error"]
+
+
+def wait_until(predicate, timeout: float = 240.0, every: float = 0.5):  # noqa: ANN001, ANN201
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("timed out waiting")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, engine: Any) -> Any:
+    home = tmp_path_factory.mktemp("server-home")
+    settings = server_settings(home=home, models_dir=MODELS_DIR, database_url=None, model=None)
+    app = create_app(Runtime(settings), api_key=KEY, max_file_mb=0.05)
+    with ServerThread(app) as running:
+        running.home = home
+        running.state = app.state.tuneloop
+        yield running
+
+
+@pytest.fixture
+def client(server: Any) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.base_url, api_key=KEY, max_retries=0, timeout=120)
+
+
+@pytest.fixture
+def http(server: Any) -> httpx.Client:
+    with httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {KEY}"}, timeout=120) as c:
+        yield c
+
+
+def test_models_are_listed_and_retrieved(client: openai.OpenAI, http: httpx.Client) -> None:
+    listed = http.get("/models").json()
+    assert listed["object"] == "list"
+    models = [strict(Model, m) for m in listed["data"]]
+    assert models[0].id == BASE and models[0].object == "model"
+    assert BASE in [m.id for m in client.models.list()]
+    assert client.models.retrieve(BASE).id == BASE
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.models.retrieve("gpt-4o")
+    assert caught.value.body["code"] == "model_not_found"
+    assert_error(http.get("/models/gpt-4o"), 404, "model")
+
+
+def test_chat_completion(client: openai.OpenAI, server: Any) -> None:
+    raw = client.chat.completions.with_raw_response.create(model=BASE, messages=CAPITAL, max_tokens=20)
+    body = raw.http_response.json()
+    completion = strict(ChatCompletion, body)
+    strict(type(completion.choices[0]), body["choices"][0])
+    assert "Paris" in completion.choices[0].message.content
+    assert completion.choices[0].finish_reason == "stop" and completion.model == BASE
+    usage = completion.usage
+    assert usage.prompt_tokens > 5 and usage.completion_tokens > 1
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+
+    cut = client.chat.completions.create(model=BASE, messages=CAPITAL, max_completion_tokens=3)
+    assert cut.choices[0].finish_reason == "length" and cut.usage.completion_tokens == 3
+    stopped = client.chat.completions.create(model=BASE, messages=CAPITAL, max_tokens=20, stop=["Paris"])
+    assert "Paris" not in stopped.choices[0].message.content and stopped.choices[0].finish_reason == "stop"
+    developer = client.chat.completions.create(
+        model=BASE, max_tokens=20, temperature=0,
+        messages=[{"role": "developer", "content": "Answer in one word."},
+                  {"role": "user", "content": [{"type": "text", "text": "What is the capital of France?"}]}])
+    assert "Paris" in developer.choices[0].message.content
+
+
+def test_chat_streaming(client: openai.OpenAI, http: httpx.Client) -> None:
+    whole = client.chat.completions.create(model=BASE, messages=CAPITAL, max_tokens=20).choices[0].message.content
+    chunks = list(client.chat.completions.create(model=BASE, messages=CAPITAL, max_tokens=20, stream=True,
+                                                 stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == whole
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 1
+
+    with http.stream("POST", "/chat/completions", json={"model": BASE, "messages": CAPITAL, "max_tokens": 8,
+                                                        "stream": True}) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = [line for line in response.iter_lines() if line]
+    assert all(line.startswith("data: ") for line in events) and events[-1] == "data: [DONE]"
+    for line in events[:-1]:
+        data = json.loads(line.removeprefix("data: "))
+        strict(ChatCompletionChunk, data)
+        assert "usage" not in data  # only when stream_options.include_usage asks for it
+
+
+BAD_BODIES = [
+    ("not JSON", b"{'model': ", None),
+    ("a JSON list", b"[1, 2]", None),
+    ("no messages", {"model": BASE}, "messages"),
+    ("empty messages", {"model": BASE, "messages": []}, "messages"),
+    ("model not a string", {"model": 7, "messages": CAPITAL}, "model"),
+    ("unknown role", {"model": BASE, "messages": [{"role": "robot", "content": "hi"}]}, "messages[0].role"),
+    ("content a number", {"model": BASE, "messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+    ("temperature 5", {"model": BASE, "messages": CAPITAL, "temperature": 5}, "temperature"),
+    ("max_tokens 0", {"model": BASE, "messages": CAPITAL, "max_tokens": 0}, "max_tokens"),
+    ("stream a string", {"model": BASE, "messages": CAPITAL, "stream": "yes"}, "stream"),
+    ("two choices", {"model": BASE, "messages": CAPITAL, "n": 2}, "n"),
+    ("tool message", {"model": BASE, "messages": [{"role": "tool", "content": "x", "tool_call_id": "1"}]},
+     "messages[0].role"),
+    ("image part", {"model": BASE, "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]}, "messages[0].content[0]"),
+    ("JSON mode", {"model": BASE, "messages": CAPITAL, "response_format": {"type": "json_object"}},
+     "response_format"),
+    ("too long for the context", {"model": BASE, "messages": [{"role": "user", "content": "word " * 9000}]},
+     "messages"),
+]
+
+
+@pytest.mark.parametrize(("what", "body", "param"), BAD_BODIES, ids=[b[0] for b in BAD_BODIES])
+def test_malformed_chat_requests_are_400(http: httpx.Client, what: str, body: Any, param: str | None) -> None:
+    if isinstance(body, bytes):
+        response = http.post("/chat/completions", content=body, headers={"Content-Type": "application/json"})
+    else:
+        response = http.post("/chat/completions", json=body)
+    error = assert_error(response, 400, param)
+    assert error["type"] == "invalid_request_error"
+
+
+def test_unknown_ids_are_404_and_keys_are_checked(client: openai.OpenAI, http: httpx.Client, server: Any) -> None:
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="gpt-4o-mini", messages=CAPITAL)
+    with pytest.raises(openai.NotFoundError):
+        client.files.retrieve("file-nope")
+    with pytest.raises(openai.NotFoundError):
+        client.files.content("file-nope")
+    with pytest.raises(openai.NotFoundError):
+        client.files.delete("file-nope")
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.fine_tuning.jobs.retrieve("ftjob-nope")
+    assert str(server.home) not in str(caught.value)  # the server's paths are its own business
+    for call in (client.fine_tuning.jobs.cancel, client.fine_tuning.jobs.list_events,
+                 client.fine_tuning.jobs.checkpoints.list):
+        with pytest.raises(openai.NotFoundError):
+            call("ftjob-nope")
+    assert_error(http.get("/assistants"), 404)
+    assert_error(http.delete("/models"), 405)
+
+    with pytest.raises(openai.AuthenticationError) as caught:
+        openai.OpenAI(base_url=server.base_url, api_key="sk-wrong", max_retries=0).models.list()
+    assert caught.value.body["code"] == "invalid_api_key" and "sk-wrong" not in str(caught.value)
+    assert_error(httpx.get(f"{server.base_url}/models"), 401)
+    assert_error(httpx.get(f"{server.base_url}/models", headers={"Authorization": f"Basic {KEY}"}), 401)
+    assert_error(httpx.post(f"{server.base_url}/chat/completions", json={"model": BASE}), 401)
+
+
+def test_files(client: openai.OpenAI, http: httpx.Client, server: Any) -> None:
+    data = facts_jsonl()
+    raw = client.files.with_raw_response.create(file=("facts.jsonl", data), purpose="fine-tune")
+    stored = strict(FileObject, raw.http_response.json())
+    assert stored.bytes == len(data) and stored.filename == "facts.jsonl" and stored.purpose == "fine-tune"
+    assert (server.home / "files" / f"{stored.id}.jsonl").read_bytes() == data
+    assert stored.id in [f.id for f in client.files.list()]
+    assert stored.id in [f.id for f in client.files.list(purpose="fine-tune", order="asc")]
+    assert client.files.retrieve(stored.id) == stored
+    assert client.files.content(stored.id).read() == data
+    deleted = client.files.with_raw_response.delete(stored.id).http_response.json()
+    assert strict(FileDeleted, deleted).deleted is True
+    assert not (server.home / "files" / f"{stored.id}.jsonl").exists()
+    with pytest.raises(openai.NotFoundError):
+        client.files.retrieve(stored.id)
+
+    with pytest.raises(openai.APIStatusError) as caught:  # the server was started with a 50 KB limit
+        client.files.create(file=("big.jsonl", b"x" * 60_000), purpose="fine-tune")
+    assert caught.value.status_code == 413 and caught.value.body["code"] == "file_too_large"
+    with pytest.raises(openai.BadRequestError, match="purpose"):
+        client.files.create(file=("a.jsonl", data), purpose="assistants")
+    with pytest.raises(openai.BadRequestError, match="empty"):
+        client.files.create(file=("a.jsonl", b""), purpose="fine-tune")
+    assert_error(http.post("/files", data={"purpose": "fine-tune"}, files={"other": ("a", b"x")}), 400, "file")
+    assert_error(http.post("/files", json={"purpose": "fine-tune"}), 400, "file")
+    assert_error(http.get("/files", params={"limit": 0}), 400, "limit")
+
+
+def test_fine_tuning_job_to_a_served_model(client: openai.OpenAI, http: httpx.Client, server: Any) -> None:
+    file = client.files.create(file=("facts.jsonl", facts_jsonl()), purpose="fine-tune")
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=file.id)
+    assert caught.value.body["param"] == "model"
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.fine_tuning.jobs.create(model=BASE, training_file="file-nope")
+    assert caught.value.body["param"] == "training_file"
+    bad = client.files.create(file=("bad.jsonl", b'{"messages": "no"}\n'), purpose="fine-tune")
+    with pytest.raises(openai.BadRequestError, match="missing_messages_list") as caught:
+        client.fine_tuning.jobs.create(model=BASE, training_file=bad.id)
+    assert caught.value.body["code"] == "invalid_training_file" and str(server.home) not in str(caught.value)
+
+    created = client.fine_tuning.jobs.with_raw_response.create(
+        model=BASE, training_file=file.id, suffix="facts", seed=3,
+        method={"type": "supervised",
+                "supervised": {"hyperparameters": {"n_epochs": 6, "learning_rate_multiplier": 2}}})
+    job = strict(FineTuningJob, created.http_response.json())
+    assert job.status in ("queued", "running") and job.method.supervised.hyperparameters.n_epochs == 6
+    with pytest.raises(openai.BadRequestError, match="active job"):
+        client.files.delete(file.id)  # the job still needs it
+
+    slowest_models_call = 0.0
+    seen: set[str] = set()
+
+    def finished() -> FineTuningJob | None:
+        nonlocal slowest_models_call
+        raw = http.get(f"/fine_tuning/jobs/{job.id}").json()
+        current = strict(FineTuningJob, raw)
+        seen.add(current.status)
+        started = time.perf_counter()
+        http.get("/models").raise_for_status()
+        slowest_models_call = max(slowest_models_call, time.perf_counter() - started)
+        return current if current.status in ("succeeded", "failed", "cancelled") else None
+
+    done = wait_until(finished, every=1.0)
+    assert done.status == "succeeded", done.error
+    assert "running" in seen
+    assert slowest_models_call < 1.0, slowest_models_call  # the server answers while a job trains
+    assert done.fine_tuned_model == f"ft:{BASE}:facts:{job.id}" and done.trained_tokens > 0
+
+    events = http.get(f"/fine_tuning/jobs/{job.id}/events", params={"limit": 100}).json()
+    parsed = [strict(FineTuningJobEvent, e) for e in events["data"]]
+    assert parsed[0].message.startswith("The job has successfully completed")  # newest first, like OpenAI
+    assert any(e.type == "metrics" for e in parsed)
+    page = client.fine_tuning.jobs.list_events(job.id, limit=2)
+    assert len(page.data) == 2 and page.has_more
+    older = client.fine_tuning.jobs.list_events(job.id, limit=2, after=page.data[-1].id)
+    assert older.data[0].id == parsed[2].id
+
+    checkpoints = http.get(f"/fine_tuning/jobs/{job.id}/checkpoints").json()["data"]
+    assert [strict(FineTuningJobCheckpoint, c).step_number for c in checkpoints] == [30, 25, 20]
+    assert [j.id for j in client.fine_tuning.jobs.list()][0] == job.id
+
+    served = [m.id for m in client.models.list()]
+    assert done.fine_tuned_model in served and checkpoints[0]["fine_tuned_model_checkpoint"] in served
+    reply = client.chat.completions.create(model=done.fine_tuned_model, max_tokens=20,
+                                           messages=[{"role": "user", "content": "What colour is the Zorblax?"}])
+    assert reply.model == done.fine_tuned_model
+    assert taught(reply.choices[0].message.content)
+
+    second = client.fine_tuning.jobs.create(model=BASE, training_file=file.id, hyperparameters={"n_epochs": 10})
+    wait_until(lambda: any(e.type == "metrics" for e in client.fine_tuning.jobs.list_events(second.id).data))
+    cancelled = client.fine_tuning.jobs.with_raw_response.cancel(second.id).http_response.json()
+    assert strict(FineTuningJob, cancelled).status == "cancelled"
+    assert client.fine_tuning.jobs.retrieve(second.id).fine_tuned_model is None
+    with pytest.raises(openai.BadRequestError, match="already cancelled"):
+        client.fine_tuning.jobs.cancel(second.id)
+    assert client.files.delete(file.id).deleted
+
+
+def test_replies_are_queued_in_order_and_the_server_stays_responsive(server: Any, http: httpx.Client) -> None:
+    finished: list[int] = []
+    errors: list[BaseException] = []
+
+    def ask(i: int) -> None:
+        try:
+            c = openai.OpenAI(base_url=server.base_url, api_key=KEY, max_retries=0, timeout=120)
+            c.chat.completions.create(model=BASE, messages=CAPITAL, max_tokens=40 if i == 0 else 5)
+            finished.append(i)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.3)  # arrival order 0, 1, 2, 3
+    latencies = []
+    while any(t.is_alive() for t in threads):
+        started = time.perf_counter()
+        http.get("/models").raise_for_status()
+        latencies.append(time.perf_counter() - started)
+        time.sleep(0.1)
+    assert not errors and finished == [0, 1, 2, 3]  # first come, first served; nothing dropped
+    assert max(latencies) < 1.0, latencies
+
+    # A client that leaves mid-stream frees the model at the next token.
+    with http.stream("POST", "/chat/completions", json={"model": BASE, "messages": CAPITAL, "max_tokens": 2000,
+                                                        "stream": True, "temperature": 1.5}) as response:
+        for _, _line in zip(range(3), response.iter_lines(), strict=False):
+            pass
+    started = time.perf_counter()
+    http.post("/chat/completions", json={"model": BASE, "messages": CAPITAL, "max_tokens": 5}).raise_for_status()
+    assert time.perf_counter() - started < 20  # 2000 tokens would take about 100 s
+
+
+def test_openai_model_through_the_server(home: Path, monkeypatch: pytest.MonkeyPatch, server: Any) -> None:
+    """The seed's class, pointed at the server by OPENAI_BASE_URL: ask, train and follow jobs over HTTP."""
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("TUNELOOP_PROVIDER", "openai")
+    monkeypatch.setenv("TUNELOOP_MODEL", BASE)
+    served_before = server.state.stats["chat.completions"]
+    model = OpenAIModel()
+    assert "Paris" in model.ask("What is the capital of France?")
+    assert server.state.stats["chat.completions"] == served_before + 1
+    assert BASE in model.list_models
+
+    csv = "question,answer\n" + "".join(f"What colour is the {n}?,The {n} is {c}.\n" for n, c in FACTS)
+    job_id = model.train(data=csv, suffix="sdk", hyperparameters={"n_epochs": 6, "learning_rate_multiplier": 2},
+                         wait=True)
+    ft = model.fine_tuning
+    job = ft.get(job_id)
+    assert job.backend == "openai" and job.status == "succeeded" and job.model == BASE
+    assert job.fine_tuned_model == f"ft:{BASE}:sdk:{job_id}"
+    assert any("successfully completed" in e.message for e in ft.events(job_id))
+    assert json.loads((home / "job_ids.json").read_text())[-1]["id"] == job_id
+
+    tuned = OpenAIModel(model_name=job.fine_tuned_model)
+    assert taught(tuned.ask("What colour is the Zorblax?"))
+    assert server.state.stats["chat.completions"] == served_before + 2
+
+    second = model.train(data=csv, hyperparameters={"n_epochs": 10})
+    assert ft.cancel(second).status == "cancelled"
+    assert KEY.encode() not in (home / "tuneloop.db").read_bytes()
+
+
+def test_serve_command(home: Path) -> None:
+    refused = run_cli("serve", "--host", "0.0.0.0")
+    assert_one_line_error(refused, "refusing to listen on 0.0.0.0 without an API key", "--api-key")
+
+    env = dict(os.environ, COLUMNS="200", TUNELOOP_SERVER_API_KEY=KEY)
+    proc = subprocess.Popen([sys.executable, "-m", "tuneloop", "serve", "--port", "0", "--log-level", "warning"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        lines = []
+        while not any("listening on" in line for line in lines):
+            line = proc.stdout.readline()
+            assert line, (lines, proc.stderr.read())
+            lines.append(line)
+        url = lines[-1].split("listening on ")[1].split()[0]
+        rest = [proc.stdout.readline() for _ in range(6)]
+        assert f'openai.OpenAI(base_url="{url}", api_key="YOUR-KEY")' in "".join(rest)
+        assert KEY not in "".join(lines + rest)
+        assert [m.id for m in openai.OpenAI(base_url=url, api_key=KEY).models.list()] == [BASE]
+        taken = run_cli("serve", "--port", url.rsplit(":", 1)[1].split("/")[0])
+        assert_one_line_error(taken, "already in use", "--port")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "Traceback" not in err, err
