@@ -31,6 +31,7 @@ bench: setup
 	$(PY) bench/generation.py
 	$(PY) bench/datasets.py
 	$(PY) bench/training.py
+	$(PY) bench/server.py
 
 clean:
 	rm -rf $(VENV) .cache build src/*.egg-info

@@ -119,7 +119,6 @@ def _chunk(ident: str, created: int, model: str, delta: dict[str, Any], finish: 
            usage: Any = None, with_usage: bool = False) -> str:
     chunk: dict[str, Any] = {
         "id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
-        "system_fingerprint": None,
         "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
     }
     if with_usage:
@@ -165,7 +164,6 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
     assert result is not None
     return JSONResponse({
         "id": ident, "object": "chat.completion", "created": created, "model": model,
-        "system_fingerprint": None, "service_tier": None,
         "choices": [{"index": 0, "finish_reason": _finish(result), "logprobs": None,
                      "message": {"role": "assistant", "content": text, "refusal": None, "annotations": []}}],
         "usage": _usage(result),
@@ -187,7 +185,7 @@ async def _events(generation: Any, ident: str, created: int, model: str, with_us
         yield _chunk(ident, created, model, {}, _finish(result), with_usage=with_usage)
         if with_usage:
             usage_chunk = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
-                           "system_fingerprint": None, "choices": [], "usage": _usage(result)}
+                           "choices": [], "usage": _usage(result)}
             yield f"data: {json.dumps(usage_chunk)}\n\n"
         yield "data: [DONE]\n\n"
     finally:

@@ -82,8 +82,9 @@ def list_files(
     if order == "asc":
         files.reverse()
     page, more = _page(files, limit, after)
+    # OpenAI's document makes first_id and last_id required strings, so an empty page has empty ones.
     return {"object": "list", "data": [f.to_openai() for f in page], "has_more": more,
-            "first_id": page[0].id if page else None, "last_id": page[-1].id if page else None}
+            "first_id": page[0].id if page else "", "last_id": page[-1].id if page else ""}
 
 
 @router.get("/v1/files/{file_id}")
