@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from tuneloop.assistants import Assistant
 from tuneloop.errors import InputError
+from tuneloop.images import PreparedImage
 from tuneloop.providers import GenerationResult, Provider, TextStream
 from tuneloop.runtime import Runtime
 from tuneloop.store import Exchange, Message, Thread
@@ -129,12 +130,16 @@ class ChatSession:
             return self.thread.system_instruction
         return self.assistant.instructions
 
-    def _context(self, text: str, system: str | None) -> list[dict[str, Any]]:
+    def _context(self, text: str, system: str | None, images: Sequence[PreparedImage] = ()) -> list[dict[str, Any]]:
         messages: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
         messages += [
             {"role": m.role, "content": m.content} for m in self.messages() if m.role in ("user", "assistant")
         ]
-        messages.append({"role": "user", "content": text})
+        if images:  # earlier turns go as text; only this turn's images are sent
+            content: str | list[dict[str, Any]] = [{"type": "text", "text": text}, *(i.content_part() for i in images)]
+        else:
+            content = text
+        messages.append({"role": "user", "content": content})
         return messages
 
     def _prepare(
@@ -144,6 +149,7 @@ class ChatSession:
         max_tokens: int | None,
         temperature: float | None,
         attempts: int,
+        images: Sequence[PreparedImage] = (),
     ) -> tuple[list[dict[str, Any]], str | None, dict[str, Any]]:
         if not text or not text.strip():
             raise InputError("the message is empty; type something to send")
@@ -156,7 +162,7 @@ class ChatSession:
             "max_tokens": max_tokens or self.runtime.settings.max_tokens,
             "retries": max(0, attempts - 1),
         }
-        return self._context(text, system), system, options
+        return self._context(text, system, images), system, options
 
     def stream(
         self,
@@ -181,12 +187,16 @@ class ChatSession:
         max_tokens: int | None = None,
         temperature: float | None = None,
         attempts: int = 1,
+        images: Sequence[PreparedImage] = (),
     ) -> Reply:
-        """Send ``text`` and return the whole reply once generated and logged."""
-        messages, system, options = self._prepare(text, system_instruction, max_tokens, temperature, attempts)
-        return self._log(text, system, self.provider.complete(messages, **options))
+        """Send ``text`` (with ``images``, for a vision model) and return the whole reply once generated and logged;
+        the log keeps a reference to each image (hash, size, format), not its bytes."""
+        messages, system, options = self._prepare(text, system_instruction, max_tokens, temperature, attempts, images)
+        return self._log(text, system, self.provider.complete(messages, **options),
+                         [image.reference() for image in images] or None)
 
-    def _log(self, text: str, system: str | None, result: GenerationResult) -> Reply:
+    def _log(self, text: str, system: str | None, result: GenerationResult,
+             attachments: list[dict[str, Any]] | None = None) -> Reply:
         thread_id = self.thread.id if self.thread else self._next_thread_id
         exchange = self.runtime.store.append_exchange(
             thread_id,
@@ -198,6 +208,7 @@ class ChatSession:
             tokens_out=result.tokens_out,
             latency_ms=int(result.seconds * 1000),
             finish_reason=result.finish_reason,
+            attachments=attachments,
             create=self.thread is None,
             assistant=self.assistant.model_dump(include={"id", "name", "model", "instructions", "temperature"}),
         )

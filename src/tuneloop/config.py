@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -32,6 +32,13 @@ def default_home() -> Path:
 def _home_from_environment() -> Path:
     value = os.environ.get("TUNELOOP_HOME")
     return Path(value).expanduser() if value else default_home()
+
+
+class ModelOptions(BaseModel):
+    """What tuneloop should know about one model id (``[models."ID"]`` in tuneloop.toml)."""
+
+    model_config = ConfigDict(extra="forbid")
+    vision: bool | None = Field(default=None, description="Whether the model accepts images.")
 
 
 class Settings(BaseSettings):
@@ -60,6 +67,11 @@ class Settings(BaseSettings):
     db_busy_timeout: float = Field(default=5.0, gt=0, description="Seconds to wait for a locked database.")
     max_tokens: int = Field(default=512, gt=0, description="Default limit on generated tokens.")
     request_timeout: float = Field(default=120.0, gt=0, description="Seconds before a remote call fails.")
+    models: dict[str, ModelOptions] = Field(
+        default_factory=dict,
+        description='Per-model options: [models."llava-local"] vision = true (env: TUNELOOP_MODELS as JSON).',
+    )
+    image_max_mb: float = Field(default=20.0, gt=0, description="Largest image file describe_image reads.")
     server_api_key: SecretStr | None = Field(
         default=None, description="Key `tuneloop serve` requires as `Authorization: Bearer …`; unset: none."
     )

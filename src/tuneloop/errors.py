@@ -45,6 +45,18 @@ class ModelLoadError(ModelError):
     """Local weights exist but could not be read or converted."""
 
 
+class ModelCannotSeeError(ModelError):
+    """The model does not accept images."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        super().__init__(
+            f"model {model!r} cannot see images (it reads text only); choose a vision model with --model / "
+            "model_name (OpenAI's gpt-4o, gpt-4.1 and gpt-5 families are known), or mark a model of another "
+            f'server as one in tuneloop.toml: [models."{model}"] vision = true'
+        )
+
+
 class ContextLengthError(ModelError):
     """A message is too long for the model's context window."""
 
@@ -99,6 +111,17 @@ class ProviderAuthError(ProviderError):
 
 class ProviderResponseError(ProviderError):
     """The provider answered with an error or an unusable response."""
+
+
+class ReplyNotJSONError(ProviderResponseError):
+    """JSON was asked for, but the reply is not a JSON object."""
+
+    def __init__(self, model: str, reply: str, problem: str) -> None:
+        self.model = model
+        self.reply = reply
+        excerpt = reply if len(reply) <= 200 else reply[:200] + "…"
+        super().__init__(f"model {model!r} was asked for JSON but replied with text that is not a JSON object "
+                         f"({problem}): {excerpt!r}; ask again, or use a model that follows JSON instructions")
 
 
 class DataError(InputError):

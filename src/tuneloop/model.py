@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import warnings
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
@@ -19,10 +20,12 @@ from tuneloop._files import atomic_write_text
 from tuneloop.chat import ChatSession, Reply
 from tuneloop.config import Settings
 from tuneloop.datasets import Dataset, build_dataset, from_dialogues, read_csv_text, read_source
-from tuneloop.errors import InputError
+from tuneloop.errors import InputError, ModelCannotSeeError
+from tuneloop.images import Detail, prepare_image
 from tuneloop.runtime import Runtime
 from tuneloop.store.jobs import JobNotFoundError
 from tuneloop.training import FineTuning
+from tuneloop.vision import DESCRIBE_PROMPT, parse_json_object, post_chat
 
 
 class OpenAIModel:
@@ -131,14 +134,54 @@ class OpenAIModel:
         return target
 
     def describe_image(
-        self, image_path: str | Path, prompt: str | None = None, system_instruction: str | None = None
+        self,
+        image_path: str | Path | bytes,
+        prompt: str | None = None,
+        system_instruction: str | None = None,
+        *,
+        detail: Detail = "auto",
+        json_reply: bool | None = None,
+        max_tokens: int | None = None,
     ) -> str | dict[str, Any]:
-        raise NotImplementedError("describe_image is not implemented yet: image input arrives in a later release")
+        """Ask the model about an image; returns the reply, or a ``dict`` when JSON was asked for.
 
-    def describe_image_by_requests(self, image_path: str | Path, prompt: str | None = None) -> str:
-        raise NotImplementedError(
-            "describe_image_by_requests is not implemented yet: image input arrives in a later release"
-        )
+        The image is checked, turned upright, converted and resized first (:mod:`tuneloop.images`) and sent as an
+        ``image_url`` content part. JSON is asked for when the prompt mentions JSON or ``json_reply=True``; a reply
+        that is not a JSON object then raises :class:`~tuneloop.errors.ReplyNotJSONError`. The exchange is logged
+        in the thread with a reference to the image (hash, size, format), not its bytes. A text-only model raises
+        :class:`~tuneloop.errors.ModelCannotSeeError`.
+        """
+        if not self.runtime.accepts_images(self.model):
+            raise ModelCannotSeeError(self.model)
+        image = prepare_image(image_path, detail=detail, max_bytes=self._image_limit)
+        text = prompt or DESCRIBE_PROMPT
+        wants_json = json_reply if json_reply is not None else "json" in text.lower()
+        if wants_json and "json" not in text.lower():
+            text += " Reply with a JSON object only."
+        reply = self._session.send(text, system_instruction=system_instruction, images=[image],
+                                   max_tokens=max_tokens, attempts=3)
+        self.last_reply = reply
+        return parse_json_object(self.model, reply.text) if wants_json else reply.text
+
+    @property
+    def _image_limit(self) -> int:
+        return int(self.runtime.settings.image_max_mb * 1024 * 1024)
+
+    def describe_image_by_requests(self, image_path: str | Path | bytes, prompt: str | None = None) -> str:
+        """Deprecated: :meth:`describe_image` over plain HTTP (httpx) to the configured OpenAI-compatible server."""
+        warnings.warn("describe_image_by_requests is deprecated; use describe_image, which goes through the "
+                      "provider (retries, errors, any endpoint)", DeprecationWarning, stacklevel=2)
+        if not self.runtime.accepts_images(self.model):
+            raise ModelCannotSeeError(self.model)
+        provider = self.runtime.openai  # plain HTTP needs an HTTP endpoint: OPENAI_BASE_URL / OPENAI_API_KEY
+        image = prepare_image(image_path, max_bytes=self._image_limit)
+        text = prompt or DESCRIBE_PROMPT
+        system = self._session._system_for(None)
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": [{"type": "text", "text": text}, image.content_part()]}]
+        result = post_chat(provider, self.model, messages, self.runtime.settings.max_tokens)
+        self.last_reply = self._session._log(text, system, result, [image.reference()])
+        return result.text
 
     @cached_property
     def fine_tuning(self) -> FineTuning:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from tuneloop.config import Settings, load_settings
 from tuneloop.engine.weights import BASE_MODEL_ID, ProgressCallback
 from tuneloop.errors import ConfigError, TuneloopError, UnknownModelError
 from tuneloop.providers import DEFAULT_OPENAI_MODEL, LocalProvider, ModelInfo, OpenAIProvider, Provider
+from tuneloop.providers.openai import known_vision_model
 from tuneloop.store import DialogueStore
 
 REMOTE_HINT = "set OPENAI_API_KEY (and OPENAI_BASE_URL for another compatible server) to use remote models"
@@ -72,6 +74,19 @@ class Runtime:
             return self.openai, model
         raise UnknownModelError(model, self.local.model_ids(), REMOTE_HINT)
 
+    def accepts_images(self, model: str | None = None) -> bool:
+        """Whether ``model`` takes image input: ``[models."ID"] vision`` in the config decides, then what is
+        known (OpenAI's vision families yes; the local SmolLM2 models, base and fine-tuned, no)."""
+        model = model or self.default_model()
+        provider, _ = self.resolve(model)
+        return self._vision(model, provider.name)
+
+    def _vision(self, model: str, provider: str) -> bool:
+        option = self.settings.models.get(model)
+        if option is not None and option.vision is not None:
+            return option.vision
+        return provider == "openai" and known_vision_model(model)
+
     def models(self) -> tuple[list[ModelInfo], str | None]:
         """Every model on offer, and why the remote list is missing if it could not be read."""
         infos: list[ModelInfo] = []
@@ -83,4 +98,4 @@ class Runtime:
                 infos.extend(self.openai.models())
             except TuneloopError as exc:  # one unreachable provider must not hide the others
                 problem = str(exc)
-        return infos, problem
+        return [replace(info, vision=self._vision(info.id, info.provider)) for info in infos], problem

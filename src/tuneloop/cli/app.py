@@ -219,13 +219,45 @@ def models(
             }
         )
         return
-    table = Table("model", "provider", "kind", "note")
+    table = Table("model", "provider", "kind", "images", "note")
     for info in infos:
         marker = " [bold green](default)[/]" if info.id == default else ""
-        table.add_row(escape(info.id) + marker, info.provider, info.kind, info.note)
+        table.add_row(escape(info.id) + marker, info.provider, info.kind, "yes" if info.vision else "no", info.note)
     console.print(table)
     if problem:
         error_console.print(f"[yellow]warning:[/] remote models not listed: {escape(problem)}")
+
+
+@app.command()
+def describe(
+    image: Annotated[str, typer.Argument(help="Image file (JPEG, PNG, GIF, WebP, BMP, TIFF…); the format is read "
+                                              "from the bytes.")],
+    prompt: Annotated[str | None, typer.Option("--prompt", "-p", help="What to ask about the image.")] = None,
+    model: ModelOption = None,
+    system: SystemOption = None,
+    json_: Annotated[bool, typer.Option("--json", help="Ask for a JSON object and print it (exit 1 if the reply "
+                                                       "is not one).")] = False,
+    detail: Annotated[str, typer.Option(help="auto, low (at most 512 px) or high.")] = "auto",
+    max_tokens: MaxTokensOption = None,
+) -> None:
+    """Ask a vision model about an image. The exchange is logged with a reference to the image (not its bytes).
+
+    The image is checked (size, pixel count, damage), turned upright, converted and scaled to at most
+    2048 x 768 px before it is sent. The bundled local model reads text only: use an OpenAI vision model
+    (gpt-4o-mini…) or any OpenAI-compatible vision server, and mark its models with
+    \\[models."ID"] vision = true in tuneloop.toml.
+    """
+    from tuneloop.model import OpenAIModel
+
+    if detail not in ("auto", "low", "high"):
+        raise InputError(f"--detail {detail!r}: use auto, low or high")
+    session = OpenAIModel(model_name=model, settings=load_settings())
+    answer = session.describe_image(image, prompt, system, detail=detail, json_reply=True if json_ else None,
+                                    max_tokens=max_tokens)
+    if isinstance(answer, dict):
+        print_json(answer)
+    else:
+        console.print(answer, markup=False, highlight=False)
 
 
 DEMO_TURNS = [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -19,6 +21,9 @@ def serve(
         help="Require 'Authorization: Bearer KEY' on every request (or server_api_key in tuneloop.toml).")] = None,
     max_file_mb: Annotated[float | None, typer.Option(
         min=0.001, help="Largest upload accepted, in MB (default: server_max_file_mb, 512).")] = None,
+    vision_model: Annotated[Path | None, typer.Option(
+        help="Folder of a Hugging Face image-text-to-text model to serve too (under the folder's name); it accepts "
+             "image_url parts (data: URLs).")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn's log level: critical, error, warning, info, debug.")] = (
         "info"),
 ) -> None:
@@ -46,10 +51,19 @@ def serve(
     # Load the base model now, so the first request does not wait for it (and a broken install fails here).
     with console.status("Loading smollm2-135m-instruct…"):
         get_engine(ensure_checkpoint(settings.resolved_models_dir, runtime.progress))
-    app = create_app(runtime, api_key=key, max_file_mb=max_file_mb)
+    vision = None
+    if vision_model is not None:
+        from tuneloop.server.vision import VisionProvider
+
+        with console.status(f"Loading the vision model in {vision_model}…"):
+            vision = VisionProvider(vision_model)
+    app = create_app(runtime, api_key=key, max_file_mb=max_file_mb, vision_model=vision)
     sock = bind(host, port)
     url = base_url(sock)
     console.print(f"tuneloop serve: listening on [bold]{url}[/] (store: {runtime.store.location})", highlight=False)
+    if vision is not None:
+        console.print(f"Vision model: {vision.model_id} (mark it in the client's tuneloop.toml: "
+                      f'[models."{vision.model_id}"] vision = true)', highlight=False, markup=False)
     console.print("Authentication: " + ("required (Authorization: Bearer KEY)" if key else "none (loopback only)"))
     shown_key = '"YOUR-KEY"' if key else '"unused"'
     console.print("Point the openai SDK at it:", highlight=False)
@@ -60,8 +74,7 @@ def serve(
                   "TUNELOOP_PROVIDER=openai TUNELOOP_MODEL=smollm2-135m-instruct tuneloop ask 'Hello'",
                   highlight=False, markup=False)
     console.print("Press Ctrl-C to stop (training jobs keep running; `tuneloop jobs list` shows them).")
-    try:
+    # uvicorn shuts down cleanly on Ctrl-C, then re-raises the signal: stopping is the normal end here.
+    with contextlib.suppress(KeyboardInterrupt):
         uvicorn_server(app, log_level=log_level).run(sockets=[sock])
-    except KeyboardInterrupt:  # uvicorn has shut down cleanly and re-raises the signal: stopping is the normal end
-        pass
     console.print("tuneloop serve: stopped")

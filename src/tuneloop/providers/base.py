@@ -18,6 +18,7 @@ class ModelInfo:
     provider: str
     kind: str  # "base", "fine-tuned" or "remote"
     note: str = ""
+    vision: bool = False  # accepts images
 
 
 class Provider(ABC):

@@ -25,6 +25,16 @@ DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 _KEY_PATTERN = re.compile(r"sk-[A-Za-z0-9_\-*]{4,}")
 
 
+# OpenAI's chat models that accept images, fine-tuned ones included; audio/search/realtime variants do not.
+_VISION_FAMILIES = re.compile(r"^(ft:)?(gpt-4o|chatgpt-4o|gpt-4\.1|gpt-4\.5|gpt-4-turbo|gpt-5|o1|o3|o4)")
+_NOT_VISION = re.compile(r"audio|tts|transcribe|realtime|search|codex|nano-\d{4}-instant")
+
+
+def known_vision_model(model: str) -> bool:
+    """True for OpenAI's vision-capable chat models (the gpt-4o, gpt-4.1 and gpt-5 families, o-series…)."""
+    return bool(_VISION_FAMILIES.match(model)) and not _NOT_VISION.search(model)
+
+
 class OpenAIProvider(Provider):
     name = "openai"
 

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from tuneloop.config import Settings
 from tuneloop.runtime import Runtime
 from tuneloop.server._generation import GenerationQueue
+from tuneloop.server.vision import VisionProvider
 from tuneloop.training import FineTuning
 
 
@@ -21,6 +22,7 @@ class ServerState:
     max_file_bytes: int
     queue: GenerationQueue
     stats: Counter[str] = field(default_factory=Counter)  # requests answered, by route
+    vision: VisionProvider | None = None  # --vision-model
 
     @property
     def settings(self) -> Settings:

@@ -9,6 +9,7 @@ import hmac
 import logging
 from collections.abc import AsyncIterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -21,6 +22,7 @@ from tuneloop.server import _errors, chat, files, jobs
 from tuneloop.server._errors import APIError
 from tuneloop.server._generation import GenerationQueue
 from tuneloop.server._state import ServerState, state_of
+from tuneloop.server.vision import VisionProvider
 from tuneloop.store.jobs import JobStore
 
 log = logging.getLogger("tuneloop.server")
@@ -63,11 +65,14 @@ def _ts(when: datetime | None) -> int:
     return int(when.timestamp()) if when else BASE_CREATED
 
 
-def served_models(runtime: Runtime) -> list[dict[str, Any]]:
-    """The base model, then every fine-tuned model (and checkpoint) whose job succeeded, oldest first."""
+def served_models(runtime: Runtime, vision: VisionProvider | None = None) -> list[dict[str, Any]]:
+    """The base model, the vision model if any, then every fine-tuned model (and checkpoint) whose job succeeded,
+    oldest first."""
     store = JobStore(runtime.store)
     servable = runtime.fine_tuned_models()
     out = [_model(BASE_MODEL_ID, BASE_CREATED, "HuggingFaceTB")]
+    if vision is not None:
+        out.append(_model(vision.model_id, vision.created, "user"))
     for job in store.succeeded_models("local"):
         if job.fine_tuned_model in servable:
             out.append(_model(job.fine_tuned_model, _ts(job.finished_at or job.created_at), "user"))
@@ -78,12 +83,14 @@ def served_models(runtime: Runtime) -> list[dict[str, Any]]:
 
 @models_router.get("/v1/models")
 def list_models(request: Request) -> dict[str, Any]:
-    return {"object": "list", "data": served_models(state_of(request).runtime)}
+    state = state_of(request)
+    return {"object": "list", "data": served_models(state.runtime, state.vision)}
 
 
 @models_router.get("/v1/models/{model_id}")
 def retrieve_model(model_id: str, request: Request) -> dict[str, Any]:
-    for model in served_models(state_of(request).runtime):
+    state = state_of(request)
+    for model in served_models(state.runtime, state.vision):
         if model["id"] == model_id:
             return model
     raise APIError(404, f"The model {model_id!r} does not exist on this server; GET /v1/models lists those it "
@@ -99,17 +106,20 @@ async def _watch_jobs(state: ServerState) -> None:
             log.warning("could not refresh the fine-tuning jobs", exc_info=True)
 
 
-def create_app(runtime: Runtime | None = None, *, api_key: str | None = None,
-               max_file_mb: float | None = None) -> FastAPI:
+def create_app(runtime: Runtime | None = None, *, api_key: str | None = None, max_file_mb: float | None = None,
+               vision_model: Path | VisionProvider | None = None) -> FastAPI:
     """The server as an ASGI app. ``api_key`` (default: ``server_api_key`` in the settings) is required as a
-    Bearer token when set; uploads larger than ``max_file_mb`` (default ``server_max_file_mb``) are refused."""
+    Bearer token when set; uploads larger than ``max_file_mb`` (default ``server_max_file_mb``) are refused;
+    ``vision_model`` (a folder, or a loaded provider) is served under the folder's name and accepts images."""
     runtime = runtime or Runtime(server_settings())
     settings = runtime.settings
     if api_key is None and settings.server_api_key is not None:
         api_key = settings.server_api_key.get_secret_value()
     limit_mb = max_file_mb if max_file_mb is not None else settings.server_max_file_mb
+    if vision_model is not None and not isinstance(vision_model, VisionProvider):
+        vision_model = VisionProvider(Path(vision_model))
     state = ServerState(runtime=runtime, api_key=api_key or None, max_file_bytes=int(limit_mb * 1024 * 1024),
-                        queue=GenerationQueue())
+                        queue=GenerationQueue(), vision=vision_model)
     runtime.store  # noqa: B018 - open (and migrate) the store before the first request, not in several at once
     state.fine_tuning  # noqa: B018
 

@@ -54,6 +54,18 @@ class ChatCompletionRequest(BaseModel):
     logprobs: bool | None = None
 
 
+def _content_of(message: Message, index: int, images: bool) -> str | list[dict[str, Any]]:
+    """Text, or (for a model that sees) the text and image_url parts as they came."""
+    if images and isinstance(message.content, list) and any(p.get("type") == "image_url" for p in message.content):
+        for j, part in enumerate(message.content):
+            if part.get("type") not in ("text", "image_url"):
+                where = f"messages[{index}].content[{j}]"
+                raise APIError(400, f"{where} has type {part.get('type')!r}; send text and image_url parts",
+                               param=where)
+        return message.content
+    return _text_of(message, index)
+
+
 def _text_of(message: Message, index: int) -> str:
     content = message.content
     if content is None:
@@ -80,14 +92,14 @@ def _text_of(message: Message, index: int) -> str:
     return "\n".join(texts)
 
 
-def to_messages(body: ChatCompletionRequest) -> list[dict[str, str]]:
+def to_messages(body: ChatCompletionRequest, images: bool = False) -> list[dict[str, Any]]:
     messages = []
     for i, message in enumerate(body.messages):
         if message.role in ("tool", "function"):
             raise APIError(400, f"messages[{i}] has role {message.role!r}; this server's models do not call tools",
                            param=f"messages[{i}].role")
         role = "system" if message.role == "developer" else message.role
-        messages.append({"role": role, "content": _text_of(message, i)})
+        messages.append({"role": role, "content": _content_of(message, i, images)})
     return messages
 
 
@@ -130,8 +142,12 @@ def _chunk(ident: str, created: int, model: str, delta: dict[str, Any], finish: 
 async def create_chat_completion(body: ChatCompletionRequest, request: Request) -> Response:
     state = state_of(request)
     _check_supported(body)
-    messages = to_messages(body)
-    provider, model = await run_in_threadpool(state.runtime.resolve, body.model)
+    if state.vision is not None and body.model == state.vision.model_id:
+        messages = to_messages(body, images=True)
+        provider, model = state.vision, body.model
+    else:
+        messages = to_messages(body)
+        provider, model = await run_in_threadpool(state.runtime.resolve, body.model)
     stop = [body.stop] if isinstance(body.stop, str) else [s for s in body.stop or [] if s]
     options = {
         "temperature": body.temperature if body.temperature is not None else 0.0,

@@ -1,0 +1,66 @@
+"""Helpers for asking models about images: the default prompt, JSON replies, and the deprecated plain-HTTP path."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any
+
+from tuneloop.errors import ProviderAuthError, ProviderConnectionError, ProviderResponseError, ReplyNotJSONError
+from tuneloop.providers.base import GenerationResult
+from tuneloop.providers.openai import OpenAIProvider
+
+DESCRIBE_PROMPT = "Describe this image."
+_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL | re.IGNORECASE)
+
+
+def parse_json_object(model: str, reply: str) -> dict[str, Any]:
+    """The JSON object in a reply (a surrounding ```json fence is allowed), or ReplyNotJSONError."""
+    text = reply.strip()
+    fenced = _FENCE.match(text)
+    if fenced:
+        text = fenced.group(1)
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ReplyNotJSONError(model, reply, f"invalid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ReplyNotJSONError(model, reply, f"a JSON {type(value).__name__}, not an object")
+    return value
+
+
+def post_chat(provider: OpenAIProvider, model: str, messages: list[dict[str, Any]],
+              max_tokens: int) -> GenerationResult:
+    """One chat completion with plain httpx (no SDK): for the deprecated ``describe_image_by_requests``."""
+    import httpx
+
+    url = str(provider.client.base_url).rstrip("/") + "/chat/completions"
+    headers = {"Authorization": f"Bearer {provider.client.api_key}"}
+    body = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0}
+    started = time.perf_counter()
+    try:
+        response = httpx.post(url, json=body, headers=headers, timeout=provider.settings.request_timeout)
+    except httpx.HTTPError as exc:
+        raise ProviderConnectionError(f"cannot reach {provider.where}: {provider._scrub(str(exc))}; check "
+                                      "OPENAI_BASE_URL and the network") from None
+    if response.status_code == 401:
+        raise ProviderAuthError(f"the provider at {provider.where} refused the API key; check OPENAI_API_KEY")
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if response.status_code >= 400 or not isinstance(data, dict):
+        detail = data.get("error", {}).get("message") if isinstance(data, dict) else response.text[:200]
+        raise ProviderResponseError(f"the provider at {provider.where} answered {response.status_code} for model "
+                                    f"{model}: {provider._scrub(str(detail))}")
+    try:
+        choice = data["choices"][0]
+        text = choice["message"]["content"] or ""
+    except (KeyError, IndexError, TypeError):
+        raise ProviderResponseError(f"the provider at {provider.where} returned no reply for model {model}") from None
+    usage = data.get("usage") or {}
+    seconds = time.perf_counter() - started
+    return GenerationResult(text=text, tokens_in=usage.get("prompt_tokens", 0),
+                            tokens_out=usage.get("completion_tokens", 0), finish_reason=choice.get("finish_reason"),
+                            first_token_seconds=seconds, seconds=seconds)
