@@ -67,7 +67,7 @@ def assert_error(response: httpx.Response, status: int, param: str | None = "-")
     return body["error"]
 
 
-def wait_until(predicate, timeout: float = 240.0, every: float = 0.5):  # noqa: ANN001, ANN201
+def wait_until(predicate, timeout: float = 600.0, every: float = 0.5):  # noqa: ANN001, ANN201
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
