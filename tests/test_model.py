@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tuneloop import OpenAIModel
-from tuneloop.errors import UnknownAssistantError, UnknownModelError
+from tuneloop.errors import ModelCannotSeeError, UnknownAssistantError, UnknownModelError
 from tuneloop.store import DialogueStore
 
 
@@ -77,8 +77,9 @@ def test_save_dialogue_writes_the_seed_json(home: Path, engine, tmp_path: Path) 
     assert list(path.parent.glob(".*tmp")) == []
 
 
-def test_later_features_say_so(home: Path) -> None:
+def test_the_local_model_refuses_images_before_reading_them(home: Path) -> None:
     model = OpenAIModel()
-    for call in (lambda: model.describe_image("x.png"), lambda: model.describe_image_by_requests("x.png")):
-        with pytest.raises(NotImplementedError, match="not implemented yet"):
-            call()
+    with pytest.raises(ModelCannotSeeError, match="smollm2-135m-instruct"):
+        model.describe_image("x.png")
+    with pytest.warns(DeprecationWarning), pytest.raises(ModelCannotSeeError):
+        model.describe_image_by_requests("x.png")
