@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +59,17 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, models_dir: Path) -> P
     monkeypatch.setenv("TUNELOOP_MODELS_DIR", str(models_dir))
     monkeypatch.chdir(tmp_path)
     return home
+
+
+def wait_until(predicate, timeout: float = 180.0, every: float = 0.5):  # noqa: ANN001, ANN201
+    """Poll ``predicate`` until it returns something truthy (returned), or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("timed out waiting")
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from conftest import MODELS_DIR, assert_one_line_error, run_cli
+from conftest import MODELS_DIR, assert_one_line_error, run_cli, wait_until
 from openai.types import FileDeleted, FileObject, Model
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent
@@ -65,16 +65,6 @@ def assert_error(response: httpx.Response, status: int, param: str | None = "-")
     if param != "-":
         assert body["error"]["param"] == param, body
     return body["error"]
-
-
-def wait_until(predicate, timeout: float = 600.0, every: float = 0.5):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("timed out waiting")
 
 
 @pytest.fixture(scope="module")
@@ -278,7 +268,7 @@ def test_fine_tuning_job_to_a_served_model(client: openai.OpenAI, http: httpx.Cl
         slowest_models_call = max(slowest_models_call, time.perf_counter() - started)
         return current if current.status in ("succeeded", "failed", "cancelled") else None
 
-    done = wait_until(finished, every=1.0)
+    done = wait_until(finished, timeout=600, every=1.0)  # a slow machine may take minutes
     assert done.status == "succeeded", done.error
     assert "running" in seen
     assert slowest_models_call < 1.0, slowest_models_call  # the server answers while a job trains

@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, run_cli, wait_until
 from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent
 from standin import StandIn
 
@@ -27,16 +27,6 @@ HELD_OUT = json.loads(resources.files("tuneloop.data").joinpath("demo_heldout.js
 
 def knows(answer: str, keyword: str) -> bool:
     return re.search(rf"\b{re.escape(keyword)}\b", answer, re.IGNORECASE) is not None
-
-
-def wait_until(predicate, timeout: float = 180.0, every: float = 0.5):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("timed out waiting")
 
 
 def start(ft: FineTuning, rows: int = 60, **hyper: object):  # noqa: ANN201
