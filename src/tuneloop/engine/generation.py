@@ -192,7 +192,7 @@ class LocalEngine:
                     # Hold back an incomplete multi-byte character until its next token arrives.
                     if text.endswith("\ufffd"):
                         continue
-                    hit = _first_stop(text, stop)
+                    hit = first_stop(text, stop)
                     if hit is not None:
                         text = text[:hit]
                     if len(text) > len(emitted) and text.startswith(emitted):
@@ -221,7 +221,8 @@ class LocalEngine:
         return int(torch.multinomial(probs, 1, generator=generator).item())
 
 
-def _first_stop(text: str, stop: list[str]) -> int | None:
+def first_stop(text: str, stop: Sequence[str]) -> int | None:
+    """Where the earliest stop string starts in ``text``, or None."""
     positions = [text.find(s) for s in stop if s]
     positions = [p for p in positions if p >= 0]
     return min(positions) if positions else None

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from tuneloop.engine.generation import first_stop
 from tuneloop.engine.weights import offline_environment
 from tuneloop.errors import InputError, ModelLoadError
 from tuneloop.images import prepare_image
@@ -156,18 +157,16 @@ class VisionProvider(Provider):
                     if result.first_token_seconds is None:
                         result.first_token_seconds = time.perf_counter() - started
                     combined = text + piece
-                    hits = [combined.find(s) for s in stop if s and s in combined]
-                    if hits:
-                        piece = combined[: min(hits)][len(text) :]
-                        text += piece
-                        result.text = text
-                        if piece:
-                            yield piece
+                    hit = first_stop(combined, stop)
+                    if hit is not None:
+                        combined = combined[:hit]
+                    piece, text = combined[len(text) :], combined
+                    result.text = text
+                    if piece:
+                        yield piece
+                    if hit is not None:
                         result.finish_reason = "stop"
                         return
-                    text += piece
-                    result.text = text
-                    yield piece
             finally:
                 halt.set()
                 thread.join()
