@@ -120,10 +120,10 @@ def _normalise_mode(image: Any) -> Any:
         return image if image.getextrema()[3][0] < 255 else image.convert("RGB")
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         # 16-bit (or 32-bit integer) grey: scale the used range to 8 bits rather than clip it.
-        low, high = image.getextrema()
+        grey = image if mode == "I" else image.convert("I")
+        low, high = grey.getextrema()
         span = max(1, high - low)
-        return image.point(lambda v: (v - low) * 255 / span, "F").convert("L") if mode == "I" else \
-            image.convert("I").point(lambda v: (v - low) * 255 / span, "F").convert("L")
+        return grey.point(lambda v: (v - low) * 255 / span, "F").convert("L")
     if mode == "F":
         return image.convert("L")
     if mode == "CMYK":
@@ -139,8 +139,9 @@ def _normalise_mode(image: Any) -> Any:
 
 def _encode(image: Any) -> tuple[bytes, str]:
     out = io.BytesIO()
-    few_colours = image.mode == "L" and image.getcolors(256) is not None and len(image.getcolors(256)) <= 16
-    if image.mode == "RGBA" or few_colours or (image.mode == "RGB" and image.getcolors(256) is not None):
+    colours = image.getcolors(256)  # None when there are more than 256
+    few_colours = colours is not None and (image.mode == "RGB" or len(colours) <= 16)
+    if image.mode == "RGBA" or few_colours:
         image.save(out, format="PNG", optimize=True)
         return out.getvalue(), "image/png"
     image.save(out, format="JPEG", quality=JPEG_QUALITY, optimize=True)
