@@ -88,20 +88,10 @@ class Generation:
 class GenerationQueue:
     def __init__(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tuneloop-generate")
-        self._lock = threading.Lock()
-        self.waiting = 0
 
     def submit(self, open_stream: OpenStream) -> Generation:
         generation = Generation(asyncio.get_running_loop())
-
-        def run() -> None:
-            with self._lock:
-                self.waiting -= 1
-            generation._run(open_stream)
-
-        with self._lock:
-            self.waiting += 1
-        self._executor.submit(run)
+        self._executor.submit(generation._run, open_stream)
         return generation
 
     def shutdown(self) -> None:
