@@ -11,8 +11,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from tuneloop.server._errors import APIError
+from tuneloop.server._paging import page_after
 from tuneloop.server._state import state_of
-from tuneloop.store.jobs import StoredFile
 
 router = APIRouter()
 
@@ -61,15 +61,6 @@ async def upload_file(request: Request) -> dict[str, Any]:
     return stored.to_openai()
 
 
-def _page(items: list[StoredFile], limit: int, after: str | None) -> tuple[list[StoredFile], bool]:
-    if after is not None:
-        ids = [f.id for f in items]
-        if after not in ids:
-            raise APIError(400, f"after: no file {after!r} in this list", param="after")
-        items = items[ids.index(after) + 1 :]
-    return items[:limit], len(items) > limit
-
-
 @router.get("/v1/files")
 def list_files(
     request: Request,
@@ -81,7 +72,7 @@ def list_files(
     files = state_of(request).fine_tuning.jobs.list_files(purpose=purpose)
     if order == "asc":
         files.reverse()
-    page, more = _page(files, limit, after)
+    page, more = page_after(files, after, limit, f"after: no file {after!r} in this list")
     # OpenAI's document makes first_id and last_id required strings, so an empty page has empty ones.
     return {"object": "list", "data": [f.to_openai() for f in page], "has_more": more,
             "first_id": page[0].id if page else "", "last_id": page[-1].id if page else ""}

@@ -11,6 +11,7 @@ from tuneloop.datasets.validate import ValidationReport
 from tuneloop.engine.weights import BASE_MODEL_ID
 from tuneloop.errors import DatasetInvalidError
 from tuneloop.server._errors import APIError
+from tuneloop.server._paging import page_after
 from tuneloop.server._state import ServerState, state_of
 from tuneloop.store.jobs import FileNotFoundInStoreError, Job, JobNotFoundError
 
@@ -147,12 +148,7 @@ def list_checkpoints(job_id: str, request: Request, after: str | None = None,
                      limit: int = Query(10, ge=1, le=100)) -> dict[str, Any]:
     state = state_of(request)
     _local_job(state, job_id)
-    checkpoints = state.fine_tuning.jobs.checkpoints(job_id)
-    if after is not None:
-        ids = [c.id for c in checkpoints]
-        if after not in ids:
-            raise APIError(400, f"after: no checkpoint {after!r} in job {job_id}", param="after")
-        checkpoints = checkpoints[ids.index(after) + 1 :]
-    page = checkpoints[:limit]
-    return {"object": "list", "data": [c.to_openai() for c in page], "has_more": len(checkpoints) > limit,
+    page, more = page_after(state.fine_tuning.jobs.checkpoints(job_id), after, limit,
+                            f"after: no checkpoint {after!r} in job {job_id}")
+    return {"object": "list", "data": [c.to_openai() for c in page], "has_more": more,
             "first_id": page[0].id if page else None, "last_id": page[-1].id if page else None}
