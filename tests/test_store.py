@@ -117,4 +117,4 @@ def test_reopening_keeps_data_and_migrates_once(tmp_path: Path) -> None:
     assert [m.content for m in again.messages(thread.id)] == ["hi", "hello"]
     with sqlite3.connect(tmp_path / "log.db") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0003",)]

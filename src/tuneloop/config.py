@@ -39,6 +39,9 @@ class ModelOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     vision: bool | None = Field(default=None, description="Whether the model accepts images.")
+    path: Path | None = Field(
+        default=None, description="A local Hugging Face model folder or .gguf file: registers the id as a base model."
+    )
 
 
 class Settings(BaseSettings):
@@ -76,6 +79,21 @@ class Settings(BaseSettings):
         default=None, description="Key `tuneloop serve` requires as `Authorization: Bearer …`; unset: none."
     )
     server_max_file_mb: float = Field(default=512.0, gt=0, description="Largest file `tuneloop serve` accepts.")
+    device: Literal["auto", "cuda", "mps", "cpu"] = Field(
+        default="auto", description="Where training and local generation run: auto picks cuda, then mps, then cpu."
+    )
+    spawn_worker: bool = Field(
+        default=True,
+        description="Start a one-job worker process for each new local job; false when `tuneloop worker` "
+        "processes (on this or other machines) take the jobs.",
+    )
+    job_max_attempts: int = Field(
+        default=3, ge=1, le=100, description="Times a job is started before a lost worker fails it for good."
+    )
+    worker_heartbeat: float = Field(default=5.0, gt=0, description="Seconds between a worker's heartbeats.")
+    worker_timeout: float = Field(
+        default=60.0, gt=0, description="Seconds without a heartbeat after which a job's worker counts as lost."
+    )
 
     @classmethod
     def settings_customise_sources(

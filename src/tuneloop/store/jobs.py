@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from tuneloop.errors import StoreError, TuneloopError
 from tuneloop.store.dialogue import DialogueStore, _aware
@@ -142,6 +142,11 @@ class Job:
     progress: dict[str, Any] | None
     created_at: datetime
     finished_at: datetime | None
+    device: str | None = None
+    quantize: str | None = None
+    worker: str | None = None
+    attempts: int = 0
+    started_at: datetime | None = None
 
     @classmethod
     def from_row(cls, row: JobRow) -> Job:
@@ -169,6 +174,11 @@ class Job:
             progress=row.progress,
             created_at=_aware(row.created_at),
             finished_at=_aware(row.finished_at) if row.finished_at else None,
+            device=row.device,
+            quantize=row.quantize,
+            worker=row.worker,
+            attempts=int(row.attempts or 0),
+            started_at=_aware(row.started_at) if row.started_at else None,
         )
 
     @property
@@ -288,6 +298,11 @@ class JobStore:
         with self.db._session() as session:
             return [Job.from_row(r) for r in session.scalars(statement.limit(limit))]
 
+    def running_jobs(self, backend: str = "local") -> list[Job]:
+        statement = select(JobRow).where(JobRow.backend == backend, JobRow.status == "running")
+        with self.db._session() as session:
+            return [Job.from_row(r) for r in session.scalars(statement)]
+
     def succeeded_models(self, backend: str = "local") -> list[Job]:
         statement = (
             select(JobRow)
@@ -297,24 +312,82 @@ class JobStore:
         with self.db._session() as session:
             return [Job.from_row(r) for r in session.scalars(statement)]
 
+    def claim(self, worker: str, *, pid: int, job_id: str | None = None, models: list[str] | None = None,
+              devices: tuple[str, ...] = ("cpu",), quantize: bool = False) -> Job | None:
+        """Take the oldest queued local job this worker can run, atomically: it becomes ``running`` for ``worker``
+        and no other worker can take it (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite's write lock, taken
+        up front by an immediate transaction, does the same)."""
+        statement = (select(JobRow).where(JobRow.status == "queued", JobRow.backend == "local")
+                     .where(or_(JobRow.device.is_(None), JobRow.device == "auto", JobRow.device.in_(devices)))
+                     .order_by(JobRow.created_at, JobRow.id).limit(1).with_for_update(skip_locked=True))
+        if job_id is not None:
+            statement = statement.where(JobRow.id == job_id)
+        if models:
+            statement = statement.where(JobRow.model.in_(models))
+        if not quantize:
+            statement = statement.where(JobRow.quantize.is_(None))
+        now = utcnow()
+        with self.db._session(write=True) as session:
+            row = session.scalars(statement).first()
+            if row is None:
+                return None
+            row.status, row.worker, row.pid, row.heartbeat_at = "running", worker, pid, now
+            row.attempts = int(row.attempts or 0) + 1
+            row.started_at = now
+            session.add(JobEventRow(job_id=row.id, level="info", type="message", created_at=now,
+                                    message=f"Fine-tuning job started by worker {worker} (attempt {row.attempts})"))
+            session.flush()
+            return Job.from_row(row)
+
+    def requeue(self, job_id: str, *, worker: str | None, reason: str, max_attempts: int, charge: bool = True
+                ) -> Job | None:
+        """Put a running job back in the queue (its worker was lost, or stopped), or fail it once it has been
+        started ``max_attempts`` times. ``worker`` guards against a job another worker has taken meanwhile;
+        ``charge=False`` (a worker that stopped cleanly) does not count the attempt."""
+        with self.db._session(write=True) as session:
+            row = session.get(JobRow, job_id)
+            if row is None:
+                raise self._not_found(job_id)
+            if row.status != "running" or (worker is not None and row.worker != worker):
+                return None
+            attempts = int(row.attempts or 0) - (0 if charge else 1)
+            now = utcnow()
+            if attempts >= max_attempts:
+                message = f"{reason}; the job was started {attempts} times, the most allowed (job_max_attempts)"
+                row.status, row.finished_at = "failed", now
+                row.error = {"code": "worker_lost", "message": message, "param": None}
+                session.add(JobEventRow(job_id=job_id, level="error", type="message", message=message,
+                                        created_at=now))
+            else:
+                row.status, row.worker, row.pid, row.attempts = "queued", None, None, max(0, attempts)
+                session.add(JobEventRow(job_id=job_id, level="warn", type="message", created_at=now,
+                                        message=f"{reason}; the job is queued again ({attempts} of {max_attempts} "
+                                                "attempts used)"))
+            session.flush()
+            return Job.from_row(row)
+
     def update_job(
         self,
         job_id: str,
         *,
         event: tuple[str, str] | None = None,
         only_if_status: tuple[str, ...] | None = None,
+        only_if_worker: str | None = None,
         **fields: Any,
     ) -> Job | None:
         """Change a job (and log an event ``(level, message)``) in one transaction.
 
         With ``only_if_status``, nothing changes (None is returned) unless the job is in one of those states:
-        the guard that keeps a finished job finished when a worker and a canceller race.
+        the guard that keeps a finished job finished when a worker and a canceller race. ``only_if_worker``
+        likewise keeps a worker from touching a job that was taken from it.
         """
         with self.db._session(write=True) as session:
             row = session.get(JobRow, job_id)
             if row is None:
                 raise self._not_found(job_id)
             if only_if_status is not None and row.status not in only_if_status:
+                return None
+            if only_if_worker is not None and row.worker != only_if_worker:
                 return None
             if "metadata" in fields:
                 fields["metadata_"] = fields.pop("metadata")

@@ -83,6 +83,7 @@ class JobRow(Base):
     """A fine-tuning job, local or remote, with OpenAI's lifecycle and fields."""
 
     __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_status_created", "status", "created_at"),)
 
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
     backend: Mapped[str] = mapped_column(String(16))
@@ -107,6 +108,21 @@ class JobRow(Base):
     progress: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    device: Mapped[str | None] = mapped_column(String(16))  # requested: auto (None), cpu, cuda, mps
+    quantize: Mapped[str | None] = mapped_column(String(16))  # "4bit" (QLoRA) or None
+    worker: Mapped[str | None] = mapped_column(String(256))  # "host:pid" of the worker that claimed it
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class BaseModelRow(Base):
+    """A base model registered with `tuneloop models add`: an id and where its weights live."""
+
+    __tablename__ = "base_models"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    path: Mapped[str] = mapped_column(Text)
+    added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class JobEventRow(Base):

@@ -6,6 +6,9 @@
 >>> job = ft.create(file.id, suffix="facts")             # validates, then starts the worker; returns at once
 >>> job = ft.wait(job.id)                                 # or ft.get(job.id) now and then
 >>> job.status, job.fine_tuned_model                      # "succeeded", "ft:smollm2-135m-instruct:facts:ftjob-…"
+
+Local jobs are queued in the store and run by a worker (:mod:`tuneloop.training.worker`): a one-job worker spawned
+here (the default), or ``tuneloop worker`` processes when ``spawn_worker`` is false.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneloop._files import atomic_write_bytes
+from tuneloop.config import Settings
 from tuneloop.datasets import Dataset, token_counter, validate_file
 from tuneloop.datasets.validate import ValidationReport
 from tuneloop.engine.weights import BASE_MODEL_ID
@@ -35,11 +39,9 @@ from tuneloop.store.schema import utcnow
 from tuneloop.training import hyper
 from tuneloop.training.paths import files_dir, job_dir, model_dir, temp_model_dir, worker_log
 from tuneloop.training.remote import RemoteTrainer
+from tuneloop.training.worker import child_environment, on_this_machine, worker_name
 
-# A running worker writes a heartbeat every 5 s; one silent for this long is gone (or hung).
-STALE_AFTER = timedelta(seconds=90)
-# A worker is given this long to start and record itself before its absence means it died.
-START_GRACE = timedelta(seconds=60)
+QUANTIZE = ("4bit",)
 
 _children: dict[int, subprocess.Popen] = {}
 
@@ -121,7 +123,10 @@ class FineTuning:
     # jobs
 
     def validate(self, path: Path, model: str, epochs: int | None = None) -> ValidationReport:
-        counter = token_counter(model, models_dir=self.settings.resolved_models_dir, progress=self.runtime.progress)
+        local = self.runtime.local.serves(model) and self.settings.provider != "openai"
+        checkpoint = self.runtime.local_checkpoint(model) if local else None
+        counter = token_counter(model, models_dir=self.settings.resolved_models_dir, progress=self.runtime.progress,
+                                checkpoint=checkpoint)
         return validate_file(path, counter, epochs=epochs)
 
     def create(
@@ -136,11 +141,15 @@ class FineTuning:
         description: str | None = None,
         metadata: dict[str, str] | None = None,
         backend: str = "local",
+        device: str | None = None,
+        quantize: str | None = None,
     ) -> Job:
         """Validate the file, record the job and start it. Errors in the data refuse the job.
 
-        ``backend="local"`` trains here in a worker process; ``"openai"`` uploads the file to the configured
-        OpenAI-compatible platform and creates the job there (tracked in the same table).
+        ``backend="local"`` queues the job for a worker (here: one is spawned; or ``tuneloop worker`` processes)
+        that fine-tunes ``model`` (any registered base model) on ``device`` (auto, cuda, mps, cpu), as QLoRA with
+        ``quantize="4bit"``; ``"openai"`` uploads the file to the configured OpenAI-compatible platform and
+        creates the job there (tracked in the same table).
         """
         if backend == "openai":
             return self._create_remote(training_file, model=model, method=method, hyperparameters=hyperparameters,
@@ -148,13 +157,17 @@ class FineTuning:
         if backend != "local":
             raise InputError(f"backend {backend!r}: use local or openai")
         model = model or BASE_MODEL_ID
-        if model != BASE_MODEL_ID:
+        if model.startswith("ft:") or not self.runtime.registry.has(model):
             raise InputError(
-                f"the local trainer fine-tunes {BASE_MODEL_ID} only, not {model!r}; "
-                "use --backend openai for a remote model"
+                f"the local trainer fine-tunes base models registered here ({', '.join(self.runtime.registry.ids())}), "
+                f"not {model!r}; register one with `tuneloop models add ID PATH`, or use --backend openai for a "
+                "remote model"
             )
         if suffix is not None and (len(suffix) > 64 or ":" in suffix or not suffix.strip()):
             raise InputError(f"suffix {suffix!r}: use up to 64 characters, without ':'")
+        device = (device or self.settings.device or "auto").lower()
+        quantize = quantize or None
+        self._check_hardware(model, device, quantize)
         stored, report, method = self._checked(training_file, model, method)
         values = hyper.resolve(method, report.examples, hyperparameters)
         job = self.jobs.create_job(
@@ -162,12 +175,43 @@ class FineTuning:
             validation_file=None, suffix=suffix, hyperparameters=values,
             seed=seed if seed is not None else secrets.randbelow(2**31), description=description,
             metadata=metadata, first_event=f"Validating training file: {stored.id}",
+            device=None if device == "auto" else device, quantize=quantize,
         )
         job = self.jobs.update_job(job.id, status="queued", event=("info", (
             f"Files validated ({report.examples} examples, {report.tokens['total']} tokens), moving job to queued state"
         )))
         assert job is not None
-        return self._spawn(job)
+        return self._spawn(job) if self.settings.spawn_worker else job
+
+    def _check_hardware(self, model: str, device: str, quantize: str | None) -> None:
+        """Refuse now what cannot run: an unknown device or quantization, QLoRA without CUDA, weights too large.
+
+        The hardware checks apply when this machine trains (a spawned worker); with ``spawn_worker`` false the
+        worker that claims the job checks its own hardware."""
+        from tuneloop.hardware import DEVICES
+
+        if device not in DEVICES:
+            raise InputError(f"device {device!r}: use one of {', '.join(DEVICES)}")
+        if quantize is not None and quantize not in QUANTIZE:
+            raise InputError(f"quantize {quantize!r}: use 4bit (QLoRA, CUDA only), or leave it out")
+        if quantize is not None and device not in ("auto", "cuda"):
+            raise InputError(f"--quantize {quantize} needs CUDA (bitsandbytes); drop --device {device} or --quantize")
+        if not self.settings.spawn_worker:
+            return
+        from tuneloop.hardware import choose
+        from tuneloop.models.inspection import check_fits, count_parameters
+
+        plan = choose(device)
+        if quantize is not None:
+            if plan.device != "cuda":
+                raise InputError(f"--quantize {quantize} (QLoRA) needs a CUDA GPU and this machine has none; train "
+                                 "without it, or on a machine with a GPU (`tuneloop worker` there)")
+            try:
+                import bitsandbytes  # noqa: F401
+            except ImportError:
+                raise InputError("--quantize 4bit needs bitsandbytes: pip install 'tuneloop[gpu]'") from None
+        checkpoint = self.runtime.local_checkpoint(model)
+        check_fits(model, count_parameters(checkpoint), plan, quantize=quantize)
 
     def _checked(self, training_file: str, model: str, method: str) -> tuple[StoredFile, ValidationReport, str]:
         stored = self.jobs.get_file(training_file)
@@ -202,56 +246,35 @@ class FineTuning:
                               description=description, metadata=metadata)
 
     def _spawn(self, job: Job) -> Job:
+        """Start a one-job worker for ``job`` on this machine; its pid is recorded while the job is queued."""
         log = worker_log(self.settings, job.id)
         log.parent.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "TUNELOOP_SERVER_API_KEY")}
-        env.update(
-            TUNELOOP_HOME=str(self.settings.home),
-            TUNELOOP_DATABASE_URL=self.settings.resolved_database_url,
-            TUNELOOP_MODELS_DIR=str(self.settings.resolved_models_dir),
-            PYTHONUNBUFFERED="1",
-            TQDM_DISABLE="1",
-            HF_DATASETS_DISABLE_PROGRESS_BARS="1",
-            TOKENIZERS_PARALLELISM="false",
-        )
         with log.open("ab") as out:
             child = subprocess.Popen(
-                [sys.executable, "-m", "tuneloop.training.worker", job.id],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                [sys.executable, "-m", "tuneloop.training.worker", "--job", job.id],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                env=child_environment(self.settings), start_new_session=True,
             )
         _children[child.pid] = child
-        updated = self.jobs.update_job(job.id, pid=child.pid, heartbeat_at=utcnow())
-        assert updated is not None
-        return updated
+        updated = self.jobs.update_job(job.id, pid=child.pid, worker=worker_name(child.pid), heartbeat_at=utcnow(),
+                                       only_if_status=("queued",))
+        return updated or self.jobs.get_job(job.id)
 
     def refresh(self, job: Job) -> Job:
-        """A local job whose worker is gone is marked failed with the reason (never left running);
-        an unfinished remote job is read again from its platform."""
+        """A local job whose worker is gone goes back to the queue (or fails once it was started too often); an
+        unfinished remote job is read again from its platform."""
         if not job.active:
             return job
         if job.backend == "openai":
             return self.remote().refresh(job)
         if job.backend != "local":
             return job
-        now = utcnow()
-        if job.pid is None:
-            if now - job.created_at < START_GRACE:
-                return job
-            reason = "the job's training process never started"
-        elif not pid_alive(job.pid):
-            reason = f"the training process (pid {job.pid}) ended without finishing the job"
-        elif job.heartbeat_at is not None and now - job.heartbeat_at > STALE_AFTER:
-            reason = f"the training process (pid {job.pid}) stopped responding for {STALE_AFTER.seconds} s"
-            self._kill(job.pid, signal.SIGKILL)
-        else:
-            return job
-        log = worker_log(self.settings, job.id)
-        message = f"{reason}; its output is in {log}"
-        updated = self.jobs.update_job(job.id, status="failed", finished_at=now, only_if_status=ACTIVE,
-                                       error={"code": "worker_died", "message": message, "param": None},
-                                       event=("error", message))
-        self._clean_partial(job)
-        return updated or self.jobs.get_job(job.id)
+        current = check_worker(self.jobs, self.settings, job)
+        if current.status == "queued" and self.settings.spawn_worker and not _spawned_alive(current):
+            current = self._spawn(current)
+        if current.status == "failed":
+            self._clean_partial(current)
+        return current
 
     def _clean_partial(self, job: Job) -> None:
         shutil.rmtree(temp_model_dir(self.settings, job.id), ignore_errors=True)
@@ -288,26 +311,28 @@ class FineTuning:
         if job.backend == "openai":
             return self.remote().cancel(job)
         self.jobs.update_job(job_id, cancel_requested=True, only_if_status=ACTIVE)
-        self._kill(job.pid, signal.SIGTERM)
+        done = self.jobs.update_job(job_id, status="cancelled", finished_at=utcnow(),
+                                    only_if_status=("validating_files", "queued"),
+                                    event=("info", "The job was cancelled"))
+        if done is not None:  # not started: its one-job worker sees that and leaves
+            return done
+        # Running: its worker reads the request at its next heartbeat; one on this machine is told at once.
+        if on_this_machine(job.worker):
+            self._kill(job.pid, signal.SIGUSR1)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             current = self.jobs.get_job(job_id)
-            if not pid_alive(job.pid):
+            if not current.active:
                 break
-            if not current.active:  # recorded; give the worker a moment to clean up and exit
-                deadline = min(deadline, time.monotonic() + 5)
             time.sleep(0.2)
-        if pid_alive(job.pid):  # the worker did not stop in time: stop it hard
-            self._kill(job.pid, signal.SIGKILL)
-            if job.pid in _children:
-                _children[job.pid].wait(timeout=10)
-        elif job.pid in _children:
-            _children[job.pid].wait(timeout=10)
-        # A worker killed before it could record the cancellation (e.g. while starting): record it here.
         done = self.jobs.update_job(job_id, status="cancelled", finished_at=utcnow(), only_if_status=ACTIVE,
                                     event=("info", "The job was cancelled"))
-        self._clean_partial(job)
-        return done or self.jobs.get_job(job_id)
+        current = done or self.jobs.get_job(job_id)
+        if job.pid in _children:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                _children[job.pid].wait(timeout=10)
+        self._clean_partial(current)
+        return current
 
     def wait(self, job_id: str, *, on_update: Callable[[Job], None] | None = None, poll: float = 1.0,
              timeout: float | None = None) -> Job:
@@ -332,3 +357,33 @@ class FineTuning:
 
     def results_dir(self, job_id: str) -> Path:
         return job_dir(self.settings, job_id)
+
+
+def _spawned_alive(job: Job) -> bool:
+    """Whether the one-job worker spawned for a queued job is still there (one spawned elsewhere counts as there)."""
+    if job.worker is None:
+        return False
+    return not on_this_machine(job.worker) or pid_alive(job.pid)
+
+
+def check_worker(jobs: JobStore, settings: Settings, job: Job) -> Job:
+    """``job`` as it stands once its worker has been checked: a running job whose worker is gone (its process,
+    on this machine; its heartbeat, older than ``worker_timeout``, anywhere) is queued again or failed."""
+    if job.status != "running":
+        return job
+    reason = None
+    if on_this_machine(job.worker) and not pid_alive(job.pid):
+        reason = f"worker {job.worker} ended without finishing the job"
+    elif job.heartbeat_at is not None and utcnow() - job.heartbeat_at > timedelta(seconds=settings.worker_timeout):
+        reason = f"worker {job.worker} sent no heartbeat for {settings.worker_timeout:g} s"
+    if reason is None:
+        return job
+    log = worker_log(settings, job.id)
+    found = jobs.requeue(job.id, worker=job.worker, reason=f"{reason} (its output is in {log})",
+                         max_attempts=settings.job_max_attempts)
+    return found or jobs.get_job(job.id)
+
+
+def reap(jobs: JobStore, settings: Settings) -> list[Job]:
+    """Check the workers of every running local job (what each worker does before it claims the next)."""
+    return [check_worker(jobs, settings, j) for j in jobs.running_jobs()]

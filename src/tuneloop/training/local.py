@@ -1,6 +1,8 @@
-"""The local trainer: TRL's SFTTrainer / DPOTrainer with a PEFT LoRA adapter on smollm2-135m-instruct, on the CPU.
+"""The local trainer: TRL's SFTTrainer / DPOTrainer with a PEFT LoRA adapter on any local base model, on the
+device chosen for the job (CUDA in bf16 or fp16, MPS, or the CPU in fp32), QLoRA (4-bit, bitsandbytes) on CUDA.
 
-Runs inside the job's worker process (``tuneloop.training.worker``); the CLI and the server never import it.
+Runs in the job's training process (``tuneloop.training.run``, under ``accelerate launch`` for several GPUs);
+the CLI and the server never import it.
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tuneloop.hardware import DevicePlan
 from tuneloop.training.hyper import learning_rate
 
-# All linear layers of the blocks; never lm_head: SmolLM2 ties it to the input embeddings.
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# LoRA goes on every linear layer of the blocks (found per architecture); never on the embeddings or lm_head.
 LORA_RANK = 16
 MAX_LENGTH = 1024
 KEEP_CHECKPOINTS = 3  # like OpenAI: the adapters of the last three epochs are kept as checkpoints
@@ -48,6 +50,8 @@ class TrainResult:
     losses: list[tuple[int, float]] = field(default_factory=list)
     total_steps: int = 0
     seconds: float = 0.0
+    targets: list[str] = field(default_factory=list)
+    peak_memory_bytes: int = 0
 
 
 def sft_rows(examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -96,6 +100,8 @@ def train(
     on_progress: Callable[[Progress], None],
     should_stop: Callable[[], bool],
     on_checkpoint: Callable[[int, Path, float | None], None] | None = None,
+    plan: DevicePlan | None = None,
+    quantize: str | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter and save it (PEFT format, with the tokenizer) in ``output_dir``.
 
@@ -103,6 +109,8 @@ def train(
     ``output_dir/checkpoints/step-N`` and ``on_checkpoint(step, folder, last loss)`` is called.
     """
     from tuneloop.engine.weights import offline_environment
+    from tuneloop.hardware import choose, peak_memory_bytes
+    from tuneloop.models.inspection import lora_targets
 
     offline_environment()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -114,12 +122,29 @@ def train(
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    plan = plan or choose()
     torch.manual_seed(seed)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    if plan.device == "cpu":
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
 
     tokenizer = AutoTokenizer.from_pretrained(str(checkpoint), local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(str(checkpoint), local_files_only=True, dtype=torch.float32)
-    lora = LoraConfig(r=LORA_RANK, lora_alpha=2 * LORA_RANK, lora_dropout=0.0, target_modules=LORA_TARGETS,
+    if tokenizer.pad_token is None:  # Llama 3 and others have none; padding is masked out of the loss anyway
+        tokenizer.pad_token = tokenizer.eos_token
+    load: dict[str, Any] = {"dtype": plan.torch_dtype}
+    if quantize == "4bit":
+        from transformers import BitsAndBytesConfig
+
+        load["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=plan.torch_dtype)
+        load["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
+    model = AutoModelForCausalLM.from_pretrained(str(checkpoint), local_files_only=True, **load)
+    if quantize == "4bit":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    targets = lora_targets(model)
+    lora = LoraConfig(r=LORA_RANK, lora_alpha=2 * LORA_RANK, lora_dropout=0.0, target_modules=targets,
                       task_type="CAUSAL_LM")
     epochs = int(hyperparameters["n_epochs"])
     batch = int(hyperparameters["batch_size"])
@@ -133,25 +158,27 @@ def train(
         "logging_steps": 1,
         "save_strategy": "no",
         "report_to": "none",
-        "use_cpu": True,
+        "use_cpu": plan.device == "cpu",
         "seed": seed,
         "data_seed": seed,
         "disable_tqdm": True,
         "dataloader_num_workers": 0,
         "max_length": MAX_LENGTH,
-        # TRL turns these on by default; on a CPU bf16 autocast is ~20x slower and checkpointing only costs time.
-        "bf16": False,
-        "fp16": False,
+        # Mixed precision where the GPU has it (fp16 brings loss scaling); TRL's bf16 default would run autocast on
+        # a CPU about 20x slower. Checkpointing trades time for memory these small adapters do not need.
+        "bf16": plan.precision == "bf16",
+        "fp16": plan.precision == "fp16",
         "activation_checkpointing": False,
     }
-    total_steps = epochs * math.ceil(len(examples) / batch)
-    result = TrainResult(total_steps=total_steps)
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    total_steps = epochs * math.ceil(len(examples) / (batch * processes))
+    result = TrainResult(total_steps=total_steps, targets=targets)
     started = time.monotonic()
 
     class Report(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001, ANN201
             logs = logs or {}
-            if "loss" in logs:
+            if "loss" in logs and state.is_world_process_zero:
                 loss = float(logs["loss"])
                 result.losses.append((state.global_step, loss))
                 on_progress(Progress(state.global_step, state.max_steps or total_steps, loss,
@@ -159,7 +186,8 @@ def train(
 
         def on_epoch_end(self, args, state, control, model=None, **kwargs):  # noqa: ANN001, ANN201
             epoch = round(state.epoch or 0)
-            if on_checkpoint is None or model is None or epoch <= epochs - KEEP_CHECKPOINTS or should_stop():
+            if (on_checkpoint is None or model is None or epoch <= epochs - KEEP_CHECKPOINTS or should_stop()
+                    or not state.is_world_process_zero):
                 return control
             folder = output_dir / "checkpoints" / f"step-{state.global_step}"
             model.save_pretrained(str(folder))
@@ -189,10 +217,12 @@ def train(
     if should_stop():
         raise Cancelled
     result.total_steps = trainer.state.max_steps or total_steps
-    output_dir.mkdir(parents=True, exist_ok=True)
-    trainer.model.save_pretrained(str(output_dir))
-    tokenizer.save_pretrained(str(output_dir))
     result.seconds = time.monotonic() - started
+    result.peak_memory_bytes = peak_memory_bytes(plan)
+    if trainer.is_world_process_zero():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        trainer.model.save_pretrained(str(output_dir))
+        tokenizer.save_pretrained(str(output_dir))
     return result
 
 

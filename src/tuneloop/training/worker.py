@@ -1,167 +1,282 @@
-"""The process that runs one local fine-tuning job: ``python -m tuneloop.training.worker JOB_ID``.
+"""Workers: processes that claim queued local jobs from the shared store and run them.
 
-It is started by :mod:`tuneloop.training.jobs` in its own session (so the CLI can exit and Ctrl-C in the
-terminal does not reach it), writes its output to ``$TUNELOOP_HOME/jobs/JOB_ID/worker.log``, and records
-everything else in the store: status, heartbeat, events (messages and per-step metrics), result files.
+``tuneloop worker`` runs on any machine that shares the store (PostgreSQL for a team) and the storage root
+(``$TUNELOOP_HOME``: files and adapters, local or a shared mount). It claims one queued job at a time,
+atomically (no job runs twice), trains it in a child process (``tuneloop.training.run``; under ``accelerate
+launch`` on several GPUs), heartbeats while it runs, registers the model, and takes the next. SIGTERM or Ctrl-C
+stops it cleanly: the job in hand goes back to the queue, uncharged.
 
-One local job trains at a time (a lock file); the others wait in ``queued``. SIGTERM (``tuneloop jobs
-cancel``) stops the job at the next step and marks it ``cancelled``. The adapter is written to a temporary
-folder and renamed into place before the job is marked ``succeeded`` with its model id, in one
-transaction, so a job that dies never leaves a half-registered model.
+On a laptop nobody starts one: ``FineTuning.create`` spawns a one-job worker for each new job
+(``python -m tuneloop.training.worker --job ID``), which waits for the machine's training lock so that one
+local job trains at a time.
+
+A worker that dies (SIGKILL, out of memory, machine lost) is noticed by anyone who looks at its job (other
+workers, ``tuneloop jobs``, the server): on its own machine at once (its process is gone), elsewhere once its
+heartbeat is older than ``worker_timeout``. The job is queued again, up to ``job_max_attempts`` starts, then
+failed with the reason.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import fcntl
+import json
 import os
 import shutil
 import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
-import traceback
 from pathlib import Path
 
-from tuneloop.config import load_settings
-from tuneloop.datasets import token_counter, validate_examples
-from tuneloop.engine.weights import ensure_checkpoint
+from tuneloop.config import Settings, load_settings
+from tuneloop.errors import TuneloopError
 from tuneloop.store import DialogueStore
-from tuneloop.store.jobs import ACTIVE, JobStore
+from tuneloop.store.jobs import ACTIVE, Job, JobStore
 from tuneloop.store.schema import utcnow
-from tuneloop.training import local
-from tuneloop.training.paths import job_dir, lock_path, model_dir, temp_model_dir
+from tuneloop.training.paths import lock_path, model_dir, temp_model_dir, worker_log
+from tuneloop.training.run import STOPPED
 
-HEARTBEAT_SECONDS = 5.0
+
+def worker_name(pid: int | None = None) -> str:
+    return f"{socket.gethostname()}:{pid or os.getpid()}"
+
+
+def on_this_machine(worker: str | None) -> bool:
+    return bool(worker) and worker.rsplit(":", 1)[0] == socket.gethostname()
+
+
+def child_environment(settings: Settings) -> dict[str, str]:
+    """The environment of a worker's children: this store and home, and no API keys."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "TUNELOOP_SERVER_API_KEY")}
+    env.update(TUNELOOP_HOME=str(settings.home), TUNELOOP_DATABASE_URL=settings.resolved_database_url,
+               TUNELOOP_MODELS_DIR=str(settings.resolved_models_dir), PYTHONUNBUFFERED="1", TQDM_DISABLE="1",
+               HF_DATASETS_DISABLE_PROGRESS_BARS="1", TOKENIZERS_PARALLELISM="false")
+    return env
 
 
 class Worker:
-    def __init__(self, job_id: str) -> None:
-        self.job_id = job_id
-        self.settings = load_settings()
+    def __init__(self, settings: Settings | None = None, *, job_id: str | None = None, models: list[str] | None = None,
+                 gpus: str | None = None, max_jobs: int | None = None, poll: float = 2.0,
+                 log: object = None) -> None:
+        self.settings = settings or load_settings()
         self.jobs = JobStore(DialogueStore(self.settings.resolved_database_url,
                                            busy_timeout=max(30.0, self.settings.db_busy_timeout)))
-        self.cancelled = threading.Event()
-        self.training = False
+        self.name = worker_name()
+        self.job_id = job_id
+        self.models = models
+        self.max_jobs = 1 if job_id else max_jobs
+        self.poll = poll
+        self.stopping = threading.Event()
+        self.cancel_now = threading.Event()
+        self.child: subprocess.Popen | None = None
+        self.log = log or (lambda message: print(message, flush=True))
+        self.gpus = self._gpus(gpus)
 
-    def on_sigterm(self, _signum: int, _frame: object) -> None:
-        self.cancelled.set()
-        if not self.training:
-            raise local.Cancelled
+    def _gpus(self, gpus: str | None) -> list[str]:
+        """The CUDA devices this worker trains on: all visible (default), none, or a list like ``0,1``."""
+        if gpus is not None and gpus.strip().lower() in ("none", ""):
+            os.environ["CUDA_VISIBLE_DEVICES"] = ""
+            return []
+        if gpus is not None and gpus.strip().lower() != "all":
+            chosen = [g.strip() for g in gpus.split(",") if g.strip()]
+            if not all(g.isdigit() for g in chosen):
+                raise TuneloopError(f"--gpus {gpus!r}: give GPU indices like 0,1, or all, or none")
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(chosen)
+        from tuneloop.hardware import cuda_count
 
-    def should_stop(self) -> bool:
-        return self.cancelled.is_set()
+        count = cuda_count()
+        return [str(i) for i in range(count)]
 
-    def heartbeat(self, stop: threading.Event) -> None:
-        while not stop.wait(HEARTBEAT_SECONDS):
-            try:
-                job = self.jobs.update_job(self.job_id, heartbeat_at=utcnow(), only_if_status=ACTIVE)
-                if job is not None and job.cancel_requested:
-                    self.cancelled.set()
-            except Exception:  # noqa: BLE001 - a missed heartbeat must not kill the training
-                traceback.print_exc()
+    def devices(self) -> tuple[str, ...]:
+        from tuneloop.hardware import mps_available
 
-    def wait_for_turn(self) -> object:
-        """Hold the machine-wide training lock (one local job at a time); stays queued meanwhile."""
+        return ("cpu",) + (("cuda",) if self.gpus else ()) + (("mps",) if mps_available() else ())
+
+    def stop(self, *_: object) -> None:
+        self.stopping.set()
+
+    # the loop
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        signal.signal(signal.SIGUSR1, lambda *_: self.cancel_now.set())  # `jobs cancel` on this machine
+        done = 0
+        lock = self._wait_for_turn() if self.job_id else None
+        if self.job_id and lock is None:
+            return 0
+        from tuneloop.training.jobs import reap
+
+        while not self.stopping.is_set():
+            reap(self.jobs, self.settings)
+            job = self.jobs.claim(self.name, pid=os.getpid(), job_id=self.job_id, models=self.models,
+                                  devices=self.devices(), quantize=bool(self.gpus))
+            if job is None:
+                if self.job_id:
+                    return 0  # taken by another worker, or cancelled
+                self.stopping.wait(self.poll)
+                continue
+            self.log(f"{self.name}: running {job.id} ({job.model}, attempt {job.attempts})")
+            self.run_job(job)
+            done += 1
+            if self.max_jobs is not None and done >= self.max_jobs:
+                break
+        return 0
+
+    def _wait_for_turn(self) -> object | None:
+        """A one-job worker holds the machine-wide training lock (one local job at a time); stays queued meanwhile."""
+        assert self.job_id is not None
         path = lock_path(self.settings)
         path.parent.mkdir(parents=True, exist_ok=True)
         handle = path.open("a")
         announced = False
-        while True:
+        while not self.stopping.is_set():
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 return handle
             except BlockingIOError:
+                job = self.jobs.get_job(self.job_id)
+                if job.status != "queued":
+                    return None
                 if not announced:
                     self.jobs.add_event(self.job_id, "Waiting for another local job to finish")
                     announced = True
-                if self.jobs.get_job(self.job_id).cancel_requested:
-                    raise local.Cancelled from None
-                time.sleep(1.0)
+                self.stopping.wait(1.0)
+        return None
 
-    def run(self) -> int:
-        signal.signal(signal.SIGTERM, self.on_sigterm)
-        stop_heartbeat = threading.Event()
-        threading.Thread(target=self.heartbeat, args=(stop_heartbeat,), daemon=True).start()
-        job = self.jobs.get_job(self.job_id)
+    # one job
+
+    def run_job(self, job: Job) -> None:
         temp = temp_model_dir(self.settings, job.id)
+        shutil.rmtree(temp, ignore_errors=True)
         try:
-            _lock = self.wait_for_turn()
-            started = self.jobs.update_job(job.id, status="running", heartbeat_at=utcnow(),
-                                           only_if_status=("queued", "validating_files"),
-                                           event=("info", "Fine-tuning job started"))
-            if started is None:
-                return 0  # cancelled while queued
-            self.training = True
-            examples = local.read_examples(Path(self.jobs.get_file(job.training_file).path))
-            checkpoint = ensure_checkpoint(self.settings.resolved_models_dir)
+            self._check_fits(job)
+            code = self._train(job)
+            self._finish(job, code, temp)
+        except TuneloopError as exc:
+            self._fail(job, str(exc), "invalid_model")
+        except Exception as exc:  # noqa: BLE001 - every failure must reach the job record
+            self._fail(job, f"{type(exc).__name__}: {exc}", "training_failed")
+        finally:
+            shutil.rmtree(temp, ignore_errors=True)
 
-            def progress(p: local.Progress) -> None:
-                eta = p.eta
-                data = {"step": p.step, "total_steps": p.total_steps, "train_loss": p.loss,
-                        "learning_rate": p.learning_rate, "epoch": round(p.epoch, 3)}
-                state = {**data, "elapsed": round(p.elapsed, 1), "eta_seconds": round(eta, 1) if eta else None,
-                         "estimated_finish": int(time.time() + eta) if eta else None}
-                # Cancellation arrives by SIGTERM (and the heartbeat reads the flag): no extra read per step.
-                self.jobs.add_event(job.id, f"Step {p.step}/{p.total_steps}: training loss={p.loss:.4f}",
-                                    type_="metrics", data=data, progress=state)
+    def _check_fits(self, job: Job) -> None:
+        from tuneloop.hardware import choose
+        from tuneloop.models.inspection import check_fits, count_parameters
+        from tuneloop.models.registry import ModelRegistry
 
-            final = model_dir(self.settings, job.id)
-            model_id = f"ft:{job.model}:{job.suffix or ''}:{job.id}"
+        checkpoint = ModelRegistry(self.settings, self.jobs.db).checkpoint(job.model)
+        check_fits(job.model, count_parameters(checkpoint), choose(job.device), quantize=job.quantize)
 
-            def checkpointed(step: int, folder: Path, loss: float | None) -> None:
-                # Recorded where the folder will be once the job succeeds; served only after that.
-                self.jobs.add_checkpoint(job.id, step=step, metrics={"step": step, "train_loss": loss},
-                                         model=f"{model_id}:ckpt-step-{step}",
-                                         path=str(final / folder.relative_to(temp / "adapter")))
+    def _command(self, job: Job) -> list[str]:
+        run = ["-m", "tuneloop.training.run", job.id, self.name]
+        processes = len(self.gpus) if job.device in (None, "auto", "cuda") else 1
+        if processes > 1:  # data parallel over this worker's GPUs, by accelerate
+            return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
+                    str(processes), *run]
+        return [sys.executable, *run]
 
-            result = local.train(checkpoint=checkpoint, examples=examples, method=job.method,
-                                 hyperparameters=job.hyperparameters, seed=job.seed, output_dir=temp / "adapter",
-                                 work_dir=temp, on_progress=progress, should_stop=self.should_stop,
-                                 on_checkpoint=checkpointed)
-            self.training = False
-            results_dir = job_dir(self.settings, job.id)
-            files = local.write_results(result, results_dir, f"{job.id} · {job.method} · {job.model}")
-            result_ids = [self.jobs.add_file(filename=f.name, purpose="fine-tune-results", size=f.stat().st_size,
-                                             path=str(f)).id for f in files]
-            if final.exists():
-                shutil.rmtree(final)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(temp / "adapter", final)
-            counter = token_counter(job.model, models_dir=self.settings.resolved_models_dir)
-            tokens = validate_examples(examples, counter).tokens["total"] * int(job.hyperparameters["n_epochs"])
-            done = self.jobs.update_job(
-                job.id, status="succeeded", fine_tuned_model=model_id, model_path=str(final),
-                trained_tokens=tokens, result_files=result_ids,
-                finished_at=utcnow(), only_if_status=("running",),
-                event=("info", f"New fine-tuned model created: {model_id}"),
-            )
-            if done is None:  # cancelled at the last moment: do not register the model
-                shutil.rmtree(final, ignore_errors=True)
-                return 0
-            self.jobs.add_event(job.id, f"The job has successfully completed in {result.seconds:.0f} s")
-            return 0
-        except local.Cancelled:
+    def _train(self, job: Job) -> int:
+        log = worker_log(self.settings, job.id)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("ab") as out:
+            self.child = subprocess.Popen(self._command(job), stdin=subprocess.DEVNULL, stdout=out,
+                                          stderr=subprocess.STDOUT, env=child_environment(self.settings),
+                                          start_new_session=True)
+        beat = self.settings.worker_heartbeat
+        last = time.monotonic()
+        while True:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                return self.child.wait(timeout=min(0.5, beat))
+            if self.stopping.is_set():
+                self._stop_child()
+                continue
+            if self.cancel_now.is_set() or time.monotonic() - last >= beat:
+                last = time.monotonic()
+                self.cancel_now.clear()
+                current = self.jobs.update_job(job.id, heartbeat_at=utcnow(), only_if_status=("running",),
+                                               only_if_worker=self.name)
+                if current is None or current.cancel_requested:  # cancelled, or taken from this worker
+                    self._stop_child()
+
+    def _stop_child(self) -> None:
+        child = self.child
+        if child is None or child.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGTERM)
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+
+    def _finish(self, job: Job, code: int, temp: Path) -> None:
+        current = self.jobs.get_job(job.id)
+        if current.status != "running" or current.worker != self.name:
+            return  # cancelled or taken meanwhile: whoever did so recorded it
+        if current.cancel_requested:
             self.jobs.update_job(job.id, status="cancelled", finished_at=utcnow(), only_if_status=ACTIVE,
                                  event=("info", "The job was cancelled"))
-            return 0
-        except BaseException as exc:  # noqa: BLE001 - every failure must reach the job record
-            traceback.print_exc()
-            message = f"{type(exc).__name__}: {exc}"[:2000]
-            self.jobs.update_job(job.id, status="failed", finished_at=utcnow(), only_if_status=ACTIVE,
-                                 error={"code": "training_failed", "message": message, "param": None},
-                                 event=("error", f"Training failed: {message}"))
-            return 1
-        finally:
-            stop_heartbeat.set()
-            shutil.rmtree(temp, ignore_errors=True)
+            return
+        if self.stopping.is_set() and code != 0:
+            self.jobs.requeue(job.id, worker=self.name, charge=False, max_attempts=self.settings.job_max_attempts,
+                              reason=f"worker {self.name} was stopped")
+            return
+        if code == STOPPED:
+            self._fail(job, "the training process was stopped (SIGTERM) before it finished", "training_stopped")
+            return
+        outcome_file = temp / "outcome.json"
+        if code != 0 or not outcome_file.is_file():
+            error = temp / "error.txt"
+            reason = error.read_text() if error.is_file() else f"the training process ended with code {code}"
+            self._fail(job, reason, "training_failed")
+            return
+        outcome = json.loads(outcome_file.read_text())
+        result_ids = [self.jobs.add_file(filename=Path(f).name, purpose="fine-tune-results",
+                                         size=Path(f).stat().st_size, path=f).id for f in outcome["result_files"]]
+        final = model_dir(self.settings, job.id)
+        if final.exists():
+            shutil.rmtree(final)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(temp / "adapter", final)
+        model_id = f"ft:{job.model}:{job.suffix or ''}:{job.id}"
+        done = self.jobs.update_job(
+            job.id, status="succeeded", fine_tuned_model=model_id, model_path=str(final),
+            trained_tokens=outcome["trained_tokens"], result_files=result_ids, finished_at=utcnow(),
+            only_if_status=("running",), only_if_worker=self.name,
+            event=("info", f"New fine-tuned model created: {model_id}"),
+        )
+        if done is None:  # cancelled at the last moment: do not register the model
+            shutil.rmtree(final, ignore_errors=True)
+            return
+        numbers = {k: outcome[k] for k in ("seconds", "tokens_per_second", "peak_memory_mb", "device", "lora_targets")}
+        self.jobs.add_event(job.id, f"The job has successfully completed in {outcome['seconds']:.0f} s on "
+                            f"{outcome['device']}: {outcome['tokens_per_second']} trained tokens/s, peak memory "
+                            f"{outcome['peak_memory_mb']} MiB", data=numbers)
+
+    def _fail(self, job: Job, message: str, code: str) -> None:
+        message = message[:2000]
+        self.jobs.update_job(job.id, status="failed", finished_at=utcnow(), only_if_status=("running",),
+                             only_if_worker=self.name, error={"code": code, "message": message, "param": None},
+                             event=("error", f"Training failed: {message}"))
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m tuneloop.training.worker JOB_ID", file=sys.stderr)
-        return 2
-    return Worker(args[0]).run()
+    parser = argparse.ArgumentParser(prog="python -m tuneloop.training.worker", description=__doc__.split("\n")[0])
+    parser.add_argument("--job", help="run this one job, then exit (what FineTuning.create starts)")
+    parser.add_argument("--models", help="comma-separated base model ids this worker takes")
+    parser.add_argument("--gpus", help="GPU indices to train on (0,1), all, or none")
+    parser.add_argument("--max-jobs", type=int, help="exit after this many jobs")
+    args = parser.parse_args(argv)
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    worker = Worker(job_id=args.job, models=models, gpus=args.gpus, max_jobs=args.max_jobs)
+    return worker.run()
 
 
 if __name__ == "__main__":

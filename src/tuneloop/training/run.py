@@ -1,0 +1,108 @@
+"""The training process of one claimed job: ``python -m tuneloop.training.run JOB_ID WORKER``.
+
+A worker (:mod:`tuneloop.training.worker`) starts it (under ``accelerate launch`` when it trains on several
+GPUs: then every rank runs this and rank 0 reports). It reads the job and its file from the store, trains, writes
+per-step metrics as job events, the adapter (and the last epochs' checkpoints) into the job's temporary folder,
+the result files, and ``outcome.json`` (trained tokens, speed, memory) for the worker, which registers the model.
+It never changes the job's status: the worker does. SIGTERM stops it at the next step (exit code 3); it also
+stops when its worker is gone (its parent process changed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+from tuneloop.config import load_settings
+from tuneloop.datasets import token_counter, validate_examples
+from tuneloop.hardware import choose
+from tuneloop.models.registry import ModelRegistry
+from tuneloop.store import DialogueStore
+from tuneloop.store.jobs import JobStore
+from tuneloop.training import local
+from tuneloop.training.paths import job_dir, model_dir, temp_model_dir
+
+STOPPED = 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: python -m tuneloop.training.run JOB_ID WORKER", file=sys.stderr)
+        return 2
+    job_id, worker = args
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the worker, which decides
+    parent = os.getppid()
+    rank = int(os.environ.get("RANK", "0"))
+    settings = load_settings()
+    store = DialogueStore(settings.resolved_database_url, busy_timeout=max(30.0, settings.db_busy_timeout))
+    jobs = JobStore(store)
+    job = jobs.get_job(job_id)
+    temp = temp_model_dir(settings, job.id)
+
+    def should_stop() -> bool:
+        return stop.is_set() or os.getppid() != parent
+
+    try:
+        plan = choose(job.device)
+        checkpoint = ModelRegistry(settings, store).checkpoint(job.model)
+        examples = local.read_examples(Path(jobs.get_file(job.training_file).path))
+        if rank == 0:
+            jobs.add_event(job.id, f"Training on {plan.describe()}"
+                           + (f" with {os.environ['WORLD_SIZE']} processes" if "WORLD_SIZE" in os.environ else "")
+                           + (", 4-bit QLoRA" if job.quantize else ""), data={"device": plan.device,
+                                                                          "precision": plan.precision})
+        final = model_dir(settings, job.id)
+        model_id = f"ft:{job.model}:{job.suffix or ''}:{job.id}"
+
+        def progress(p: local.Progress) -> None:
+            eta = p.eta
+            data = {"step": p.step, "total_steps": p.total_steps, "train_loss": p.loss,
+                    "learning_rate": p.learning_rate, "epoch": round(p.epoch, 3)}
+            state = {**data, "elapsed": round(p.elapsed, 1), "eta_seconds": round(eta, 1) if eta else None,
+                     "estimated_finish": int(time.time() + eta) if eta else None}
+            jobs.add_event(job.id, f"Step {p.step}/{p.total_steps}: training loss={p.loss:.4f}", type_="metrics",
+                           data=data, progress=state)
+
+        def checkpointed(step: int, folder: Path, loss: float | None) -> None:
+            # Recorded where the folder will be once the job succeeds; served only after that.
+            jobs.add_checkpoint(job.id, step=step, metrics={"step": step, "train_loss": loss},
+                                model=f"{model_id}:ckpt-step-{step}",
+                                path=str(final / folder.relative_to(temp / "adapter")))
+
+        result = local.train(checkpoint=checkpoint, examples=examples, method=job.method,
+                             hyperparameters=job.hyperparameters, seed=job.seed, output_dir=temp / "adapter",
+                             work_dir=temp, on_progress=progress, should_stop=should_stop,
+                             on_checkpoint=checkpointed, plan=plan, quantize=job.quantize)
+        if rank != 0:
+            return 0
+        files = local.write_results(result, job_dir(settings, job.id), f"{job.id} · {job.method} · {job.model}")
+        counter = token_counter(job.model, checkpoint=checkpoint)
+        tokens = validate_examples(examples, counter).tokens["total"] * int(job.hyperparameters["n_epochs"])
+        outcome = {"trained_tokens": tokens, "seconds": round(result.seconds, 1),
+                   "tokens_per_second": round(tokens / result.seconds, 1) if result.seconds else None,
+                   "peak_memory_mb": round(result.peak_memory_bytes / 2**20), "device": plan.describe(),
+                   "lora_targets": result.targets, "result_files": [str(f) for f in files]}
+        (temp / "outcome.json").write_text(json.dumps(outcome))
+        return 0
+    except local.Cancelled:
+        return STOPPED
+    except BaseException as exc:  # noqa: BLE001 - the worker reads the reason and fails the job with it
+        traceback.print_exc()
+        if should_stop():
+            return STOPPED
+        temp.mkdir(parents=True, exist_ok=True)
+        (temp / "error.txt").write_text(f"{type(exc).__name__}: {exc}"[:2000])
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
