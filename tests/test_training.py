@@ -98,17 +98,39 @@ def test_tuned_model_learns_facts_and_keeps_general_knowledge(home: Path, engine
     assert answer.code == 0 and "Portugal" in answer.stdout
 
 
-def test_killed_worker_marks_job_failed_without_a_model(home: Path, models_dir: Path) -> None:
+def test_killed_worker_requeues_the_job_then_fails_it_without_a_model(home: Path, models_dir: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TUNELOOP_JOB_MAX_ATTEMPTS", "2")
     ft = FineTuning()
     job = start(ft, n_epochs=30)
     wait_until(lambda: training_started(ft, job.id))
-    os.kill(job.pid, signal.SIGKILL)
+    first = ft.jobs.get_job(job.id)
+    assert first.attempts == 1 and first.worker.endswith(f":{first.pid}")
+    os.kill(first.pid, signal.SIGKILL)
+    # Noticed at once on this machine (its process is gone): queued again, and a new worker takes it.
+    again = wait_until(lambda: (j := ft.get(job.id)).attempts == 2 and j.status == "running" and j, timeout=60)
+    assert again.pid != first.pid
+    assert any("queued again (1 of 2 attempts used)" in e.message for e in ft.events(job.id))
+    wait_until(lambda: sum(e.type == "metrics" for e in ft.jobs.events(job.id)) > len(
+        [e for e in ft.jobs.events(job.id) if e.type == "metrics" and e.created_at < again.started_at]))
+    os.kill(again.pid, signal.SIGKILL)
     failed = wait_until(lambda: (j := ft.get(job.id)).status != "running" and j, timeout=30)
-    assert failed.status == "failed"
-    assert failed.error["code"] == "worker_died" and f"pid {job.pid}" in failed.error["message"]
+    assert failed.status == "failed", failed
+    assert failed.error["code"] == "worker_lost" and f":{again.pid} ended" in failed.error["message"]
+    assert "started 2 times" in failed.error["message"]
     assert failed.fine_tuned_model is None and ft.registered_models() == {}
     assert not (home / "models" / "ft").exists() or list((home / "models" / "ft").iterdir()) == []
     FineTuningJob.model_validate(failed.to_openai())
+    # The killed workers' training processes ended with them.
+    wait_until(lambda: not any(f"tuneloop.training.run {job.id}" in _cmdline(p) for p in os.listdir("/proc")
+                               if p.isdigit()), timeout=30)
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
 
 
 def test_cancel_stops_a_running_job_within_seconds(home: Path, models_dir: Path) -> None:

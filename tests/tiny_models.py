@@ -25,7 +25,7 @@ def _config(kind: str, tokenizer: Any) -> Any:
     if kind == "qwen2":
         return transformers.Qwen2Config(**small, tie_word_embeddings=False)
     if kind == "qwen3":
-        return transformers.Qwen3Config(**small, head_dim=16, tie_word_embeddings=True)
+        return transformers.Qwen3Config(**small, head_dim=128, tie_word_embeddings=True)  # the family's; GGUF readers assume it
     if kind == "gemma2":
         # Defaults kept where GGUF has no field for them (query_pre_attn_scalar = head_dim = 256, the soft caps).
         return transformers.Gemma2Config(**small, tie_word_embeddings=True)

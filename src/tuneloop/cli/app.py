@@ -19,11 +19,13 @@ from tuneloop.cli._output import (
 )
 from tuneloop.cli.assistants import assistants_app
 from tuneloop.cli.data import data_app
+from tuneloop.cli.export import export as export_command
 from tuneloop.cli.logs import logs_app
 from tuneloop.cli.models import models_app
 from tuneloop.cli.serve import serve as serve_command
 from tuneloop.cli.train import jobs_app
 from tuneloop.cli.train import train as train_command
+from tuneloop.cli.worker import worker as worker_command
 from tuneloop.config import load_settings
 from tuneloop.engine.weights import BASE_MODEL_ID
 from tuneloop.errors import InputError
@@ -48,6 +50,8 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(models_app, name="models")
 app.command("train")(train_command)
 app.command("serve")(serve_command)
+app.command("worker")(worker_command)
+app.command("export")(export_command)
 
 AssistantOption = Annotated[
     str | None, typer.Option("--assistant", "-a", help="Assistant id from the assistants file.")

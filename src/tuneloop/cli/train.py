@@ -55,7 +55,17 @@ def train(
     = Method.auto,
     base: Annotated[
         str | None,
-        typer.Option("--base", help="Model to fine-tune (default: smollm2-135m-instruct locally, gpt-4o-mini remote)."),
+        typer.Option("--base", help="Model to fine-tune: a local base model (see `tuneloop models`; default "
+                                    "smollm2-135m-instruct) or, remote, the platform's (default gpt-4o-mini)."),
+    ] = None,
+    device: Annotated[
+        str | None,
+        typer.Option("--device", help="Where a local job trains: auto (cuda, then mps, then cpu), cuda, mps or cpu "
+                                      "(default: the config's device)."),
+    ] = None,
+    quantize: Annotated[
+        str | None,
+        typer.Option("--quantize", help="4bit: QLoRA (bitsandbytes, CUDA only), for models too large in 16 bits."),
     ] = None,
     backend: Annotated[
         Backend | None,
@@ -80,6 +90,7 @@ def train(
     Examples:
       tuneloop train facts.csv --suffix facts --wait
       tuneloop train --from-dialogues --epochs 4
+      tuneloop train facts.csv --base qwen2.5-0.5b --device cuda
     """
     ft = fine_tuning()
     dataset = collect(source, dialogues=dialogues, negative=negative, encoding=encoding, runtime=ft.runtime)
@@ -91,7 +102,7 @@ def train(
         requested["beta"] = beta
     try:
         job = ft.create(stored.id, model=base, method=chosen, suffix=suffix, seed=seed,
-                        backend=backend.value if backend else ft.default_backend,
+                        backend=backend.value if backend else ft.default_backend, device=device, quantize=quantize,
                         hyperparameters={k: v for k, v in requested.items() if v is not None})
     except DatasetInvalidError as exc:
         render_report(exc.report)  # type: ignore[arg-type]
@@ -107,6 +118,8 @@ def train(
     )
     if not wait:
         error_console.print(f"Follow it with [bold]tuneloop jobs wait {job.id}[/] (it goes on if you close this).")
+        if job.backend == "local" and not ft.settings.spawn_worker:
+            error_console.print("It waits in the queue for a `tuneloop worker` (spawn_worker is off).")
         return
     finish(follow(ft, job.id), json_)
 
@@ -195,6 +208,9 @@ def show(job_id: Annotated[str, typer.Argument(help="Job id (ftjob-…).")], jso
     table.add_row("method", job.method)
     table.add_row("hyperparameters", escape(", ".join(f"{k}={v}" for k, v in job.hyperparameters.items())))
     table.add_row("training file", job.training_file)
+    if job.backend == "local":
+        table.add_row("device", (job.device or "auto") + (f", {job.quantize} QLoRA" if job.quantize else ""))
+        table.add_row("worker", escape(f"{job.worker or '-'} (attempts {job.attempts})"))
     table.add_row("created", when(job.created_at))
     if job.finished_at:
         table.add_row("finished", when(job.finished_at))

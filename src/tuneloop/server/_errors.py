@@ -24,6 +24,7 @@ from tuneloop.errors import (
     TuneloopError,
     UnknownModelError,
 )
+from tuneloop.models.inspection import ModelTooLargeError, ModelUnusableError
 from tuneloop.store.jobs import FileNotFoundInStoreError, JobNotFoundError, JobStateError
 
 log = logging.getLogger("tuneloop.server")
@@ -59,6 +60,8 @@ def from_library(exc: TuneloopError) -> APIError:
     if isinstance(exc, FileNotFoundInStoreError):
         return APIError(404, f"No file found with id {exc.ident!r}; GET /v1/files lists them",
                         code="file_not_found")
+    if isinstance(exc, ModelTooLargeError | ModelUnusableError):
+        return APIError(400, message, param="model", code="model_not_available")
     if isinstance(exc, ContextLengthError):
         return APIError(400, message, param="messages", code="context_length_exceeded")
     if isinstance(exc, JobStateError):

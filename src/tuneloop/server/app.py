@@ -66,11 +66,12 @@ def _ts(when: datetime | None) -> int:
 
 
 def served_models(runtime: Runtime, vision: VisionProvider | None = None) -> list[dict[str, Any]]:
-    """The base model, the vision model if any, then every fine-tuned model (and checkpoint) whose job succeeded,
-    oldest first."""
+    """The base models (bundled, then registered), the vision model if any, then every fine-tuned model (and
+    checkpoint) whose job succeeded, oldest first."""
     store = JobStore(runtime.store)
     servable = runtime.fine_tuned_models()
     out = [_model(BASE_MODEL_ID, BASE_CREATED, "HuggingFaceTB")]
+    out.extend(_model(m.id, _ts(m.added_at), "user") for m in runtime.registry.all() if not m.bundled)
     if vision is not None:
         out.append(_model(vision.model_id, vision.created, "user"))
     for job in store.succeeded_models("local"):

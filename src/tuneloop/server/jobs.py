@@ -8,7 +8,6 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from tuneloop.datasets.validate import ValidationReport
-from tuneloop.engine.weights import BASE_MODEL_ID
 from tuneloop.errors import DatasetInvalidError
 from tuneloop.server._errors import APIError
 from tuneloop.server._paging import page_after
@@ -78,9 +77,10 @@ def _local_job(state: ServerState, job_id: str) -> Job:
 @router.post("/v1/fine_tuning/jobs")
 def create_job(body: JobCreateRequest, request: Request) -> dict[str, Any]:
     state = state_of(request)
-    if body.model != BASE_MODEL_ID:
-        raise APIError(400, f"model {body.model!r} cannot be fine-tuned here; this server fine-tunes "
-                       f"{BASE_MODEL_ID}", param="model", code="model_not_available")
+    bases = state.runtime.registry.ids()
+    if body.model not in bases:
+        raise APIError(400, f"model {body.model!r} cannot be fine-tuned here; this server fine-tunes its base models: "
+                       f"{', '.join(bases)}", param="model", code="model_not_available")
     if body.validation_file:
         raise APIError(400, "validation_file is not supported by the local trainer yet; leave it out",
                        param="validation_file")

@@ -10,6 +10,7 @@ stops when its worker is gone (its parent process changed).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -31,6 +32,16 @@ from tuneloop.training.paths import job_dir, model_dir, temp_model_dir
 STOPPED = 3
 
 
+def _end_with_parent() -> None:
+    """On Linux, ask the kernel for SIGTERM when the worker dies (SIGKILL included); elsewhere the parent check
+    at each step does it."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
@@ -41,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the worker, which decides
     parent = os.getppid()
+    _end_with_parent()
     rank = int(os.environ.get("RANK", "0"))
     settings = load_settings()
     store = DialogueStore(settings.resolved_database_url, busy_timeout=max(30.0, settings.db_busy_timeout))

@@ -122,6 +122,10 @@ class Worker:
                 continue
             self.log(f"{self.name}: running {job.id} ({job.model}, attempt {job.attempts})")
             self.run_job(job)
+            ended = self.jobs.get_job(job.id)
+            self.log(f"{self.name}: {job.id} {ended.status}"
+                     + (f": {ended.fine_tuned_model}" if ended.fine_tuned_model else "")
+                     + (f": {(ended.error or {}).get('message')}" if ended.status == "failed" else ""))
             done += 1
             if self.max_jobs is not None and done >= self.max_jobs:
                 break

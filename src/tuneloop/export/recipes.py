@@ -1,0 +1,69 @@
+"""How to serve an export: the commands for vLLM, llama.cpp and Ollama (and the Modelfile Ollama needs)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tuneloop.export import ExportResult
+
+# Ollama imports safetensors LoRA adapters for these architectures only (its docs, 2026); others need a GGUF.
+OLLAMA_ADAPTER_ARCHITECTURES = ("llama", "mistral", "gemma", "gemma2", "gemma3")
+
+
+def _q(path: object) -> str:
+    return shlex.quote(str(path))
+
+
+def _model_type(result: ExportResult) -> str:
+    try:
+        return str(json.loads((result.base_path / "config.json").read_text()).get("model_type", ""))
+    except (OSError, ValueError):
+        return ""
+
+
+def recipes(result: ExportResult) -> dict[str, str]:
+    """Engine → what to run. Paths are absolute, so the commands work from any folder."""
+    out = result.path.resolve()
+    base = result.base_path.resolve()
+    name = result.model
+    found: dict[str, str] = {}
+    if result.format == "peft":
+        rank = _lora_rank(out)
+        found["vllm"] = (f"vllm serve {_q(base)} --enable-lora --max-lora-rank {rank} "
+                         f"--lora-modules {_q(f'{name}={out}')}\n"
+                         f"# or, to a running server started with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True:\n"
+                         f"curl -X POST localhost:8000/v1/load_lora_adapter -H 'Content-Type: application/json' "
+                         f"-d {_q(json.dumps({'lora_name': name, 'lora_path': str(out)}))}")
+        if _model_type(result) in OLLAMA_ADAPTER_ARCHITECTURES:
+            found["ollama-modelfile"] = f"FROM {base}\nADAPTER {out}\n"
+            found["ollama"] = f"ollama create {_ollama_name(name)} -f {_q(out / 'Modelfile')}"
+        found["llama.cpp"] = "llama.cpp takes GGUF files: tuneloop export " + _q(name) + " --format gguf -o DIR"
+    elif result.format == "merged":
+        found["vllm"] = f"vllm serve {_q(out)} --served-model-name {_q(name)}"
+        found["transformers"] = f"AutoModelForCausalLM.from_pretrained({str(out)!r})"
+        found["ollama"] = (f"printf 'FROM {out}\\n' > Modelfile && ollama create {_ollama_name(name)} -f Modelfile")
+        found["llama.cpp"] = "llama.cpp takes GGUF files: tuneloop export " + _q(name) + " --format gguf -o DIR"
+    else:
+        gguf = next(p for p in result.files if p.suffix == ".gguf").resolve()
+        found["llama.cpp"] = f"llama-server -m {_q(gguf)} --jinja --alias {_q(name)}"
+        found["ollama-modelfile"] = f"FROM {gguf}\n"
+        found["ollama"] = f"ollama create {_ollama_name(name)} -f {_q(out / 'Modelfile')}"
+        found["vllm"] = f"vllm serve {_q(gguf)} --tokenizer {_q(base)} --served-model-name {_q(name)}"
+    return found
+
+
+def _ollama_name(model: str) -> str:
+    """Ollama model names allow letters, digits, '.', '-' and '_' (and one ':' before a tag)."""
+    return "".join(c if c.isalnum() or c in "._-" else "-" for c in model.lower()).strip("-")
+
+
+def _lora_rank(adapter: object) -> int:
+    try:
+        from pathlib import Path
+
+        return int(json.loads((Path(str(adapter)) / "adapter_config.json").read_text())["r"])
+    except (OSError, ValueError, KeyError):
+        return 16
