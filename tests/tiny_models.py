@@ -25,7 +25,8 @@ def _config(kind: str, tokenizer: Any) -> Any:
     if kind == "qwen2":
         return transformers.Qwen2Config(**small, tie_word_embeddings=False)
     if kind == "qwen3":
-        return transformers.Qwen3Config(**small, head_dim=128, tie_word_embeddings=True)  # the family's; GGUF readers assume it
+        # 128, as in every Qwen3: transformers' GGUF reader assumes it (it does not read attention.key_length).
+        return transformers.Qwen3Config(**small, head_dim=128, tie_word_embeddings=True)
     if kind == "gemma2":
         # Defaults kept where GGUF has no field for them (query_pre_attn_scalar = head_dim = 256, the soft caps).
         return transformers.Gemma2Config(**small, tie_word_embeddings=True)
