@@ -29,7 +29,8 @@ log = logging.getLogger("tuneloop.server")
 
 # SmolLM2-135M-Instruct's release (2024-11-01), the base model's "created" time.
 BASE_CREATED = 1730419200
-# A job whose worker died is noticed when it is read; the server reads them this often even when nobody asks.
+# A job whose worker died is noticed when it is read; the server reads them this often (or every half
+# worker_timeout, if shorter) even when nobody asks.
 REFRESH_SECONDS = 30.0
 
 
@@ -99,8 +100,9 @@ def retrieve_model(model_id: str, request: Request) -> dict[str, Any]:
 
 
 async def _watch_jobs(state: ServerState) -> None:
+    every = min(REFRESH_SECONDS, state.settings.worker_timeout / 2)
     while True:
-        await asyncio.sleep(REFRESH_SECONDS)
+        await asyncio.sleep(every)
         try:
             await run_in_threadpool(state.fine_tuning.list, limit=100, backend="local")
         except Exception:  # noqa: BLE001 - a busy store now must not stop the next look

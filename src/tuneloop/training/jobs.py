@@ -22,12 +22,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from tuneloop._files import atomic_write_bytes
-from tuneloop.config import Settings
 from tuneloop.datasets import Dataset, token_counter, validate_file
 from tuneloop.datasets.validate import ValidationReport
 from tuneloop.engine.weights import BASE_MODEL_ID
@@ -39,31 +37,9 @@ from tuneloop.store.schema import utcnow
 from tuneloop.training import hyper
 from tuneloop.training.paths import files_dir, job_dir, model_dir, temp_model_dir, worker_log
 from tuneloop.training.remote import RemoteTrainer
-from tuneloop.training.worker import child_environment, on_this_machine, worker_name
+from tuneloop.training.worker import check_worker, child_environment, on_this_machine, pid_alive, spawned, worker_name
 
 QUANTIZE = ("4bit",)
-
-_children: dict[int, subprocess.Popen] = {}
-
-
-def pid_alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    child = _children.get(pid)
-    if child is not None:
-        return child.poll() is None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie still answers kill(0)
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        return state not in ("Z", "X")
-    except (OSError, IndexError):
-        return True
-
 
 class FineTuning:
     """The one job system: used by the CLI, ``OpenAIModel.train`` and the server."""
@@ -255,7 +231,7 @@ class FineTuning:
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 env=child_environment(self.settings), start_new_session=True,
             )
-        _children[child.pid] = child
+        spawned[child.pid] = child
         updated = self.jobs.update_job(job.id, pid=child.pid, worker=worker_name(child.pid), heartbeat_at=utcnow(),
                                        only_if_status=("queued",))
         return updated or self.jobs.get_job(job.id)
@@ -328,9 +304,9 @@ class FineTuning:
         done = self.jobs.update_job(job_id, status="cancelled", finished_at=utcnow(), only_if_status=ACTIVE,
                                     event=("info", "The job was cancelled"))
         current = done or self.jobs.get_job(job_id)
-        if job.pid in _children:
+        if job.pid in spawned:
             with contextlib.suppress(subprocess.TimeoutExpired):
-                _children[job.pid].wait(timeout=10)
+                spawned[job.pid].wait(timeout=10)
         self._clean_partial(current)
         return current
 
@@ -364,26 +340,3 @@ def _spawned_alive(job: Job) -> bool:
     if job.worker is None:
         return False
     return not on_this_machine(job.worker) or pid_alive(job.pid)
-
-
-def check_worker(jobs: JobStore, settings: Settings, job: Job) -> Job:
-    """``job`` as it stands once its worker has been checked: a running job whose worker is gone (its process,
-    on this machine; its heartbeat, older than ``worker_timeout``, anywhere) is queued again or failed."""
-    if job.status != "running":
-        return job
-    reason = None
-    if on_this_machine(job.worker) and not pid_alive(job.pid):
-        reason = f"worker {job.worker} ended without finishing the job"
-    elif job.heartbeat_at is not None and utcnow() - job.heartbeat_at > timedelta(seconds=settings.worker_timeout):
-        reason = f"worker {job.worker} sent no heartbeat for {settings.worker_timeout:g} s"
-    if reason is None:
-        return job
-    log = worker_log(settings, job.id)
-    found = jobs.requeue(job.id, worker=job.worker, reason=f"{reason} (its output is in {log})",
-                         max_attempts=settings.job_max_attempts)
-    return found or jobs.get_job(job.id)
-
-
-def reap(jobs: JobStore, settings: Settings) -> list[Job]:
-    """Check the workers of every running local job (what each worker does before it claims the next)."""
-    return [check_worker(jobs, settings, j) for j in jobs.running_jobs()]

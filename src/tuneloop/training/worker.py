@@ -30,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 from tuneloop.config import Settings, load_settings
@@ -56,6 +57,52 @@ def child_environment(settings: Settings) -> dict[str, str]:
                TUNELOOP_MODELS_DIR=str(settings.resolved_models_dir), PYTHONUNBUFFERED="1", TQDM_DISABLE="1",
                HF_DATASETS_DISABLE_PROGRESS_BARS="1", TOKENIZERS_PARALLELISM="false")
     return env
+
+
+# One-job workers this process started (polled, so they are reaped, not left as zombies).
+spawned: dict[int, subprocess.Popen] = {}
+
+
+def pid_alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    child = spawned.get(pid)
+    if child is not None:
+        return child.poll() is None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie still answers kill(0)
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
+def check_worker(jobs: JobStore, settings: Settings, job: Job) -> Job:
+    """``job`` as it stands once its worker has been checked: a running job whose worker is gone (its process,
+    on this machine; its heartbeat, older than ``worker_timeout``, anywhere) is queued again or failed."""
+    if job.status != "running":
+        return job
+    reason = None
+    if on_this_machine(job.worker) and not pid_alive(job.pid):
+        reason = f"worker {job.worker} ended without finishing the job"
+    elif job.heartbeat_at is not None and utcnow() - job.heartbeat_at > timedelta(seconds=settings.worker_timeout):
+        reason = f"worker {job.worker} sent no heartbeat for {settings.worker_timeout:g} s"
+    if reason is None:
+        return job
+    log = worker_log(settings, job.id)
+    found = jobs.requeue(job.id, worker=job.worker, reason=f"{reason} (its output is in {log})",
+                         max_attempts=settings.job_max_attempts)
+    return found or jobs.get_job(job.id)
+
+
+def reap(jobs: JobStore, settings: Settings) -> list[Job]:
+    """Check the workers of every running local job (what each worker does before it claims the next)."""
+    return [check_worker(jobs, settings, j) for j in jobs.running_jobs()]
 
 
 class Worker:
@@ -109,8 +156,6 @@ class Worker:
         lock = self._wait_for_turn() if self.job_id else None
         if self.job_id and lock is None:
             return 0
-        from tuneloop.training.jobs import reap
-
         while not self.stopping.is_set():
             reap(self.jobs, self.settings)
             job = self.jobs.claim(self.name, pid=os.getpid(), job_id=self.job_id, models=self.models,
@@ -202,8 +247,13 @@ class Worker:
             if self.cancel_now.is_set() or time.monotonic() - last >= beat:
                 last = time.monotonic()
                 self.cancel_now.clear()
-                current = self.jobs.update_job(job.id, heartbeat_at=utcnow(), only_if_status=("running",),
-                                               only_if_worker=self.name)
+                try:
+                    current = self.jobs.update_job(job.id, heartbeat_at=utcnow(), only_if_status=("running",),
+                                                   only_if_worker=self.name)
+                    reap(self.jobs, self.settings)  # busy workers watch each other too
+                except TuneloopError as exc:  # a busy store now must not stop the training
+                    self.log(f"{self.name}: heartbeat failed: {exc}")
+                    continue
                 if current is None or current.cancel_requested:  # cancelled, or taken from this worker
                     self._stop_child()
 
