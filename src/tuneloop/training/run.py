@@ -22,7 +22,9 @@ from pathlib import Path
 
 from tuneloop.config import load_settings
 from tuneloop.datasets import token_counter, validate_examples
+from tuneloop.errors import TuneloopError
 from tuneloop.hardware import choose
+from tuneloop.models.inspection import check_fits, count_parameters
 from tuneloop.models.registry import ModelRegistry
 from tuneloop.store import DialogueStore
 from tuneloop.store.jobs import JobStore
@@ -66,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         plan = choose(job.device)
         checkpoint = ModelRegistry(settings, store).checkpoint(job.model)
+        check_fits(job.model, count_parameters(checkpoint), plan, quantize=job.quantize)
         examples = local.read_examples(Path(jobs.get_file(job.training_file).path))
         if rank == 0:
             jobs.add_event(job.id, f"Training on {plan.describe()}"
@@ -112,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         if should_stop():
             return STOPPED
         temp.mkdir(parents=True, exist_ok=True)
-        (temp / "error.txt").write_text(f"{type(exc).__name__}: {exc}"[:2000])
+        reason = str(exc) if isinstance(exc, TuneloopError) else f"{type(exc).__name__}: {exc}"
+        (temp / "error.txt").write_text(reason[:2000])
         return 1
 
 

@@ -121,7 +121,9 @@ class Worker:
         self.cancel_now = threading.Event()
         self.child: subprocess.Popen | None = None
         self.log = log or (lambda message: print(message, flush=True))
-        self.gpus = self._gpus(gpus)
+        # A one-job worker runs the job this machine just accepted (its hardware was checked then): it needs no
+        # look at the GPUs, and so no torch import of its own.
+        self.gpus = self._gpus(gpus) if job_id is None else []
 
     def _gpus(self, gpus: str | None) -> list[str]:
         """The CUDA devices this worker trains on: all visible (default), none, or a list like ``0,1``."""
@@ -139,6 +141,8 @@ class Worker:
         return [str(i) for i in range(count)]
 
     def devices(self) -> tuple[str, ...]:
+        if self.job_id is not None:
+            return ("cpu", "cuda", "mps")
         from tuneloop.hardware import mps_available
 
         return ("cpu",) + (("cuda",) if self.gpus else ()) + (("mps",) if mps_available() else ())
@@ -159,7 +163,7 @@ class Worker:
         while not self.stopping.is_set():
             reap(self.jobs, self.settings)
             job = self.jobs.claim(self.name, pid=os.getpid(), job_id=self.job_id, models=self.models,
-                                  devices=self.devices(), quantize=bool(self.gpus))
+                                  devices=self.devices(), quantize=bool(self.gpus) or self.job_id is not None)
             if job is None:
                 if self.job_id:
                     return 0  # taken by another worker, or cancelled
@@ -203,23 +207,12 @@ class Worker:
         temp = temp_model_dir(self.settings, job.id)
         shutil.rmtree(temp, ignore_errors=True)
         try:
-            self._check_fits(job)
             code = self._train(job)
             self._finish(job, code, temp)
-        except TuneloopError as exc:
-            self._fail(job, str(exc), "invalid_model")
         except Exception as exc:  # noqa: BLE001 - every failure must reach the job record
             self._fail(job, f"{type(exc).__name__}: {exc}", "training_failed")
         finally:
             shutil.rmtree(temp, ignore_errors=True)
-
-    def _check_fits(self, job: Job) -> None:
-        from tuneloop.hardware import choose
-        from tuneloop.models.inspection import check_fits, count_parameters
-        from tuneloop.models.registry import ModelRegistry
-
-        checkpoint = ModelRegistry(self.settings, self.jobs.db).checkpoint(job.model)
-        check_fits(job.model, count_parameters(checkpoint), choose(job.device), quantize=job.quantize)
 
     def _command(self, job: Job) -> list[str]:
         run = ["-m", "tuneloop.training.run", job.id, self.name]
