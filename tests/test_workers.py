@@ -71,7 +71,7 @@ def test_two_workers_and_a_server_run_six_jobs_once_and_survive_a_killed_worker(
         file = client.files.create(file=("facts.jsonl", facts()), purpose="fine-tune")
         created = [client.fine_tuning.jobs.create(model=MODEL, training_file=file.id, suffix=f"n{i}", seed=i,
                                                   method={"type": "supervised", "supervised": {"hyperparameters": {
-                                                      "n_epochs": 8, "batch_size": 2}}})
+                                                      "n_epochs": 4, "batch_size": 2}}})
                    for i in range(6)]
         assert {job.status for job in created} == {"queued"}  # nobody here trains: the workers take them
 
@@ -133,7 +133,7 @@ def test_sigterm_puts_the_job_back_uncharged_and_another_worker_finishes_it(team
 
     ft = FineTuning()
     file = ft.add_file(facts(), filename="facts.jsonl")
-    job = ft.create(file.id, model=MODEL, hyperparameters={"n_epochs": 20, "batch_size": 2})
+    job = ft.create(file.id, model=MODEL, hyperparameters={"n_epochs": 10, "batch_size": 2})
     assert job.status == "queued" and job.pid is None
     worker = start("worker", "--models", MODEL, log=tmp_path / "w1.log")
     wait_until(lambda: any(e.type == "metrics" for e in ft.jobs.events(job.id)), timeout=300)
@@ -178,3 +178,21 @@ def test_worker_filters_and_a_silent_worker_elsewhere(team: dict[str, str], home
     assert taken is not None and taken.id == job.id
     assert ft.jobs.claim("cpu-box:2", pid=2, devices=("cpu",)) is None
     assert ft.jobs.claim("gpu-box:1", pid=1, devices=("cpu", "cuda"), quantize=True).id == gpu_job.id
+
+
+def test_a_worker_trains_data_parallel_under_accelerate_launch(team: dict[str, str], home: Path) -> None:
+    """What a worker does with several GPUs (one process each), here with two CPU processes (gloo)."""
+    from tuneloop.training import FineTuning
+
+    ft = FineTuning()
+    file = ft.add_file(facts(12), filename="facts.jsonl")
+    job = ft.create(file.id, model=MODEL, hyperparameters={"n_epochs": 2, "batch_size": 2})
+    done = subprocess.run([sys.executable, "-m", "tuneloop", "worker", "--processes", "2", "--max-jobs", "1"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    job = ft.get(job.id)
+    assert job.status == "succeeded", job.error
+    assert any(e.message.endswith(", 2 processes (DDP)") for e in ft.events(job.id))
+    steps = [e.data["step"] for e in ft.events(job.id) if e.type == "metrics"]
+    # 12 examples × 2 epochs over (2 a batch × 2 processes): half the steps one process takes, told once (rank 0).
+    assert steps == list(range(1, 7))

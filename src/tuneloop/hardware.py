@@ -11,6 +11,7 @@ import os
 import resource
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from tuneloop.errors import ConfigError
@@ -41,12 +42,17 @@ class DevicePlan:
 
 
 def cuda_count() -> int:
+    """CUDA GPUs torch can use. A Linux machine without NVIDIA's driver has none: answered without importing torch."""
+    if sys.platform.startswith("linux") and not Path("/proc/driver/nvidia").exists():
+        return 0
     import torch
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def mps_available() -> bool:
+    if sys.platform != "darwin":
+        return False
     import torch
 
     backend = getattr(torch.backends, "mps", None)

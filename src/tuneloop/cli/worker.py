@@ -17,6 +17,9 @@ def worker(
         "--gpus", help="GPUs to train on: indices like 0,1 (several: data parallel with accelerate), all (default) "
                        "or none (CPU only; jobs that need CUDA are left for others).")] = None,
     max_jobs: Annotated[int | None, typer.Option("--max-jobs", min=1, help="Exit after this many jobs.")] = None,
+    processes: Annotated[int | None, typer.Option(
+        "--processes", min=1, help="Data-parallel training processes under accelerate launch (default: one per GPU "
+                                   "of this worker; on a CPU-only machine, N processes share the cores).")] = None,
     poll: Annotated[float, typer.Option(min=0.1, help="Seconds between looks at the queue when it is empty.")] = 2.0,
 ) -> None:
     """Run queued fine-tuning jobs from the store, one at a time, until stopped (Ctrl-C or SIGTERM).
@@ -33,7 +36,7 @@ def worker(
 
     settings = load_settings()
     chosen = [m.strip() for m in models.split(",") if m.strip()] if models else None
-    runner = Worker(settings, models=chosen, gpus=gpus, max_jobs=max_jobs, poll=poll,
+    runner = Worker(settings, models=chosen, gpus=gpus, max_jobs=max_jobs, poll=poll, processes=processes,
                     log=lambda message: error_console.print(message, highlight=False, markup=False))
     where = ", ".join(f"cuda:{g}" for g in runner.gpus) or "CPU"
     error_console.print(f"tuneloop worker {runner.name}: store {runner.jobs.location}, training on {where}"

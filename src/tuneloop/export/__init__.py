@@ -82,15 +82,20 @@ def export_model(runtime: Runtime, model: str, format: str, out: Path, *, gguf_t
     try:
         if format == "peft":
             _copy_adapter(adapters[model], work)
+        elif format == "merged":
+            _merge(base_path, adapters.get(model), work, report)
         else:
-            merged = work if format == "merged" else work / ".merged"
-            _merge(base_path, adapters.get(model), merged, report)
-            if format == "gguf":
-                target = work / f"{_safe_name(model)}.{gguf_type}.gguf"
-                written = write_gguf(merged, target, name=model, qtype=gguf_type,
-                                     progress=lambda done, total: report("writing the GGUF file", done, total))
-                notes.extend(written.notes)
-                shutil.rmtree(merged)
+            # A base model in safetensors is written as it is; anything else is merged (and saved) first.
+            direct = not fine_tuned and any(base_path.glob("*.safetensors"))
+            source = base_path if direct else work / ".merged"
+            if not direct:
+                _merge(base_path, adapters.get(model), source, report)
+            target = work / f"{_safe_name(model)}.{gguf_type}.gguf"
+            written = write_gguf(source, target, name=model, qtype=gguf_type,
+                                 progress=lambda done, total: report("writing the GGUF file", done, total))
+            notes.extend(written.notes)
+            if not direct:
+                shutil.rmtree(source)
         if out.exists():
             shutil.rmtree(out)
         os.replace(work, out)

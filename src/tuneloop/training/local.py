@@ -169,6 +169,7 @@ def train(
         "bf16": plan.precision == "bf16",
         "fp16": plan.precision == "fp16",
         "activation_checkpointing": False,
+        "ddp_find_unused_parameters": False,  # under accelerate launch: every adapter weight takes part
     }
     processes = int(os.environ.get("WORLD_SIZE", "1"))
     total_steps = epochs * math.ceil(len(examples) / (batch * processes))

@@ -30,8 +30,7 @@ from tuneloop.store import DialogueStore
 from tuneloop.store.jobs import JobStore
 from tuneloop.training import local
 from tuneloop.training.paths import job_dir, model_dir, temp_model_dir
-
-STOPPED = 3
+from tuneloop.training.worker import STOPPED
 
 
 def _end_with_parent() -> None:
@@ -72,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         examples = local.read_examples(Path(jobs.get_file(job.training_file).path))
         if rank == 0:
             jobs.add_event(job.id, f"Training on {plan.describe()}"
-                           + (f" with {os.environ['WORLD_SIZE']} processes" if "WORLD_SIZE" in os.environ else "")
+                           + (f", {os.environ['WORLD_SIZE']} processes (DDP)" if "WORLD_SIZE" in os.environ else "")
                            + (", 4-bit QLoRA" if job.quantize else ""), data={"device": plan.device,
                                                                           "precision": plan.precision})
         final = model_dir(settings, job.id)

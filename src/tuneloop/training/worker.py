@@ -39,7 +39,8 @@ from tuneloop.store import DialogueStore
 from tuneloop.store.jobs import ACTIVE, Job, JobStore
 from tuneloop.store.schema import utcnow
 from tuneloop.training.paths import lock_path, model_dir, temp_model_dir, worker_log
-from tuneloop.training.run import STOPPED
+
+STOPPED = 3  # the exit code of a training process stopped by SIGTERM (tuneloop.training.run)
 
 
 def worker_name(pid: int | None = None) -> str:
@@ -108,7 +109,7 @@ def reap(jobs: JobStore, settings: Settings) -> list[Job]:
 class Worker:
     def __init__(self, settings: Settings | None = None, *, job_id: str | None = None, models: list[str] | None = None,
                  gpus: str | None = None, max_jobs: int | None = None, poll: float = 2.0,
-                 log: object = None) -> None:
+                 processes: int | None = None, log: object = None) -> None:
         self.settings = settings or load_settings()
         self.jobs = JobStore(DialogueStore(self.settings.resolved_database_url,
                                            busy_timeout=max(30.0, self.settings.db_busy_timeout)))
@@ -121,9 +122,8 @@ class Worker:
         self.cancel_now = threading.Event()
         self.child: subprocess.Popen | None = None
         self.log = log or (lambda message: print(message, flush=True))
-        # A one-job worker runs the job this machine just accepted (its hardware was checked then): it needs no
-        # look at the GPUs, and so no torch import of its own.
-        self.gpus = self._gpus(gpus) if job_id is None else []
+        self.gpus = self._gpus(gpus)
+        self.processes = processes
 
     def _gpus(self, gpus: str | None) -> list[str]:
         """The CUDA devices this worker trains on: all visible (default), none, or a list like ``0,1``."""
@@ -141,7 +141,7 @@ class Worker:
         return [str(i) for i in range(count)]
 
     def devices(self) -> tuple[str, ...]:
-        if self.job_id is not None:
+        if self.job_id is not None:  # the job this machine just accepted: its hardware was checked then
             return ("cpu", "cuda", "mps")
         from tuneloop.hardware import mps_available
 
@@ -215,12 +215,19 @@ class Worker:
             shutil.rmtree(temp, ignore_errors=True)
 
     def _command(self, job: Job) -> list[str]:
+        """The training process: alone, or one per GPU (or ``--processes`` on the CPU) under ``accelerate launch``,
+        which runs them data parallel (DDP)."""
         run = ["-m", "tuneloop.training.run", job.id, self.name]
-        processes = len(self.gpus) if job.device in (None, "auto", "cuda") else 1
-        if processes > 1:  # data parallel over this worker's GPUs, by accelerate
-            return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
-                    str(processes), *run]
-        return [sys.executable, *run]
+        on_gpus = bool(self.gpus) and job.device in (None, "auto", "cuda")
+        processes = self.processes or (len(self.gpus) if on_gpus else 1)
+        if on_gpus:
+            processes = min(processes, len(self.gpus))
+        if processes <= 1:
+            return [sys.executable, *run]
+        # accelerate's multi-process launcher (torch.distributed.run underneath) also runs CPU processes with gloo;
+        # its --cpu flag would start only one.
+        return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *run]
 
     def _train(self, job: Job) -> int:
         log = worker_log(self.settings, job.id)
@@ -320,9 +327,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", help="comma-separated base model ids this worker takes")
     parser.add_argument("--gpus", help="GPU indices to train on (0,1), all, or none")
     parser.add_argument("--max-jobs", type=int, help="exit after this many jobs")
+    parser.add_argument("--processes", type=int, help="data-parallel training processes (default: one per GPU)")
     args = parser.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
-    worker = Worker(job_id=args.job, models=models, gpus=args.gpus, max_jobs=args.max_jobs)
+    worker = Worker(job_id=args.job, models=models, gpus=args.gpus, max_jobs=args.max_jobs, processes=args.processes)
     return worker.run()
 
 
