@@ -5,6 +5,7 @@ format, and every export loads back and gives the served fine-tuned model's gree
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,17 @@ def test_cli_registers_lists_exports_and_refuses(home: Path, tmp_path: Path) -> 
     assert exported.code == 0 and "llama-server -m" in exported.stdout, exported.stderr
     assert_one_line_error(run_cli("export", "my-qwen", "--format", "gguf", "-o", str(tmp_path / "out")),
                           "not empty")
+    # A GGUF file registers too: converted to safetensors once, again when the file changes.
+    gguf_file = next((tmp_path / "out").glob("*.gguf"))
+    assert run_cli("models", "add", "qwen-gguf", str(gguf_file)).code == 0
+    first = run_cli("ask", "-m", "qwen-gguf", "--max-tokens", "4", "Hi")
+    assert first.code == 0 and first.stdout.strip(), first.stderr
+    marker = MODELS_DIR / "registered" / "qwen-gguf" / "tuneloop-source.json"
+    converted = json.loads(marker.read_text())
+    assert converted["source"] == str(gguf_file.resolve())
+    os.utime(gguf_file, ns=(converted["source_mtime_ns"] + 10**9, converted["source_mtime_ns"] + 10**9))
+    assert run_cli("ask", "-m", "qwen-gguf", "--max-tokens", "4", "Hi").code == 0
+    assert json.loads(marker.read_text())["source_mtime_ns"] == converted["source_mtime_ns"] + 10**9
     assert_one_line_error(run_cli("export", "my-qwen", "--format", "peft", "-o", str(tmp_path / "p")),
                           "base model", "merged or gguf")
     assert_one_line_error(run_cli("models", "add", "my-qwen:2", str(folder)), "no ':'")

@@ -1,13 +1,31 @@
 """tuneloop: chat → log with sentiment → fine-tune → chat with the tuned model, offline or remote."""
 
-from tuneloop.assistants import Assistant
-from tuneloop.chat import ChatSession, Reply
-from tuneloop.config import Settings, load_settings
-from tuneloop.errors import TuneloopError
-from tuneloop.model import OpenAIModel
-from tuneloop.runtime import Runtime
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tuneloop.assistants import Assistant
+    from tuneloop.chat import ChatSession, Reply
+    from tuneloop.config import Settings, load_settings
+    from tuneloop.errors import TuneloopError
+    from tuneloop.model import OpenAIModel
+    from tuneloop.runtime import Runtime
 
 __version__ = "0.1.0"
+
+# Imported when first used, so that processes needing one part (a training process, a worker) load only that.
+_EXPORTS = {
+    "Assistant": "tuneloop.assistants",
+    "ChatSession": "tuneloop.chat",
+    "Reply": "tuneloop.chat",
+    "Settings": "tuneloop.config",
+    "load_settings": "tuneloop.config",
+    "TuneloopError": "tuneloop.errors",
+    "OpenAIModel": "tuneloop.model",
+    "Runtime": "tuneloop.runtime",
+}
 
 __all__ = [
     "Assistant",
@@ -20,3 +38,12 @@ __all__ = [
     "__version__",
     "load_settings",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tuneloop' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value

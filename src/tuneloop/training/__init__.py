@@ -1,10 +1,24 @@
 """Fine-tuning jobs: one job system for the CLI, ``OpenAIModel`` and the server.
 
-Local jobs train a LoRA adapter on ``smollm2-135m-instruct`` with TRL in a worker process; see
-:mod:`tuneloop.training.jobs` (lifecycle), :mod:`tuneloop.training.local` (the trainer) and
-:mod:`tuneloop.training.worker` (the process).
+Local jobs are queued in the store and run by workers; see :mod:`tuneloop.training.jobs` (lifecycle),
+:mod:`tuneloop.training.worker` (workers), :mod:`tuneloop.training.run` (the training process) and
+:mod:`tuneloop.training.local` (the trainer).
 """
 
-from tuneloop.training.jobs import FineTuning
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tuneloop.training.jobs import FineTuning
 
 __all__ = ["FineTuning"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so that a worker or a training process does not import the whole job system (and all of tuneloop).
+    if name == "FineTuning":
+        from tuneloop.training.jobs import FineTuning
+
+        return FineTuning
+    raise AttributeError(f"module 'tuneloop.training' has no attribute {name!r}")

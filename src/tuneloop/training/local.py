@@ -102,11 +102,13 @@ def train(
     on_checkpoint: Callable[[int, Path, float | None], None] | None = None,
     plan: DevicePlan | None = None,
     quantize: str | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter and save it (PEFT format, with the tokenizer) in ``output_dir``.
 
     At the end of each of the last ``KEEP_CHECKPOINTS`` epochs the adapter is also saved in
-    ``output_dir/checkpoints/step-N`` and ``on_checkpoint(step, folder, last loss)`` is called.
+    ``output_dir/checkpoints/step-N`` and ``on_checkpoint(step, folder, last loss)`` is called. ``on_start`` is
+    called as the first step begins (everything is loaded).
     """
     from tuneloop.engine.weights import offline_environment
     from tuneloop.hardware import choose, peak_memory_bytes
@@ -214,6 +216,8 @@ def train(
                              processing_class=tokenizer, peft_config=lora, callbacks=[Report()])
     if should_stop():
         raise Cancelled
+    if on_start is not None:
+        on_start()
     trainer.train()
     if should_stop():
         raise Cancelled

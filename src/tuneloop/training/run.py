@@ -92,15 +92,28 @@ def main(argv: list[str] | None = None) -> int:
                                 model=f"{model_id}:ckpt-step-{step}",
                                 path=str(final / folder.relative_to(temp / "adapter")))
 
+        counted: dict[str, int] = {}
+
+        def count_tokens() -> None:
+            counter = token_counter(job.model, checkpoint=checkpoint)
+            counted["tokens"] = validate_examples(examples, counter).tokens["total"]
+            import matplotlib.pyplot  # noqa: F401 - for write_results
+
+        # While the first steps run (torch computes without the GIL), count the trained tokens and load the plotting
+        # library: neither then waits at the end.
+        side = threading.Thread(target=count_tokens, daemon=True)
         result = local.train(checkpoint=checkpoint, examples=examples, method=job.method,
                              hyperparameters=job.hyperparameters, seed=job.seed, output_dir=temp / "adapter",
                              work_dir=temp, on_progress=progress, should_stop=should_stop,
-                             on_checkpoint=checkpointed, plan=plan, quantize=job.quantize)
+                             on_checkpoint=checkpointed, plan=plan, quantize=job.quantize,
+                             on_start=side.start if rank == 0 else None)
         if rank != 0:
             return 0
+        side.join()
+        if "tokens" not in counted:  # it failed off to the side: again here, where the error reaches the job
+            count_tokens()
         files = local.write_results(result, job_dir(settings, job.id), f"{job.id} · {job.method} · {job.model}")
-        counter = token_counter(job.model, checkpoint=checkpoint)
-        tokens = validate_examples(examples, counter).tokens["total"] * int(job.hyperparameters["n_epochs"])
+        tokens = counted["tokens"] * int(job.hyperparameters["n_epochs"])
         outcome = {"trained_tokens": tokens, "seconds": round(result.seconds, 1),
                    "tokens_per_second": round(tokens / result.seconds, 1) if result.seconds else None,
                    "peak_memory_mb": round(result.peak_memory_bytes / 2**20), "device": plan.describe(),
@@ -120,4 +133,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # everything is written and closed; skip tearing torch down (up to a second)
