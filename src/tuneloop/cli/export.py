@@ -53,7 +53,8 @@ def export(
     runtime = Runtime(load_settings(), progress=conversion_progress())
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TimeElapsedColumn()]
-    with Progress(*columns, console=error_console, transient=True, disable=json_ or not error_console.is_terminal) as bar:
+    quiet = json_ or not error_console.is_terminal
+    with Progress(*columns, console=error_console, transient=True, disable=quiet) as bar:
         task = bar.add_task("exporting", total=None)
 
         def progress(what: str, done: int, total: int) -> None:
