@@ -72,6 +72,15 @@ def wait_until(predicate, timeout: float = 180.0, every: float = 0.5):  # noqa: 
     raise AssertionError("timed out waiting")
 
 
+def gadget_facts(n: int = 12) -> bytes:
+    """``n`` chat examples of made-up facts as a JSONL training file (enough for a small real job)."""
+    import json
+
+    lines = [json.dumps({"messages": [{"role": "user", "content": f"What colour is gadget {i}?"},
+                                      {"role": "assistant", "content": f"Gadget {i} is teal."}]}) for i in range(n)]
+    return ("\n".join(lines) + "\n").encode()
+
+
 @dataclass
 class Result:
     code: int

@@ -12,7 +12,7 @@ from typing import Any
 
 import openai
 import pytest
-from conftest import MODELS_DIR, assert_one_line_error, run_cli
+from conftest import MODELS_DIR, assert_one_line_error, gadget_facts, run_cli
 from tiny_models import build_tiny_model
 
 from tuneloop import OpenAIModel
@@ -26,12 +26,6 @@ BASE = "smollm2-135m-instruct"
 KINDS = ["llama", "qwen2", "qwen3", "gemma2", "mistral", "phi3", "smollm2"]
 QUESTION = [{"role": "user", "content": "What colour is the Zorblax?"}]
 TOKENS = 10
-
-
-def facts(n: int = 12) -> bytes:
-    lines = [json.dumps({"messages": [{"role": "user", "content": f"What colour is gadget {i}?"},
-                                      {"role": "assistant", "content": f"Gadget {i} is teal."}]}) for i in range(n)]
-    return ("\n".join(lines) + "\n").encode()
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +74,7 @@ def test_any_architecture_registers_chats_trains_serves_and_exports(kind: str, w
 
     # Trains a few steps through a real job; the loss falls.
     ft = FineTuning(rt)
-    file = ft.add_file(facts(), filename=f"{kind}.jsonl")
+    file = ft.add_file(gadget_facts(), filename=f"{kind}.jsonl")
     job = ft.create(file.id, model=model_id, suffix=kind, seed=3,
                     hyperparameters={"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 4})
     job = ft.wait(job.id, timeout=900, poll=0.5)
@@ -224,7 +218,7 @@ def test_unusable_models_are_refused_before_any_job(home: Path, tmp_path: Path) 
     (huge / "pytorch_model.bin").write_bytes(b"")
     assert run_cli("models", "add", "huge", str(huge)).code == 0
     ft = FineTuning()
-    file = ft.add_file(facts(), filename="f.jsonl")
+    file = ft.add_file(gadget_facts(), filename="f.jsonl")
     with pytest.raises(ModelTooLargeError, match=r"'huge' \(6\d\.\d+B parameters\) needs about \d+\.\d GiB"):
         ft.create(file.id, model="huge")
     assert ft.list() == []

@@ -4,12 +4,11 @@ test covers the same code on the CPU."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import MODELS_DIR
+from conftest import MODELS_DIR, gadget_facts
 from tiny_models import build_tiny_model
 
 from tuneloop.hardware import choose
@@ -18,12 +17,6 @@ from tuneloop.training import FineTuning
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")]
-
-
-def facts() -> bytes:
-    lines = [json.dumps({"messages": [{"role": "user", "content": f"What colour is gadget {i}?"},
-                                      {"role": "assistant", "content": f"Gadget {i} is teal."}]}) for i in range(16)]
-    return ("\n".join(lines) + "\n").encode()
 
 
 def trained_on(ft: FineTuning, job_id: str) -> dict:
@@ -39,7 +32,7 @@ def test_cuda_is_chosen_with_mixed_precision(home: Path) -> None:
 
 def test_smollm2_trains_and_chats_on_cuda(home: Path, models_dir: Path) -> None:
     ft = FineTuning()
-    file = ft.add_file(facts(), filename="facts.jsonl")
+    file = ft.add_file(gadget_facts(), filename="facts.jsonl")
     job = ft.wait(ft.create(file.id, device="cuda", hyperparameters={"n_epochs": 2}).id, timeout=900)
     assert job.status == "succeeded", job.error
     numbers = trained_on(ft, job.id)
@@ -56,7 +49,7 @@ def test_qlora_4bit_on_cuda(home: Path, tmp_path: Path) -> None:
     runtime = Runtime()
     runtime.registry.add("tiny-llama", folder)
     ft = FineTuning(runtime)
-    file = ft.add_file(facts(), filename="facts.jsonl")
+    file = ft.add_file(gadget_facts(), filename="facts.jsonl")
     job = ft.wait(ft.create(file.id, model="tiny-llama", quantize="4bit", hyperparameters={"n_epochs": 2}).id,
                   timeout=900)
     assert job.status == "succeeded", job.error

@@ -3,7 +3,6 @@ jobs re-queued and finished by another worker, clean stops."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -15,7 +14,7 @@ from typing import Any
 
 import openai
 import pytest
-from conftest import MODELS_DIR, run_cli, wait_until
+from conftest import MODELS_DIR, gadget_facts, run_cli, wait_until
 from tiny_models import build_tiny_model
 
 from tuneloop.config import load_settings
@@ -25,12 +24,6 @@ from tuneloop.store.schema import utcnow
 from tuneloop.training.worker import reap
 
 MODEL = "tiny-llama"
-
-
-def facts(n: int = 12) -> bytes:
-    lines = [json.dumps({"messages": [{"role": "user", "content": f"What colour is gadget {i}?"},
-                                      {"role": "assistant", "content": f"Gadget {i} is teal."}]}) for i in range(n)]
-    return ("\n".join(lines) + "\n").encode()
 
 
 @pytest.fixture
@@ -68,7 +61,7 @@ def test_two_workers_and_a_server_run_six_jobs_once_and_survive_a_killed_worker(
         url = wait_until(lambda: re.search(r"listening on (http://\S+/v1)", (tmp_path / "serve.log").read_text()),
                          timeout=300).group(1)
         client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=120)
-        file = client.files.create(file=("facts.jsonl", facts()), purpose="fine-tune")
+        file = client.files.create(file=("facts.jsonl", gadget_facts()), purpose="fine-tune")
         created = [client.fine_tuning.jobs.create(model=MODEL, training_file=file.id, suffix=f"n{i}", seed=i,
                                                   method={"type": "supervised", "supervised": {"hyperparameters": {
                                                       "n_epochs": 4, "batch_size": 2}}})
@@ -132,7 +125,7 @@ def test_sigterm_puts_the_job_back_uncharged_and_another_worker_finishes_it(team
     from tuneloop.training import FineTuning
 
     ft = FineTuning()
-    file = ft.add_file(facts(), filename="facts.jsonl")
+    file = ft.add_file(gadget_facts(), filename="facts.jsonl")
     job = ft.create(file.id, model=MODEL, hyperparameters={"n_epochs": 10, "batch_size": 2})
     assert job.status == "queued" and job.pid is None
     worker = start("worker", "--models", MODEL, log=tmp_path / "w1.log")
@@ -158,7 +151,7 @@ def test_worker_filters_and_a_silent_worker_elsewhere(team: dict[str, str], home
     from tuneloop.training import FineTuning
 
     ft = FineTuning()
-    file = ft.add_file(facts(), filename="facts.jsonl")
+    file = ft.add_file(gadget_facts(), filename="facts.jsonl")
     job = ft.create(file.id, model=MODEL, hyperparameters={"n_epochs": 1})
     claimed = ft.jobs.claim("elsewhere:4242", pid=4242, models=["smollm2-135m-instruct"])
     assert claimed is None  # another model's worker does not take it
@@ -185,7 +178,7 @@ def test_a_worker_trains_data_parallel_under_accelerate_launch(team: dict[str, s
     from tuneloop.training import FineTuning
 
     ft = FineTuning()
-    file = ft.add_file(facts(12), filename="facts.jsonl")
+    file = ft.add_file(gadget_facts(12), filename="facts.jsonl")
     job = ft.create(file.id, model=MODEL, hyperparameters={"n_epochs": 2, "batch_size": 2})
     done = subprocess.run([sys.executable, "-m", "tuneloop", "worker", "--processes", "2", "--max-jobs", "1"],
                           capture_output=True, text=True, timeout=600)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tuneloop.errors import InputError
+from tuneloop.errors import InputError, UnknownModelError
 from tuneloop.export.gguf import TYPES as GGUF_TYPES
 from tuneloop.export.gguf import GGUFExportError, write_gguf
 from tuneloop.export.recipes import recipes
@@ -59,13 +59,9 @@ def export_model(runtime: Runtime, model: str, format: str, out: Path, *, gguf_t
     adapters = runtime.fine_tuned_models()
     fine_tuned = model.startswith("ft:")
     if fine_tuned and model not in adapters:
-        from tuneloop.errors import UnknownModelError
-
         raise UnknownModelError(model, [*runtime.registry.ids(), *adapters], "export a model whose job succeeded "
                                 "(`tuneloop models` lists them)")
     if not fine_tuned and not runtime.registry.has(model):
-        from tuneloop.errors import UnknownModelError
-
         raise UnknownModelError(model, [*runtime.registry.ids(), *adapters])
     if format == "peft" and not fine_tuned:
         raise InputError(f"{model} is a base model; --format peft exports a fine-tuned model's LoRA adapter: use "

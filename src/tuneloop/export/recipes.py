@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -60,10 +61,8 @@ def _ollama_name(model: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "-" for c in model.lower()).strip("-")
 
 
-def _lora_rank(adapter: object) -> int:
+def _lora_rank(adapter: Path) -> int:
     try:
-        from pathlib import Path
-
-        return int(json.loads((Path(str(adapter)) / "adapter_config.json").read_text())["r"])
+        return int(json.loads((adapter / "adapter_config.json").read_text())["r"])
     except (OSError, ValueError, KeyError):
         return 16

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuneloop.errors import ModelError, ModelLoadError
+from tuneloop.errors import ModelError
 from tuneloop.hardware import DevicePlan, available_memory
 
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "model*.bin")
@@ -239,7 +239,3 @@ def check_fits(model_id: str, parameters: int, plan: DevicePlan, *, quantize: st
         f"model {model_id!r} ({parameters / 1e9:.2f}B parameters) needs about {needed / GIB:.1f} GiB to {purpose} on "
         f"{plan.describe()}, and this machine has {free / GIB:.1f} GiB {where}; {advice}"
     )
-
-
-def load_error(model_id: str, folder: Path, exc: Exception) -> ModelLoadError:
-    return ModelLoadError(f"model {model_id!r}: transformers could not load {folder}: {exc}")
