@@ -21,7 +21,7 @@ from pathlib import Path
 from tuneloop.errors import InputError, UnknownModelError
 from tuneloop.export.gguf import TYPES as GGUF_TYPES
 from tuneloop.export.gguf import GGUFExportError, write_gguf
-from tuneloop.export.recipes import recipes
+from tuneloop.export.recipes import recipes, safe_name
 from tuneloop.models.registry import base_of
 from tuneloop.runtime import Runtime
 
@@ -42,10 +42,6 @@ class ExportResult:
     base_path: Path  # the base model's Hugging Face folder
     recipes: dict[str, str] = field(default_factory=dict)  # engine → how to serve it
     notes: list[str] = field(default_factory=list)
-
-
-def _safe_name(model: str) -> str:
-    return "".join(c if c.isalnum() or c in "._-" else "-" for c in model).strip("-")
 
 
 def export_model(runtime: Runtime, model: str, format: str, out: Path, *, gguf_type: str = "f16",
@@ -86,7 +82,7 @@ def export_model(runtime: Runtime, model: str, format: str, out: Path, *, gguf_t
             source = base_path if direct else work / ".merged"
             if not direct:
                 _merge(base_path, adapters.get(model), source, report)
-            target = work / f"{_safe_name(model)}.{gguf_type}.gguf"
+            target = work / f"{safe_name(model)}.{gguf_type}.gguf"
             written = write_gguf(source, target, name=model, qtype=gguf_type,
                                  progress=lambda done, total: report("writing the GGUF file", done, total))
             notes.extend(written.notes)

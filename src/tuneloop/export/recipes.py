@@ -56,9 +56,13 @@ def recipes(result: ExportResult) -> dict[str, str]:
     return found
 
 
+def safe_name(model: str) -> str:
+    """A model id as a file name: letters, digits, '.', '-' and '_' (what Ollama's model names allow too)."""
+    return "".join(c if c.isalnum() or c in "._-" else "-" for c in model).strip("-")
+
+
 def _ollama_name(model: str) -> str:
-    """Ollama model names allow letters, digits, '.', '-' and '_' (and one ':' before a tag)."""
-    return "".join(c if c.isalnum() or c in "._-" else "-" for c in model.lower()).strip("-")
+    return safe_name(model.lower())
 
 
 def _lora_rank(adapter: Path) -> int:

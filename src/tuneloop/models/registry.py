@@ -41,6 +41,11 @@ def base_of(model_id: str) -> str:
     return model_id
 
 
+def fine_tuned_id(base: str, suffix: str | None, job_id: str) -> str:
+    """``ft:BASE:SUFFIX:JOB``, the id of the model a local job registers (the inverse of :func:`base_of`)."""
+    return f"ft:{base}:{suffix or ''}:{job_id}"
+
+
 def check_id(model_id: str) -> str:
     if not ID_PATTERN.fullmatch(model_id) or "//" in model_id or model_id.endswith("/"):
         raise InputError(f"model id {model_id!r}: use letters, digits and . _ - / (up to 128 characters, no ':'), "

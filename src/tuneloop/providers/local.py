@@ -63,12 +63,12 @@ class LocalProvider(Provider):
             if model not in adapters:
                 raise UnknownModelError(model, self.model_ids())
             adapter = adapters[model]
-        elif not self.bases.has(model):
-            raise UnknownModelError(model, self.model_ids())
         base = base_of(model)
         try:
             checkpoint = self.bases.checkpoint(base, self.progress)
         except UnknownModelError:
+            if adapter is None:
+                raise UnknownModelError(model, self.model_ids()) from None
             raise ModelError(f"model {model!r} was fine-tuned from {base!r}, which is not registered here; register "
                              f"it with `tuneloop models add {base} PATH`") from None
         return get_engine(checkpoint, adapter, device=self.settings.device, model_id=base)

@@ -25,7 +25,7 @@ from tuneloop.datasets import token_counter, validate_examples
 from tuneloop.errors import TuneloopError
 from tuneloop.hardware import choose
 from tuneloop.models.inspection import check_fits, count_parameters
-from tuneloop.models.registry import ModelRegistry
+from tuneloop.models.registry import ModelRegistry, fine_tuned_id
 from tuneloop.store import DialogueStore
 from tuneloop.store.jobs import JobStore
 from tuneloop.training import local
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                            + (", 4-bit QLoRA" if job.quantize else ""), data={"device": plan.device,
                                                                           "precision": plan.precision})
         final = model_dir(settings, job.id)
-        model_id = f"ft:{job.model}:{job.suffix or ''}:{job.id}"
+        model_id = fine_tuned_id(job.model, job.suffix, job.id)
 
         def progress(p: local.Progress) -> None:
             eta = p.eta

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from tuneloop.config import Settings, load_settings
 from tuneloop.errors import TuneloopError
+from tuneloop.models.registry import fine_tuned_id
 from tuneloop.store import DialogueStore
 from tuneloop.store.jobs import ACTIVE, Job, JobStore
 from tuneloop.store.schema import utcnow
@@ -299,7 +300,7 @@ class Worker:
             shutil.rmtree(final)
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(temp / "adapter", final)
-        model_id = f"ft:{job.model}:{job.suffix or ''}:{job.id}"
+        model_id = fine_tuned_id(job.model, job.suffix, job.id)
         done = self.jobs.update_job(
             job.id, status="succeeded", fine_tuned_model=model_id, model_path=str(final),
             trained_tokens=outcome["trained_tokens"], result_files=result_ids, finished_at=utcnow(),
