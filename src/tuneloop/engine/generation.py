@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tuneloop.engine.template import as_given
 from tuneloop.engine.weights import offline_environment
 from tuneloop.errors import ContextLengthError, ModelLoadError
 
@@ -109,7 +110,7 @@ class LocalEngine:
 
     def encode_chat(self, messages: Sequence[Message]) -> list[int]:
         encoded = self.tokenizer.apply_chat_template(
-            list(messages), add_generation_prompt=True, tokenize=True, return_dict=True
+            as_given(self.tokenizer, messages), add_generation_prompt=True, tokenize=True, return_dict=True
         )
         return list(encoded["input_ids"])
 
@@ -216,6 +217,34 @@ class LocalEngine:
                 result.finish_reason = "length"
             finally:
                 result.seconds = time.perf_counter() - started
+
+    def complete_batch(self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 64, batch_size: int = 16,
+                       on_answer: Callable[[int], None] | None = None) -> list[str]:
+        """Greedy replies to many conversations, decoded together in left-padded batches of similar lengths
+        (evals: many short questions). ``on_answer(n)`` is called as each batch of ``n`` finishes."""
+        torch = self._torch
+        prompts = [self.fit_to_context(c, max_tokens)[0] for c in conversations]
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        answers: list[str] = [""] * len(prompts)
+        pad = self.tokenizer.pad_token_id
+        pad = pad if pad is not None else min(self.eos_token_ids)
+        with self._lock, torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                chunk = order[start:start + batch_size]
+                width = max(len(prompts[i]) for i in chunk)
+                ids = [[pad] * (width - len(prompts[i])) + prompts[i] for i in chunk]
+                mask = [[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in chunk]
+                device = self.plan.device
+                out = self.model.generate(
+                    input_ids=torch.tensor(ids, device=device), attention_mask=torch.tensor(mask, device=device),
+                    max_new_tokens=max_tokens, do_sample=False, temperature=None, top_p=None, top_k=None,
+                    eos_token_id=sorted(self.eos_token_ids), pad_token_id=pad,
+                )
+                for row, i in enumerate(chunk):
+                    answers[i] = self.tokenizer.decode(out[row, width:], skip_special_tokens=True).strip()
+                if on_answer is not None:
+                    on_answer(len(chunk))
+        return answers
 
     def _pick(self, logits: Any, temperature: float, top_p: float, generator: Any) -> int:
         torch = self._torch

@@ -1,0 +1,280 @@
+"""Evals: questions with expected answers, asked of one or more models and graded, side by side.
+
+An eval file is JSONL or CSV.
+
+* JSONL, one object per line: ``question`` (a string) or ``messages`` (chat messages; a final assistant message,
+  if any, is the reference answer and is not sent), ``expected`` (a string, or a list of strings any of which
+  passes), and optionally ``grader``.
+* CSV: a question column (``question``, ``prompt``, ``input`` or ``user``), an ``expected`` column (or
+  ``answer``), optionally ``grader`` and ``system``.
+
+Graders (``contains`` when none is given):
+
+* ``contains``: the expected text appears in the answer as whole words, ignoring case ("7" does not pass "17");
+* ``exact``: the whole answer is the expected text, ignoring case, surrounding spaces and a final full stop;
+* ``regex``: the expected Python regular expression matches somewhere in the answer (add ``(?i)`` to ignore case).
+
+Answers are greedy (temperature 0), so a model gives the same answer every run. Local models answer the
+questions in batches; others one at a time through their provider.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tuneloop.datasets.readers import COMPLETION_COLUMNS, PROMPT_COLUMNS, SYSTEM_COLUMNS, decode
+from tuneloop.errors import DataError, InputError
+
+if TYPE_CHECKING:
+    from tuneloop.runtime import Runtime
+
+GRADERS = ("contains", "exact", "regex")
+EXPECTED_COLUMNS = ("expected", "expected_answer", "ideal", *COMPLETION_COLUMNS)
+DEFAULT_MAX_TOKENS = 64
+
+
+class EvalFileError(DataError):
+    """An eval file that cannot be read or has no questions with expected answers."""
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    """One question (as the chat messages sent) and what a right answer contains."""
+
+    messages: tuple[dict[str, str], ...]
+    expected: tuple[str, ...]
+    grader: str = "contains"
+    source: str = ""
+    line: int = 0
+
+    @property
+    def question(self) -> str:
+        return next((m["content"] for m in reversed(self.messages) if m["role"] == "user"), "")
+
+    def grade(self, answer: str) -> bool:
+        return any(_passes(self.grader, expected, answer) for expected in self.expected)
+
+
+def _passes(grader: str, expected: str, answer: str) -> bool:
+    if grader == "regex":
+        return re.search(expected, answer) is not None
+    if grader == "exact":
+        def norm(text: str) -> str:
+            return " ".join(text.split()).rstrip(".").strip().casefold()
+
+        return norm(answer) == norm(expected)
+    words = r"\s+".join(re.escape(w) for w in expected.split())
+    left = r"(?<!\w)" if expected[:1].isalnum() or expected[:1] == "_" else ""
+    right = r"(?!\w)" if expected[-1:].isalnum() or expected[-1:] == "_" else ""
+    return re.search(left + words + right, answer, re.IGNORECASE) is not None
+
+
+def make_item(
+    *, question: Any = None, messages: Any = None, expected: Any, grader: Any = None, system: Any = None,
+    source: str = "", line: int = 0,
+) -> EvalItem:
+    """One eval item from the fields of a row; :class:`EvalFileError` names the row and what to change."""
+
+    def fail(reason: str) -> EvalFileError:
+        return EvalFileError(reason, source=source, line=line or None)
+
+    grader = "contains" if grader in (None, "") else grader
+    if grader not in GRADERS:
+        raise fail(f"grader {grader!r} is unknown; use one of {', '.join(GRADERS)}")
+    alternatives = expected if isinstance(expected, list) else [expected]
+    if not alternatives or not all(isinstance(e, str | int | float) and str(e).strip() for e in alternatives):
+        raise fail("expected must be a non-empty string (or a list of them)")
+    alternatives = [str(e).strip() for e in alternatives]
+    if grader == "regex":
+        for pattern in alternatives:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise fail(f"expected {pattern!r} is not a valid regular expression: {exc}") from None
+    if messages is not None:
+        if not isinstance(messages, list) or not all(
+                isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
+            raise fail("messages must be a list of {\"role\": …, \"content\": …} objects")
+        chat = [{"role": m["role"], "content": _text(m.get("content"))} for m in messages]
+        while chat and chat[-1]["role"] == "assistant":  # the reference answer: not sent
+            chat.pop()
+        if not chat or chat[-1]["role"] != "user":
+            raise fail("messages must end with a user message (the question)")
+    elif isinstance(question, str) and question.strip():
+        chat = [{"role": "user", "content": question.strip()}]
+    else:
+        raise fail("needs a question (a non-empty string) or messages")
+    if isinstance(system, str) and system.strip() and chat[0]["role"] != "system":
+        chat.insert(0, {"role": "system", "content": system.strip()})
+    return EvalItem(tuple(chat), tuple(alternatives), grader, source, line)
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return content if isinstance(content, str) else ""
+
+
+def read_eval_file(path: str | Path) -> list[EvalItem]:
+    """Every question of a JSONL or CSV eval file (format by content: JSON objects or a CSV header)."""
+    path = Path(path)
+    source = str(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise EvalFileError("does not exist; give a JSONL or CSV file of questions with expected answers",
+                            source=source) from None
+    except IsADirectoryError:
+        raise EvalFileError("is a directory; give a JSONL or CSV file", source=source) from None
+    except OSError as exc:
+        raise EvalFileError(f"cannot be read: {exc.strerror or exc}", source=source) from None
+    text = decode(data, source)
+    if not text.strip():
+        raise EvalFileError("is empty; put one question with its expected answer per line", source=source)
+    items = read_eval_jsonl(text, source) if text.lstrip().startswith("{") else read_eval_csv(text, source)
+    if not items:
+        raise EvalFileError("has no questions", source=source)
+    return items
+
+
+def read_eval_jsonl(text: str, source: str, *, require_expected: bool = True) -> list[EvalItem]:
+    """Eval items of JSONL text; with ``require_expected`` false, lines without ``expected`` are passed over
+    (a validation file holds training examples too)."""
+    items = []
+    for number, raw in enumerate(text.split("\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise EvalFileError("is not valid JSON; write one JSON object per line", source=source,
+                                line=number) from None
+        if not isinstance(obj, dict):
+            raise EvalFileError("is not a JSON object", source=source, line=number)
+        if "expected" not in obj:
+            if not require_expected:
+                continue
+            raise EvalFileError("has no \"expected\" answer; add \"expected\": \"…\" (what a right answer contains)",
+                                source=source, line=number)
+        items.append(make_item(question=obj.get("question"), messages=obj.get("messages"), expected=obj["expected"],
+                               grader=obj.get("grader"), system=obj.get("system"), source=source, line=number))
+    return items
+
+
+def read_validation(path: Path, name: str) -> tuple[list[dict[str, Any]], list[EvalItem]]:
+    """A validation file's chat examples (for the validation loss) and questions with expected answers (scored)."""
+    text = decode(path.read_bytes(), name)
+    items = read_eval_jsonl(text, name, require_expected=False)  # refuses lines that are not JSON objects
+    examples = []
+    for line in text.splitlines():
+        if line.strip():
+            messages = json.loads(line).get("messages")
+            if isinstance(messages, list) and any(isinstance(m, dict) and m.get("role") == "assistant"
+                                                  for m in messages):
+                examples.append({"messages": messages})
+    return examples, items
+
+
+def read_eval_csv(text: str, source: str) -> list[EvalItem]:
+    rows = [r for r in csv.reader(io.StringIO(text), delimiter=_delimiter(text)) if any(c.strip() for c in r)]
+    header = [c.strip().lower() for c in rows[0]]
+
+    def column(names: Iterable[str]) -> int | None:
+        return next((header.index(n) for n in names if n in header), None)
+
+    question, expected = column(PROMPT_COLUMNS), column(EXPECTED_COLUMNS)
+    grader, system = column(("grader",)), column(SYSTEM_COLUMNS)
+    if question is None:
+        raise EvalFileError(f"has no question column (found: {', '.join(header)}); name one {PROMPT_COLUMNS[1]!r}",
+                            source=source, line=1)
+    if expected is None:
+        raise EvalFileError(f"has no expected column (found: {', '.join(header)}); add one named 'expected' with "
+                            "what a right answer contains", source=source, line=1)
+    items = []
+    for number, row in enumerate(rows[1:], start=2):
+        def cell(index: int | None, row: list[str] = row) -> str:
+            return row[index].strip() if index is not None and index < len(row) else ""
+
+        items.append(make_item(question=cell(question), expected=cell(expected), grader=cell(grader) or None,
+                               system=cell(system), source=source, line=number))
+    return items
+
+
+def _delimiter(text: str) -> str:
+    header = text.split("\n", 1)[0]
+    return max((",", ";", "\t", "|"), key=header.count)
+
+
+@dataclass
+class EvalReport:
+    """Each model's answers to each item, whether they passed, and how long each model took."""
+
+    items: list[EvalItem]
+    models: list[str]
+    answers: dict[str, list[str]] = field(default_factory=dict)
+    passed: dict[str, list[bool]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def score(self, model: str) -> int:
+        return sum(self.passed[model])
+
+    def fraction(self, model: str) -> float:
+        return self.score(model) / len(self.items) if self.items else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "questions": len(self.items),
+            "models": [{"model": m, "passed": self.score(m), "score": round(self.fraction(m), 4),
+                        "seconds": round(self.seconds.get(m, 0.0), 2)} for m in self.models],
+            "items": [{"question": item.question, "expected": list(item.expected), "grader": item.grader,
+                       "answers": {m: {"answer": self.answers[m][i], "passed": self.passed[m][i]}
+                                   for m in self.models}}
+                      for i, item in enumerate(self.items)],
+        }
+
+
+def answer_all(rt: Runtime, model: str, conversations: Sequence[Sequence[dict[str, str]]], *, max_tokens: int,
+               on_answer: Callable[[int], None] | None = None) -> list[str]:
+    """Greedy answers of ``model`` to each conversation: batched on a local model, one by one elsewhere."""
+    provider, model_id = rt.resolve(model)
+    if provider.name == "local":
+        engine = rt.local.engine(model_id)  # type: ignore[attr-defined]
+        return engine.complete_batch(conversations, max_tokens=max_tokens, on_answer=on_answer)
+    answers = []
+    for conversation in conversations:
+        answers.append(provider.complete(list(conversation), model=model_id, max_tokens=max_tokens,
+                                         temperature=0.0).text.strip())
+        if on_answer is not None:
+            on_answer(1)
+    return answers
+
+
+def check_models(rt: Runtime, models: Sequence[str]) -> None:
+    """Refuse unknown models before any is asked (``UnknownModelError`` lists what is on offer)."""
+    if not models:
+        raise InputError("give at least one model to evaluate (-m MODEL)")
+    for model in models:
+        rt.resolve(model)
+
+
+def run_eval(rt: Runtime, items: Sequence[EvalItem], models: Sequence[str], *,
+             max_tokens: int = DEFAULT_MAX_TOKENS, on_answer: Callable[[int], None] | None = None) -> EvalReport:
+    """Ask every model every question and grade the answers."""
+    check_models(rt, models)
+    report = EvalReport(list(items), list(dict.fromkeys(models)))
+    for model in report.models:
+        started = time.monotonic()
+        answers = answer_all(rt, model, [item.messages for item in items], max_tokens=max_tokens,
+                             on_answer=on_answer)
+        report.seconds[model] = time.monotonic() - started
+        report.answers[model] = answers
+        report.passed[model] = [item.grade(answer) for item, answer in zip(items, answers, strict=True)]
+    return report
