@@ -81,7 +81,10 @@ def test_any_architecture_registers_chats_trains_serves_and_exports(kind: str, w
     assert job.status == "succeeded", (job.error, ft.log_path(job.id).read_text()[-3000:])
     assert job.fine_tuned_model == f"ft:{model_id}:{kind}:{job.id}"
     losses = [e.data["train_loss"] for e in ft.events(job.id) if e.type == "metrics"]
-    assert len(losses) == 6 and losses[-1] < losses[0], losses
+    # 12 examples and 8 replayed answers of the base model per epoch, batch 4, 2 epochs: 10 steps. Steps differ
+    # in how many replayed rows they hold; epoch by epoch the loss falls.
+    assert len(losses) == ft.get(job.id).progress["total_steps"] == 10
+    assert sum(losses[5:]) < sum(losses[:5]), losses
     done = [e for e in ft.events(job.id) if e.message.startswith("The job has successfully completed")][0]
     assert done.data["device"].startswith("CPU") and done.data["tokens_per_second"] > 0
     assert done.data["peak_memory_mb"] > 0

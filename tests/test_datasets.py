@@ -350,8 +350,14 @@ def test_local_token_counts_match_the_chat_template(models_dir: Path, engine) ->
                       {"role": "user", "content": "And in dollars?"}, {"role": "assistant", "content": "About 13."}]},
     ]
     report = validate_examples(examples, counter)
-    template = [engine.tokenizer.apply_chat_template(e["messages"], tokenize=True, return_dict=False) for e in examples]
+    # As training and chat render them: no default system prompt where the example has none.
+    from tuneloop.engine.template import as_given
+
+    template = [engine.tokenizer.apply_chat_template(as_given(engine.tokenizer, e["messages"]), tokenize=True,
+                                                     return_dict=False) for e in examples]
     assert report.token_counts == [len(ids) for ids in template]
+    assert report.token_counts[0] < len(engine.tokenizer.apply_chat_template(examples[0]["messages"], tokenize=True,
+                                                                              return_dict=False))
     too_long = validate_examples([{"messages": [{"role": "user", "content": "hello " * 9000},
                                                 {"role": "assistant", "content": "x"}]}], counter)
     assert "example_too_long" in too_long.errors

@@ -187,5 +187,6 @@ def test_a_worker_trains_data_parallel_under_accelerate_launch(team: dict[str, s
     assert job.status == "succeeded", job.error
     assert any(e.message.endswith(", 2 processes (DDP)") for e in ft.events(job.id))
     steps = [e.data["step"] for e in ft.events(job.id) if e.type == "metrics"]
-    # 12 examples × 2 epochs over (2 a batch × 2 processes): half the steps one process takes, told once (rank 0).
-    assert steps == list(range(1, 7))
+    # (12 examples + 8 replayed base answers) × 2 epochs over (2 a batch × 2 processes): half the steps one
+    # process takes, told once (rank 0).
+    assert steps == list(range(1, 11))

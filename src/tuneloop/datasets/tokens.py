@@ -197,6 +197,8 @@ def openai_counter(model: str) -> TokenCounter:
 def _local_counter(checkpoint: str) -> TokenCounter:
     from transformers import AutoTokenizer
 
+    from tuneloop.engine.template import as_given
+
     tokenizer = AutoTokenizer.from_pretrained(checkpoint, local_files_only=True)
     backend = tokenizer.backend_tokenizer
 
@@ -205,8 +207,8 @@ def _local_counter(checkpoint: str) -> TokenCounter:
         encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
         return [len(e.ids) for e in encode(texts, add_special_tokens=False)]
 
-    def rendered(*turns: tuple[str, str]) -> int:
-        messages = [{"role": role, "content": text} for role, text in turns]
+    def rendered(*turns: tuple[str, str]) -> int:  # as training and chat render them: no default system prompt
+        messages = as_given(tokenizer, [{"role": role, "content": text} for role, text in turns])
         return len(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False))
 
     # What the template adds around each message, measured as differences between renderings of "Hi" turns.
@@ -238,9 +240,8 @@ def _local_counter(checkpoint: str) -> TokenCounter:
               [{"role": "user", "content": "Price?"}, {"role": "assistant", "content": "12 €"},
                {"role": "user", "content": "And in dollars?"}, {"role": "assistant", "content": "About 13."}]]
     try:
-        exact = all(counter.count_messages(p) == len(tokenizer.apply_chat_template(p, tokenize=True,
-                                                                                    return_dict=False))
-                    for p in probes)
+        exact = all(counter.count_messages(p) == len(tokenizer.apply_chat_template(
+            as_given(tokenizer, p), tokenize=True, return_dict=False)) for p in probes)
     except Exception:  # noqa: BLE001 - a template that cannot render the probes: counts are estimates
         exact = False
     if not exact:

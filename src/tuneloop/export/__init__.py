@@ -121,11 +121,14 @@ def _merge(base_path: Path, adapter: Path | None, target: Path, report: ExportPr
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    from tuneloop.engine.template import given_template
+
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     report("loading the base model", 0, 3)
     model = AutoModelForCausalLM.from_pretrained(str(base_path), local_files_only=True, dtype="auto")
     tokenizer = AutoTokenizer.from_pretrained(str(base_path), local_files_only=True)
+    tokenizer.chat_template = given_template(tokenizer)  # conversations rendered as tuneloop renders them
     if adapter is not None:
         from peft import PeftModel
 

@@ -320,4 +320,10 @@ def _gpt2_vocabulary(writer: Any, folder: Path, config: dict[str, Any], notes: l
     writer.add_tokenizer_pre(pre)
     writer.add_token_list(tokens)
     writer.add_token_types(types)
-    gguf.SpecialVocab(folder, load_merges=True).add_to_gguf(writer, quiet=True)
+    special = gguf.SpecialVocab(folder, load_merges=True)
+    if isinstance(special.chat_template, str):
+        from tuneloop.engine.template import given_template
+
+        tokenizer.chat_template = special.chat_template
+        special.chat_template = given_template(tokenizer)  # rendered as tuneloop renders: no default system
+    special.add_to_gguf(writer, quiet=True)

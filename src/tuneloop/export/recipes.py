@@ -33,8 +33,11 @@ def recipes(result: ExportResult) -> dict[str, str]:
     found: dict[str, str] = {}
     if result.format == "peft":
         rank = _lora_rank(out)
+        # The adapter's template renders conversations as tuneloop trained them (no default system prompt).
+        template = out / "chat_template.jinja"
+        chat = f" --chat-template {_q(template)}" if template.is_file() else ""
         found["vllm"] = (f"vllm serve {_q(base)} --enable-lora --max-lora-rank {rank} "
-                         f"--lora-modules {_q(f'{name}={out}')}\n"
+                         f"--lora-modules {_q(f'{name}={out}')}{chat}\n"
                          f"# or, to a running server started with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True:\n"
                          f"curl -X POST localhost:8000/v1/load_lora_adapter -H 'Content-Type: application/json' "
                          f"-d {_q(json.dumps({'lora_name': name, 'lora_path': str(out)}))}")

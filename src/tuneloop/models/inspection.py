@@ -213,6 +213,32 @@ def lora_targets(model: Any) -> list[str]:
     return sorted(targets)
 
 
+def lora_modules(model: Any, upper: float = 1.0) -> list[str]:
+    """Full names of the block linear layers (as :func:`lora_targets`) in the top ``upper`` share of the blocks.
+
+    An adapter on the upper blocks only needs no gradient below them: the backward pass stops at the lowest
+    adapted block (half the blocks: a step about a third faster on a CPU).
+    """
+    import torch
+
+    lists = {name: len(module) for name, module in model.named_modules()
+             if isinstance(module, torch.nn.ModuleList) and len(module) > 0}
+    chosen = []
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Linear):
+            continue
+        outer = min((b for b in lists if name.startswith(b + ".")), key=len, default=None)
+        if outer is None:
+            continue
+        index = name[len(outer) + 1:].split(".", 1)[0]
+        if index.isdigit() and int(index) >= int(lists[outer] * (1 - upper)):
+            chosen.append(name)
+    if not chosen:
+        raise ModelUnusableError(f"found no linear layers in the blocks of {type(model).__name__}; LoRA cannot be "
+                                 "applied to this architecture")
+    return chosen
+
+
 def training_bytes(parameters: int, plan: DevicePlan, quantize: str | None = None) -> int:
     """About how much memory LoRA fine-tuning needs: the frozen weights, a quarter more for activations,
     the adapter and its optimizer, and a fixed margin."""

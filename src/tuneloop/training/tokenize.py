@@ -1,0 +1,74 @@
+"""Chat examples → token rows for the trainer: ``input_ids`` and an ``assistant_masks`` that marks every
+assistant message the loss is on (all of them, as OpenAI trains; ``"weight": 0`` leaves one out).
+
+The model's own chat template renders each conversation, exactly as chat and the serving engines will render
+it. The tokens of assistant message *i* are those that ``render(messages[:i+1])`` adds to
+``render(messages[:i], add_generation_prompt=True)``, end-of-turn included, so the model learns to stop. A
+template whose renderings are not prefixes of each other (some drop earlier reasoning) trains the last
+assistant message only, as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from tuneloop.engine.template import as_given
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return content or ""
+
+
+def _clean(messages: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
+    return [{"role": m["role"], "content": _text(m.get("content"))} for m in messages]
+
+
+def render(tokenizer: Any, messages: Sequence[dict[str, str]], *, prompt: bool = False) -> list[int]:
+    encoded = tokenizer.apply_chat_template(as_given(tokenizer, messages), tokenize=True,
+                                            add_generation_prompt=prompt, return_dict=True)
+    return list(encoded["input_ids"])
+
+
+def supervised_row(tokenizer: Any, example: dict[str, Any]) -> dict[str, list[int]]:
+    """One chat example → ``{"input_ids", "assistant_masks"}`` (1 on the tokens the loss is on)."""
+    raw = example["messages"]
+    messages = _clean(raw)
+    ids = render(tokenizer, messages)
+    mask = [0] * len(ids)
+    trained = [i for i, m in enumerate(raw) if m["role"] == "assistant" and m.get("weight", 1) != 0]
+    for i in trained:
+        start = len(render(tokenizer, messages[:i], prompt=True))
+        upto = render(tokenizer, messages[: i + 1])
+        if ids[: len(upto)] != upto or start > len(upto):
+            return _last_turn_row(tokenizer, messages, trained)
+        for j in range(start, len(upto)):
+            mask[j] = 1
+    return {"input_ids": ids, "assistant_masks": mask}
+
+
+def _last_turn_row(tokenizer: Any, messages: list[dict[str, str]], trained: list[int]) -> dict[str, list[int]]:
+    last = trained[-1] if trained else max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+    prompt = render(tokenizer, messages[:last], prompt=True)
+    ids = render(tokenizer, messages[: last + 1])
+    if ids[: len(prompt)] != prompt:  # the template renders the prompt differently alone: keep its tokens as is
+        ids = prompt + ids[len(prompt):]
+    return {"input_ids": ids, "assistant_masks": [0] * len(prompt) + [1 if trained else 0] * (len(ids) - len(prompt))}
+
+
+def continuation_row(tokenizer: Any, messages: Sequence[dict[str, str]], answer: list[int],
+                     end_ids: set[int]) -> dict[str, list[int]]:
+    """A prompt and the token ids a model answered it with: complete answers are rendered by the template (with
+    the end of turn), answers cut at a length limit are trained without an end, so the model does not learn
+    to stop mid-sentence."""
+    prompt = render(tokenizer, messages, prompt=True)
+    ends = [k for k, t in enumerate(answer) if t in end_ids]
+    if ends:
+        text = tokenizer.decode(answer[: ends[0]], skip_special_tokens=True)
+        full = render(tokenizer, [*messages, {"role": "assistant", "content": text}])
+        if full[: len(prompt)] == prompt:
+            return {"input_ids": full, "assistant_masks": [0] * len(prompt) + [1] * (len(full) - len(prompt))}
+        answer = answer[: ends[0]]
+    return {"input_ids": prompt + answer, "assistant_masks": [0] * len(prompt) + [1] * len(answer)}
