@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tuneloop-installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench bench-learning clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,10 @@ bench: setup
 	$(PY) bench/datasets.py
 	$(PY) bench/training.py
 	$(PY) bench/server.py
+
+# Real jobs on two fact sets, 3 seeds each, against a plain TRL script: about 40 minutes on 2 cores.
+bench-learning: setup
+	$(PY) bench/learning.py
 
 clean:
 	rm -rf $(VENV) .cache build src/*.egg-info

@@ -130,10 +130,15 @@ def test_demo_runs_offline(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert "negative" in result.stdout and "positive" in result.stdout
     assert str(home / "tuneloop.db") in result.stdout.replace("\n", "")
     # The whole loop: trained on the bundled facts, then before/after on questions phrased differently.
-    assert "succeeded" in result.stderr and "after (fine-tuned)" in result.stdout
-    score = re.search(r"answered with the right fact: before (\d+)/20, after (\d+)/20", result.stdout)
-    assert score is not None, result.stdout
-    assert int(score[1]) <= 3 and int(score[2]) >= 10, score[0]  # measured: 0 and 13 with the demo's seed
+    out = result.stdout
+    assert "succeeded" in result.stderr and "Held-out phrasings of the trained facts" in out
+    score = re.search(r"Held-out facts: before (\d+)/20, after (\d+)/20", out)
+    assert score is not None, out
+    assert int(score[1]) <= 3 and int(score[2]) >= 15, score[0]  # 17-18 of 20 over seeds (bench/learning.py)
+    general = re.search(r"General questions: before (\d+)/(\d+), after (\d+)/\2 \((\d+) the base model knew", out)
+    assert general is not None, out
+    assert int(general[1]) >= 10 and int(general[4]) <= 3, general[0]  # replay keeps most of what it knew
+    assert re.search(r"Time: fine-tuning job \d+ s, questions \d+ s", out)
 
 
 # Failures a person can act on: one clear line, a non-zero exit, no traceback.

@@ -283,8 +283,15 @@ def test_fine_tuning_job_to_a_served_model(client: openai.OpenAI, http: httpx.Cl
     older = client.fine_tuning.jobs.list_events(job.id, limit=2, after=page.data[-1].id)
     assert older.data[0].id == parsed[2].id
 
+    # The last three epochs' ends: each epoch is the examples and one replayed base answer per two of them.
+    from tuneloop.training.hyper import resolve
+    from tuneloop.training.replay import replay_share
+
+    batch = resolve("supervised", len(FACTS), {"n_epochs": 6})["batch_size"]
+    per_epoch = len(FACTS) + replay_share(len(FACTS))
     checkpoints = http.get(f"/fine_tuning/jobs/{job.id}/checkpoints").json()["data"]
-    assert [strict(FineTuningJobCheckpoint, c).step_number for c in checkpoints] == [30, 25, 20]
+    assert [strict(FineTuningJobCheckpoint, c).step_number for c in checkpoints] == [
+        -(-k * per_epoch // batch) for k in (6, 5, 4)]
     assert [j.id for j in client.fine_tuning.jobs.list()][0] == job.id
 
     served = [m.id for m in client.models.list()]
@@ -294,7 +301,14 @@ def test_fine_tuning_job_to_a_served_model(client: openai.OpenAI, http: httpx.Cl
     assert reply.model == done.fine_tuned_model
     assert taught(reply.choices[0].message.content)
 
-    second = client.fine_tuning.jobs.create(model=BASE, training_file=file.id, hyperparameters={"n_epochs": 10})
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.fine_tuning.jobs.create(model=BASE, training_file=file.id, validation_file="file-nope")
+    assert caught.value.body["param"] == "validation_file"
+    questions = client.files.create(file=("valid.jsonl", b'{"question": "What colour is the Zorblax?", '
+                                          b'"expected": "teal"}\n'), purpose="fine-tune")
+    second = client.fine_tuning.jobs.create(model=BASE, training_file=file.id, hyperparameters={"n_epochs": 10},
+                                            validation_file=questions.id)
+    assert second.validation_file == questions.id
     wait_until(lambda: any(e.type == "metrics" for e in client.fine_tuning.jobs.list_events(second.id).data))
     cancelled = client.fine_tuning.jobs.with_raw_response.cancel(second.id).http_response.json()
     assert strict(FineTuningJob, cancelled).status == "cancelled"

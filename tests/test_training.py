@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import time
 from importlib import resources
 from pathlib import Path
 
 import pytest
-from conftest import assert_one_line_error, run_cli, wait_until
+from conftest import assert_one_line_error, gadget_facts, run_cli, wait_until
 from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent
 from standin import StandIn
 
@@ -19,14 +18,10 @@ from tuneloop import OpenAIModel
 from tuneloop.errors import DatasetInvalidError, InputError
 from tuneloop.store.jobs import JobStateError
 from tuneloop.training import FineTuning
-from tuneloop.training.hyper import resolve
+from tuneloop.training.hyper import learning_rate, resolve
 
-FACTS = resources.files("tuneloop.data").joinpath("demo_facts.csv")
-HELD_OUT = json.loads(resources.files("tuneloop.data").joinpath("demo_heldout.json").read_text())
-
-
-def knows(answer: str, keyword: str) -> bool:
-    return re.search(rf"\b{re.escape(keyword)}\b", answer, re.IGNORECASE) is not None
+DATA = resources.files("tuneloop.data")
+FACTS = DATA.joinpath("demo_facts.csv")
 
 
 def start(ft: FineTuning, rows: int = 60, **hyper: object):  # noqa: ANN201
@@ -58,18 +53,21 @@ def test_tuned_model_learns_facts_and_keeps_general_knowledge(home: Path, engine
     assert job.trained_tokens and job.trained_tokens > 60 * 20 * job.hyperparameters["n_epochs"]
     FineTuningJob.model_validate(job.to_openai())
 
-    # Registered at once: the same OpenAIModel, a new one, and the CLI all accept the new id.
-    def tuned(question: str) -> str:  # each question in a new thread, as the base model gets it
-        return OpenAIModel(model_name=job.fine_tuned_model).ask(question)
-
-    tuned_hits = [h["question"] for h in HELD_OUT if knows(tuned(h["question"]), h["keyword"])]
-    base_hits = [h["question"] for h in HELD_OUT
-                 if knows(engine.stream([{"role": "user", "content": h["question"]}], max_tokens=40).read().text,
-                          h["keyword"])]
-    assert len(tuned_hits) >= 12, tuned_hits  # most; 16 of 20 with this seed when measured
-    assert len(base_hits) <= 3, base_hits
-    assert "Paris" in tuned("What is the capital of France?")
-    assert "Rome" in tuned("What is the capital of Italy?")
+    # Registered at once: the CLI's eval asks it and the base model the held-out and the general questions.
+    base = "smollm2-135m-instruct"
+    reports = {}
+    for name in ("demo_eval.jsonl", "general_eval.jsonl"):
+        result = run_cli("eval", str(DATA.joinpath(name)), "-m", job.fine_tuned_model, "-m", base, "--json")
+        assert result.code == 0, result.stderr
+        reports[name] = json.loads(result.stdout)
+    held, general = reports["demo_eval.jsonl"], reports["general_eval.jsonl"]
+    scores = {m["model"]: m["passed"] for m in held["models"]}
+    assert scores[job.fine_tuned_model] >= 17, held  # 18-20 of 20 over seeds when measured (bench/learning.py)
+    assert scores[base] <= 3, held
+    lost = [i["question"] for i in general["items"]
+            if i["answers"][base]["passed"] and not i["answers"][job.fine_tuned_model]["passed"]]
+    assert len(lost) <= 2, lost  # what the base model knew stays (replay)
+    assert "Paris" in OpenAIModel(model_name=job.fine_tuned_model).ask("What is the capital of France?")
     assert job.fine_tuned_model in model.list_models
 
     metrics = [e for e in ft.events(job_id) if e.type == "metrics"]
@@ -208,7 +206,10 @@ def test_save_job_id_appends_atomically(home: Path) -> None:
 
 
 def test_hyperparameters_auto_and_limits() -> None:
-    assert resolve("supervised", 60, {}) == {"n_epochs": 6, "batch_size": 4, "learning_rate_multiplier": 1.0}
+    assert resolve("supervised", 60, {}) == {"n_epochs": 5, "batch_size": 8, "learning_rate_multiplier": 1.0}
+    assert resolve("supervised", 12, {}) == {"n_epochs": 10, "batch_size": 2, "learning_rate_multiplier": 1.0}
+    assert learning_rate("supervised", {"batch_size": 8}) == pytest.approx(2e-3)
+    assert learning_rate("supervised", {"batch_size": 2, "learning_rate_multiplier": 2}) == pytest.approx(2e-3)
     assert resolve("dpo", 10, {"n_epochs": "auto", "beta": 0.2})["beta"] == 0.2
     assert resolve("supervised", 1000, {"batch_size": 8}) == {"n_epochs": 3, "batch_size": 8,
                                                               "learning_rate_multiplier": 1.0}
@@ -275,3 +276,52 @@ def test_dynamic_train_selects_from_the_log(home: Path, monkeypatch: pytest.Monk
     answers = [json.loads(line)["messages"][-1]["content"] for line in uploaded]
     assert answers == ["A teal gadget."] + [f"Gadget {i} is blue." for i in range(11)]
     assert json.loads((home / "job_ids.json").read_text())[-1]["id"] == job_id
+
+
+def test_validation_file_scores_each_epoch_and_registers_the_best(home: Path, models_dir: Path) -> None:
+    from tuneloop.training.local import EpochResult, best_epoch
+
+    ft = FineTuning()
+    train = ft.add_file(gadget_facts(12), filename="train.jsonl")
+    chat = [{"role": "user", "content": "What colour is gadget 3?"},
+            {"role": "assistant", "content": "Gadget 3 is teal."}]
+    questions = [{"question": f"Which colour does gadget {i} have?", "expected": "teal"} for i in range(4, 8)]
+    lines = [{"messages": chat}, {"messages": chat, "expected": "teal"}, *questions]
+    valid = ft.add_file(("\n".join(json.dumps(x) for x in lines) + "\n").encode(), filename="valid.jsonl")
+    job = ft.create(train.id, validation_file=valid.id, hyperparameters={"n_epochs": 3}, seed=3)
+    assert job.validation_file == valid.id and job.to_openai()["validation_file"] == valid.id
+    job = ft.wait(job.id, timeout=900)
+    assert job.status == "succeeded", (job.error, ft.log_path(job.id).read_text()[-3000:])
+
+    epochs = [e.data for e in ft.events(job.id) if e.type == "metrics" and "valid_score" in (e.data or {})]
+    assert [e["epoch"] for e in epochs] == [1, 2, 3]
+    for data in epochs:
+        assert data["valid_loss"] > 0 and 0 <= data["valid_score"] <= 1
+        assert data["valid_score"] * 5 == round(data["valid_score"] * 5)  # five questions
+    checkpoints = {c.step: c for c in ft.jobs.checkpoints(job.id)}
+    assert sorted(checkpoints) == [e["step"] for e in epochs]  # every epoch kept when a validation file decides
+    best = best_epoch([EpochResult(e["epoch"], e["step"], e["train_loss"], e["valid_loss"], e["valid_score"])
+                       for e in epochs])
+    assert best is not None
+    chosen = [e for e in ft.events(job.id) if e.message.startswith("Registered the best epoch")]
+    assert len(chosen) == 1 and chosen[0].data["best_epoch"]["step"] == best.step
+    registered = ft.registered_models()
+    adapter = registered[job.fine_tuned_model] / "adapter_model.safetensors"
+    best_adapter = registered[checkpoints[best.step].fine_tuned_model_checkpoint] / "adapter_model.safetensors"
+    assert adapter.read_bytes() == best_adapter.read_bytes()
+    header = (ft.results_dir(job.id) / "step_metrics.csv").read_text().splitlines()[0]
+    assert header == "step,train_loss,valid_loss,valid_score"
+    for event in ft.events(job.id):
+        FineTuningJobEvent.model_validate(event.to_openai())
+
+
+def test_a_validation_file_that_cannot_serve_is_refused(home: Path, models_dir: Path) -> None:
+    ft = FineTuning()
+    train = ft.add_file(gadget_facts(12), filename="train.jsonl")
+    useless = ft.add_file(b'{"messages": [{"role": "user", "content": "Hi"}]}\n', filename="useless.jsonl")
+    with pytest.raises(InputError, match="useless.jsonl.*no chat examples with an assistant answer"):
+        ft.create(train.id, validation_file=useless.id)
+    broken = ft.add_file(b'{"question": "Colour?", "expected": "teal", "grader": "fuzzy"}\n', filename="b.jsonl")
+    with pytest.raises(InputError, match="b.jsonl.*line 1: grader 'fuzzy' is unknown"):
+        ft.create(train.id, validation_file=broken.id)
+    assert ft.list() == []

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from tuneloop.chat import ChatSession, ReplyStream
 from tuneloop.cli._output import (
@@ -19,6 +18,7 @@ from tuneloop.cli._output import (
 )
 from tuneloop.cli.assistants import assistants_app
 from tuneloop.cli.data import data_app
+from tuneloop.cli.evals import eval_command
 from tuneloop.cli.export import export as export_command
 from tuneloop.cli.logs import logs_app
 from tuneloop.cli.models import models_app
@@ -52,6 +52,7 @@ app.command("train")(train_command)
 app.command("serve")(serve_command)
 app.command("worker")(worker_command)
 app.command("export")(export_command)
+app.command("eval")(eval_command)
 
 AssistantOption = Annotated[
     str | None, typer.Option("--assistant", "-a", help="Assistant id from the assistants file.")
@@ -247,14 +248,12 @@ DEMO_TURNS = [
 ]
 
 
-DEMO_QUESTIONS = 5
-
-
 @app.command()
 def demo(
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Most tokens per reply.")] = 96,
     train: Annotated[
-        bool, typer.Option("--train/--no-train", help="Fine-tune on the bundled facts (about 3 minutes).")
+        bool, typer.Option("--train/--no-train",
+                           help="Fine-tune on the bundled facts, then ask before/after (about 3 minutes).")
     ] = True,
 ) -> None:
     """The whole loop, offline: chat (logged with sentiment), fine-tune on made-up product facts, compare.
@@ -294,17 +293,21 @@ def demo(
 
 
 def demo_training(rt: Runtime, max_tokens: int) -> None:
-    import json
     import time
     from importlib import resources
 
+    from tuneloop.cli.evals import show
     from tuneloop.cli.train import follow
     from tuneloop.datasets import build_dataset, read_csv_text
+    from tuneloop.evals import read_eval_file, run_eval
     from tuneloop.training import FineTuning
 
     data = resources.files("tuneloop.data")
     facts = data.joinpath("demo_facts.csv").read_text("utf-8")
-    held_out = json.loads(data.joinpath("demo_heldout.json").read_text("utf-8"))
+    with resources.as_file(data.joinpath("demo_eval.jsonl")) as path:
+        held_out = read_eval_file(path)
+    with resources.as_file(data.joinpath("general_eval.jsonl")) as path:
+        general = read_eval_file(path)
     dataset = build_dataset(read_csv_text(facts, source="demo_facts.csv"))
     console.print(
         f"[bold]Fine-tuning[/] on {len(dataset.supervised)} made-up product facts (20 products, 3 phrasings each); "
@@ -318,31 +321,28 @@ def demo_training(rt: Runtime, max_tokens: int) -> None:
     if job.status != "succeeded":
         raise typer.Exit(1)
     assert job.fine_tuned_model is not None
-    console.print(f"Trained in {time.monotonic() - started:.0f} s: [bold]{escape(job.fine_tuned_model)}[/]\n")
+    trained = time.monotonic() - started
+    console.print(f"Trained in {trained:.0f} s: [bold]{escape(job.fine_tuned_model)}[/]\n")
 
-    def answer(model: str, question: str) -> str:
-        provider, model_id = rt.resolve(model)
-        return provider.complete([{"role": "user", "content": question}], model=model_id,
-                                 max_tokens=max_tokens).text.strip()
-
-    import re
-
-    table = Table("question", "before (base model)", "after (fine-tuned)", show_lines=True)
-    score = {BASE_MODEL_ID: 0, job.fine_tuned_model: 0}
-    for i, item in enumerate(held_out):
-        replies = {model: answer(model, item["question"]) for model in score}
-        for model, text in replies.items():
-            score[model] += re.search(rf"\b{re.escape(item['keyword'])}\b", text, re.IGNORECASE) is not None
-        if i < DEMO_QUESTIONS:
-            table.add_row(escape(item["question"]), *(escape(replies[m]) for m in score))
-    general = "What is the capital of France?"
-    table.add_row(general, *(escape(answer(m, general)) for m in score))
-    console.print(table)
+    models = [BASE_MODEL_ID, job.fine_tuned_model]
+    console.print(f"Asking both models {len(held_out)} held-out and {len(general)} general questions (greedy)…")
+    asked = time.monotonic()
+    reports = [run_eval(rt, items, models, max_tokens=min(max_tokens, 40)) for items in (held_out, general)]
+    for title, report in zip(("Held-out phrasings of the trained facts", "General questions"), reports,
+                             strict=True):
+        console.print(f"\n[bold]{title}[/] (before: {BASE_MODEL_ID}, after: the fine-tuned model)")
+        show(report)
+    held, kept = reports
+    lost = [i for i, ok in enumerate(kept.passed[BASE_MODEL_ID]) if ok and not kept.passed[job.fine_tuned_model]]
     console.print(
-        f"Held-out questions answered with the right fact: before {score[BASE_MODEL_ID]}/{len(held_out)}, "
-        f"after {score[job.fine_tuned_model]}/{len(held_out)}"
+        f"\n[bold]Held-out facts[/]: before {held.score(BASE_MODEL_ID)}/{len(held_out)}, "
+        f"after {held.score(job.fine_tuned_model)}/{len(held_out)}.  "
+        f"[bold]General questions[/]: before {kept.score(BASE_MODEL_ID)}/{len(general)}, "
+        f"after {kept.score(job.fine_tuned_model)}/{len(general)} ({len(lost)} the base model knew now lost).\n"
+        f"Time: fine-tuning job {trained:.0f} s, questions {time.monotonic() - asked:.0f} s."
     )
     console.print(
         f"\nUse it: tuneloop ask -m {escape(job.fine_tuned_model)} \"What does the Quibbler kettle cost?\"\n"
+        f"Measure it: tuneloop eval YOUR_QUESTIONS.jsonl -m {escape(job.fine_tuned_model)} -m {BASE_MODEL_ID}\n"
         f"Loss curve: {escape(str(ft.results_dir(job.id) / 'loss_curve.png'))}"
     )

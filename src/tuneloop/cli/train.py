@@ -41,6 +41,20 @@ def fine_tuning() -> FineTuning:
     return FineTuning(Runtime(load_settings(), progress=conversion_progress()))
 
 
+def upload_validation(ft: FineTuning, path: Path) -> str:
+    """Store a validation file; a CSV of questions and expected answers becomes the same JSONL lines."""
+    import json
+
+    from tuneloop.evals import read_eval_file
+
+    if path.suffix.lower() == ".csv":
+        items = read_eval_file(path)
+        lines = [json.dumps({"messages": list(i.messages), "expected": list(i.expected), "grader": i.grader})
+                 for i in items]
+        return ft.add_file("\n".join(lines).encode() + b"\n", filename=path.stem + ".jsonl").id
+    return ft.add_file(path).id
+
+
 def train(
     source: Annotated[
         str | None,
@@ -83,6 +97,10 @@ def train(
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed, for repeatable runs.")] = None,
     wait: Annotated[bool, typer.Option("--wait", "-w", help="Stay and show progress until the job ends.")] = False,
     encoding: Annotated[str | None, typer.Option("--encoding", help="Text encoding of a CSV input.")] = None,
+    validation_file: Annotated[Path | None, typer.Option(
+        "--validation-file", help="Chat examples (JSONL: a validation loss per epoch) and/or questions with expected "
+        "answers (JSONL or CSV as for `tuneloop eval`: a score per epoch); the best epoch is registered.",
+        show_default=False)] = None,
     json_: JsonOption = False,
 ) -> None:
     """Fine-tune a model on CSV rows, a JSONL file or the dialogue log; the job runs in the background.
@@ -100,10 +118,12 @@ def train(
                                  "learning_rate_multiplier": lr_multiplier}
     if beta is not None:
         requested["beta"] = beta
+    validation = upload_validation(ft, validation_file) if validation_file is not None else None
     try:
         job = ft.create(stored.id, model=base, method=chosen, suffix=suffix, seed=seed,
                         backend=backend.value if backend else ft.default_backend, device=device, quantize=quantize,
-                        hyperparameters={k: v for k, v in requested.items() if v is not None})
+                        hyperparameters={k: v for k, v in requested.items() if v is not None},
+                        validation_file=validation)
     except DatasetInvalidError as exc:
         render_report(exc.report)  # type: ignore[arg-type]
         raise

@@ -82,15 +82,20 @@ def create_job(body: JobCreateRequest, request: Request) -> dict[str, Any]:
         raise APIError(400, f"model {body.model!r} cannot be fine-tuned here; this server fine-tunes its base models: "
                        f"{', '.join(bases)}", param="model", code="model_not_available")
     if body.validation_file:
-        raise APIError(400, "validation_file is not supported by the local trainer yet; leave it out",
-                       param="validation_file")
+        try:
+            state.fine_tuning.jobs.get_file(body.validation_file)
+        except FileNotFoundInStoreError:
+            raise APIError(400, f"invalid validation_file: no file {body.validation_file!r} on this server; upload "
+                           "it with POST /v1/files (purpose fine-tune)", param="validation_file",
+                           code="invalid_validation_file") from None
     if body.integrations:
         raise APIError(400, "integrations are not supported by this server", param="integrations")
     method, hyperparameters = _hyperparameters(body)
     try:
         job = state.fine_tuning.create(body.training_file, model=body.model, method=method,
                                        hyperparameters=hyperparameters, suffix=body.suffix, seed=body.seed,
-                                       metadata=body.metadata, backend="local")
+                                       metadata=body.metadata, backend="local",
+                                       validation_file=body.validation_file)
     except FileNotFoundInStoreError:
         raise APIError(400, f"invalid training_file: no file {body.training_file!r} on this server; upload it with "
                        "POST /v1/files (purpose fine-tune)", param="training_file",

@@ -119,8 +119,13 @@ class FineTuning:
         backend: str = "local",
         device: str | None = None,
         quantize: str | None = None,
+        validation_file: str | None = None,
     ) -> Job:
         """Validate the file, record the job and start it. Errors in the data refuse the job.
+
+        A ``validation_file`` (supervised jobs) gives a validation loss at each epoch from its chat examples and,
+        from lines with an ``expected`` answer (as in :mod:`tuneloop.evals`), the share of its questions
+        answered right; the best epoch is the model registered, the others stay as checkpoints.
 
         ``backend="local"`` queues the job for a worker (here: one is spawned; or ``tuneloop worker`` processes)
         that fine-tunes ``model`` (any registered base model) on ``device`` (auto, cuda, mps, cpu), as QLoRA with
@@ -129,7 +134,8 @@ class FineTuning:
         """
         if backend == "openai":
             return self._create_remote(training_file, model=model, method=method, hyperparameters=hyperparameters,
-                                       suffix=suffix, seed=seed, description=description, metadata=metadata)
+                                       suffix=suffix, seed=seed, description=description, metadata=metadata,
+                                       validation_file=validation_file)
         if backend != "local":
             raise InputError(f"backend {backend!r}: use local or openai")
         model = model or BASE_MODEL_ID
@@ -145,10 +151,11 @@ class FineTuning:
         quantize = quantize or None
         self._check_hardware(model, device, quantize)
         stored, report, method = self._checked(training_file, model, method)
+        validation = self._checked_validation(validation_file, model, method) if validation_file else None
         values = hyper.resolve(method, report.examples, hyperparameters)
         job = self.jobs.create_job(
             backend="local", model=model, method=method, status="validating_files", training_file=stored.id,
-            validation_file=None, suffix=suffix, hyperparameters=values,
+            validation_file=validation, suffix=suffix, hyperparameters=values,
             seed=seed if seed is not None else secrets.randbelow(2**31), description=description,
             metadata=metadata, first_event=f"Validating training file: {stored.id}",
             device=None if device == "auto" else device, quantize=quantize,
@@ -189,6 +196,35 @@ class FineTuning:
         checkpoint = self.runtime.local_checkpoint(model)
         check_fits(model, count_parameters(checkpoint), plan, quantize=quantize)
 
+    def _checked_validation(self, validation_file: str, model: str, method: str) -> str:
+        """Refuse a validation file the trainer could not use; returns its id."""
+        from tuneloop.datasets import validate_examples
+        from tuneloop.evals import read_validation
+
+        if method != "supervised":
+            raise InputError(f"validation_file applies to supervised jobs, not {method}; leave it out")
+        stored = self.jobs.get_file(validation_file)
+        name = f"validation file {stored.filename} ({stored.id})"
+        try:
+            examples, items = read_validation(Path(stored.path), name)
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            if isinstance(exc, InputError):
+                raise
+            raise InputError(f"{name}: cannot be read as JSONL ({exc}); give chat examples, one JSON object per "
+                             "line") from None
+        if not examples and not items:
+            raise InputError(f"{name} has no chat examples with an assistant answer and no questions with an "
+                             "\"expected\" answer; give one or the other (one JSON object per line)")
+        if examples:
+            counter = token_counter(model, models_dir=self.settings.resolved_models_dir,
+                                    progress=self.runtime.progress, checkpoint=self.runtime.local_checkpoint(model))
+            report = validate_examples(examples, counter, source=name)
+            report.errors.pop("too_few_examples", None)  # a few validation examples are enough
+            report.first_errors = [i for i in report.first_errors if i.error != "too_few_examples"]
+            if not report.ok:
+                raise InputError(report.summary(name))
+        return stored.id
+
     def _checked(self, training_file: str, model: str, method: str) -> tuple[StoredFile, ValidationReport, str]:
         stored = self.jobs.get_file(training_file)
         report = self.validate(Path(stored.path), model)
@@ -208,7 +244,8 @@ class FineTuning:
 
     def _create_remote(self, training_file: str, *, model: str | None, method: str,
                        hyperparameters: dict[str, Any] | None, suffix: str | None, seed: int | None,
-                       description: str | None, metadata: dict[str, str] | None) -> Job:
+                       description: str | None, metadata: dict[str, str] | None,
+                       validation_file: str | None = None) -> Job:
         configured = self.settings.model
         # A configured model is the remote base unless it names a local model and the provider is not forced to
         # openai (TUNELOOP_PROVIDER=openai with a tuneloop server: its local model is the remote base).
@@ -217,9 +254,13 @@ class FineTuning:
         model = model or DEFAULT_OPENAI_MODEL
         trainer = self.remote()  # fails clearly when no remote platform is configured
         stored, _report, method = self._checked(training_file, model, method)
+        validation = None
+        if validation_file:
+            valid = self.jobs.get_file(validation_file)
+            validation = (Path(valid.path), valid.filename)
         return trainer.create(Path(stored.path), filename=stored.filename, model=model, method=method,
                               hyperparameters=dict(hyperparameters or {}), suffix=suffix, seed=seed,
-                              description=description, metadata=metadata)
+                              description=description, metadata=metadata, validation=validation)
 
     def _spawn(self, job: Job) -> Job:
         """Start a one-job worker for ``job`` on this machine; its pid is recorded while the job is queued."""

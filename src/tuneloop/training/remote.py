@@ -48,6 +48,7 @@ class RemoteTrainer:
         seed: int | None,
         description: str | None,
         metadata: dict[str, str] | None,
+        validation: tuple[Path, str] | None = None,
     ) -> Job:
         uploaded = self._call(self.client.files.create, file=(filename, path.read_bytes()), purpose="fine-tune")
         given = {k: v for k, v in hyperparameters.items() if v not in (None, "auto")}
@@ -58,6 +59,10 @@ class RemoteTrainer:
         else:
             method_param = {"type": "supervised", "supervised": {"hyperparameters": given}}
         options: dict[str, Any] = {"model": model, "training_file": uploaded.id, "method": method_param}
+        if validation is not None:
+            valid = self._call(self.client.files.create, file=(validation[1], validation[0].read_bytes()),
+                               purpose="fine-tune")
+            options["validation_file"] = valid.id
         if suffix is not None:
             options["suffix"] = suffix
         if seed is not None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from tuneloop.config import load_settings
 from tuneloop.datasets import token_counter, validate_examples
 from tuneloop.errors import TuneloopError
+from tuneloop.evals import read_validation
 from tuneloop.hardware import choose
 from tuneloop.models.inspection import check_fits, count_parameters
 from tuneloop.models.registry import ModelRegistry, fine_tuned_id
@@ -69,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint = ModelRegistry(settings, store).checkpoint(job.model)
         check_fits(job.model, count_parameters(checkpoint), plan, quantize=job.quantize)
         examples = local.read_examples(Path(jobs.get_file(job.training_file).path))
+        validation, eval_items = [], []
+        if job.validation_file:
+            stored = jobs.get_file(job.validation_file)
+            validation, eval_items = read_validation(Path(stored.path), stored.filename)
         if rank == 0:
             jobs.add_event(job.id, f"Training on {plan.describe()}"
                            + (f", {os.environ['WORLD_SIZE']} processes (DDP)" if "WORLD_SIZE" in os.environ else "")
@@ -86,11 +91,18 @@ def main(argv: list[str] | None = None) -> int:
             jobs.add_event(job.id, f"Step {p.step}/{p.total_steps}: training loss={p.loss:.4f}", type_="metrics",
                            data=data, progress=state)
 
-        def checkpointed(step: int, folder: Path, loss: float | None) -> None:
+        def checkpointed(record: local.EpochResult) -> None:
             # Recorded where the folder will be once the job succeeds; served only after that.
-            jobs.add_checkpoint(job.id, step=step, metrics={"step": step, "train_loss": loss},
-                                model=f"{model_id}:ckpt-step-{step}",
-                                path=str(final / folder.relative_to(temp / "adapter")))
+            assert record.folder is not None
+            jobs.add_checkpoint(job.id, step=record.step, metrics=epoch_metrics(record),
+                                model=f"{model_id}:ckpt-step-{record.step}",
+                                path=str(final / record.folder.relative_to(temp / "adapter")))
+
+        def epoch_done(record: local.EpochResult) -> None:
+            if record.valid_loss is None and record.valid_score is None:
+                return
+            jobs.add_event(job.id, f"Epoch {record.epoch}/{job.hyperparameters['n_epochs']}: " + describe(record),
+                           type_="metrics", data=epoch_metrics(record))
 
         counted: dict[str, int] = {}
 
@@ -106,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
                              hyperparameters=job.hyperparameters, seed=job.seed, output_dir=temp / "adapter",
                              work_dir=temp, on_progress=progress, should_stop=should_stop,
                              on_checkpoint=checkpointed, plan=plan, quantize=job.quantize,
-                             on_start=side.start if rank == 0 else None)
+                             on_start=side.start if rank == 0 else None, validation=validation,
+                             eval_items=eval_items, on_epoch=epoch_done,
+                             replay_cache=replay_cache(settings.resolved_models_dir, job.model, checkpoint))
         if rank != 0:
             return 0
         side.join()
@@ -117,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         outcome = {"trained_tokens": tokens, "seconds": round(result.seconds, 1),
                    "tokens_per_second": round(tokens / result.seconds, 1) if result.seconds else None,
                    "peak_memory_mb": round(result.peak_memory_bytes / 2**20), "device": plan.describe(),
-                   "lora_targets": result.targets, "result_files": [str(f) for f in files]}
+                   "lora_targets": result.targets, "result_files": [str(f) for f in files],
+                   "replayed": result.replayed,
+                   "best_epoch": epoch_metrics(result.best) if result.best is not None else None}
         (temp / "outcome.json").write_text(json.dumps(outcome))
         return 0
     except local.Cancelled:
@@ -130,6 +146,36 @@ def main(argv: list[str] | None = None) -> int:
         reason = str(exc) if isinstance(exc, TuneloopError) else f"{type(exc).__name__}: {exc}"
         (temp / "error.txt").write_text(reason[:2000])
         return 1
+
+
+def epoch_metrics(record: local.EpochResult) -> dict[str, float | int]:
+    """What an epoch measured (OpenAI's metric names where it has them); what was not measured is left out."""
+    values = {"step": record.step, "epoch": record.epoch, "train_loss": record.train_loss,
+              "valid_loss": record.valid_loss, "valid_score": record.valid_score}
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def describe(record: local.EpochResult) -> str:
+    parts = []
+    if record.valid_loss is not None:
+        parts.append(f"validation loss={record.valid_loss:.4f}")
+    if record.valid_score is not None:
+        parts.append(f"validation score={record.valid_score:.0%}")
+    return ", ".join(parts)
+
+
+def replay_cache(models_dir: Path, model: str, checkpoint: Path) -> Path:
+    """Where the base model's replayed answers are kept: one file per base model and version of its weights."""
+    import hashlib
+
+    from tuneloop.export.recipes import safe_name
+
+    stamp = hashlib.sha256()
+    for file in sorted(checkpoint.glob("*.safetensors")) + [checkpoint / "config.json"]:
+        with contextlib.suppress(OSError):
+            info = file.stat()
+            stamp.update(f"{file.name}:{info.st_size}:{info.st_mtime_ns};".encode())
+    return models_dir / "replay" / f"{safe_name(model)}-{stamp.hexdigest()[:12]}.json"
 
 
 if __name__ == "__main__":

@@ -310,7 +310,14 @@ class Worker:
         if done is None:  # cancelled at the last moment: do not register the model
             shutil.rmtree(final, ignore_errors=True)
             return
-        numbers = {k: outcome[k] for k in ("seconds", "tokens_per_second", "peak_memory_mb", "device", "lora_targets")}
+        best = outcome.get("best_epoch")
+        if best is not None:
+            score = f", validation score {best['valid_score']:.0%}" if best.get("valid_score") is not None else ""
+            loss = f", validation loss {best['valid_loss']:.4f}" if best.get("valid_loss") is not None else ""
+            self.jobs.add_event(job.id, f"Registered the best epoch, {best['epoch']} (step {best['step']}){score}"
+                                f"{loss}; the other epochs are checkpoints", data={"best_epoch": best})
+        numbers = {k: outcome.get(k) for k in ("seconds", "tokens_per_second", "peak_memory_mb", "device",
+                                               "lora_targets", "replayed")}
         self.jobs.add_event(job.id, f"The job has successfully completed in {outcome['seconds']:.0f} s on "
                             f"{outcome['device']}: {outcome['tokens_per_second']} trained tokens/s, peak memory "
                             f"{outcome['peak_memory_mb']} MiB", data=numbers)
