@@ -222,26 +222,16 @@ class LocalEngine:
                        on_answer: Callable[[int], None] | None = None) -> list[str]:
         """Greedy replies to many conversations, decoded together in left-padded batches of similar lengths
         (evals: many short questions). ``on_answer(n)`` is called as each batch of ``n`` finishes."""
-        torch = self._torch
         prompts = [self.fit_to_context(c, max_tokens)[0] for c in conversations]
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         answers: list[str] = [""] * len(prompts)
-        pad = self.tokenizer.pad_token_id
-        pad = pad if pad is not None else min(self.eos_token_ids)
-        with self._lock, torch.inference_mode():
+        with self._lock, self._torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 chunk = order[start:start + batch_size]
-                width = max(len(prompts[i]) for i in chunk)
-                ids = [[pad] * (width - len(prompts[i])) + prompts[i] for i in chunk]
-                mask = [[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in chunk]
-                device = self.plan.device
-                out = self.model.generate(
-                    input_ids=torch.tensor(ids, device=device), attention_mask=torch.tensor(mask, device=device),
-                    max_new_tokens=max_tokens, do_sample=False, temperature=None, top_p=None, top_k=None,
-                    eos_token_id=sorted(self.eos_token_ids), pad_token_id=pad,
-                )
-                for row, i in enumerate(chunk):
-                    answers[i] = self.tokenizer.decode(out[row, width:], skip_special_tokens=True).strip()
+                outputs = greedy_batch(self.model, self.tokenizer, [prompts[i] for i in chunk], max_tokens,
+                                       self.plan.device, eos=sorted(self.eos_token_ids))
+                for i, ids in zip(chunk, outputs, strict=True):
+                    answers[i] = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
                 if on_answer is not None:
                     on_answer(len(chunk))
         return answers
@@ -258,6 +248,25 @@ class LocalEngine:
             choice = torch.multinomial(sorted_probs / sorted_probs.sum(), 1, generator=generator)
             return int(order[choice].item())
         return int(torch.multinomial(probs, 1, generator=generator).item())
+
+
+def greedy_batch(model: Any, tokenizer: Any, prompts: Sequence[list[int]], max_tokens: int, device: str, *,
+                 eos: list[int] | None = None) -> list[list[int]]:
+    """The greedy continuation token ids of each prompt (token ids), decoded together, left-padded; rows that
+    finished early end with the end-of-turn token and padding."""
+    import torch
+
+    pad = tokenizer.pad_token_id
+    if pad is None:
+        pad = eos[0] if eos else tokenizer.eos_token_id
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompts], device=device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    options: dict[str, Any] = {"eos_token_id": eos} if eos else {}
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_tokens, do_sample=False,
+                             temperature=None, top_p=None, top_k=None, pad_token_id=pad, **options)
+    return [row[width:].tolist() for row in out]
 
 
 def first_stop(text: str, stop: Sequence[str]) -> int | None:

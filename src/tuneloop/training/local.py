@@ -20,7 +20,7 @@ from typing import Any
 from tuneloop.evals import EvalItem
 from tuneloop.hardware import DevicePlan
 from tuneloop.training.hyper import learning_rate
-from tuneloop.training.tokenize import render, supervised_row
+from tuneloop.training.tokenize import clean, render, supervised_row
 
 # LoRA goes on every linear layer (found per architecture) of the upper half of the blocks; never on the embeddings
 # or lm_head. Measured on two made-up fact sets: as many held-out phrasings learned as with every block, more general
@@ -78,9 +78,6 @@ class TrainResult:
 
 
 def dpo_rows(examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    def clean(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
-        return [{"role": m["role"], "content": _text(m.get("content"))} for m in messages]
-
     return [
         {
             "prompt": clean(e["input"]["messages"]),
@@ -89,12 +86,6 @@ def dpo_rows(examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
         }
         for e in examples
     ]
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return content or ""
 
 
 def read_examples(path: Path) -> list[dict[str, Any]]:
@@ -402,25 +393,18 @@ def validation_loss(model: Any, rows: list[dict[str, list[int]]], device: str, b
 
 def score(model: Any, tokenizer: Any, items: list[EvalItem], device: str, batch: int = 16) -> float:
     """The share of ``items`` the model in training answers right (greedy, batched)."""
-    import torch
+    from tuneloop.engine.generation import greedy_batch
 
     longest = max(len(tokenizer.encode(e, add_special_tokens=False)) for item in items for e in item.expected)
     max_tokens = min(64, max(32, 2 * longest + 16))
     was_training = model.training
     model.eval()
-    pad = tokenizer.pad_token_id
     passed = 0
-    with torch.no_grad():
-        for start in range(0, len(items), batch):
-            chunk = items[start:start + batch]
-            prompts = [render(tokenizer, list(item.messages), prompt=True) for item in chunk]
-            width = max(len(p) for p in prompts)
-            ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
-            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
-            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_tokens, do_sample=False,
-                                 temperature=None, top_p=None, top_k=None, pad_token_id=pad)
-            for row, item in zip(out, chunk, strict=True):
-                passed += item.grade(tokenizer.decode(row[width:], skip_special_tokens=True).strip())
+    for start in range(0, len(items), batch):
+        chunk = items[start:start + batch]
+        prompts = [render(tokenizer, list(item.messages), prompt=True) for item in chunk]
+        for ids, item in zip(greedy_batch(model, tokenizer, prompts, max_tokens, device), chunk, strict=True):
+            passed += item.grade(tokenizer.decode(ids, skip_special_tokens=True).strip())
     model.train(was_training)
     return passed / len(items)
 

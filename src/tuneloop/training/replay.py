@@ -37,26 +37,18 @@ def replay_share(examples: int) -> int:
 
 def base_answers(model: Any, tokenizer: Any, questions: list[str], device: str, *, batch: int = 16) -> list[list[int]]:
     """The model's greedy answer token ids (end-of-turn included when it ended) to each question."""
-    import torch
+    from tuneloop.engine.generation import greedy_batch
 
-    pad = tokenizer.pad_token_id
+    ends = _end_ids(model, tokenizer)
     answers: list[list[int]] = []
     was_training = model.training
     model.eval()
-    with torch.no_grad():
-        for start in range(0, len(questions), batch):
-            chunk = [render(tokenizer, [{"role": "user", "content": q}], prompt=True)
-                     for q in questions[start:start + batch]]
-            width = max(len(p) for p in chunk)
-            ids = torch.tensor([[pad] * (width - len(p)) + p for p in chunk], device=device)
-            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=device)
-            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=REPLAY_TOKENS, do_sample=False,
-                                 temperature=None, top_p=None, top_k=None, pad_token_id=pad)
-            ends = _end_ids(model, tokenizer)
-            for row in out.tolist():
-                answer = row[width:]
-                cut = next((k + 1 for k, t in enumerate(answer) if t in ends), len(answer))
-                answers.append(answer[:cut])
+    for start in range(0, len(questions), batch):
+        prompts = [render(tokenizer, [{"role": "user", "content": q}], prompt=True)
+                   for q in questions[start:start + batch]]
+        for answer in greedy_batch(model, tokenizer, prompts, REPLAY_TOKENS, device):
+            cut = next((k + 1 for k, t in enumerate(answer) if t in ends), len(answer))
+            answers.append(answer[:cut])
     model.train(was_training)
     return answers
 

@@ -22,7 +22,8 @@ def _text(content: Any) -> str:
     return content or ""
 
 
-def _clean(messages: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
+def clean(messages: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
+    """Role and text of each message (content parts joined), as a chat template takes them."""
     return [{"role": m["role"], "content": _text(m.get("content"))} for m in messages]
 
 
@@ -35,7 +36,7 @@ def render(tokenizer: Any, messages: Sequence[dict[str, str]], *, prompt: bool =
 def supervised_row(tokenizer: Any, example: dict[str, Any]) -> dict[str, list[int]]:
     """One chat example → ``{"input_ids", "assistant_masks"}`` (1 on the tokens the loss is on)."""
     raw = example["messages"]
-    messages = _clean(raw)
+    messages = clean(raw)
     ids = render(tokenizer, messages)
     mask = [0] * len(ids)
     trained = [i for i, m in enumerate(raw) if m["role"] == "assistant" and m.get("weight", 1) != 0]
