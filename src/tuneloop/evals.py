@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tuneloop.datasets.readers import COMPLETION_COLUMNS, PROMPT_COLUMNS, SYSTEM_COLUMNS, decode
+from tuneloop.datasets.readers import COMPLETION_COLUMNS, PROMPT_COLUMNS, SYSTEM_COLUMNS, _pick_delimiter, decode
 from tuneloop.errors import DataError, InputError
 
 if TYPE_CHECKING:
@@ -184,7 +184,7 @@ def read_validation(path: Path, name: str) -> tuple[list[dict[str, Any]], list[E
 
 
 def read_eval_csv(text: str, source: str) -> list[EvalItem]:
-    rows = [r for r in csv.reader(io.StringIO(text), delimiter=_delimiter(text)) if any(c.strip() for c in r)]
+    rows = [r for r in csv.reader(io.StringIO(text), delimiter=_pick_delimiter(text)) if any(c.strip() for c in r)]
     header = [c.strip().lower() for c in rows[0]]
 
     def column(names: Iterable[str]) -> int | None:
@@ -206,11 +206,6 @@ def read_eval_csv(text: str, source: str) -> list[EvalItem]:
         items.append(make_item(question=cell(question), expected=cell(expected), grader=cell(grader) or None,
                                system=cell(system), source=source, line=number))
     return items
-
-
-def _delimiter(text: str) -> str:
-    header = text.split("\n", 1)[0]
-    return max((",", ";", "\t", "|"), key=header.count)
 
 
 @dataclass
