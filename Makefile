@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tuneloop-installed
 
-.PHONY: setup demo test lint bench bench-learning clean
+.PHONY: setup postgres demo test lint bench bench-learning bench-faults clean
 
 setup: $(STAMP)
 
@@ -20,7 +20,17 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(VENV)/bin/tuneloop demo
 
-test: setup
+# The tests start their own throw-away PostgreSQL cluster on 127.0.0.1; they need Debian's server binaries.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
+	if [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian's postgresql (the tests run a throw-away cluster)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	else \
+		echo "the tests need PostgreSQL's server binaries: sudo apt-get install postgresql" >&2; exit 1; \
+	fi
+
+test: setup postgres
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
 

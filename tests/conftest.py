@@ -61,6 +61,30 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, models_dir: Path) -> P
     return home
 
 
+@pytest.fixture(scope="session")
+def postgres():  # noqa: ANN201
+    """One throw-away PostgreSQL cluster on 127.0.0.1 for the whole session (tests/pg.py); a database per test."""
+    from pg import Cluster
+
+    with Cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty store on each database tuneloop supports: the test runs once on each."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return request.getfixturevalue("postgres").new_database()
+
+
+@pytest.fixture
+def any_home(home: Path, database_url: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``home`` whose store is ``database_url`` (TUNELOOP_DATABASE_URL): SQLite, then PostgreSQL."""
+    monkeypatch.setenv("TUNELOOP_DATABASE_URL", database_url)
+    return home
+
+
 def wait_until(predicate, timeout: float = 180.0, every: float = 0.5):  # noqa: ANN001, ANN201
     """Poll ``predicate`` until it returns something truthy (returned), or fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

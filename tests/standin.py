@@ -4,11 +4,16 @@ It is the only test double in the suite (a remote vendor cannot be reached from 
 body is validated against OpenAI's schema for createChatCompletion, as the `openai` SDK's generated
 types define it, and every response is built through the SDK's response models, so a field either
 side gets wrong fails the test.
+
+It injects faults on demand: append to ``faults`` and each request that arrives takes the first one
+(see FAULTS); ``arrivals`` records when each request came and which fault it got.
 """
 
 from __future__ import annotations
 
 import json
+import socket
+import struct
 import threading
 import time
 from collections.abc import Iterable
@@ -29,6 +34,17 @@ KNOWN_KEYS = set(get_type_hints(params.CompletionCreateParamsStreaming)) | set(
     get_type_hints(params.CompletionCreateParamsNonStreaming)
 )
 MODELS = ["gpt-4o-mini", "standin-model"]
+# Faults a request can be given: "429", "429:SECONDS" (with Retry-After), "429ms:MILLISECONDS" (retry-after-ms),
+# "500", "503", "slow:SECONDS" (answers only after that long), "reset" (connection reset, no answer),
+# "cut" (a streamed reply stops half-way: the connection closes; a plain one resets), "badjson" (200, not JSON).
+FAULTS = ("429", "500", "503", "slow", "reset", "cut", "badjson")
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a client that went away (timeouts, injected resets) is expected here
 JOB_CREATE = TypeAdapter(job_create_params.JobCreateParams)
 JOB_KEYS = set(get_type_hints(job_create_params.JobCreateParams))
 # A remote job moves one state further each time it is read, like a platform that trains meanwhile.
@@ -82,10 +98,13 @@ class StandIn:
         self.api_key = api_key
         self.requests: list[dict[str, Any]] = []
         self.fail_next = 0  # answer this many chat requests with 500 before succeeding
+        self.faults: list[str] = []
+        self.arrivals: list[tuple[float, str, str | None]] = []  # (time.monotonic(), path, fault given)
+        self._lock = threading.Lock()
         self.files: dict[str, dict[str, Any]] = {}
         self.jobs: dict[str, dict[str, Any]] = {}
         self.uploads: dict[str, bytes] = {}
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = _Server(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
@@ -113,9 +132,11 @@ class StandIn:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def _json(self, status: int, payload: Any) -> None:
+            def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
                 data = json.dumps(payload).encode()
                 self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -135,8 +156,48 @@ class StandIn:
                 self._error(401, f"Incorrect API key provided: {given[:5]}***{given[-4:]}", "invalid_api_key")
                 return False
 
+            def _reset(self) -> None:
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.connection.close()
+                self.close_connection = True
+
+            def _fault(self) -> str | None:
+                """Take the next injected fault; answer it here unless it shapes the answer (cut, slow). Returns
+                the fault still to apply, or "done" when the request has been answered."""
+                with standin._lock:
+                    fault = standin.faults.pop(0) if standin.faults else None
+                    standin.arrivals.append((time.monotonic(), self.path, fault))
+                if fault is None:
+                    return None
+                kind, _, value = fault.partition(":")
+                if kind in ("429", "429ms"):
+                    headers = {"retry-after-ms" if kind == "429ms" else "Retry-After": value} if value else {}
+                    self._json(429, {"error": {"message": "Rate limit reached, slow down", "type": "requests",
+                                               "param": None, "code": "rate_limit_exceeded"}}, headers)
+                    return "done"
+                if kind in ("500", "503"):
+                    self._error(int(kind), "The server had an error while processing your request")
+                    return "done"
+                if kind == "reset":
+                    self._reset()
+                    return "done"
+                if kind == "badjson":
+                    data = b'{"id": "chatcmpl-x", "choices": [ {"message": '
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return "done"
+                if kind == "slow":
+                    time.sleep(float(value or 5))
+                    return None
+                return kind
+
             def do_GET(self) -> None:  # noqa: N802
                 if not self._authorized():
+                    return
+                if self._fault() == "done":
                     return
                 path = self.path.split("?", 1)[0]
                 if path == "/v1/models":
@@ -171,6 +232,9 @@ class StandIn:
                 if not self._authorized():
                     return
                 raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                fault = self._fault()
+                if fault == "done":
+                    return
                 if self.path in ("/v1/files", "/v1/fine_tuning/jobs") or self.path.endswith("/cancel"):
                     self._fine_tuning(raw)
                     return
@@ -192,8 +256,10 @@ class StandIn:
                     self._error(500, "temporary failure")
                     return
                 text = standin.reply_for(body)
-                if body.get("stream"):
-                    self._stream(body, text)
+                if fault == "cut" and not body.get("stream"):
+                    self._reset()
+                elif body.get("stream"):
+                    self._stream(body, text, cut=fault == "cut")
                 else:
                     self._complete(body, text)
 
@@ -264,7 +330,7 @@ class StandIn:
                 })
                 self._json(200, completion.model_dump(exclude_none=True))
 
-            def _stream(self, body: dict[str, Any], text: str) -> None:
+            def _stream(self, body: dict[str, Any], text: str, cut: bool = False) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.end_headers()
@@ -279,10 +345,13 @@ class StandIn:
                 if (body.get("stream_options") or {}).get("include_usage"):
                     chunks.append({**base, "choices": [], "usage": {
                         "prompt_tokens": 7, "completion_tokens": len(words), "total_tokens": 7 + len(words)}})
+                if cut:  # half the reply, then the connection closes (HTTP/1.0: no length, so a clean EOF)
+                    chunks = chunks[: max(2, len(chunks) // 2)]
                 for chunk in chunks:
                     data = ChatCompletionChunk.model_validate(chunk).model_dump(exclude_none=True)
                     self.wfile.write(f"data: {json.dumps(data)}\n\n".encode())
-                self.wfile.write(b"data: [DONE]\n\n")
+                if not cut:
+                    self.wfile.write(b"data: [DONE]\n\n")
                 self.wfile.flush()
 
         return Handler

@@ -1,4 +1,5 @@
-"""The dialogue store on real SQLite: exchanges, reactions, O(1) appends, locks and corruption."""
+"""The dialogue store on real SQLite and real PostgreSQL: exchanges, reactions, O(1) appends, full-text search,
+locks and corruption."""
 
 from __future__ import annotations
 
@@ -14,7 +15,13 @@ from tuneloop.store import DialogueStore
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> DialogueStore:
+def store(database_url: str) -> DialogueStore:
+    """A fresh store on SQLite, then on PostgreSQL."""
+    return DialogueStore(database_url, busy_timeout=0.3)
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> DialogueStore:
     return DialogueStore(f"sqlite:///{tmp_path / 'log.db'}", busy_timeout=0.3)
 
 
@@ -70,19 +77,30 @@ def test_append_cost_does_not_grow_with_the_thread(store: DialogueStore) -> None
 def test_search_list_export_and_feedback(store: DialogueStore) -> None:
     a = store.create_thread(model="m")
     b = store.create_thread(model="m")
-    store.append_exchange(a.id, "Tell me about 100% cotton", "It is soft.", model="m")
-    store.append_exchange(b.id, "What about wool?", "It is warm.", model="m")
-    assert [m.content for m in store.search("100%")] == ["Tell me about 100% cotton"]
-    assert [m.content for m in store.search("IT IS")] == ["It is warm.", "It is soft."]
-    assert store.search("_") == []
-    assert {t.id: t.message_count for t in store.list_threads()} == {a.id: 2, b.id: 2}
+    store.append_exchange(a.id, "Tell me about 100% cotton shirts", "Cotton is soft, and cotton breathes.", model="m")
+    store.append_exchange(b.id, "What about wool?", "Wool is warm. Café au lait is not.", model="m")
+    hits = store.search("COTTON")
+    # Ranked: the reply that says cotton twice first; the matching words are marked, in their own case.
+    assert [h.message.content for h in hits] == ["Cotton is soft, and cotton breathes.",
+                                                 "Tell me about 100% cotton shirts"]
+    assert hits[0].rank > hits[1].rank
+    assert hits[0].matches == ["cotton"] and "\x02Cotton\x03" in hits[0].snippet
+    assert hits[1].marked("[", "]") == "Tell me about 100% [cotton] shirts"
+    assert [h.message.content for h in store.search("shirt 100")] == ["Tell me about 100% cotton shirts"]  # prefixes
+    assert [h.message.content for h in store.search("CAFÉ")] == ["Wool is warm. Café au lait is not."]
+    assert store.search("cotton wool") == []  # every word must match
+    assert store.search("_") == [] and store.search("\\\\%") == [] and store.search('"*:') == []
+    store.append_exchange(b.id, "and cotton?", "Also nice.", model="m")
+    assert "and cotton?" in [h.message.content for h in store.search("cotton")]  # new messages are indexed
+    assert {t.id: t.message_count for t in store.list_threads()} == {a.id: 2, b.id: 4}
     exported = list(store.export())
     assert [t.id for t, _ in exported] == [a.id, b.id]
     reply = exported[0][1][1]
     assert store.set_feedback(reply.id, 1).feedback == 1
 
 
-def test_locked_database_gives_typed_error_quickly(store: DialogueStore, tmp_path: Path) -> None:
+def test_locked_database_gives_typed_error_quickly(sqlite_store: DialogueStore, tmp_path: Path) -> None:
+    store = sqlite_store
     holder = sqlite3.connect(tmp_path / "log.db", isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     try:
@@ -117,4 +135,4 @@ def test_reopening_keeps_data_and_migrates_once(tmp_path: Path) -> None:
     assert [m.content for m in again.messages(thread.id)] == ["hi", "hello"]
     with sqlite3.connect(tmp_path / "log.db") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0003",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0004",)]

@@ -1,5 +1,5 @@
 """`tuneloop worker` processes and `tuneloop serve` sharing one store: jobs claimed once, lost workers noticed,
-jobs re-queued and finished by another worker, clean stops."""
+jobs re-queued and finished by another worker, clean stops; each test on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -27,8 +27,10 @@ MODEL = "tiny-llama"
 
 
 @pytest.fixture
-def team(home: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """The environment every process of the team shares: one store and home; workers take the jobs."""
+def team(any_home: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The environment every process of the team shares: one store (SQLite, then PostgreSQL) and home; workers
+    take the jobs."""
+    home = any_home
     monkeypatch.setenv("TUNELOOP_SPAWN_WORKER", "0")
     monkeypatch.setenv("TUNELOOP_WORKER_HEARTBEAT", "1")
     monkeypatch.setenv("TUNELOOP_WORKER_TIMEOUT", "30")

@@ -61,14 +61,20 @@ class ReplyStream:
         self.reply: Reply | None = None
 
     def __iter__(self) -> Iterator[str]:
-        finished = False
+        finished = stopped = False
         try:
             yield from self._stream
             finished = True
+        except (GeneratorExit, KeyboardInterrupt):
+            stopped = True
+            raise
         finally:
             self._stream.close()
-            # A reply cut short (Ctrl-C, a dropped connection) is logged if it has any text.
-            if finished or self._stream.result.text:
+            # A reply the user stopped (Ctrl-C, a client that went away) is logged with what it has, marked
+            # finish_reason "interrupted"; one that failed (a stream cut by the provider) is not logged at all.
+            if finished or (stopped and self._stream.result.text):
+                if not finished:
+                    self._stream.result.finish_reason = "interrupted"
                 self.reply = self._session._log(self._text, self._system, self._stream.result)
 
     def read(self) -> Reply:
@@ -148,7 +154,7 @@ class ChatSession:
         system_instruction: str | None,
         max_tokens: int | None,
         temperature: float | None,
-        attempts: int,
+        attempts: int | None,
         images: Sequence[PreparedImage] = (),
     ) -> tuple[list[dict[str, Any]], str | None, dict[str, Any]]:
         if not text or not text.strip():
@@ -160,7 +166,7 @@ class ChatSession:
             "model": self.model,
             "temperature": self.assistant.temperature if temperature is None else temperature,
             "max_tokens": max_tokens or self.runtime.settings.max_tokens,
-            "retries": max(0, attempts - 1),
+            "retries": None if attempts is None else max(0, attempts - 1),
         }
         return self._context(text, system, images), system, options
 
@@ -171,7 +177,7 @@ class ChatSession:
         system_instruction: str | None = None,
         max_tokens: int | None = None,
         temperature: float | None = None,
-        attempts: int = 1,
+        attempts: int | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> ReplyStream:
         """Send ``text``; iterate the result for the reply as it is generated."""
@@ -186,7 +192,7 @@ class ChatSession:
         system_instruction: str | None = None,
         max_tokens: int | None = None,
         temperature: float | None = None,
-        attempts: int = 1,
+        attempts: int | None = None,
         images: Sequence[PreparedImage] = (),
     ) -> Reply:
         """Send ``text`` (with ``images``, for a vision model) and return the whole reply once generated and logged;

@@ -69,7 +69,18 @@ class Settings(BaseSettings):
     )
     db_busy_timeout: float = Field(default=5.0, gt=0, description="Seconds to wait for a locked database.")
     max_tokens: int = Field(default=512, gt=0, description="Default limit on generated tokens.")
-    request_timeout: float = Field(default=120.0, gt=0, description="Seconds before a remote call fails.")
+    request_timeout: float = Field(default=120.0, gt=0, description="Seconds a remote call may wait for each read.")
+    connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to connect to a remote provider.")
+    retries: int = Field(
+        default=2, ge=0, le=20,
+        description="Retries of a remote call after a connection error, timeout, 408, 409, 429 or 5xx (never 4xx).",
+    )
+    retry_initial_delay: float = Field(default=0.5, ge=0, description="First backoff in seconds; doubles per retry.")
+    retry_max_delay: float = Field(default=8.0, ge=0, description="Longest backoff in seconds (less 0-25% jitter).")
+    retry_max_wait: float = Field(
+        default=60.0, ge=0, le=120,
+        description="Longest Retry-After honoured, in seconds; a vendor asking for more is not retried.",
+    )
     models: dict[str, ModelOptions] = Field(
         default_factory=dict,
         description='Per-model options: [models."llava-local"] vision = true (env: TUNELOOP_MODELS as JSON).',

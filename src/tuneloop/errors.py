@@ -105,12 +105,28 @@ class ProviderConnectionError(ProviderError):
     """The provider could not be reached."""
 
 
+class ProviderTimeoutError(ProviderConnectionError):
+    """The provider took longer than the configured timeout (after every retry)."""
+
+
+class ProviderStreamCutError(ProviderConnectionError):
+    """A streamed reply stopped before its end; what arrived is not logged as a reply."""
+
+
 class ProviderAuthError(ProviderError):
     """The provider refused the credentials."""
 
 
 class ProviderResponseError(ProviderError):
     """The provider answered with an error or an unusable response."""
+
+
+class ProviderRateLimitError(ProviderResponseError):
+    """The provider kept answering 429 (rate limit), or asked to wait longer than ``retry_max_wait``."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class ReplyNotJSONError(ProviderResponseError):

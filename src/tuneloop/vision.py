@@ -7,9 +7,17 @@ import re
 import time
 from typing import Any
 
-from tuneloop.errors import ProviderAuthError, ProviderConnectionError, ProviderResponseError, ReplyNotJSONError
+from tuneloop.errors import (
+    ProviderAuthError,
+    ProviderConnectionError,
+    ProviderRateLimitError,
+    ProviderResponseError,
+    ProviderTimeoutError,
+    ReplyNotJSONError,
+)
 from tuneloop.providers.base import GenerationResult
 from tuneloop.providers.openai import OpenAIProvider
+from tuneloop.retry import send_with_retries
 
 DESCRIBE_PROMPT = "Describe this image."
 _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL | re.IGNORECASE)
@@ -38,12 +46,21 @@ def post_chat(provider: OpenAIProvider, model: str, messages: list[dict[str, Any
     url = str(provider.client.base_url).rstrip("/") + "/chat/completions"
     headers = {"Authorization": f"Bearer {provider.client.api_key}"}
     body = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0}
+    policy = provider.policy
     started = time.perf_counter()
     try:
-        response = httpx.post(url, json=body, headers=headers, timeout=provider.settings.request_timeout)
+        with httpx.Client(timeout=policy.timeout(httpx.Timeout)) as http:
+            response = send_with_retries(policy, lambda: http.post(url, json=body, headers=headers),
+                                         transport_errors=(httpx.TransportError,))
+    except httpx.TimeoutException:
+        raise ProviderTimeoutError(f"the provider at {provider.where} did not answer in time "
+                                   f"({policy.retries + 1} attempts); raise TUNELOOP_REQUEST_TIMEOUT") from None
     except httpx.HTTPError as exc:
         raise ProviderConnectionError(f"cannot reach {provider.where}: {provider._scrub(str(exc))}; check "
                                       "OPENAI_BASE_URL and the network") from None
+    if response.status_code == 429:
+        raise ProviderRateLimitError(f"the provider at {provider.where} answered 429 (rate limit); try again later",
+                                     policy.asked_wait(response.headers))
     if response.status_code == 401:
         raise ProviderAuthError(f"the provider at {provider.where} refused the API key; check OPENAI_API_KEY")
     try:

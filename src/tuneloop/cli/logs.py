@@ -17,6 +17,7 @@ from tuneloop.config import load_settings
 from tuneloop.errors import InputError
 from tuneloop.runtime import Runtime
 from tuneloop.store import DialogueStore, Message, Thread
+from tuneloop.store.search import START, STOP, words
 
 logs_app = typer.Typer(
     help="Browse, search and export the dialogue log (every exchange, with sentiment).",
@@ -112,21 +113,27 @@ def rate(
 
 @logs_app.command("search")
 def search(
-    query: Annotated[str, typer.Argument(help="Text to look for (case-insensitive).")],
+    query: Annotated[str, typer.Argument(help="Words to look for; every word must match, each as the start of a "
+                                              "word, ignoring case (`capital` finds `Capitals`).")],
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Most messages to show.")] = 50,
     json_: JsonOption = False,
 ) -> None:
-    """Find messages containing QUERY, newest first."""
-    found = _store().search(query, limit=limit)
+    """Full-text search of every logged message, best match first, matching words highlighted.
+
+    --json adds rank, snippet (matches between **) and matches to each message."""
+    hits = _store().search(query, limit=limit)
     if json_:
-        print_json([m.to_dict() for m in found])
+        print_json([hit.to_dict() for hit in hits])
         return
     table = Table(Column("thread", no_wrap=True), "#", "role", "sentiment", "text")
-    for m in found:
-        table.add_row(m.thread_id, str(m.id), m.role, sentiment_text(m.sentiment), escape(_snippet(m.content, query)))
-    console.print(table)
-    if not found:
-        console.print(f"no message contains {query!r}")
+    for hit in hits:
+        m = hit.message
+        shown = escape(" ".join(hit.snippet.split())).replace(START, "[bold yellow]").replace(STOP, "[/bold yellow]")
+        table.add_row(m.thread_id, str(m.id), m.role, sentiment_text(m.sentiment), shown)
+    if hits:
+        console.print(table)
+    else:
+        console.print(f"no message matches {query!r}" if words(query) else f"{query!r} has no words to search for")
 
 
 @logs_app.command("export")
@@ -173,9 +180,3 @@ def _thread_dict(t: Thread) -> dict:
     return {"id": t.id, "assistant_id": t.assistant_id, "model": t.model, "title": t.title,
             "system_instruction": t.system_instruction, "created_at": t.created_at.isoformat(),
             "updated_at": t.updated_at.isoformat(), "message_count": t.message_count}
-
-
-def _snippet(text: str, query: str, width: int = 70) -> str:
-    flat = " ".join(text.split())
-    at = max(0, flat.lower().find(query.lower()) - width // 3)
-    return ("…" if at else "") + flat[at : at + width] + ("…" if at + width < len(flat) else "")

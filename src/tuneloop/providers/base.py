@@ -42,7 +42,7 @@ class Provider(ABC):
         temperature: float = 0.0,
         max_tokens: int = 512,
         stop: Sequence[str] | None = None,
-        retries: int = 0,
+        retries: int | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> TextStream:
         """Start a reply; iterate the stream for text pieces, then read ``stream.result``."""

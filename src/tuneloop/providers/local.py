@@ -81,7 +81,7 @@ class LocalProvider(Provider):
         temperature: float = 0.0,
         max_tokens: int = 512,
         stop: Sequence[str] | None = None,
-        retries: int = 0,
+        retries: int | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> TextStream:
         # Local generation fails the same way every time, so retries do not apply.

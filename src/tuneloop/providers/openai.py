@@ -1,7 +1,7 @@
 """The ``openai`` provider: OpenAI or any OpenAI-compatible server, through the official SDK.
 
-Chat Completions only: it is the protocol every compatible server speaks. Retries, timeouts and
-backoff are the SDK's; error messages never carry the API key.
+Chat Completions only: it is the protocol every compatible server speaks. Retries, timeouts and backoff
+follow :mod:`tuneloop.retry` through the SDK's own retry loop; error messages never carry the API key.
 """
 
 from __future__ import annotations
@@ -16,10 +16,14 @@ from tuneloop.engine.generation import GenerationResult, TextStream
 from tuneloop.errors import (
     ProviderAuthError,
     ProviderConnectionError,
+    ProviderRateLimitError,
     ProviderResponseError,
+    ProviderStreamCutError,
+    ProviderTimeoutError,
     UnknownModelError,
 )
 from tuneloop.providers.base import ModelInfo, Provider
+from tuneloop.retry import RetryPolicy, openai_client
 
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 _KEY_PATTERN = re.compile(r"sk-[A-Za-z0-9_\-*]{4,}")
@@ -45,13 +49,9 @@ class OpenAIProvider(Provider):
         self.settings = settings
         self.base_url = settings.openai_base_url
         self._secret = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
-        self.client = openai.OpenAI(
-            # A local compatible server may need no key, but the SDK insists on one.
-            api_key=self._secret or "no-key-configured",
-            base_url=self.base_url,
-            timeout=settings.request_timeout,
-            max_retries=0,
-        )
+        self.policy = RetryPolicy.from_settings(settings)
+        # A local compatible server may need no key, but the SDK insists on one.
+        self.client = openai_client(self.policy, api_key=self._secret or "no-key-configured", base_url=self.base_url)
 
     @property
     def where(self) -> str:
@@ -64,6 +64,21 @@ class OpenAIProvider(Provider):
 
     def _translate(self, exc: Exception, model: str | None = None) -> Exception:
         openai = self._openai
+        tries = f"{self.policy.retries + 1} attempts"
+        if isinstance(exc, openai.APITimeoutError):
+            return ProviderTimeoutError(
+                f"the provider at {self.where} did not answer in time ({tries}, {self.policy.read_timeout:g} s to "
+                f"read, {self.policy.connect_timeout:g} s to connect); raise TUNELOOP_REQUEST_TIMEOUT or retry later"
+            )
+        if isinstance(exc, openai.RateLimitError):
+            asked = self.policy.asked_wait(exc.response.headers)
+            if asked is not None and asked > self.policy.max_wait:
+                return ProviderRateLimitError(
+                    f"the provider at {self.where} is rate-limiting and asks to wait {asked:g} s, longer than "
+                    f"TUNELOOP_RETRY_MAX_WAIT ({self.policy.max_wait:g} s); try again later", asked)
+            return ProviderRateLimitError(
+                f"the provider at {self.where} answered 429 (rate limit) {tries} in a row: "
+                f"{self._scrub(exc.message)}; try again later or raise TUNELOOP_RETRIES", asked)
         if isinstance(exc, openai.APIConnectionError):
             return ProviderConnectionError(
                 f"cannot reach the provider at {self.where}: {self._scrub(str(exc))}; "
@@ -79,17 +94,27 @@ class OpenAIProvider(Provider):
                 model, None, f"the provider at {self.where} does not serve it; run `tuneloop models`"
             )
         if isinstance(exc, openai.APIStatusError):
+            retried = f" ({tries})" if self.policy.retryable(exc.status_code) and self.policy.retries else ""
             return ProviderResponseError(
-                f"the provider at {self.where} answered {exc.status_code}: {self._scrub(exc.message)}"
+                f"the provider at {self.where} answered {exc.status_code}{retried}: {self._scrub(exc.message)}"
+            )
+        if isinstance(exc, openai.APIResponseValidationError):
+            return ProviderResponseError(
+                f"the provider at {self.where} sent an answer that is not OpenAI's shape: {self._scrub(str(exc))}"
             )
         if isinstance(exc, openai.OpenAIError):
             return ProviderResponseError(f"the provider at {self.where} failed: {self._scrub(str(exc))}")
+        if isinstance(exc, ValueError):  # the SDK leaves an answer that is not JSON as json's own error
+            return ProviderResponseError(
+                f"the provider at {self.where} answered with something that is not valid JSON ({exc}); "
+                "check OPENAI_BASE_URL points at an OpenAI-compatible /v1"
+            )
         return exc
 
     def model_ids(self) -> list[str]:
         try:
             return sorted(model.id for model in self.client.models.list())
-        except self._openai.OpenAIError as exc:
+        except (self._openai.OpenAIError, ValueError) as exc:
             raise self._translate(exc) from None
 
     def models(self) -> list[ModelInfo]:
@@ -109,15 +134,15 @@ class OpenAIProvider(Provider):
         temperature: float = 0.0,
         max_tokens: int = 512,
         stop: Sequence[str] | None = None,
-        retries: int = 0,
+        retries: int | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> GenerationResult:
-        client = self.client.with_options(max_retries=max(0, retries))
+        client = self._client(retries)
         options = self._options(temperature, max_tokens, stop)
         started = time.perf_counter()
         try:
             completion = client.chat.completions.create(model=model, messages=list(messages), **options)
-        except self._openai.OpenAIError as exc:
+        except (self._openai.OpenAIError, ValueError) as exc:
             raise self._translate(exc, model) from None
         if not completion.choices:
             raise ProviderResponseError(f"the provider at {self.where} returned no choices for model {model}")
@@ -131,6 +156,10 @@ class OpenAIProvider(Provider):
             first_token_seconds=seconds,
             seconds=seconds,
         )
+
+    def _client(self, retries: int | None) -> Any:
+        """The client, with ``retries`` instead of the configured number (None: the configured number)."""
+        return self.client if retries is None else self.client.with_options(max_retries=max(0, retries))
 
     def _options(self, temperature: float, max_tokens: int, stop: Sequence[str] | None) -> dict[str, Any]:
         options: dict[str, Any] = {"temperature": temperature, **self._token_limit(max_tokens)}
@@ -146,10 +175,10 @@ class OpenAIProvider(Provider):
         temperature: float = 0.0,
         max_tokens: int = 512,
         stop: Sequence[str] | None = None,
-        retries: int = 0,
+        retries: int | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> TextStream:
-        client = self.client.with_options(max_retries=max(0, retries))
+        client = self._client(retries)
         options = self._options(temperature, max_tokens, stop)
         started = time.perf_counter()
         try:
@@ -160,7 +189,7 @@ class OpenAIProvider(Provider):
                 stream_options={"include_usage": True},
                 **options,
             )
-        except self._openai.OpenAIError as exc:
+        except (self._openai.OpenAIError, ValueError) as exc:
             raise self._translate(exc, model) from None
         result = GenerationResult()
         return TextStream(self._pieces(response, result, started, model, should_stop), result)
@@ -173,10 +202,11 @@ class OpenAIProvider(Provider):
         model: str,
         should_stop: Callable[[], bool] | None,
     ) -> Iterator[str]:
-        result.finish_reason = "interrupted"
+        result.finish_reason = None
         try:
             for chunk in response:
                 if should_stop is not None and should_stop():
+                    result.finish_reason = "interrupted"
                     return
                 if chunk.usage is not None:
                     result.tokens_in = chunk.usage.prompt_tokens
@@ -191,7 +221,21 @@ class OpenAIProvider(Provider):
                     if choice.finish_reason:
                         result.finish_reason = choice.finish_reason
         except self._openai.OpenAIError as exc:
-            raise self._translate(exc, model) from None
+            raise self._cut(result, self._scrub(str(exc))) if result.text else self._translate(exc, model) from None
+        except (GeneratorExit, KeyboardInterrupt):
+            result.finish_reason = result.finish_reason or "interrupted"
+            raise
+        except Exception as exc:  # noqa: BLE001 - the HTTP library's own errors (reset, invalid chunk, bad JSON)
+            raise self._cut(result, self._scrub(f"{type(exc).__name__}: {exc}")) from None
         finally:
             response.close()
             result.seconds = time.perf_counter() - started
+        if result.finish_reason is None:
+            raise self._cut(result, "the stream ended without a finish_reason")
+
+    def _cut(self, result: GenerationResult, why: str) -> ProviderStreamCutError:
+        result.finish_reason = "error"
+        return ProviderStreamCutError(
+            f"the reply from {self.where} was cut off after {len(result.text)} characters ({why}); it is not logged, "
+            "send the message again"
+        )

@@ -110,7 +110,7 @@ class VisionProvider(Provider):
         temperature: float = 0.0,
         max_tokens: int = 512,
         stop: Sequence[str] | None = None,
-        retries: int = 0,
+        retries: int | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> TextStream:
         conversation, images = self.conversation(messages)

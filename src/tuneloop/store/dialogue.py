@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy.engine import make_url
@@ -24,6 +24,9 @@ from tuneloop.errors import (
     ThreadNotFoundError,
 )
 from tuneloop.store.schema import AssistantRow, MessageRow, ThreadRow, utcnow
+
+if TYPE_CHECKING:
+    from tuneloop.store.search import SearchHit
 
 TITLE_LENGTH = 80
 
@@ -439,17 +442,11 @@ class DialogueStore:
             session.flush()
             return Message.from_row(row)
 
-    def search(self, query: str, limit: int = 50) -> list[Message]:
-        """Messages whose content contains ``query`` (case-insensitive), newest first."""
-        escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        statement = (
-            select(MessageRow)
-            .where(MessageRow.content.ilike(f"%{escaped}%", escape="\\"))
-            .order_by(MessageRow.id.desc())
-            .limit(limit)
-        )
-        with self._session() as session:
-            return [Message.from_row(row) for row in session.scalars(statement)]
+    def search(self, query: str, limit: int = 50) -> list[SearchHit]:
+        """Messages holding every word of ``query`` (as word prefixes), best match first (full-text search)."""
+        from tuneloop.store.search import search
+
+        return search(self, query, limit)
 
     def export(self, thread_ids: list[str] | None = None) -> Iterator[tuple[Thread, list[Message]]]:
         """Every thread (or those named) with its messages, oldest thread first."""

@@ -1,0 +1,91 @@
+"""Full-text search over logged messages, ranked, with the matching words marked.
+
+SQLite uses the FTS5 table ``messages_fts`` and PostgreSQL the ``messages.search`` tsvector (migration 0004).
+Every word of the query must match, each as a word prefix ("capital" finds "capitals"), ignoring case
+(accents count: "café" does not find "cafe"); ties rank newest first. Other databases fall back to a
+case-insensitive substring match.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select, text
+
+from tuneloop.store.schema import MessageRow
+
+if TYPE_CHECKING:
+    from tuneloop.store.dialogue import DialogueStore, Message
+
+# Matched words are wrapped in these two characters in SearchHit.snippet (control characters no one types).
+START, STOP = "\x02", "\x03"
+_WORD = re.compile(r"[^\W_]+")
+_MARKED = re.compile(f"{START}(.*?){STOP}", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    message: Message
+    rank: float  # higher is better; comparable only within one search
+    snippet: str  # the best part of the text, matched words between START and STOP
+
+    @property
+    def matches(self) -> list[str]:
+        return list(dict.fromkeys(m.lower() for m in _MARKED.findall(self.snippet)))
+
+    def marked(self, before: str, after: str) -> str:
+        return _MARKED.sub(lambda m: f"{before}{m.group(1)}{after}", self.snippet)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.message.to_dict(), "rank": round(self.rank, 6), "snippet": self.marked("**", "**"),
+                "matches": self.matches}
+
+
+def words(query: str) -> list[str]:
+    return _WORD.findall(query)
+
+
+def search(store: DialogueStore, query: str, limit: int) -> list[SearchHit]:
+    from tuneloop.store.dialogue import Message
+
+    terms = words(query)
+    if not terms:
+        return []
+    dialect = store.engine.dialect.name
+    if dialect == "sqlite":
+        statement = text(
+            "SELECT messages_fts.rowid, -bm25(messages_fts), "
+            "snippet(messages_fts, 0, char(2), char(3), '…', 24) FROM messages_fts "
+            "WHERE messages_fts MATCH :q ORDER BY bm25(messages_fts), messages_fts.rowid DESC LIMIT :limit"
+        )
+        params: dict[str, Any] = {"q": " ".join(f'"{t}"*' for t in terms), "limit": limit}
+    elif dialect == "postgresql":
+        statement = text(
+            "SELECT id, ts_rank(search, q), ts_headline('simple', content, q, :options) "
+            "FROM messages, to_tsquery('simple', :q) q WHERE search @@ q "
+            "ORDER BY ts_rank(search, q) DESC, id DESC LIMIT :limit"
+        )
+        params = {"q": " & ".join(f"{t}:*" for t in terms), "limit": limit,
+                  "options": f"StartSel={START}, StopSel={STOP}, MaxWords=30, MinWords=12, MaxFragments=2, "
+                             "FragmentDelimiter=\" … \""}
+    else:
+        return _substring(store, query, limit)
+    with store._session() as session:
+        found = [(int(i), float(rank), snippet) for i, rank, snippet in session.execute(statement, params)]
+        rows = {row.id: row for row in session.scalars(select(MessageRow).where(
+            MessageRow.id.in_([i for i, _, _ in found])))}
+        return [SearchHit(Message.from_row(rows[i]), rank, snippet) for i, rank, snippet in found if i in rows]
+
+
+def _substring(store: DialogueStore, query: str, limit: int) -> list[SearchHit]:
+    from tuneloop.store.dialogue import Message
+
+    escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    statement = (select(MessageRow).where(MessageRow.content.ilike(f"%{escaped}%", escape="\\"))
+                 .order_by(MessageRow.id.desc()).limit(limit))
+    pattern = re.compile(re.escape(query), re.IGNORECASE)
+    with store._session() as session:
+        return [SearchHit(Message.from_row(row), 1.0, pattern.sub(lambda m: f"{START}{m.group(0)}{STOP}", row.content))
+                for row in session.scalars(statement)]
