@@ -47,5 +47,9 @@ bench: setup
 bench-learning: setup
 	$(PY) bench/learning.py
 
+# One retry policy against a vendor that fails on purpose: about a minute.
+bench-faults: setup
+	$(PY) bench/faults.py
+
 clean:
 	rm -rf $(VENV) .cache build src/*.egg-info

@@ -33,7 +33,8 @@ STREAMING = TypeAdapter(params.CompletionCreateParamsStreaming)
 KNOWN_KEYS = set(get_type_hints(params.CompletionCreateParamsStreaming)) | set(
     get_type_hints(params.CompletionCreateParamsNonStreaming)
 )
-MODELS = ["gpt-4o-mini", "standin-model"]
+MODELS = ["gpt-4o-mini", "standin-model", "standin-text"]
+TEXT_ONLY = {"standin-text"}  # refuses image parts, as OpenAI refuses them for its text models
 # Faults a request can be given: "429", "429:SECONDS" (with Retry-After), "429ms:MILLISECONDS" (retry-after-ms),
 # "500", "503", "slow:SECONDS" (answers only after that long), "reset" (connection reset, no answer),
 # "cut" (a streamed reply stops half-way: the connection closes; a plain one resets), "badjson" (200, not JSON).
@@ -250,6 +251,11 @@ class StandIn:
                 standin.requests.append(body)
                 if body["model"] not in MODELS:
                     self._error(404, f"The model `{body['model']}` does not exist", "model_not_found")
+                    return
+                if body["model"] in TEXT_ONLY and any(
+                        isinstance(m.get("content"), list) and any(p.get("type") == "image_url" for p in m["content"])
+                        for m in body["messages"]):
+                    self._error(400, "Invalid content type. image_url is only supported by certain models.")
                     return
                 if standin.fail_next > 0:
                     standin.fail_next -= 1

@@ -218,13 +218,25 @@ def test_describe_image_by_requests_is_deprecated_but_works(vision: StandIn) -> 
 
 
 def test_models_declare_whether_they_see(home: Path, vision: StandIn, monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(ModelCannotSeeError, match="standin-model.*vision = true"):
-        OpenAIModel(model_name="standin-model").describe_image(PHOTOS / "coffee.png")
-    monkeypatch.setenv("TUNELOOP_MODELS", json.dumps({"standin-model": {"vision": True}}))
-    OpenAIModel(model_name="standin-model").describe_image(PHOTOS / "coffee.png")
+    # A remote model tuneloop knows nothing about is sent the image: its server decides.
+    assert OpenAIModel(model_name="standin-model").describe_image(PHOTOS / "coffee.png").startswith("Stand-in")
     assert vision.requests[-1]["model"] == "standin-model"
+    # One whose server refuses images: that refusal, as the typed error, and nothing logged as a reply.
+    refused = OpenAIModel(model_name="standin-text")
+    with pytest.raises(ModelCannotSeeError, match="standin-text.*server refused the image.*only supported by"):
+        refused.describe_image(PHOTOS / "coffee.png")
+    assert vision.requests[-1]["model"] == "standin-text" and refused.dialogue == []
+    result = run_cli("describe", "--model", "standin-text", str(PHOTOS / "coffee.png"))
+    assert_one_line_error(result, "standin-text", "refused the image")
+    # Declared text-only in the configuration: refused before anything is sent.
+    sent = len(vision.requests)
+    monkeypatch.setenv("TUNELOOP_MODELS", json.dumps({"standin-text": {"vision": False}}))
+    with pytest.raises(ModelCannotSeeError, match="standin-text.*reads text only"):
+        OpenAIModel(model_name="standin-text").describe_image(PHOTOS / "coffee.png")
+    assert len(vision.requests) == sent
     listed = {m["id"]: m["vision"] for m in json.loads(run_cli("models", "--json").stdout)["models"]}
-    assert listed == {"smollm2-135m-instruct": False, "gpt-4o-mini": True, "standin-model": True}
+    assert listed == {"smollm2-135m-instruct": False, "gpt-4o-mini": True, "standin-model": None,
+                      "standin-text": False}
 
 
 def test_the_local_model_cannot_see(home: Path) -> None:
@@ -259,13 +271,16 @@ def test_describe_image_through_serve_with_a_vision_model(home: Path, monkeypatc
     app = create_app(Runtime(settings), api_key=KEY, vision_model=tiny_vlm)
     with ServerThread(app) as server:
         client = openai.OpenAI(base_url=server.base_url, api_key=KEY, max_retries=0)
-        assert [m.id for m in client.models.list()][:2] == ["smollm2-135m-instruct", "tiny-llava"]
+        listed = client.models.list().data
+        assert [m.id for m in listed][:2] == ["smollm2-135m-instruct", "tiny-llava"]
+        # The server says which models take images, so its clients know before they send one.
+        assert [m.model_extra["input_modalities"] for m in listed][:2] == [["text"], ["text", "image"]]
 
         monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
         monkeypatch.setenv("OPENAI_API_KEY", KEY)
         monkeypatch.setenv("TUNELOOP_PROVIDER", "openai")
-        monkeypatch.setenv("TUNELOOP_MODELS", json.dumps({"tiny-llava": {"vision": True}}))
         model = OpenAIModel(model_name="tiny-llava")
+        assert model.runtime.accepts_images("tiny-llava") is True  # read from the server, nothing configured
         answer = model.describe_image(PHOTOS / "chelsea.png", "What animal is this?", max_tokens=8)
         assert isinstance(answer, str) and model.last_reply.result.tokens_out == 8  # random weights: noise
         assert model.runtime.store.messages(model.thread_id)[0].attachments[0]["width"] == 451

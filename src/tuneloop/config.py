@@ -90,6 +90,13 @@ class Settings(BaseSettings):
         default=None, description="Key `tuneloop serve` requires as `Authorization: Bearer …`; unset: none."
     )
     server_max_file_mb: float = Field(default=512.0, gt=0, description="Largest file `tuneloop serve` accepts.")
+    server_max_body_mb: float = Field(
+        default=32.0, gt=0, description="Largest request body `tuneloop serve` reads, uploads aside (413 above)."
+    )
+    server_max_messages: int = Field(default=2048, gt=0, description="Most messages in one chat request.")
+    server_max_message_chars: int = Field(
+        default=1_000_000, gt=0, description="Most characters of text in one message of a chat request."
+    )
     device: Literal["auto", "cuda", "mps", "cpu"] = Field(
         default="auto", description="Where training and local generation run: auto picks cuda, then mps, then cpu."
     )

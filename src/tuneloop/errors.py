@@ -46,12 +46,14 @@ class ModelLoadError(ModelError):
 
 
 class ModelCannotSeeError(ModelError):
-    """The model does not accept images."""
+    """The model does not accept images (known beforehand, or its server refused the image: ``refusal``)."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, refusal: str | None = None) -> None:
         self.model = model
+        self.refusal = refusal
+        why = f"its server refused the image ({refusal})" if refusal else "it reads text only"
         super().__init__(
-            f"model {model!r} cannot see images (it reads text only); choose a vision model with --model / "
+            f"model {model!r} cannot see images ({why}); choose a vision model with --model / "
             "model_name (OpenAI's gpt-4o, gpt-4.1 and gpt-5 families are known), or mark a model of another "
             f'server as one in tuneloop.toml: [models."{model}"] vision = true'
         )
@@ -118,7 +120,11 @@ class ProviderAuthError(ProviderError):
 
 
 class ProviderResponseError(ProviderError):
-    """The provider answered with an error or an unusable response."""
+    """The provider answered with an error or an unusable response (``status``: its HTTP status, if any)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class ProviderRateLimitError(ProviderResponseError):

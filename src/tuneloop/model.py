@@ -25,7 +25,7 @@ from tuneloop.images import Detail, prepare_image
 from tuneloop.runtime import Runtime
 from tuneloop.store.jobs import JobNotFoundError
 from tuneloop.training import FineTuning
-from tuneloop.vision import DESCRIBE_PROMPT, parse_json_object, post_chat
+from tuneloop.vision import DESCRIBE_PROMPT, parse_json_object, post_chat, refusal_of_images
 
 
 class OpenAIModel:
@@ -151,15 +151,16 @@ class OpenAIModel:
         in the thread with a reference to the image (hash, size, format), not its bytes. A text-only model raises
         :class:`~tuneloop.errors.ModelCannotSeeError`.
         """
-        if not self.runtime.accepts_images(self.model):
+        if self.runtime.accepts_images(self.model) is False:
             raise ModelCannotSeeError(self.model)
         image = prepare_image(image_path, detail=detail, max_bytes=self._image_limit)
         text = prompt or DESCRIBE_PROMPT
         wants_json = json_reply if json_reply is not None else "json" in text.lower()
         if wants_json and "json" not in text.lower():
             text += " Reply with a JSON object only."
-        reply = self._session.send(text, system_instruction=system_instruction, images=[image],
-                                   max_tokens=max_tokens, attempts=3)
+        with refusal_of_images(self.model):
+            reply = self._session.send(text, system_instruction=system_instruction, images=[image],
+                                       max_tokens=max_tokens, attempts=3)
         self.last_reply = reply
         return parse_json_object(self.model, reply.text) if wants_json else reply.text
 
@@ -171,7 +172,7 @@ class OpenAIModel:
         """Deprecated: :meth:`describe_image` over plain HTTP (httpx) to the configured OpenAI-compatible server."""
         warnings.warn("describe_image_by_requests is deprecated; use describe_image, which goes through the "
                       "provider (retries, errors, any endpoint)", DeprecationWarning, stacklevel=2)
-        if not self.runtime.accepts_images(self.model):
+        if self.runtime.accepts_images(self.model) is False:
             raise ModelCannotSeeError(self.model)
         provider = self.runtime.openai  # plain HTTP needs an HTTP endpoint: OPENAI_BASE_URL / OPENAI_API_KEY
         image = prepare_image(image_path, max_bytes=self._image_limit)
@@ -179,7 +180,8 @@ class OpenAIModel:
         system = self._session._system_for(None)
         messages = ([{"role": "system", "content": system}] if system else []) + [
             {"role": "user", "content": [{"type": "text", "text": text}, image.content_part()]}]
-        result = post_chat(provider, self.model, messages, self.runtime.settings.max_tokens)
+        with refusal_of_images(self.model):
+            result = post_chat(provider, self.model, messages, self.runtime.settings.max_tokens)
         self.last_reply = self._session._log(text, system, result, [image.reference()])
         return result.text
 

@@ -12,7 +12,7 @@ from tuneloop.engine.weights import BASE_MODEL_ID, ProgressCallback
 from tuneloop.errors import ConfigError, TuneloopError, UnknownModelError
 from tuneloop.models.registry import ModelRegistry, base_of
 from tuneloop.providers import DEFAULT_OPENAI_MODEL, LocalProvider, ModelInfo, OpenAIProvider, Provider
-from tuneloop.providers.openai import known_vision_model
+from tuneloop.providers.openai import known_text_model, known_vision_model
 from tuneloop.store import DialogueStore
 
 REMOTE_HINT = "set OPENAI_API_KEY (and OPENAI_BASE_URL for another compatible server) to use remote models"
@@ -84,18 +84,27 @@ class Runtime:
             return self.openai, model
         raise UnknownModelError(model, self.local.model_ids(), REMOTE_HINT)
 
-    def accepts_images(self, model: str | None = None) -> bool:
+    def accepts_images(self, model: str | None = None) -> bool | None:
         """Whether ``model`` takes image input: ``[models."ID"] vision`` in the config decides, then what is
-        known (OpenAI's vision families yes; the local SmolLM2 models, base and fine-tuned, no)."""
+        known (OpenAI's vision families yes, its text models no; what a server such as `tuneloop serve` says in
+        ``input_modalities``; local text models no). None: not known, so an image is sent and the server's own
+        refusal becomes :class:`~tuneloop.errors.ModelCannotSeeError`."""
         model = model or self.default_model()
         provider, _ = self.resolve(model)
         return self._vision(model, provider.name)
 
-    def _vision(self, model: str, provider: str) -> bool:
+    def _vision(self, model: str, provider: str) -> bool | None:
         option = self.settings.models.get(model)
         if option is not None and option.vision is not None:
             return option.vision
-        return provider == "openai" and known_vision_model(model)
+        if provider != "openai":
+            return False
+        if known_vision_model(model):
+            return True
+        said = self.openai.input_modalities().get(model)
+        if said is not None:
+            return "image" in said
+        return False if known_text_model(model) else None
 
     def models(self) -> tuple[list[ModelInfo], str | None]:
         """Every model on offer, and why the remote list is missing if it could not be read."""

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from tuneloop.errors import (
+    ModelCannotSeeError,
     ProviderAuthError,
     ProviderConnectionError,
     ProviderRateLimitError,
@@ -36,6 +39,18 @@ def parse_json_object(model: str, reply: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ReplyNotJSONError(model, reply, f"a JSON {type(value).__name__}, not an object")
     return value
+
+
+@contextlib.contextmanager
+def refusal_of_images(model: str) -> Iterator[None]:
+    """A server's 400/415/422 about the image it was sent, for a model not known to see: ModelCannotSeeError."""
+    try:
+        yield
+    except ProviderResponseError as exc:
+        if exc.status in (400, 415, 422) and re.search(r"image|vision|multimodal|modalit", str(exc), re.I):
+            detail = str(exc).split(": ", 1)[-1]
+            raise ModelCannotSeeError(model, detail) from None
+        raise
 
 
 def post_chat(provider: OpenAIProvider, model: str, messages: list[dict[str, Any]],
@@ -70,7 +85,7 @@ def post_chat(provider: OpenAIProvider, model: str, messages: list[dict[str, Any
     if response.status_code >= 400 or not isinstance(data, dict):
         detail = data.get("error", {}).get("message") if isinstance(data, dict) else response.text[:200]
         raise ProviderResponseError(f"the provider at {provider.where} answered {response.status_code} for model "
-                                    f"{model}: {provider._scrub(str(detail))}")
+                                    f"{model}: {provider._scrub(str(detail))}", status=response.status_code)
     try:
         choice = data["choices"][0]
         text = choice["message"]["content"] or ""

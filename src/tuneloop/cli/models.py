@@ -58,8 +58,12 @@ def list_models(json_: JsonOption = False) -> None:
     for info in infos:
         marker = " [bold green](default)[/]" if info.id == default else ""
         table.add_row(escape(info.id) + marker, info.provider, info.kind, escape(info.architecture),
-                      size(info.parameters), "yes" if info.vision else "no", escape(info.path), escape(info.note))
+                      size(info.parameters), {True: "yes", False: "no", None: "?"}[info.vision],
+                      escape(info.path), escape(info.note))
     console.print(table)
+    if any(info.vision is None for info in infos):
+        console.print(escape('images "?": not known; an image is sent, and a refusal by its server becomes a clear '
+                             'error (or set [models."ID"] vision = true/false in tuneloop.toml)'), highlight=False)
     if problem:
         error_console.print(f"[yellow]warning:[/] remote models not listed: {escape(problem)}")
 

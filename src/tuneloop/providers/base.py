@@ -18,7 +18,7 @@ class ModelInfo:
     provider: str
     kind: str  # "base", "fine-tuned" or "remote"
     note: str = ""
-    vision: bool = False  # accepts images
+    vision: bool | None = False  # accepts images; None: not known (a remote model tuneloop knows nothing about)
     architecture: str = ""  # local models: "LlamaForCausalLM", …
     parameters: int | None = None
     path: str = ""  # where a local model lives

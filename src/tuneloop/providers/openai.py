@@ -34,6 +34,16 @@ _VISION_FAMILIES = re.compile(r"^(ft:)?(gpt-4o|chatgpt-4o|gpt-4\.1|gpt-4\.5|gpt-
 _NOT_VISION = re.compile(r"audio|tts|transcribe|realtime|search|codex|nano-\d{4}-instant")
 
 
+# OpenAI's models known to take text only.
+_TEXT_ONLY = re.compile(r"^(ft:)?(gpt-3\.5|gpt-4(-0314|-0613|-32k.*)?(:|$)|babbage|davinci|text-|tts-|whisper|dall-e|"
+                        r"omni-moderation|o1-mini|o3-mini)")
+
+
+def known_text_model(model: str) -> bool:
+    """True for OpenAI models known to refuse images (gpt-3.5, the first gpt-4, embeddings, audio…)."""
+    return bool(_TEXT_ONLY.match(model)) or (bool(_VISION_FAMILIES.match(model)) and bool(_NOT_VISION.search(model)))
+
+
 def known_vision_model(model: str) -> bool:
     """True for OpenAI's vision-capable chat models (the gpt-4o, gpt-4.1 and gpt-5 families, o-series…)."""
     return bool(_VISION_FAMILIES.match(model)) and not _NOT_VISION.search(model)
@@ -50,6 +60,7 @@ class OpenAIProvider(Provider):
         self.base_url = settings.openai_base_url
         self._secret = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
         self.policy = RetryPolicy.from_settings(settings)
+        self._modalities: dict[str, list[str]] | None = None
         # A local compatible server may need no key, but the SDK insists on one.
         self.client = openai_client(self.policy, api_key=self._secret or "no-key-configured", base_url=self.base_url)
 
@@ -96,7 +107,8 @@ class OpenAIProvider(Provider):
         if isinstance(exc, openai.APIStatusError):
             retried = f" ({tries})" if self.policy.retryable(exc.status_code) and self.policy.retries else ""
             return ProviderResponseError(
-                f"the provider at {self.where} answered {exc.status_code}{retried}: {self._scrub(exc.message)}"
+                f"the provider at {self.where} answered {exc.status_code}{retried}: {self._scrub(exc.message)}",
+                status=exc.status_code,
             )
         if isinstance(exc, openai.APIResponseValidationError):
             return ProviderResponseError(
@@ -116,6 +128,18 @@ class OpenAIProvider(Provider):
             return sorted(model.id for model in self.client.models.list())
         except (self._openai.OpenAIError, ValueError) as exc:
             raise self._translate(exc) from None
+
+    def input_modalities(self) -> dict[str, list[str]]:
+        """What each served model takes, where the server says so (``input_modalities`` in ``/v1/models``, as
+        `tuneloop serve` answers); read once. Empty when the server does not say, or cannot be reached."""
+        if self._modalities is None:
+            try:
+                listed = list(self.client.models.list())
+            except (self._openai.OpenAIError, ValueError):
+                return {}
+            self._modalities = {m.id: said for m in listed
+                                if isinstance(said := (m.model_extra or {}).get("input_modalities"), list)}
+        return self._modalities
 
     def models(self) -> list[ModelInfo]:
         return [ModelInfo(model_id, self.name, "remote") for model_id in self.model_ids()]

@@ -86,13 +86,33 @@ class Generation:
 
 
 class GenerationQueue:
+    """Replies generated one at a time, first come first served. ``submitted`` and ``finished`` count them and
+    ``last`` is the last one finished (what it generated, stopped or not), for health checks and tests."""
+
     def __init__(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tuneloop-generate")
+        self.submitted = 0
+        self.finished = 0
+        self.last: GenerationResult | None = None
 
     def submit(self, open_stream: OpenStream) -> Generation:
         generation = Generation(asyncio.get_running_loop())
-        self._executor.submit(generation._run, open_stream)
+        self.submitted += 1  # on the event loop's thread only
+        self._executor.submit(self._run, generation, open_stream)
         return generation
+
+    def _run(self, generation: Generation, open_stream: OpenStream) -> None:
+        def tracked(should_stop: Callable[[], bool]) -> Any:
+            stream = open_stream(should_stop)
+            self._stream = stream
+            return stream
+
+        self._stream = None
+        try:
+            generation._run(tracked)
+        finally:
+            self.last = self._stream.result if self._stream is not None else None
+            self.finished += 1
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

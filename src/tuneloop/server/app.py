@@ -22,6 +22,7 @@ from tuneloop.server import _errors, chat, files, jobs
 from tuneloop.server._errors import APIError
 from tuneloop.server._generation import GenerationQueue
 from tuneloop.server._state import ServerState, state_of
+from tuneloop.server.limits import BodyLimit
 from tuneloop.server.vision import VisionProvider
 from tuneloop.store.jobs import JobStore
 
@@ -58,8 +59,11 @@ def _authorize(request: Request) -> None:
 models_router = APIRouter()
 
 
-def _model(model_id: str, created: int, owned_by: str) -> dict[str, Any]:
-    return {"id": model_id, "object": "model", "created": created, "owned_by": owned_by}
+def _model(model_id: str, created: int, owned_by: str, images: bool = False) -> dict[str, Any]:
+    # input_modalities (beyond OpenAI's fields, which allow more): what the model takes, so that a client knows
+    # before it sends an image; tuneloop's own openai provider reads it.
+    return {"id": model_id, "object": "model", "created": created, "owned_by": owned_by,
+            "input_modalities": ["text", "image"] if images else ["text"]}
 
 
 def _ts(when: datetime | None) -> int:
@@ -74,7 +78,7 @@ def served_models(runtime: Runtime, vision: VisionProvider | None = None) -> lis
     out = [_model(BASE_MODEL_ID, BASE_CREATED, "HuggingFaceTB")]
     out.extend(_model(m.id, _ts(m.added_at), "user") for m in runtime.registry.all() if not m.bundled)
     if vision is not None:
-        out.append(_model(vision.model_id, vision.created, "user"))
+        out.append(_model(vision.model_id, vision.created, "user", images=True))
     for job in store.succeeded_models("local"):
         if job.fine_tuned_model in servable:
             out.append(_model(job.fine_tuned_model, _ts(job.finished_at or job.created_at), "user"))
@@ -101,12 +105,12 @@ def retrieve_model(model_id: str, request: Request) -> dict[str, Any]:
 
 async def _watch_jobs(state: ServerState) -> None:
     every = min(REFRESH_SECONDS, state.settings.worker_timeout / 2)
-    while True:
-        await asyncio.sleep(every)
+    while True:  # at start-up first: jobs left running or queued by a server that died are taken up again
         try:
-            await run_in_threadpool(state.fine_tuning.list, limit=100, backend="local")
+            await run_in_threadpool(state.fine_tuning.recover)
         except Exception:  # noqa: BLE001 - a busy store now must not stop the next look
             log.warning("could not refresh the fine-tuning jobs", exc_info=True)
+        await asyncio.sleep(every)
 
 
 def create_app(runtime: Runtime | None = None, *, api_key: str | None = None, max_file_mb: float | None = None,
@@ -139,6 +143,7 @@ def create_app(runtime: Runtime | None = None, *, api_key: str | None = None, ma
                   lifespan=lifespan)
     app.state.tuneloop = state
     _errors.install(app)
+    app.add_middleware(BodyLimit, limit=int(settings.server_max_body_mb * 1024 * 1024))
     guarded = [Depends(_authorize)]
     for router in (models_router, chat.router, files.router, jobs.router):
         app.include_router(router, dependencies=guarded)

@@ -103,6 +103,22 @@ def to_messages(body: ChatCompletionRequest, images: bool = False) -> list[dict[
     return messages
 
 
+def _check_size(body: ChatCompletionRequest, max_messages: int, max_chars: int) -> None:
+    """Refuse, before any work, more messages or longer text than this server takes (server_max_messages,
+    server_max_message_chars)."""
+    if len(body.messages) > max_messages:
+        raise APIError(400, f"messages has {len(body.messages):,} messages; this server takes up to {max_messages:,} "
+                       "(TUNELOOP_SERVER_MAX_MESSAGES)", param="messages", code="too_many_messages")
+    for i, message in enumerate(body.messages):
+        parts = [message.content] if isinstance(message.content, str) else [
+            p.get("text") for p in message.content or [] if isinstance(p, dict)]
+        size = sum(len(p) for p in parts if isinstance(p, str))
+        if size > max_chars:
+            raise APIError(400, f"messages[{i}] has {size:,} characters of text; this server takes up to "
+                           f"{max_chars:,} per message (TUNELOOP_SERVER_MAX_MESSAGE_CHARS)",
+                           param=f"messages[{i}].content", code="message_too_long")
+
+
 def _check_supported(body: ChatCompletionRequest) -> None:
     if body.n not in (None, 1):
         raise APIError(400, "n must be 1: this server generates one choice per request", param="n")
@@ -142,6 +158,8 @@ def _chunk(ident: str, created: int, model: str, delta: dict[str, Any], finish: 
 async def create_chat_completion(body: ChatCompletionRequest, request: Request) -> Response:
     state = state_of(request)
     _check_supported(body)
+    settings = state_of(request).settings
+    _check_size(body, settings.server_max_messages, settings.server_max_message_chars)
     if state.vision is not None and body.model == state.vision.model_id:
         messages = to_messages(body, images=True)
         provider, model = state.vision, body.model

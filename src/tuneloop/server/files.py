@@ -10,6 +10,7 @@ from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from tuneloop._files import safe_filename
 from tuneloop.server._errors import APIError
 from tuneloop.server._paging import page_after
 from tuneloop.server._state import state_of
@@ -54,7 +55,7 @@ async def upload_file(request: Request) -> dict[str, Any]:
             raise _too_large(len(data), limit)
         if not data:
             raise APIError(400, f"the file {upload.filename or ''!s} is empty", param="file")
-        filename = Path(upload.filename or "upload.jsonl").name or "upload.jsonl"
+        filename = safe_filename(upload.filename)
     finally:
         await form.close()  # removes the spooled temporary file
     stored = await run_in_threadpool(state.fine_tuning.add_file, data, filename=filename, purpose=purpose)

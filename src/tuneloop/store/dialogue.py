@@ -17,6 +17,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlch
 from sqlalchemy.orm import Session
 
 from tuneloop import sentiment
+from tuneloop._files import create_private
 from tuneloop.errors import (
     StoreCorruptError,
     StoreError,
@@ -155,7 +156,8 @@ class DialogueStore:
         if self.is_sqlite and parsed.database and parsed.database != ":memory:":
             self.path = Path(parsed.database).expanduser()
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                create_private(self.path)  # the log is the user's alone: 0600, as are its -wal and -shm files
             except OSError as exc:
                 raise StoreError(f"cannot create the folder for {self.path}: {exc.strerror}") from None
             connect_args["timeout"] = busy_timeout
@@ -238,6 +240,13 @@ class DialogueStore:
                 return
             try:
                 with self.engine.connect() as conn:
+                    if self.engine.dialect.name == "postgresql":
+                        # Processes opening a new database at once migrate it one after the other (SQLite: the
+                        # write lock that BEGIN IMMEDIATE takes does the same).
+                        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7461535)")
+                        if MigrationContext.configure(conn).get_current_revision() == head:
+                            conn.commit()
+                            return
                     config.attributes["connection"] = conn.execution_options(tuneloop_write=True)
                     command.upgrade(config, "head")
                     conn.commit()

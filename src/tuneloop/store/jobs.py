@@ -298,8 +298,9 @@ class JobStore:
         with self.db._session() as session:
             return [Job.from_row(r) for r in session.scalars(statement.limit(limit))]
 
-    def running_jobs(self, backend: str = "local") -> list[Job]:
-        statement = select(JobRow).where(JobRow.backend == backend, JobRow.status == "running")
+    def running_jobs(self, backend: str = "local", statuses: tuple[str, ...] = ("running",)) -> list[Job]:
+        statement = select(JobRow).where(JobRow.backend == backend, JobRow.status.in_(statuses)).order_by(
+            JobRow.created_at, JobRow.id)
         with self.db._session() as session:
             return [Job.from_row(r) for r in session.scalars(statement)]
 

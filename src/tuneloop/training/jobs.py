@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tuneloop._files import atomic_write_bytes
+from tuneloop._files import atomic_write_bytes, open_private, safe_filename
 from tuneloop.datasets import Dataset, token_counter, validate_file
 from tuneloop.datasets.validate import ValidationReport
 from tuneloop.engine.weights import BASE_MODEL_ID
@@ -60,14 +60,14 @@ class FineTuning:
                  purpose: str = "fine-tune") -> StoredFile:
         """Copy a training file into ``$TUNELOOP_HOME/files/`` and record it; returns its ``file-…`` id."""
         if isinstance(source, bytes):
-            data, name = source, filename or "upload.jsonl"
+            data, name = source, safe_filename(filename)
         else:
             path = Path(source)
             try:
                 data = path.read_bytes()
             except OSError as exc:
                 raise InputError(f"{path}: cannot be read: {exc.strerror or exc}") from None
-            name = filename or path.name
+            name = safe_filename(filename or path.name)
         file_id = f"file-{secrets.token_hex(12)}"
         target = files_dir(self.settings) / f"{file_id}.jsonl"
         atomic_write_bytes(target, data)
@@ -265,12 +265,12 @@ class FineTuning:
     def _spawn(self, job: Job) -> Job:
         """Start a one-job worker for ``job`` on this machine; its pid is recorded while the job is queued."""
         log = worker_log(self.settings, job.id)
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("ab") as out:
+        with open_private(log) as out:
+            # umask 077: what the job writes (adapters, checkpoints, logs) is readable by its owner only.
             child = subprocess.Popen(
                 [sys.executable, "-m", "tuneloop.training.worker", "--job", job.id],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                env=child_environment(self.settings), start_new_session=True,
+                env=child_environment(self.settings), start_new_session=True, umask=0o077,
             )
         spawned[child.pid] = child
         updated = self.jobs.update_job(job.id, pid=child.pid, worker=worker_name(child.pid), heartbeat_at=utcnow(),
@@ -301,6 +301,11 @@ class FineTuning:
 
     def get(self, job_id: str) -> Job:
         return self.refresh(self.jobs.get_job(job_id))
+
+    def recover(self) -> list[Job]:
+        """Every unfinished local job, each once its worker has been checked: what a (re)started server does, so
+        that none stays running without a worker and every queued one has a worker to take it."""
+        return [self.refresh(j) for j in self.jobs.running_jobs("local", ("validating_files", "queued", "running"))]
 
     def list(self, *, limit: int = 20, after: str | None = None, backend: str | None = None) -> list[Job]:
         return [self.refresh(j) for j in self.jobs.list_jobs(limit=limit, after=after, backend=backend)]

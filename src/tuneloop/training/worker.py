@@ -33,6 +33,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+from tuneloop._files import open_private
 from tuneloop.config import Settings, load_settings
 from tuneloop.errors import TuneloopError
 from tuneloop.models.registry import fine_tuned_id
@@ -232,11 +233,10 @@ class Worker:
 
     def _train(self, job: Job) -> int:
         log = worker_log(self.settings, job.id)
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("ab") as out:
+        with open_private(log) as out:  # umask 077: adapters, checkpoints and logs are their owner's only
             self.child = subprocess.Popen(self._command(job), stdin=subprocess.DEVNULL, stdout=out,
                                           stderr=subprocess.STDOUT, env=child_environment(self.settings),
-                                          start_new_session=True)
+                                          start_new_session=True, umask=0o077)
         beat = self.settings.worker_heartbeat
         last = time.monotonic()
         while True:
