@@ -114,6 +114,15 @@ def start_server(log: Path) -> tuple[subprocess.Popen, str]:
     return process, found[-1]
 
 
+def stop_server(process: subprocess.Popen) -> None:
+    """Ctrl-C, as a person would; kill only if it has not stopped within a minute."""
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
 def descendants(pid: int) -> list[int]:
     children = []
     for entry in os.listdir("/proc"):
@@ -169,8 +178,4 @@ def test_a_server_killed_with_its_workers_restarts_and_no_job_is_left_behind(ser
         served_ids = {m.id for m in client.models.list()}
         assert {j.fine_tuned_model for j in finished} <= served_ids
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server)

@@ -5,7 +5,6 @@ test's folders and every row of the store is searched for the keys; the store, u
 from __future__ import annotations
 
 import os
-import signal
 import stat
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from conftest import MODELS_DIR, gadget_facts, run_cli, wait_until
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 from standin import StandIn
-from test_durability import start_server
+from test_durability import start_server, stop_server
 from tiny_models import build_tiny_model
 
 from tuneloop.config import load_settings
@@ -69,11 +68,7 @@ def test_no_key_in_any_file_or_row_and_files_are_private(any_home: Path, tmp_pat
         client.chat.completions.create(model=done.fine_tuned_model, max_tokens=4,
                                        messages=[{"role": "user", "content": "hi"}])
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server)
 
     settings = load_settings()
     # No key in any file: the home (store, uploads, jobs, worker logs, adapters), the server's log, all of it.

@@ -8,7 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import assert_one_line_error, run_cli
 from sqlalchemy import event
+from sqlalchemy.engine import make_url
 
 from tuneloop.errors import StoreCorruptError, StoreLockedError, ThreadNotFoundError
 from tuneloop.store import DialogueStore
@@ -136,3 +138,17 @@ def test_reopening_keeps_data_and_migrates_once(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "log.db") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0004",)]
+
+
+def test_an_unreachable_or_refusing_postgresql_is_one_clear_line(home: Path, postgres) -> None:  # noqa: ANN001
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = run_cli("logs", env={"TUNELOOP_DATABASE_URL": f"postgresql+psycopg://me:s3cret-pw@127.0.0.1:{port}/x"})
+    assert_one_line_error(result, "cannot connect to the database", "TUNELOOP_DATABASE_URL")
+    assert "s3cret-pw" not in result.stderr
+    missing = make_url(postgres.admin_url).set(database="no_such_database").render_as_string(hide_password=False)
+    result = run_cli("logs", env={"TUNELOOP_DATABASE_URL": missing})
+    assert_one_line_error(result, "no_such_database")

@@ -222,7 +222,16 @@ class DialogueStore:
                 f"cannot open database {self.location} for writing; check that the file and its folder "
                 "are writable"
             )
-        return StoreError(f"database {self.location}: {exc.orig}")
+        if "connection failed" in text or "could not connect" in text or "connection refused" in text:
+            return StoreError(
+                f"cannot connect to the database {self.location} ({' '.join(str(exc.orig).split())[-160:]}); "
+                "check TUNELOOP_DATABASE_URL and that the database server is running"
+            )
+        if "authentication failed" in text or "no password supplied" in text:
+            return StoreError(
+                f"the database {self.location} refused the user or password; check TUNELOOP_DATABASE_URL"
+            )
+        return StoreError(f"database {self.location}: {' '.join(str(exc.orig).split())}")
 
     def _migrate(self) -> None:
         from alembic import command
