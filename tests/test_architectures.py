@@ -12,7 +12,7 @@ from typing import Any
 
 import openai
 import pytest
-from conftest import MODELS_DIR, assert_one_line_error, gadget_facts, run_cli
+from conftest import HANG, MODELS_DIR, assert_one_line_error, gadget_facts, run_cli
 from tiny_models import build_tiny_model
 
 from tuneloop import OpenAIModel
@@ -38,7 +38,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, engine: Any) -> Any:
     with ServerThread(create_app(runtime)) as server:
         server.runtime = runtime
         server.folders = folders
-        server.client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0, timeout=300)
+        server.client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0, timeout=HANG)
         yield server
 
 
@@ -77,7 +77,7 @@ def test_any_architecture_registers_chats_trains_serves_and_exports(kind: str, w
     file = ft.add_file(gadget_facts(), filename=f"{kind}.jsonl")
     job = ft.create(file.id, model=model_id, suffix=kind, seed=3,
                     hyperparameters={"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 4})
-    job = ft.wait(job.id, timeout=900, poll=0.5)
+    job = ft.wait(job.id, timeout=HANG, poll=0.5)
     assert job.status == "succeeded", (job.error, ft.log_path(job.id).read_text()[-3000:])
     assert job.fine_tuned_model == f"ft:{model_id}:{kind}:{job.id}"
     losses = [e.data["train_loss"] for e in ft.events(job.id) if e.type == "metrics"]

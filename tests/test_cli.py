@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import CONFIG_VARIABLES, Result, assert_one_line_error, run_cli
+from conftest import CONFIG_VARIABLES, HANG, Result, assert_one_line_error, run_cli
 
 from tuneloop.store import DialogueStore
 
@@ -110,7 +110,7 @@ def test_ctrl_c_stops_the_reply_not_the_chat(home: Path) -> None:
     # The chat reads the next line only once the reply has stopped, so /exit can go now.
     proc.stdin.write("/exit\n")
     proc.stdin.flush()
-    out, err = proc.communicate(timeout=300)
+    out, err = proc.communicate(timeout=HANG)
     assert proc.returncode == 0, err
     assert "stopped" in err and "Traceback" not in err
     store = DialogueStore(f"sqlite:///{home / 'tuneloop.db'}")
@@ -124,7 +124,7 @@ def test_demo_runs_offline(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A configured remote provider must not matter: the demo is offline on the local model.
     monkeypatch.setenv("OPENAI_API_KEY", "sk-not-used-by-the-demo")
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
-    result = run_cli("demo", "--max-tokens", "32", timeout=900)
+    result = run_cli("demo", "--max-tokens", "32", timeout=HANG)
     assert result.code == 0, result.stderr
     assert "Paris" in result.stdout
     assert "negative" in result.stdout and "positive" in result.stdout

@@ -14,7 +14,7 @@ from typing import Any
 
 import openai
 import pytest
-from conftest import MODELS_DIR, gadget_facts, run_cli, wait_until
+from conftest import HANG, MODELS_DIR, gadget_facts, run_cli, wait_until
 from sqlalchemy import create_engine, text
 from tiny_models import build_tiny_model
 
@@ -57,7 +57,7 @@ def test_eight_processes_append_to_one_store_and_none_sees_a_lock(database_url: 
     DialogueStore(database_url).close()  # (opening at once is tested too: each writer migrates if it must)
     per_writer = 40
     writers = [writer(database_url, f"w{i}", per_writer) for i in range(8)]
-    results = [(w.wait(timeout=600), w.stderr.read()) for w in writers]
+    results = [(w.wait(timeout=HANG), w.stderr.read()) for w in writers]
     assert all(code == 0 for code, _ in results), [err[-800:] for _, err in results]
     assert not any("locked" in err.lower() for _, err in results)
     counts = assert_whole_exchanges(DialogueStore(database_url))
@@ -66,7 +66,7 @@ def test_eight_processes_append_to_one_store_and_none_sees_a_lock(database_url: 
 
 def test_eight_processes_open_a_new_store_at_once(database_url: str) -> None:
     writers = [writer(database_url, f"n{i}", 3) for i in range(8)]
-    results = [(w.wait(timeout=600), w.stderr.read()) for w in writers]
+    results = [(w.wait(timeout=HANG), w.stderr.read()) for w in writers]
     assert all(code == 0 for code, _ in results), [err[-800:] for _, err in results]
     assert assert_whole_exchanges(DialogueStore(database_url)) == {f"n{i}": 3 for i in range(8)}
 
@@ -79,7 +79,7 @@ def test_a_writer_killed_mid_write_never_leaves_half_an_exchange(database_url: s
         for _ in range(20 + 15 * round_):
             assert process.stdout.readline(), process.stderr.read()
         process.kill()
-        process.wait(timeout=30)
+        process.wait(timeout=HANG)
     store = DialogueStore(database_url)
     counts = assert_whole_exchanges(store)
     assert set(counts) == {f"k{i}" for i in range(4)} and all(n >= 20 for n in counts.values())
@@ -109,7 +109,7 @@ def start_server(log: Path) -> tuple[subprocess.Popen, str]:
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
                                    env={**os.environ, "COLUMNS": "200"})
     found = wait_until(lambda: process.poll() is not None or re.findall(r"listening on (http://\S+/v1)",
-                                                                         log.read_text()), timeout=300)
+                                                                         log.read_text()), timeout=HANG)
     assert process.poll() is None, log.read_text()
     return process, found[-1]
 
@@ -118,7 +118,7 @@ def stop_server(process: subprocess.Popen) -> None:
     """Ctrl-C, as a person would; kill only if it has not stopped within a minute."""
     process.send_signal(signal.SIGINT)
     try:
-        process.wait(timeout=60)
+        process.wait(timeout=HANG)
     except subprocess.TimeoutExpired:
         process.kill()
 
@@ -150,7 +150,7 @@ def test_a_server_killed_with_its_workers_restarts_and_no_job_is_left_behind(ser
         events = client.fine_tuning.jobs.list_events(jobs[0].id).data
         return any(e.type == "metrics" for e in events) and client.fine_tuning.jobs.retrieve(jobs[1].id)
 
-    second = wait_until(training, timeout=600)
+    second = wait_until(training, timeout=HANG)
     assert second.status == "queued"
     from tuneloop.config import load_settings
     from tuneloop.store.jobs import JobStore
@@ -164,14 +164,14 @@ def test_a_server_killed_with_its_workers_restarts_and_no_job_is_left_behind(ser
     for pid in victims:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    server.wait(timeout=30)
+    server.wait(timeout=HANG)
     assert store.get_job(jobs[0].id).status == "running"  # as the dead server left it
 
     server, url = start_server(tmp_path / "serve-again.log")
     try:
         client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=120)
         finished = wait_until(lambda: all(store.get_job(j.id).status in ("succeeded", "failed", "cancelled")
-                                          for j in jobs) and [store.get_job(j.id) for j in jobs], timeout=900)
+                                          for j in jobs) and [store.get_job(j.id) for j in jobs], timeout=HANG)
         assert [j.status for j in finished] == ["succeeded", "succeeded"], [j.error for j in finished]
         assert finished[0].attempts == 2  # started again after the crash
         assert any("ended without finishing the job" in e.message for e in store.events(jobs[0].id))

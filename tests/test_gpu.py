@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import MODELS_DIR, gadget_facts
+from conftest import HANG, MODELS_DIR, gadget_facts
 from tiny_models import build_tiny_model
 
 from tuneloop.hardware import choose
@@ -33,7 +33,7 @@ def test_cuda_is_chosen_with_mixed_precision(home: Path) -> None:
 def test_smollm2_trains_and_chats_on_cuda(home: Path, models_dir: Path) -> None:
     ft = FineTuning()
     file = ft.add_file(gadget_facts(), filename="facts.jsonl")
-    job = ft.wait(ft.create(file.id, device="cuda", hyperparameters={"n_epochs": 2}).id, timeout=900)
+    job = ft.wait(ft.create(file.id, device="cuda", hyperparameters={"n_epochs": 2}).id, timeout=HANG)
     assert job.status == "succeeded", job.error
     numbers = trained_on(ft, job.id)
     assert "NVIDIA" in numbers["device"] or "cuda" in numbers["device"].lower()
@@ -51,6 +51,6 @@ def test_qlora_4bit_on_cuda(home: Path, tmp_path: Path) -> None:
     ft = FineTuning(runtime)
     file = ft.add_file(gadget_facts(), filename="facts.jsonl")
     job = ft.wait(ft.create(file.id, model="tiny-llama", quantize="4bit", hyperparameters={"n_epochs": 2}).id,
-                  timeout=900)
+                  timeout=HANG)
     assert job.status == "succeeded", job.error
     assert any("4-bit QLoRA" in e.message for e in ft.events(job.id))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import openai
 import pytest
-from conftest import MODELS_DIR, gadget_facts, run_cli, wait_until
+from conftest import HANG, MODELS_DIR, gadget_facts, run_cli, wait_until
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 from standin import StandIn
@@ -63,7 +63,7 @@ def test_no_key_in_any_file_or_row_and_files_are_private(any_home: Path, tmp_pat
         job = client.fine_tuning.jobs.create(model="tiny-llama", training_file=upload.id,
                                              hyperparameters={"n_epochs": 1})
         done = wait_until(lambda: (j := client.fine_tuning.jobs.retrieve(job.id)).status in
-                          ("succeeded", "failed") and j, timeout=600)
+                          ("succeeded", "failed") and j, timeout=HANG)
         assert done.status == "succeeded", done.error
         client.chat.completions.create(model=done.fine_tuned_model, max_tokens=4,
                                        messages=[{"role": "user", "content": "hi"}])

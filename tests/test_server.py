@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from conftest import MODELS_DIR, assert_one_line_error, run_cli, wait_until
+from conftest import HANG, MODELS_DIR, assert_one_line_error, run_cli, wait_until
 from openai.types import FileDeleted, FileObject, Model
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent
@@ -270,7 +270,7 @@ def test_fine_tuning_job_to_a_served_model(client: openai.OpenAI, http: httpx.Cl
         slowest_models_call = max(slowest_models_call, time.perf_counter() - started)
         return current if current.status in ("succeeded", "failed", "cancelled") else None
 
-    done = wait_until(finished, timeout=600, every=1.0)  # a slow machine may take minutes
+    done = wait_until(finished, timeout=HANG, every=1.0)  # a slow machine may take minutes
     assert done.status == "succeeded", done.error
     assert "running" in seen
     assert slowest_models_call < 1.0, slowest_models_call  # the server answers while a job trains
@@ -409,7 +409,7 @@ def test_serve_command(home: Path) -> None:
         assert_one_line_error(taken, "already in use", "--port")
     finally:
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        out, err = proc.communicate(timeout=HANG)
     assert proc.returncode == 0 and "Traceback" not in err, err
 
 
@@ -483,6 +483,6 @@ def test_generated_requests_never_get_a_server_error(spec: Any, server: Any, met
     @given(case=operation.as_strategy())
     def run(case: Any) -> None:
         case.call_and_validate(base_url=server.base_url, headers={"Authorization": f"Bearer {KEY}"},
-                               checks=[not_a_server_error, response_schema_conformance], timeout=60)
+                               checks=[not_a_server_error, response_schema_conformance], timeout=HANG)
 
     run()

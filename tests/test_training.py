@@ -10,7 +10,7 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
-from conftest import assert_one_line_error, gadget_facts, run_cli, wait_until
+from conftest import HANG, assert_one_line_error, gadget_facts, run_cli, wait_until
 from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent
 from standin import StandIn
 
@@ -47,7 +47,7 @@ def test_tuned_model_learns_facts_and_keeps_general_knowledge(home: Path, engine
     model = OpenAIModel()
     job_id = model.train(data_file=str(FACTS), suffix="facts", seed=1)
     ft = model.fine_tuning
-    job = ft.wait(job_id, timeout=900)
+    job = ft.wait(job_id, timeout=HANG)
     assert job.status == "succeeded", (job.error, ft.log_path(job_id).read_text()[-3000:])
     assert job.fine_tuned_model == f"ft:smollm2-135m-instruct:facts:{job_id}"
     assert job.trained_tokens and job.trained_tokens > 60 * 20 * job.hyperparameters["n_epochs"]
@@ -106,13 +106,13 @@ def test_killed_worker_requeues_the_job_then_fails_it_without_a_model(home: Path
     assert first.attempts == 1 and first.worker.endswith(f":{first.pid}")
     os.kill(first.pid, signal.SIGKILL)
     # Noticed at once on this machine (its process is gone): queued again, and a new worker takes it.
-    again = wait_until(lambda: (j := ft.get(job.id)).attempts == 2 and j.status == "running" and j, timeout=60)
+    again = wait_until(lambda: (j := ft.get(job.id)).attempts == 2 and j.status == "running" and j, timeout=HANG)
     assert again.pid != first.pid
     assert any("queued again (1 of 2 attempts used)" in e.message for e in ft.events(job.id))
     wait_until(lambda: sum(e.type == "metrics" for e in ft.jobs.events(job.id)) > len(
         [e for e in ft.jobs.events(job.id) if e.type == "metrics" and e.created_at < again.started_at]))
     os.kill(again.pid, signal.SIGKILL)
-    failed = wait_until(lambda: (j := ft.get(job.id)).status != "running" and j, timeout=30)
+    failed = wait_until(lambda: (j := ft.get(job.id)).status != "running" and j, timeout=HANG)
     assert failed.status == "failed", failed
     assert failed.error["code"] == "worker_lost" and f":{again.pid} ended" in failed.error["message"]
     assert "started 2 times" in failed.error["message"]
@@ -121,7 +121,7 @@ def test_killed_worker_requeues_the_job_then_fails_it_without_a_model(home: Path
     FineTuningJob.model_validate(failed.to_openai())
     # The killed workers' training processes ended with them.
     wait_until(lambda: not any(f"tuneloop.training.run {job.id}" in _cmdline(p) for p in os.listdir("/proc")
-                               if p.isdigit()), timeout=30)
+                               if p.isdigit()), timeout=HANG)
 
 
 def _cmdline(pid: str) -> str:
@@ -177,7 +177,7 @@ def test_cli_train_dpo_and_job_commands(home: Path, tmp_path: Path) -> None:
     for i in range(10):
         rows += [f"Colour of gadget {i}?,Gadget {i} is teal.,1", f"Colour of gadget {i}?,I do not know.,0"]
     (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
-    result = run_cli("train", "pairs.csv", "--epochs", "1", "--suffix", "pairs", "--wait", "--json", timeout=600)
+    result = run_cli("train", "pairs.csv", "--epochs", "1", "--suffix", "pairs", "--wait", "--json", timeout=HANG)
     assert result.code == 0, result.stderr
     job = FineTuningJob.model_validate(json.loads(result.stdout))
     assert job.status == "succeeded" and job.method.type == "dpo" and job.method.dpo.hyperparameters.beta == 0.1
@@ -292,7 +292,7 @@ def test_validation_file_scores_each_epoch_and_registers_the_best(home: Path, mo
     valid = ft.add_file(("\n".join(json.dumps(x) for x in lines) + "\n").encode(), filename="valid.jsonl")
     job = ft.create(train.id, validation_file=valid.id, hyperparameters={"n_epochs": 3}, seed=3)
     assert job.validation_file == valid.id and job.to_openai()["validation_file"] == valid.id
-    job = ft.wait(job.id, timeout=900)
+    job = ft.wait(job.id, timeout=HANG)
     assert job.status == "succeeded", (job.error, ft.log_path(job.id).read_text()[-3000:])
 
     epochs = [e.data for e in ft.events(job.id) if e.type == "metrics" and "valid_score" in (e.data or {})]

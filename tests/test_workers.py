@@ -14,7 +14,7 @@ from typing import Any
 
 import openai
 import pytest
-from conftest import MODELS_DIR, gadget_facts, run_cli, wait_until
+from conftest import HANG, MODELS_DIR, gadget_facts, run_cli, wait_until
 from tiny_models import build_tiny_model
 
 from tuneloop.config import load_settings
@@ -61,7 +61,7 @@ def test_two_workers_and_a_server_run_six_jobs_once_and_survive_a_killed_worker(
     workers = [start("worker", "--poll", "0.5", log=tmp_path / f"worker{i}.log") for i in range(2)]
     try:
         url = wait_until(lambda: re.search(r"listening on (http://\S+/v1)", (tmp_path / "serve.log").read_text()),
-                         timeout=300).group(1)
+                         timeout=HANG).group(1)
         client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=120)
         file = client.files.create(file=("facts.jsonl", gadget_facts()), purpose="fine-tune")
         created = [client.fine_tuning.jobs.create(model=MODEL, training_file=file.id, suffix=f"n{i}", seed=i,
@@ -79,7 +79,7 @@ def test_two_workers_and_a_server_run_six_jobs_once_and_survive_a_killed_worker(
                     return job
             return None
 
-        victim = wait_until(victim_job, timeout=600)
+        victim = wait_until(victim_job, timeout=HANG)
         killed = next(w for suffix, w in names.items() if victim.worker.endswith(suffix))
         killed.kill()
         killed_at = utcnow()
@@ -89,7 +89,7 @@ def test_two_workers_and_a_server_run_six_jobs_once_and_survive_a_killed_worker(
             return all(client.fine_tuning.jobs.retrieve(j.id).status in ("succeeded", "failed", "cancelled")
                        for j in created)
 
-        wait_until(all_finished, timeout=900, every=1.0)
+        wait_until(all_finished, timeout=HANG, every=1.0)
         finished = [client.fine_tuning.jobs.retrieve(j.id) for j in created]
         assert [j.status for j in finished] == ["succeeded"] * 6, [(j.id, j.error) for j in finished]
         for job in finished:
@@ -109,7 +109,7 @@ def test_two_workers_and_a_server_run_six_jobs_once_and_survive_a_killed_worker(
 
         # A worker stops cleanly on SIGTERM.
         survivor.send_signal(signal.SIGTERM)
-        assert survivor.wait(timeout=60) == 0
+        assert survivor.wait(timeout=HANG) == 0
         assert "stopped" in (tmp_path / f"worker{workers.index(survivor)}.log").read_text()
     finally:
         for process in [server, *workers]:
@@ -117,7 +117,7 @@ def test_two_workers_and_a_server_run_six_jobs_once_and_survive_a_killed_worker(
                 process.send_signal(signal.SIGINT)
         for process in [server, *workers]:
             try:
-                process.wait(timeout=30)
+                process.wait(timeout=HANG)
             except subprocess.TimeoutExpired:
                 process.kill()
 
@@ -131,9 +131,9 @@ def test_sigterm_puts_the_job_back_uncharged_and_another_worker_finishes_it(team
     job = ft.create(file.id, model=MODEL, hyperparameters={"n_epochs": 10, "batch_size": 2})
     assert job.status == "queued" and job.pid is None
     worker = start("worker", "--models", MODEL, log=tmp_path / "w1.log")
-    wait_until(lambda: any(e.type == "metrics" for e in ft.jobs.events(job.id)), timeout=300)
+    wait_until(lambda: any(e.type == "metrics" for e in ft.jobs.events(job.id)), timeout=HANG)
     worker.send_signal(signal.SIGTERM)
-    assert worker.wait(timeout=60) == 0
+    assert worker.wait(timeout=HANG) == 0
     back = ft.get(job.id)
     assert back.status == "queued" and back.attempts == 0 and back.worker is None
     assert any("was stopped; the job is queued again (0 of 3 attempts used)" in e.message
@@ -141,7 +141,7 @@ def test_sigterm_puts_the_job_back_uncharged_and_another_worker_finishes_it(team
     assert not list((home / "models" / "ft").glob(f".{job.id}*"))  # its partial adapter is gone
 
     other = subprocess.run([sys.executable, "-m", "tuneloop", "worker", "--max-jobs", "1"], capture_output=True,
-                           text=True, timeout=600)
+                           text=True, timeout=HANG)
     assert other.returncode == 0, other.stderr
     done = ft.get(job.id)
     assert done.status == "succeeded" and done.attempts == 1, done.error
@@ -183,7 +183,7 @@ def test_a_worker_trains_data_parallel_under_accelerate_launch(team: dict[str, s
     file = ft.add_file(gadget_facts(12), filename="facts.jsonl")
     job = ft.create(file.id, model=MODEL, hyperparameters={"n_epochs": 2, "batch_size": 2})
     done = subprocess.run([sys.executable, "-m", "tuneloop", "worker", "--processes", "2", "--max-jobs", "1"],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=HANG)
     assert done.returncode == 0, done.stderr
     job = ft.get(job.id)
     assert job.status == "succeeded", job.error
