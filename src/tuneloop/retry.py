@@ -19,7 +19,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
@@ -44,9 +44,6 @@ class RetryPolicy:
         return cls(retries=settings.retries, initial_delay=settings.retry_initial_delay,
                    max_delay=settings.retry_max_delay, max_wait=settings.retry_max_wait,
                    connect_timeout=settings.connect_timeout, read_timeout=settings.request_timeout)
-
-    def with_retries(self, retries: int | None) -> RetryPolicy:
-        return self if retries is None else replace(self, retries=max(0, retries))
 
     @staticmethod
     def retryable(status: int) -> bool:

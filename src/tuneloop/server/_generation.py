@@ -102,16 +102,16 @@ class GenerationQueue:
         return generation
 
     def _run(self, generation: Generation, open_stream: OpenStream) -> None:
-        def tracked(should_stop: Callable[[], bool]) -> Any:
-            stream = open_stream(should_stop)
-            self._stream = stream
-            return stream
+        opened: list[TextStream] = []  # the stream, once opening it succeeded
 
-        self._stream = None
+        def tracked(should_stop: Callable[[], bool]) -> TextStream:
+            opened.append(open_stream(should_stop))
+            return opened[0]
+
         try:
             generation._run(tracked)
         finally:
-            self.last = self._stream.result if self._stream is not None else None
+            self.last = opened[0].result if opened else None
             self.finished += 1
 
     def shutdown(self) -> None:
