@@ -192,7 +192,10 @@ class Worker:
         while not self.stopping.is_set():
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return handle
+                if not self._older_job_waiting():
+                    return handle
+                fcntl.flock(handle, fcntl.LOCK_UN)  # first come, first trained: let the older job's worker in
+                raise BlockingIOError
             except BlockingIOError:
                 job = self.jobs.get_job(self.job_id)
                 if job.status != "queued":
@@ -202,6 +205,14 @@ class Worker:
                     announced = True
                 self.stopping.wait(1.0)
         return None
+
+    def _older_job_waiting(self) -> bool:
+        """Whether a job queued before this one has its own one-job worker waiting on this machine (the lock is
+        not fair: without this, two jobs created together could train in either order)."""
+        mine = self.jobs.get_job(self.job_id)
+        return any(j.created_at < mine.created_at or (j.created_at == mine.created_at and j.id < mine.id)
+                   for j in self.jobs.running_jobs(statuses=("queued",))
+                   if j.id != mine.id and on_this_machine(j.worker) and pid_alive(j.pid))
 
     # one job
 
