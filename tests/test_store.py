@@ -137,7 +137,7 @@ def test_reopening_keeps_data_and_migrates_once(tmp_path: Path) -> None:
     assert [m.content for m in again.messages(thread.id)] == ["hi", "hello"]
     with sqlite3.connect(tmp_path / "log.db") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0004",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0005",)]
 
 
 def test_an_unreachable_or_refusing_postgresql_is_one_clear_line(home: Path, postgres) -> None:  # noqa: ANN001

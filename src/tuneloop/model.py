@@ -19,7 +19,7 @@ from tuneloop import sentiment
 from tuneloop._files import atomic_write_text
 from tuneloop.chat import ChatSession, Reply
 from tuneloop.config import Settings
-from tuneloop.datasets import Dataset, build_dataset, from_dialogues, read_csv_text, read_source
+from tuneloop.datasets import Dataset, DialogueFilter, build_dataset, from_dialogues, read_csv_text, read_source
 from tuneloop.errors import InputError, ModelCannotSeeError
 from tuneloop.images import Detail, prepare_image
 from tuneloop.runtime import Runtime
@@ -230,9 +230,10 @@ class OpenAIModel:
                            description=f"train on {', '.join(dataset.sources) or 'data'}", backend=backend, seed=seed)
 
     def dynamic_train(self, *, method: str = "auto", suffix: str | None = None, wait: bool = False,
-                      backend: str | None = None) -> str:
-        """Fine-tune on the dialogue log: well-received replies (and better replies after bad ones)."""
-        dataset = from_dialogues(self.runtime.store)
+                      backend: str | None = None, where: DialogueFilter | None = None) -> str:
+        """Fine-tune on the dialogue log: well-received replies (and better replies after bad ones); ``where``
+        keeps only the replies of a model, with some metadata, or written in a period."""
+        dataset = from_dialogues(self.runtime.store, where=where)
         return self._start(dataset, method=method, suffix=suffix, hyperparameters=None, wait=wait,
                            description="dynamic_train on the dialogue log", backend=backend, seed=None)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -16,6 +17,7 @@ from tuneloop.cli._output import console, conversion_progress, error_console, pr
 from tuneloop.config import load_settings
 from tuneloop.datasets import Dataset, build_dataset, from_dialogues, read_csv_text, read_source, token_counter
 from tuneloop.datasets.readers import decode
+from tuneloop.datasets.shapes import DialogueFilter
 from tuneloop.datasets.validate import ERROR_NAMES, ValidationReport, validate_file
 from tuneloop.errors import InputError
 from tuneloop.runtime import Runtime
@@ -41,6 +43,40 @@ EncodingOption = Annotated[
 ]
 
 
+ReplyModelOption = Annotated[
+    str | None, typer.Option("--model", help="With --from-dialogues: only replies written by this model.")
+]
+MetadataOption = Annotated[
+    list[str] | None,
+    typer.Option("--metadata", help="With --from-dialogues: only replies whose metadata (their own, their "
+                                    "response's, their conversation's or stored completion's) has KEY=VALUE; "
+                                    "repeat for several pairs.", show_default=False),
+]
+SinceOption = Annotated[
+    datetime | None, typer.Option("--since", help="With --from-dialogues: only replies written from this date (UTC).",
+                                  formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"], show_default=False)
+]
+UntilOption = Annotated[
+    datetime | None, typer.Option("--until", help="With --from-dialogues: only replies written before this date "
+                                                  "(UTC).", formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"],
+                                  show_default=False)
+]
+
+
+def dialogue_filter(model: str | None, metadata: list[str] | None, since: datetime | None,
+                    until: datetime | None) -> DialogueFilter:
+    """The --model/--metadata/--since/--until options as a filter; naive dates are UTC."""
+    pairs = {}
+    for item in metadata or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"--metadata {item!r}: give KEY=VALUE, for example --metadata project=support")
+        pairs[key] = value
+    return DialogueFilter(model=model, metadata=pairs or None,
+                          since=since.replace(tzinfo=since.tzinfo or UTC) if since else None,
+                          until=until.replace(tzinfo=until.tzinfo or UTC) if until else None)
+
+
 def collect(
     source: str | None,
     *,
@@ -49,10 +85,13 @@ def collect(
     encoding: str | None,
     assistant: str | None = None,
     runtime: Runtime | None = None,
+    where: DialogueFilter | None = None,
 ) -> Dataset:
     """The examples a command asked for: a CSV/JSONL source ('-' is CSV on stdin) and/or the dialogue log."""
     if source is None and not dialogues:
         raise InputError("give a CSV file, a directory of CSV files or a JSONL file, or --from-dialogues")
+    if where and not dialogues:
+        raise InputError("--model, --metadata, --since and --until choose replies from the log: add --from-dialogues")
     dataset = Dataset()
     if source == "-":
         text = decode(sys.stdin.buffer.read(), "<stdin>", encoding)
@@ -61,7 +100,7 @@ def collect(
         dataset.merge(build_dataset(read_source(source, encoding=encoding), negative=negative))
     if dialogues:
         store = (runtime or Runtime(load_settings())).store
-        dataset.merge(from_dialogues(store, assistant_id=assistant))
+        dataset.merge(from_dialogues(store, assistant_id=assistant, where=where))
     return dataset
 
 
@@ -74,7 +113,12 @@ BUILD_HELP = (
     "examples; a badly received reply followed by a well received one becomes a DPO pair.\n\n"
     "Examples:\n\n"
     "  tuneloop data build facts.csv -o train.jsonl\n\n"
-    "  tuneloop data build --from-dialogues -o from-chats.jsonl"
+    "  tuneloop data build --from-dialogues -o from-chats.jsonl\n\n"
+    "  tuneloop data build --from-dialogues --model smollm2-135m-instruct --metadata project=support "
+    "--since 2026-11-01 -o support.jsonl\n\n"
+    "The log holds what `tuneloop chat`/`ask` said and what clients of `tuneloop serve` stored: conversations, "
+    "response chains and chat completions created with store: true. Clients rate a reply with metadata "
+    "rating=up|down (see the README)."
 )
 
 
@@ -107,9 +151,14 @@ def build(
     ] = MethodChoice.auto,
     encoding: EncodingOption = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    model: ReplyModelOption = None,
+    metadata: MetadataOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
 ) -> None:
     """Build an OpenAI fine-tuning JSONL file from CSV rows and/or logged dialogues (see BUILD_HELP)."""
-    dataset = collect(source, dialogues=dialogues, negative=negative, encoding=encoding, assistant=assistant)
+    dataset = collect(source, dialogues=dialogues, negative=negative, encoding=encoding, assistant=assistant,
+                      where=dialogue_filter(model, metadata, since, until))
     chosen, written = dataset.write_jsonl(output, method.value)
     left_out = dataset.examples(chosen)[1]
     reasons = Counter(s.reason for s in dataset.skipped)

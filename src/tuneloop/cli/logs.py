@@ -60,9 +60,11 @@ def list_threads(
         print_json([_thread_dict(t) for t in threads])
         return
     # Thread ids are for copying: never cut them.
-    table = Table(Column("thread", no_wrap=True), "updated", "assistant", "model", "messages", "title")
+    # kind: chat (tuneloop's own), or what a client of `tuneloop serve` stored: conversation, response (a
+    # previous_response_id chain), chat.completion (store: true).
+    table = Table(Column("thread", no_wrap=True), "updated", "kind", "assistant", "model", "messages", "title")
     for t in threads:
-        table.add_row(t.id, when(t.updated_at), escape(t.assistant_id or ""), escape(t.model),
+        table.add_row(t.id, when(t.updated_at), t.kind or "chat", escape(t.assistant_id or ""), escape(t.model),
                       str(t.message_count), escape(t.title or ""))
     console.print(table)
 
@@ -84,8 +86,9 @@ def show(
     if json_:
         print_json({**_thread_dict(thread), "messages": [m.to_dict() for m in messages]})
         return
-    console.print(f"[bold]{thread.id}[/] · {escape(thread.assistant_id or '')} · {escape(thread.model)} · "
-                  f"started {when(thread.created_at)}")
+    console.print(f"[bold]{thread.id}[/] · {thread.kind or 'chat'} · {escape(thread.assistant_id or '')} · "
+                  f"{escape(thread.model)} · started {when(thread.created_at)}"
+                  + (f" · metadata {escape(json.dumps(thread.metadata))}" if thread.metadata else ""))
     for m in messages:
         extra = f"  reaction {sentiment_text(m.reaction, m.reaction_score)}" if m.reaction else ""
         if m.feedback:
@@ -179,4 +182,5 @@ def _export_message(m: Message) -> dict:
 def _thread_dict(t: Thread) -> dict:
     return {"id": t.id, "assistant_id": t.assistant_id, "model": t.model, "title": t.title,
             "system_instruction": t.system_instruction, "created_at": t.created_at.isoformat(),
-            "updated_at": t.updated_at.isoformat(), "message_count": t.message_count}
+            "updated_at": t.updated_at.isoformat(), "message_count": t.message_count,
+            "kind": t.kind or "chat", "metadata": t.metadata}

@@ -12,7 +12,15 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
 from tuneloop.cli._output import console, conversion_progress, error_console, print_json, when
-from tuneloop.cli.data import collect, render_report
+from tuneloop.cli.data import (
+    MetadataOption,
+    ReplyModelOption,
+    SinceOption,
+    UntilOption,
+    collect,
+    dialogue_filter,
+    render_report,
+)
 from tuneloop.config import load_settings
 from tuneloop.errors import DatasetInvalidError
 from tuneloop.runtime import Runtime
@@ -102,16 +110,22 @@ def train(
         "answers (JSONL or CSV as for `tuneloop eval`: a score per epoch); the best epoch is registered.",
         show_default=False)] = None,
     json_: JsonOption = False,
+    model: ReplyModelOption = None,
+    metadata: MetadataOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
 ) -> None:
     """Fine-tune a model on CSV rows, a JSONL file or the dialogue log; the job runs in the background.
 
     Examples:
       tuneloop train facts.csv --suffix facts --wait
       tuneloop train --from-dialogues --epochs 4
+      tuneloop train --from-dialogues --metadata project=support --since 2026-11-01
       tuneloop train facts.csv --base qwen2.5-0.5b --device cuda
     """
     ft = fine_tuning()
-    dataset = collect(source, dialogues=dialogues, negative=negative, encoding=encoding, runtime=ft.runtime)
+    dataset = collect(source, dialogues=dialogues, negative=negative, encoding=encoding, runtime=ft.runtime,
+                      where=dialogue_filter(model, metadata, since, until))
     name = Path(source).stem + ".jsonl" if source not in (None, "-") else "dialogues.jsonl"
     stored, chosen, count = ft.add_dataset(dataset, method=method.value, filename=name)
     requested: dict[str, Any] = {"n_epochs": epochs, "batch_size": batch_size,

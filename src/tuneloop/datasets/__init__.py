@@ -21,6 +21,7 @@ from tuneloop.datasets.readers import (
 )
 from tuneloop.datasets.shapes import (
     Dataset,
+    DialogueFilter,
     build_dataset,
     from_dialogues,
     select_from_thread,
@@ -38,6 +39,7 @@ from tuneloop.datasets.validate import (
 )
 
 __all__ = [
+    "DialogueFilter",
     "ERROR_NAMES",
     "MIN_EXAMPLES",
     "Dataset",

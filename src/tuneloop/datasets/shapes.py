@@ -17,8 +17,9 @@ Rules, in one place:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -28,6 +29,7 @@ from tuneloop.errors import DataError
 
 if TYPE_CHECKING:
     from tuneloop.store import DialogueStore, Message
+    from tuneloop.store.dialogue import Thread
 
 Method = Literal["supervised", "dpo"]
 METHODS: tuple[str, ...] = ("auto", "supervised", "dpo")
@@ -194,7 +196,11 @@ def verdict(message: Message) -> Literal["good", "bad"] | None:
 
 
 def select_from_thread(
-    system: str | None, messages: Sequence[Message], *, max_context_turns: int | None = None
+    system: str | None,
+    messages: Sequence[Message],
+    *,
+    max_context_turns: int | None = None,
+    keep: Callable[[Message], bool] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(supervised examples, DPO pairs) from one thread, by these rules:
 
@@ -202,6 +208,8 @@ def select_from_thread(
       it (the last ``max_context_turns`` user/assistant turns when given), its user turn, the reply;
     * a *bad* reply R to request U, followed by a user turn and then a *good* reply G, becomes a DPO
       pair: the same context and U as input, G preferred, R avoided (G was the better answer to U).
+
+    ``keep`` (when given) says which replies may be selected; the turns before them are context all the same.
     """
     supervised: list[dict[str, Any]] = []
     pairs: list[dict[str, Any]] = []
@@ -218,6 +226,8 @@ def select_from_thread(
             systems.append(current)
     for i, message in enumerate(turns):
         if message.role != "assistant" or i == 0 or turns[i - 1].role != "user":
+            continue
+        if keep is not None and not keep(message):
             continue
         context = turns[: i - 1]
         if max_context_turns is not None:
@@ -238,20 +248,51 @@ def select_from_thread(
     return supervised, pairs
 
 
+@dataclass(frozen=True)
+class DialogueFilter:
+    """Which logged replies may be selected: by the model that wrote them, by metadata (every pair must match the
+    reply's own metadata, a response's, or its thread's: a conversation's or a stored completion's) and by when
+    they were written (``since`` inclusive, ``until`` exclusive)."""
+
+    model: str | None = None
+    metadata: dict[str, str] | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def __bool__(self) -> bool:
+        return any(v is not None for v in (self.model, self.metadata, self.since, self.until))
+
+    def keeps(self, thread: Thread, message: Message) -> bool:
+        if self.model is not None and message.model != self.model:
+            return False
+        if self.metadata:
+            found = {**(thread.metadata or {}), **(message.metadata or {})}
+            if any(found.get(k) != v for k, v in self.metadata.items()):
+                return False
+        if self.since is not None and message.created_at < self.since:
+            return False
+        return not (self.until is not None and message.created_at >= self.until)
+
+
 def from_dialogues(
     store: DialogueStore,
     *,
     thread_ids: list[str] | None = None,
     assistant_id: str | None = None,
     max_context_turns: int | None = None,
+    where: DialogueFilter | None = None,
 ) -> Dataset:
-    """Examples selected from the logged threads (all, or those named / of one assistant)."""
+    """Examples selected from the logged threads (all, or those named / of one assistant), replies filtered by
+    ``where``: every thread, whether it came from a chat, a conversation, a response chain or a stored
+    completion."""
     dataset = Dataset(sources=[f"dialogues in {store.location}"])
     for thread, messages in store.export(thread_ids):
         if assistant_id is not None and thread.assistant_id != assistant_id:
             continue
-        dataset.rows += sum(1 for m in messages if m.role == "assistant")
-        supervised, pairs = select_from_thread(thread.system_instruction, messages, max_context_turns=max_context_turns)
+        keep = (lambda m, t=thread: where.keeps(t, m)) if where else None
+        dataset.rows += sum(1 for m in messages if m.role == "assistant" and (keep is None or keep(m)))
+        supervised, pairs = select_from_thread(thread.system_instruction, messages, max_context_turns=max_context_turns,
+                                               keep=keep)
         dataset.supervised += supervised
         dataset.preference += pairs
     return dataset

@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from tuneloop.config import Settings, load_settings
 from tuneloop.engine.weights import BASE_MODEL_ID
 from tuneloop.runtime import Runtime
-from tuneloop.server import _errors, chat, files, jobs
+from tuneloop.server import _errors, chat, completions, conversations, files, jobs, responses
 from tuneloop.server._errors import APIError
 from tuneloop.server._generation import GenerationQueue
 from tuneloop.server._state import ServerState, state_of
@@ -145,6 +145,7 @@ def create_app(runtime: Runtime | None = None, *, api_key: str | None = None, ma
     _errors.install(app)
     app.add_middleware(BodyLimit, limit=int(settings.server_max_body_mb * 1024 * 1024))
     guarded = [Depends(_authorize)]
-    for router in (models_router, chat.router, files.router, jobs.router):
+    for router in (models_router, chat.router, completions.router, responses.router, conversations.router,
+                   files.router, jobs.router):
         app.include_router(router, dependencies=guarded)
     return app

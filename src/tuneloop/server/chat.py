@@ -13,10 +13,15 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from tuneloop import ratings
+from tuneloop.errors import InputError
 from tuneloop.providers.base import GenerationResult
+from tuneloop.responses import check_metadata
 from tuneloop.server._errors import APIError
 from tuneloop.server._generation import ClientGone, unless_gone
 from tuneloop.server._state import state_of
+from tuneloop.store.conversations import NewMessage
+from tuneloop.stored_completions import StoredCompletions
 
 router = APIRouter()
 
@@ -36,7 +41,8 @@ class StreamOptions(BaseModel):
 
 
 class ChatCompletionRequest(BaseModel):
-    """The parameters this server acts on; others OpenAI defines (user, metadata, …) are accepted and ignored."""
+    """The parameters this server acts on; others OpenAI defines (user, service_tier, …) are accepted and ignored.
+    ``store: true`` keeps the completion (and logs it in the dialogue store); ``metadata`` is kept with it."""
 
     model_config = Strict
     model: str = Field(min_length=1)
@@ -52,6 +58,8 @@ class ChatCompletionRequest(BaseModel):
     tools: list[Any] | None = None
     response_format: dict[str, Any] | None = None
     logprobs: bool | None = None
+    store: bool | None = None
+    metadata: dict[str, Any] | None = None
 
 
 def _content_of(message: Message, index: int, images: bool) -> str | list[dict[str, Any]]:
@@ -160,6 +168,12 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
     _check_supported(body)
     settings = state_of(request).settings
     _check_size(body, settings.server_max_messages, settings.server_max_message_chars)
+    try:
+        metadata = check_metadata(body.metadata)
+        if body.store:
+            ratings.rating_of(metadata)
+    except InputError as exc:
+        raise APIError(400, str(exc), param="metadata") from None
     if state.vision is not None and body.model == state.vision.model_id:
         messages = to_messages(body, images=True)
         provider, model = state.vision, body.model
@@ -177,6 +191,18 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
     )
     ident = f"chatcmpl-{secrets.token_hex(12)}"
     created = int(time.time())
+    started = time.monotonic()
+
+    def keep(text: str) -> None:
+        """``store: true``: the completion is kept and its messages logged (after the reply, in one transaction)."""
+        if not body.store:
+            return
+        result = generation.result
+        reply = NewMessage("assistant", text, model=model, tokens_in=result.tokens_in, tokens_out=result.tokens_out,
+                           finish_reason=result.finish_reason, latency_ms=int((time.monotonic() - started) * 1000))
+        StoredCompletions(state.runtime.store).keep(_completion(ident, created, model, text, result, metadata),
+                                                    messages, reply)
+
     try:
         await unless_gone(request, generation.started(), generation)
     except ClientGone:
@@ -184,7 +210,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
     state.stats["chat.completions"] += 1
     if body.stream:
         with_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(_events(generation, ident, created, model, with_usage),
+        return StreamingResponse(_events(generation, ident, created, model, with_usage, keep),
                                  media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     async def collect() -> str:
@@ -196,20 +222,33 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
         return Response(status_code=499)
     result = generation.result
     assert result is not None
-    return JSONResponse({
+    await run_in_threadpool(keep, text)
+    return JSONResponse(_completion(ident, created, model, text, result, metadata if body.store else None))
+
+
+def _completion(ident: str, created: int, model: str, text: str, result: GenerationResult,
+                metadata: dict[str, str] | None) -> dict[str, Any]:
+    body: dict[str, Any] = {
         "id": ident, "object": "chat.completion", "created": created, "model": model,
         "choices": [{"index": 0, "finish_reason": _finish(result), "logprobs": None,
                      "message": {"role": "assistant", "content": text, "refusal": None, "annotations": []}}],
         "usage": _usage(result),
-    })
+    }
+    if metadata is not None:
+        body["metadata"] = metadata
+    return body
 
 
-async def _events(generation: Any, ident: str, created: int, model: str, with_usage: bool) -> AsyncIterator[str]:
+async def _events(generation: Any, ident: str, created: int, model: str, with_usage: bool,
+                  keep: Any) -> AsyncIterator[str]:
     try:
         yield _chunk(ident, created, model, {"role": "assistant", "content": ""}, None, with_usage=with_usage)
+        pieces = []
         try:
             async for piece in generation.pieces():
+                pieces.append(piece)
                 yield _chunk(ident, created, model, {"content": piece}, None, with_usage=with_usage)
+            await run_in_threadpool(keep, "".join(pieces))
         except Exception as exc:  # noqa: BLE001 - headers are sent: the error goes in the stream, as OpenAI does
             error = {"error": {"message": f"generation failed: {exc}", "type": "server_error", "param": None,
                                "code": None}}

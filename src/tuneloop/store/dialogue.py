@@ -47,10 +47,14 @@ class Thread:
     created_at: datetime
     updated_at: datetime
     message_count: int | None = None
+    kind: str | None = None
+    metadata: dict[str, str] | None = None
 
     @classmethod
     def from_row(cls, row: ThreadRow, message_count: int | None = None) -> Thread:
         return cls(
+            kind=row.kind,
+            metadata=row.metadata_,
             id=row.id,
             assistant_id=row.assistant_id,
             model=row.model,
@@ -80,10 +84,14 @@ class Message:
     finish_reason: str | None
     attachments: list[dict[str, Any]] | None
     created_at: datetime
+    item_id: str | None = None
+    metadata: dict[str, str] | None = None
 
     @classmethod
     def from_row(cls, row: MessageRow) -> Message:
         return cls(
+            item_id=row.item_id,
+            metadata=row.metadata_,
             id=row.id,
             thread_id=row.thread_id,
             role=row.role,
@@ -124,6 +132,8 @@ class Message:
             "finish_reason": self.finish_reason,
             "attachments": self.attachments,
             "created_at": self.created_at.isoformat(),
+            "item_id": self.item_id,
+            "metadata": self.metadata,
         }
 
 

@@ -39,6 +39,10 @@ class ThreadRow(Base):
     title: Mapped[str | None] = mapped_column(String(200))
     # The system instruction in force; each change is also logged as a system message.
     system_instruction: Mapped[str | None] = mapped_column(Text)
+    # None: a tuneloop chat; "conversation", "response" (a previous_response_id chain) or "chat.completion" (a
+    # stored completion) when it came over OpenAI's HTTP APIs.
+    kind: Mapped[str | None] = mapped_column(String(32))
+    metadata_: Mapped[dict[str, str] | None] = mapped_column("metadata", JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 
@@ -63,6 +67,8 @@ class MessageRow(Base):
     reaction_label: Mapped[str | None] = mapped_column(String(16))
     reaction_score: Mapped[float | None] = mapped_column(Float)
     feedback: Mapped[int | None] = mapped_column(Integer)  # +1 rated up, -1 rated down
+    item_id: Mapped[str | None] = mapped_column(String(64), index=True)  # msg_…: the message as an API item
+    metadata_: Mapped[dict[str, str] | None] = mapped_column("metadata", JSON)  # the response's, on its reply
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -113,6 +119,23 @@ class JobRow(Base):
     worker: Mapped[str | None] = mapped_column(String(256))  # "host:pid" of the worker that claimed it
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    origin: Mapped[str | None] = mapped_column(String(16))  # "import": copied from a vendor by `tuneloop import`
+
+
+class ApiObjectRow(Base):
+    """A stored response or chat completion: the object as the API returned it, and the messages it logged."""
+
+    __tablename__ = "api_objects"
+    __table_args__ = (Index("ix_api_objects_object_created", "object", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    object: Mapped[str] = mapped_column(String(32))  # "response" or "chat.completion"
+    thread_id: Mapped[str | None] = mapped_column(String(64), ForeignKey("threads.id", ondelete="CASCADE"))
+    model: Mapped[str] = mapped_column(String(256))
+    metadata_: Mapped[dict[str, str] | None] = mapped_column("metadata", JSON)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    message_ids: Mapped[list[int]] = mapped_column(JSON)  # input messages, then the reply
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class BaseModelRow(Base):

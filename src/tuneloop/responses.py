@@ -1,0 +1,265 @@
+"""OpenAI's Responses and Conversations objects over the dialogue store.
+
+A response's input items and its reply are messages of a thread: the conversation's when the request names one,
+else the thread of its ``previous_response_id`` chain (a chain that forks continues in a new thread). What a
+response remembers is read back by following ``previous_response_id`` through the stored responses, each of which
+lists the messages it logged, so a fork never sees the other branch. ``instructions`` are never carried over to
+the next response (as OpenAI): they are the thread's system instruction while they are in force.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from tuneloop import ratings
+from tuneloop.errors import InputError, StoreError
+from tuneloop.store.api_objects import ApiObject, ApiObjects, ObjectNotFoundError
+from tuneloop.store.conversations import Conversations, NewMessage, new_item_id
+from tuneloop.store.dialogue import DialogueStore, Message
+
+MAX_METADATA_KEYS = 16
+
+
+def new_response_id() -> str:
+    return f"resp_{secrets.token_hex(24)}"
+
+
+def new_conversation_id() -> str:
+    return f"conv_{secrets.token_hex(24)}"
+
+
+class Invalid(InputError):
+    """A request field that cannot be used; ``param`` names it."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+def check_metadata(metadata: Any, param: str = "metadata") -> dict[str, str] | None:
+    """OpenAI's metadata rules: up to 16 string keys of up to 64 characters, string values up to 512."""
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict):
+        raise Invalid(f"{param} must be an object of string keys and string values", param)
+    if len(metadata) > MAX_METADATA_KEYS:
+        raise Invalid(f"{param} has {len(metadata)} keys; give up to {MAX_METADATA_KEYS}", param)
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not 0 < len(key) <= 64:
+            raise Invalid(f"{param} keys must be 1 to 64 characters; {str(key)[:80]!r} is not", param)
+        if not isinstance(value, str) or len(value) > 512:
+            raise Invalid(f"{param}[{key!r}] must be a string of up to 512 characters", param)
+    return dict(metadata)
+
+
+# --- input items ------------------------------------------------------------------------------------------
+
+TEXT_PARTS = {"input_text", "output_text", "text"}
+
+
+def _text_of(content: Any, where: str) -> str:
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list) or not content:
+        raise Invalid(f"{where} must be a string or a list of text parts", where)
+    texts = []
+    for j, part in enumerate(content):
+        at = f"{where}[{j}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind in ("input_image", "input_file", "input_audio"):
+            raise Invalid(f"{at} is an {kind.removeprefix('input_')} input; this server accepts text only", at)
+        if kind not in TEXT_PARTS and kind != "refusal":
+            raise Invalid(f"{at} has type {kind!r}; send input_text parts", at)
+        value = part.get("refusal" if kind == "refusal" else "text")
+        if not isinstance(value, str):
+            raise Invalid(f"{at}.text must be a string", f"{at}.text")
+        texts.append(value)
+    return "\n".join(texts)
+
+
+def read_items(items: Any, param: str = "input") -> list[NewMessage]:
+    """Message items (a string is one user message) as messages to log, each with a new item id."""
+    if isinstance(items, str):
+        return [NewMessage("user", items, item_id=new_item_id())]
+    if not isinstance(items, list):
+        raise Invalid(f"{param} must be a string or a list of message items", param)
+    out = []
+    for i, item in enumerate(items):
+        at = f"{param}[{i}]"
+        if not isinstance(item, dict):
+            raise Invalid(f"{at} must be a message item (an object with role and content)", at)
+        kind = item.get("type", "message")
+        if kind != "message":
+            raise Invalid(f"{at} has type {kind!r}; this server takes message items only (no tools, reasoning "
+                          "or item references)", f"{at}.type")
+        role = item.get("role")
+        if role not in ("user", "assistant", "system", "developer"):
+            raise Invalid(f"{at}.role is {role!r}; use user, assistant, system or developer", f"{at}.role")
+        out.append(NewMessage(role, _text_of(item.get("content"), f"{at}.content"), item_id=new_item_id()))
+    return out
+
+
+# --- objects in OpenAI's shapes ---------------------------------------------------------------------------
+
+
+def message_item(message: Message, *, status: str = "completed") -> dict[str, Any]:
+    """A logged message as a Responses/Conversations message item."""
+    if message.role == "assistant":
+        content = [{"type": "output_text", "text": message.content, "annotations": [], "logprobs": []}]
+    else:
+        content = [{"type": "input_text", "text": message.content}]
+    role = "system" if message.role == "system" else message.role
+    return {"type": "message", "id": message.item_id or f"msg_{message.id}", "status": status, "role": role,
+            "content": content}
+
+
+def usage(tokens_in: int, tokens_out: int) -> dict[str, Any]:
+    return {"input_tokens": tokens_in, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "output_tokens": tokens_out,
+            "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": tokens_in + tokens_out}
+
+
+@dataclass
+class ResponseRequest:
+    """What a create call asked for, checked."""
+
+    model: str
+    items: list[NewMessage]
+    instructions: str | None
+    previous_response_id: str | None
+    conversation: str | None
+    store: bool
+    metadata: dict[str, str] | None
+    max_output_tokens: int | None
+    temperature: float | None
+    top_p: float | None
+
+
+def response_object(request: ResponseRequest, ident: str, created: int, *, status: str,
+                    output: list[dict[str, Any]], tokens: tuple[int, int] | None = None,
+                    incomplete: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": ident, "object": "response", "created_at": created, "status": status, "background": False,
+        "error": None, "incomplete_details": {"reason": incomplete} if incomplete else None,
+        "instructions": request.instructions, "max_output_tokens": request.max_output_tokens,
+        "metadata": request.metadata or {}, "model": request.model, "output": output, "parallel_tool_calls": False,
+        "previous_response_id": request.previous_response_id,
+        "conversation": {"id": request.conversation} if request.conversation else None,
+        "temperature": request.temperature if request.temperature is not None else 0.0,
+        "top_p": request.top_p if request.top_p is not None else 1.0,
+        "text": {"format": {"type": "text"}}, "tool_choice": "none", "tools": [], "truncation": "disabled",
+        "usage": usage(*tokens) if tokens else None,
+    }
+    if status in ("completed", "incomplete"):
+        body["completed_at"] = int(time.time())
+    return body
+
+
+# --- the store side ---------------------------------------------------------------------------------------
+
+
+class ResponseLog:
+    """Responses and conversations kept in the dialogue store."""
+
+    def __init__(self, store: DialogueStore) -> None:
+        self.store = store
+        self.threads = Conversations(store)
+        self.objects = ApiObjects(store)
+
+    def response(self, ident: str) -> ApiObject:
+        return self.objects.get(ident, "response")
+
+    def history(self, request: ResponseRequest) -> list[dict[str, Any]]:
+        """The messages the model reads before the new input: the conversation's items, or the chain's."""
+        if request.conversation:
+            self.threads.get(request.conversation, "conversation")
+            return [{"role": m.role, "content": m.content} for m in self.threads.messages(request.conversation)]
+        chain: list[ApiObject] = []
+        ident = request.previous_response_id
+        while ident:
+            try:
+                found = self.response(ident)
+            except ObjectNotFoundError:
+                if not chain:
+                    raise Invalid(f"previous_response_id {ident!r} is not a stored response of this server (it was "
+                                  "deleted, or created with store: false)", "previous_response_id") from None
+                break
+            chain.append(found)
+            ident = found.body.get("previous_response_id")
+        ids = [i for r in reversed(chain) for i in r.message_ids]
+        by_id = {m.id: m for r in chain if r.thread_id for m in self.threads.messages(r.thread_id, ids)}
+        return [{"role": by_id[i].role, "content": by_id[i].content} for i in ids if i in by_id]
+
+    def record(self, request: ResponseRequest, body: dict[str, Any], reply: NewMessage) -> None:
+        """Log the input items and the reply, and keep the response (``store``)."""
+        if not request.store and not request.conversation:
+            return
+        thread_id, kind = request.conversation, "conversation"
+        if thread_id is None:
+            kind = "response"
+            previous = self.response(request.previous_response_id) if request.previous_response_id else None
+            if previous is not None and previous.thread_id and previous.message_ids:
+                last = self.threads.messages(previous.thread_id)
+                if last and last[-1].id == previous.message_ids[-1]:
+                    thread_id = previous.thread_id  # the chain goes on; otherwise it forks into a new thread
+        messages = [*request.items, reply]
+        if thread_id is None:
+            from tuneloop.store.dialogue import new_thread_id
+
+            thread, added = self.threads.create(new_thread_id(), kind=kind, model=request.model, messages=messages)
+            thread_id = thread.id
+        else:
+            added = self.threads.append(thread_id, messages)
+        if request.instructions is not None:
+            self.threads.set_system_instruction(thread_id, request.instructions)
+        if request.store:
+            self.objects.put(body["id"], object_="response", thread_id=thread_id, model=request.model,
+                             metadata=request.metadata, body=body, message_ids=[m.id for m in added])
+        if request.metadata and (value := ratings.rating_of(request.metadata)) is not None:
+            self.store.set_feedback(added[-1].id, value)
+
+    def input_items(self, ident: str) -> list[Message]:
+        found = self.response(ident)
+        if not found.thread_id:
+            return []
+        ids = found.message_ids[:-1]
+        return self.threads.messages(found.thread_id, ids)
+
+    def delete(self, ident: str) -> None:
+        found = self.response(ident)
+        self.objects.delete(ident, "response")
+        if found.thread_id and not found.body.get("conversation"):
+            self.threads.delete_messages(found.message_ids)  # a conversation keeps its items
+
+    def rate(self, ident: str, metadata: dict[str, str] | None) -> dict[str, Any]:
+        """tuneloop's update of a stored response: new metadata, whose ``rating`` rates its reply."""
+        found = self.response(ident)
+        value = ratings.rating_of(metadata)
+        if value is not None and found.message_ids:
+            self.store.set_feedback(found.message_ids[-1], value)
+        body = {**found.body, "metadata": metadata or {}}
+        self.objects.update(ident, "response", metadata=metadata, body=body)
+        return body
+
+    def rate_conversation_items(self, conversation: str, metadata: dict[str, str] | None) -> None:
+        """``rating:ID`` keys of a conversation's metadata rate the reply with that item or response id."""
+        for ident, value in ratings.item_ratings(metadata).items():
+            if ident.startswith("resp_"):
+                try:
+                    found = self.response(ident)
+                except ObjectNotFoundError:
+                    raise Invalid(f"metadata['rating:{ident}'] names no stored response", "metadata") from None
+                message_id = found.message_ids[-1] if found.message_ids else None
+            else:
+                item = self.threads.find_item(ident)
+                message_id = item.id if item and item.thread_id == conversation else None
+            if message_id is None:
+                raise Invalid(f"metadata['rating:{ident}'] names no reply of conversation {conversation!r}",
+                              "metadata")
+            try:
+                self.store.set_feedback(message_id, value)
+            except StoreError as exc:  # a user's item cannot be rated
+                raise Invalid(f"metadata['rating:{ident}']: {exc}", "metadata") from None

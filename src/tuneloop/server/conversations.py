@@ -1,0 +1,159 @@
+"""``/v1/conversations`` and their items: threads of the dialogue store (kind ``conversation``) whose messages are
+the items. Metadata keys ``rating:ID`` rate the reply with that item or response id (see tuneloop.ratings)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from tuneloop.responses import Invalid, ResponseLog, check_metadata, message_item, new_conversation_id, read_items
+from tuneloop.server._errors import APIError
+from tuneloop.server._state import state_of
+from tuneloop.server.responses import page
+from tuneloop.store.conversations import ItemNotFoundError
+from tuneloop.store.dialogue import Thread, ThreadNotFoundError
+
+router = APIRouter()
+MAX_ITEMS = 20
+
+
+class CreateConversation(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    items: list[Any] | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class UpdateConversation(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    metadata: dict[str, Any] | None
+
+
+class CreateItems(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    items: list[Any] = Field(min_length=1)
+
+
+def _conversation(thread: Thread) -> dict[str, Any]:
+    return {"id": thread.id, "object": "conversation", "created_at": int(thread.created_at.timestamp()),
+            "metadata": thread.metadata or {}}
+
+
+def _not_found(ident: str) -> APIError:
+    return APIError(404, f"No conversation found with id {ident!r}", param="conversation_id",
+                    code="conversation_not_found")
+
+
+def _items(items: list[Any] | None) -> list[Any]:
+    if items is not None and len(items) > MAX_ITEMS:
+        raise APIError(400, f"items has {len(items)} items; add up to {MAX_ITEMS} at a time", param="items")
+    try:
+        return read_items(items or [], "items")
+    except Invalid as exc:
+        raise APIError(400, str(exc), param=exc.param) from None
+
+
+def _metadata(value: Any) -> dict[str, str] | None:
+    try:
+        return check_metadata(value)
+    except Invalid as exc:
+        raise APIError(400, str(exc), param=exc.param) from None
+
+
+@router.post("/v1/conversations")
+def create_conversation(body: CreateConversation, request: Request) -> dict[str, Any]:
+    log = ResponseLog(state_of(request).runtime.store)
+    metadata = _metadata(body.metadata)
+    thread, _ = log.threads.create(new_conversation_id(), kind="conversation", model="", metadata=metadata,
+                                   messages=_items(body.items))
+    if metadata:
+        try:
+            log.rate_conversation_items(thread.id, metadata)
+        except Invalid as exc:
+            log.threads.delete(thread.id, "conversation")
+            raise APIError(400, str(exc), param=exc.param) from None
+    return _conversation(thread)
+
+
+@router.get("/v1/conversations/{conversation_id}")
+def retrieve_conversation(conversation_id: str, request: Request) -> dict[str, Any]:
+    try:
+        return _conversation(ResponseLog(state_of(request).runtime.store).threads.get(conversation_id,
+                                                                                       "conversation"))
+    except ThreadNotFoundError:
+        raise _not_found(conversation_id) from None
+
+
+@router.post("/v1/conversations/{conversation_id}")
+def update_conversation(conversation_id: str, body: UpdateConversation, request: Request) -> dict[str, Any]:
+    log = ResponseLog(state_of(request).runtime.store)
+    metadata = _metadata(body.metadata)
+    try:
+        log.threads.get(conversation_id, "conversation")
+        log.rate_conversation_items(conversation_id, metadata)  # checked (and applied) before it is kept
+        return _conversation(log.threads.update_metadata(conversation_id, "conversation", metadata))
+    except ThreadNotFoundError:
+        raise _not_found(conversation_id) from None
+    except Invalid as exc:
+        raise APIError(400, str(exc), param=exc.param) from None
+
+
+@router.delete("/v1/conversations/{conversation_id}")
+def delete_conversation(conversation_id: str, request: Request) -> dict[str, Any]:
+    try:
+        ResponseLog(state_of(request).runtime.store).threads.delete(conversation_id, "conversation")
+    except ThreadNotFoundError:
+        raise _not_found(conversation_id) from None
+    return {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
+
+
+@router.post("/v1/conversations/{conversation_id}/items")
+async def create_items(conversation_id: str, body: CreateItems, request: Request) -> dict[str, Any]:
+    log = ResponseLog(state_of(request).runtime.store)
+    items = _items(body.items)
+    try:
+        added = await run_in_threadpool(log.threads.append, conversation_id, items, kind="conversation")
+    except ThreadNotFoundError:
+        raise _not_found(conversation_id) from None
+    data = [message_item(m) for m in added]
+    return {"object": "list", "data": data, "first_id": data[0]["id"], "last_id": data[-1]["id"], "has_more": False}
+
+
+@router.get("/v1/conversations/{conversation_id}/items")
+def list_items(conversation_id: str, request: Request, after: str | None = None,
+               limit: int = Query(default=20, ge=1, le=100), order: Literal["asc", "desc"] = "desc") -> dict[str, Any]:
+    log = ResponseLog(state_of(request).runtime.store)
+    try:
+        log.threads.get(conversation_id, "conversation")
+    except ThreadNotFoundError:
+        raise _not_found(conversation_id) from None
+    return page([message_item(m) for m in log.threads.messages(conversation_id)], after, limit, order)
+
+
+@router.get("/v1/conversations/{conversation_id}/items/{item_id}")
+def retrieve_item(conversation_id: str, item_id: str, request: Request) -> dict[str, Any]:
+    log = ResponseLog(state_of(request).runtime.store)
+    try:
+        log.threads.get(conversation_id, "conversation")
+        return message_item(log.threads.item(conversation_id, item_id))
+    except ThreadNotFoundError:
+        raise _not_found(conversation_id) from None
+    except ItemNotFoundError:
+        raise APIError(404, f"No item {item_id!r} in conversation {conversation_id!r}", param="item_id",
+                       code="item_not_found") from None
+
+
+@router.delete("/v1/conversations/{conversation_id}/items/{item_id}")
+def delete_item(conversation_id: str, item_id: str, request: Request) -> dict[str, Any]:
+    log = ResponseLog(state_of(request).runtime.store)
+    try:
+        thread = log.threads.get(conversation_id, "conversation")
+        log.threads.delete_item(conversation_id, item_id)
+    except ThreadNotFoundError:
+        raise _not_found(conversation_id) from None
+    except ItemNotFoundError:
+        raise APIError(404, f"No item {item_id!r} in conversation {conversation_id!r}", param="item_id",
+                       code="item_not_found") from None
+    return _conversation(thread)

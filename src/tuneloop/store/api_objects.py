@@ -1,0 +1,95 @@
+"""Stored responses and chat completions: the object as the API returned it, beside the messages it logged in the
+dialogue store (``message_ids``). Listing filters by model and metadata and pages by id, in creation order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from tuneloop.errors import StoreError
+from tuneloop.store.dialogue import DialogueStore, _aware
+from tuneloop.store.schema import ApiObjectRow, utcnow
+
+
+class ObjectNotFoundError(StoreError):
+    """No stored response or chat completion with that id."""
+
+
+@dataclass(frozen=True)
+class ApiObject:
+    id: str
+    object: str
+    thread_id: str | None
+    model: str
+    metadata: dict[str, str] | None
+    body: dict[str, Any]
+    message_ids: list[int]
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: ApiObjectRow) -> ApiObject:
+        return cls(id=row.id, object=row.object, thread_id=row.thread_id, model=row.model, metadata=row.metadata_,
+                   body=row.body, message_ids=list(row.message_ids), created_at=_aware(row.created_at))
+
+
+class ApiObjects:
+    def __init__(self, store: DialogueStore) -> None:
+        self.db = store
+
+    def put(self, ident: str, *, object_: str, thread_id: str | None, model: str, metadata: dict[str, str] | None,
+            body: dict[str, Any], message_ids: list[int], created_at: datetime | None = None) -> ApiObject:
+        with self.db._session(write=True) as session:
+            row = ApiObjectRow(id=ident, object=object_, thread_id=thread_id, model=model, metadata_=metadata or None,
+                               body=body, message_ids=message_ids, created_at=created_at or utcnow())
+            session.merge(row)
+            session.flush()
+            return ApiObject.from_row(row)
+
+    def exists(self, ident: str) -> bool:
+        with self.db._session() as session:
+            return session.get(ApiObjectRow, ident) is not None
+
+    def get(self, ident: str, object_: str) -> ApiObject:
+        with self.db._session() as session:
+            row = session.get(ApiObjectRow, ident)
+            if row is None or row.object != object_:
+                raise ObjectNotFoundError(f"no stored {object_} {ident!r} in {self.db.location}")
+            return ApiObject.from_row(row)
+
+    def update(self, ident: str, object_: str, *, metadata: dict[str, str] | None,
+               body: dict[str, Any] | None = None) -> ApiObject:
+        with self.db._session(write=True) as session:
+            row = session.get(ApiObjectRow, ident)
+            if row is None or row.object != object_:
+                raise ObjectNotFoundError(f"no stored {object_} {ident!r} in {self.db.location}")
+            row.metadata_ = metadata or None
+            if body is not None:
+                row.body = body
+            session.flush()
+            return ApiObject.from_row(row)
+
+    def delete(self, ident: str, object_: str) -> ApiObject:
+        with self.db._session(write=True) as session:
+            row = session.get(ApiObjectRow, ident)
+            if row is None or row.object != object_:
+                raise ObjectNotFoundError(f"no stored {object_} {ident!r} in {self.db.location}")
+            gone = ApiObject.from_row(row)
+            session.delete(row)
+            return gone
+
+    def list(self, object_: str, *, model: str | None = None, metadata: dict[str, str] | None = None,
+             thread_id: str | None = None) -> list[ApiObject]:
+        """Every stored object of a kind, oldest first, with ``model`` and every ``metadata`` pair when given."""
+        statement = (select(ApiObjectRow).where(ApiObjectRow.object == object_)
+                     .order_by(ApiObjectRow.created_at, ApiObjectRow.id))
+        if model:
+            statement = statement.where(ApiObjectRow.model == model)
+        if thread_id:
+            statement = statement.where(ApiObjectRow.thread_id == thread_id)
+        with self.db._session() as session:
+            found = [ApiObject.from_row(r) for r in session.scalars(statement)]
+        wanted = (metadata or {}).items()
+        return [o for o in found if all((o.metadata or {}).get(k) == v for k, v in wanted)]

@@ -1,0 +1,174 @@
+"""Threads that arrive over OpenAI's stateful HTTP APIs: conversations and their items, response chains and stored
+chat completions. They are ordinary threads and messages of the dialogue store (so `tuneloop logs`, sentiment,
+reactions, ratings and `data build --from-dialogues` see them); this module adds what those APIs need on top: a
+thread kind and metadata, items with public ids (``msg_…``), several messages appended at once, paging."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import delete, func, select
+
+from tuneloop import sentiment
+from tuneloop.errors import StoreError, ThreadNotFoundError
+from tuneloop.store.dialogue import TITLE_LENGTH, DialogueStore, Message, Thread
+from tuneloop.store.schema import MessageRow, ThreadRow, utcnow
+
+KINDS = ("conversation", "response", "chat.completion")
+
+
+def new_item_id() -> str:
+    return f"msg_{secrets.token_hex(16)}"
+
+
+class ItemNotFoundError(StoreError):
+    """No item with that id in the conversation."""
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """A message to log: ``role`` is system, user or assistant (developer is logged as system)."""
+
+    role: str
+    content: str
+    item_id: str | None = None
+    model: str | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    latency_ms: int | None = None
+    finish_reason: str | None = None
+    metadata: dict[str, str] | None = None
+    attachments: list[dict[str, Any]] | None = field(default=None)
+
+
+class Conversations:
+    """Threads of a kind (``KINDS``) with metadata, and their messages as items."""
+
+    def __init__(self, store: DialogueStore) -> None:
+        self.db = store
+
+    def _missing(self, thread_id: str, kind: str) -> ThreadNotFoundError:
+        return ThreadNotFoundError(f"no {kind} {thread_id!r} in {self.db.location}")
+
+    def create(self, thread_id: str, *, kind: str, model: str, metadata: dict[str, str] | None = None,
+               messages: list[NewMessage] | None = None) -> tuple[Thread, list[Message]]:
+        """A new thread of ``kind`` with its first messages, in one transaction."""
+        assert kind in KINDS, kind
+        now = utcnow()
+        with self.db._session(write=True) as session:
+            row = ThreadRow(id=thread_id, model=model, kind=kind, metadata_=metadata or None, created_at=now,
+                            updated_at=now)
+            session.add(row)
+            session.flush()
+            added = self._append(session, row, messages or [])
+            return Thread.from_row(row, len(added)), added
+
+    def get(self, thread_id: str, kind: str | None = None) -> Thread:
+        with self.db._session() as session:
+            row = session.get(ThreadRow, thread_id)
+            if row is None or (kind is not None and row.kind != kind):
+                raise self._missing(thread_id, kind or "thread")
+            return Thread.from_row(row)
+
+    def update_metadata(self, thread_id: str, kind: str, metadata: dict[str, str] | None) -> Thread:
+        with self.db._session(write=True) as session:
+            row = session.get(ThreadRow, thread_id)
+            if row is None or row.kind != kind:
+                raise self._missing(thread_id, kind)
+            row.metadata_ = metadata or None
+            session.flush()
+            return Thread.from_row(row)
+
+    def set_system_instruction(self, thread_id: str, instruction: str | None) -> None:
+        """The instruction in force for the thread's next replies (recorded on the thread, not as an item)."""
+        with self.db._session(write=True) as session:
+            row = session.get(ThreadRow, thread_id)
+            if row is None:
+                raise self._missing(thread_id, "thread")
+            row.system_instruction = instruction
+
+    def delete(self, thread_id: str, kind: str) -> None:
+        """The thread, its messages and the stored objects that point at it."""
+        with self.db._session(write=True) as session:
+            row = session.get(ThreadRow, thread_id)
+            if row is None or row.kind != kind:
+                raise self._missing(thread_id, kind)
+            session.execute(delete(MessageRow).where(MessageRow.thread_id == thread_id))
+            session.delete(row)
+
+    def append(self, thread_id: str, messages: list[NewMessage], *, kind: str | None = None) -> list[Message]:
+        """Log ``messages`` at the end of the thread in one transaction. A user message after an assistant message
+        records its sentiment as that reply's reaction, as every exchange does."""
+        with self.db._session(write=True) as session:
+            row = session.get(ThreadRow, thread_id)
+            if row is None or (kind is not None and row.kind != kind):
+                raise self._missing(thread_id, kind or "thread")
+            return self._append(session, row, messages)
+
+    def _append(self, session: Any, thread: ThreadRow, messages: list[NewMessage]) -> list[Message]:
+        now = utcnow()
+        last = session.scalars(select(MessageRow).where(MessageRow.thread_id == thread.id)
+                               .order_by(MessageRow.id.desc()).limit(1)).first()
+        rows = []
+        for new in messages:
+            role = "system" if new.role == "developer" else new.role
+            said = sentiment.analyze(new.content)
+            if role == "user" and last is not None and last.role == "assistant":
+                last.reaction_label, last.reaction_score = said.label, said.score
+            row = MessageRow(thread_id=thread.id, role=role, content=new.content, item_id=new.item_id,
+                             model=new.model, tokens_in=new.tokens_in, tokens_out=new.tokens_out,
+                             latency_ms=new.latency_ms, finish_reason=new.finish_reason, attachments=new.attachments,
+                             metadata_=new.metadata, sentiment_label=said.label, sentiment_score=said.score,
+                             created_at=now)
+            session.add(row)
+            rows.append(row)
+            last = row
+            if role == "system":
+                thread.system_instruction = new.content
+            elif role == "user" and thread.title is None:
+                thread.title = " ".join(new.content.split())[:TITLE_LENGTH]
+            if role == "assistant" and new.model:
+                thread.model = new.model
+        thread.updated_at = now
+        session.flush()
+        return [Message.from_row(r) for r in rows]
+
+    def messages(self, thread_id: str, ids: list[int] | None = None) -> list[Message]:
+        """The thread's messages in order (only those with ``ids`` when given)."""
+        statement = select(MessageRow).where(MessageRow.thread_id == thread_id).order_by(MessageRow.id)
+        if ids is not None:
+            statement = statement.where(MessageRow.id.in_(ids))
+        with self.db._session() as session:
+            return [Message.from_row(r) for r in session.scalars(statement)]
+
+    def count(self, thread_id: str) -> int:
+        with self.db._session() as session:
+            return int(session.scalar(select(func.count(MessageRow.id)).where(MessageRow.thread_id == thread_id)))
+
+    def item(self, thread_id: str, item_id: str) -> Message:
+        with self.db._session() as session:
+            row = session.scalars(select(MessageRow).where(MessageRow.thread_id == thread_id,
+                                                           MessageRow.item_id == item_id)).first()
+            if row is None:
+                raise ItemNotFoundError(f"no item {item_id!r} in {thread_id!r}")
+            return Message.from_row(row)
+
+    def delete_item(self, thread_id: str, item_id: str) -> None:
+        with self.db._session(write=True) as session:
+            row = session.scalars(select(MessageRow).where(MessageRow.thread_id == thread_id,
+                                                           MessageRow.item_id == item_id)).first()
+            if row is None:
+                raise ItemNotFoundError(f"no item {item_id!r} in {thread_id!r}")
+            session.delete(row)
+
+    def find_item(self, item_id: str) -> Message | None:
+        """The message with public id ``item_id``, wherever it is."""
+        with self.db._session() as session:
+            row = session.scalars(select(MessageRow).where(MessageRow.item_id == item_id)).first()
+            return Message.from_row(row) if row else None
+
+    def delete_messages(self, ids: list[int]) -> None:
+        with self.db._session(write=True) as session:
+            session.execute(delete(MessageRow).where(MessageRow.id.in_(ids)))

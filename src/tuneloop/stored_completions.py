@@ -1,0 +1,65 @@
+"""Stored chat completions (``store: true``): each is a thread of the dialogue store (kind ``chat.completion``, id
+the completion's) holding the request's messages and the reply, beside the completion as it was returned.
+Metadata ``rating`` rates the reply (see tuneloop.ratings)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tuneloop import ratings
+from tuneloop.store.api_objects import ApiObject, ApiObjects
+from tuneloop.store.conversations import Conversations, NewMessage
+from tuneloop.store.dialogue import DialogueStore, Message
+
+KIND = "chat.completion"
+
+
+class StoredCompletions:
+    def __init__(self, store: DialogueStore) -> None:
+        self.store = store
+        self.threads = Conversations(store)
+        self.objects = ApiObjects(store)
+
+    def keep(self, body: dict[str, Any], messages: list[dict[str, Any]], reply: NewMessage) -> None:
+        """Log the request's messages and the reply as a new thread, and keep ``body`` (the completion)."""
+        ident = body["id"]
+        metadata = body.get("metadata") or None
+        rating = ratings.rating_of(metadata)
+        logged = [NewMessage(m["role"], m["content"] if isinstance(m["content"], str) else _text(m["content"]),
+                             item_id=f"{ident}-{i}") for i, m in enumerate(messages)]
+        _, added = self.threads.create(ident, kind=KIND, model=body["model"], metadata=metadata,
+                                       messages=[*logged, reply])
+        self.objects.put(ident, object_=KIND, thread_id=ident, model=body["model"], metadata=metadata, body=body,
+                         message_ids=[m.id for m in added])
+        if rating:
+            self.store.set_feedback(added[-1].id, rating)
+
+    def get(self, ident: str) -> ApiObject:
+        return self.objects.get(ident, KIND)
+
+    def list(self, *, model: str | None, metadata: dict[str, str] | None) -> list[ApiObject]:
+        return self.objects.list(KIND, model=model, metadata=metadata)
+
+    def update(self, ident: str, metadata: dict[str, str] | None) -> dict[str, Any]:
+        """New metadata (it replaces the old); its ``rating`` rates the reply, and removing it clears the rating."""
+        found = self.get(ident)
+        value = ratings.rating_of(metadata)
+        if found.message_ids:
+            self.store.set_feedback(found.message_ids[-1], value or 0)
+        self.threads.update_metadata(ident, KIND, metadata)
+        body = {**found.body, "metadata": metadata or {}}
+        self.objects.update(ident, KIND, metadata=metadata, body=body)
+        return body
+
+    def delete(self, ident: str) -> None:
+        self.get(ident)
+        self.threads.delete(ident, KIND)  # and the stored object with it
+
+    def messages(self, ident: str) -> list[Message]:
+        """The request's messages (not the reply), in order."""
+        found = self.get(ident)
+        return self.threads.messages(ident, found.message_ids[:-1])
+
+
+def _text(parts: list[dict[str, Any]]) -> str:
+    return "\n".join(p.get("text", "") for p in parts if isinstance(p, dict) and p.get("type") == "text")
