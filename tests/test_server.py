@@ -417,8 +417,9 @@ def test_serve_command(home: Path) -> None:
 SPEC = Path(os.environ.get("TUNELOOP_OPENAPI_SPEC", Path(__file__).resolve().parents[2] / "shared" /
                            "openai-openapi" / "openapi.yaml"))
 needs_spec = pytest.mark.skipif(not SPEC.is_file(), reason=f"OpenAI's openapi.yaml is not at {SPEC} (only in CI)")
-OUR_PATHS = r"^/(models(/\{model\})?|chat/completions|files(/\{file_id\}(/content)?)?|fine_tuning/jobs" \
-            r"(/\{fine_tuning_job_id\}(/(cancel|events|checkpoints))?)?)$"
+OUR_PATHS = r"^/(models(/\{model\})?|chat/completions(/\{completion_id\}(/messages)?)?|files(/\{file_id\}" \
+            r"(/content)?)?|fine_tuning/jobs(/\{fine_tuning_job_id\}(/(cancel|events|checkpoints))?)?|responses" \
+            r"(/\{response_id\}(/input_items)?)?|conversations(/\{conversation_id\}(/items(/\{item_id\})?)?)?)$"
 
 
 @pytest.fixture(scope="module")
@@ -465,7 +466,22 @@ FUZZED = [("POST", "/chat/completions"), ("POST", "/fine_tuning/jobs"), ("GET", 
           ("GET", "/files/{file_id}"), ("GET", "/files/{file_id}/content"), ("DELETE", "/files/{file_id}"),
           ("GET", "/fine_tuning/jobs/{fine_tuning_job_id}"), ("GET", "/fine_tuning/jobs/{fine_tuning_job_id}/events"),
           ("GET", "/fine_tuning/jobs/{fine_tuning_job_id}/checkpoints"),
-          ("POST", "/fine_tuning/jobs/{fine_tuning_job_id}/cancel")]
+          ("POST", "/fine_tuning/jobs/{fine_tuning_job_id}/cancel"),
+          # OpenAI's stateful APIs (tests/test_stateful.py); POST /responses/{response_id} is tuneloop's own.
+          ("POST", "/responses"), ("GET", "/responses/{response_id}"), ("DELETE", "/responses/{response_id}"),
+          ("GET", "/responses/{response_id}/input_items"), ("POST", "/conversations"),
+          ("GET", "/conversations/{conversation_id}"), ("POST", "/conversations/{conversation_id}"),
+          ("DELETE", "/conversations/{conversation_id}"), ("POST", "/conversations/{conversation_id}/items"),
+          ("GET", "/conversations/{conversation_id}/items"),
+          ("GET", "/conversations/{conversation_id}/items/{item_id}"),
+          ("DELETE", "/conversations/{conversation_id}/items/{item_id}"), ("GET", "/chat/completions"),
+          ("GET", "/chat/completions/{completion_id}"), ("POST", "/chat/completions/{completion_id}"),
+          ("DELETE", "/chat/completions/{completion_id}"), ("GET", "/chat/completions/{completion_id}/messages")]
+
+
+# OpenAI's document describes this operation's 404 as a bare Error object; OpenAI (and this server, like every other
+# route) answers {"error": {...}}, which is what the SDK reads. Its 200 has no schema, so only 5xx are checked.
+ERROR_SHAPE_DEFECTS = {("DELETE", "/responses/{response_id}")}
 
 
 @needs_spec
@@ -482,7 +498,9 @@ def test_generated_requests_never_get_a_server_error(spec: Any, server: Any, met
     @settings(max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(case=operation.as_strategy())
     def run(case: Any) -> None:
+        checks = [not_a_server_error] if (method, path) in ERROR_SHAPE_DEFECTS else [not_a_server_error,
+                                                                                     response_schema_conformance]
         case.call_and_validate(base_url=server.base_url, headers={"Authorization": f"Bearer {KEY}"},
-                               checks=[not_a_server_error, response_schema_conformance], timeout=HANG)
+                               checks=checks, timeout=HANG)
 
     run()
