@@ -6,7 +6,8 @@ types define it, and every response is built through the SDK's response models, 
 side gets wrong fails the test.
 
 It injects faults on demand: append to ``faults`` and each request that arrives takes the first one
-(see FAULTS); ``arrivals`` records when each request came and which fault it got.
+(see FAULTS), or aim one at a path with ``path_faults``; ``arrivals`` records when each request came and which fault
+it got. ``history`` holds an account's past (jobs, files, stored completions) for `tuneloop import openai`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.chat import completion_create_params as params
 from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent, job_create_params
 from pydantic import TypeAdapter, ValidationError
+from standin_history import History
 
 NON_STREAMING = TypeAdapter(params.CompletionCreateParamsNonStreaming)
 STREAMING = TypeAdapter(params.CompletionCreateParamsStreaming)
@@ -105,6 +107,9 @@ class StandIn:
         self.files: dict[str, dict[str, Any]] = {}
         self.jobs: dict[str, dict[str, Any]] = {}
         self.uploads: dict[str, bytes] = {}
+        self.history = History()  # the account's past: jobs, files, stored completions (tests/standin_history.py)
+        # (path fragment, fault): the next request whose path holds the fragment takes the fault, before ``faults``.
+        self.path_faults: list[tuple[str, str]] = []
         self._server = _Server(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -166,7 +171,11 @@ class StandIn:
                 """Take the next injected fault; answer it here unless it shapes the answer (cut, slow). Returns
                 the fault still to apply, or "done" when the request has been answered."""
                 with standin._lock:
-                    fault = standin.faults.pop(0) if standin.faults else None
+                    aimed = next((i for i, (part, _) in enumerate(standin.path_faults) if part in self.path), None)
+                    if aimed is not None:
+                        fault = standin.path_faults.pop(aimed)[1]
+                    else:
+                        fault = standin.faults.pop(0) if standin.faults else None
                     standin.arrivals.append((time.monotonic(), self.path, fault))
                 if fault is None:
                     return None
@@ -198,9 +207,26 @@ class StandIn:
             def do_GET(self) -> None:  # noqa: N802
                 if not self._authorized():
                     return
-                if self._fault() == "done":
+                fault = self._fault()
+                if fault == "done":
                     return
-                path = self.path.split("?", 1)[0]
+                path, _, query = self.path.partition("?")
+                answered = standin.history.answer(path, query)
+                if answered is not None:
+                    status, body = answered
+                    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/octet-stream" if isinstance(body, bytes)
+                                     else "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    if fault == "cut":  # half the page, then the connection resets
+                        self.wfile.write(data[: len(data) // 2])
+                        self.wfile.flush()
+                        self._reset()
+                        return
+                    self.wfile.write(data)
+                    return
                 if path == "/v1/models":
                     models = [Model(id=m, created=0, object="model", owned_by="standin").model_dump() for m in MODELS]
                     self._json(200, {"object": "list", "data": models})

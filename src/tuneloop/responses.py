@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tuneloop import ratings
@@ -205,21 +205,22 @@ class ResponseLog:
                 last = self.threads.messages(previous.thread_id)
                 if last and last[-1].id == previous.message_ids[-1]:
                     thread_id = previous.thread_id  # the chain goes on; otherwise it forks into a new thread
+        reply = replace(reply, feedback=ratings.rating_of(request.metadata))
         messages = [*request.items, reply]
-        if thread_id is None:
-            from tuneloop.store.dialogue import new_thread_id
+        with self.store._session(write=True) as session:  # the exchange and the stored response, together
+            if thread_id is None:
+                from tuneloop.store.dialogue import new_thread_id
 
-            thread, added = self.threads.create(new_thread_id(), kind=kind, model=request.model, messages=messages)
-            thread_id = thread.id
-        else:
-            added = self.threads.append(thread_id, messages)
-        if request.instructions is not None:
-            self.threads.set_system_instruction(thread_id, request.instructions)
-        if request.store:
-            self.objects.put(body["id"], object_="response", thread_id=thread_id, model=request.model,
-                             metadata=request.metadata, body=body, message_ids=[m.id for m in added])
-        if request.metadata and (value := ratings.rating_of(request.metadata)) is not None:
-            self.store.set_feedback(added[-1].id, value)
+                thread, added = self.threads.create_in(session, new_thread_id(), kind=kind, model=request.model,
+                                                       messages=messages, system_instruction=request.instructions)
+                thread_id = thread.id
+            else:
+                added = self.threads.append_in(session, thread_id, messages,
+                                               system_instruction=request.instructions)
+            if request.store:
+                self.objects.put_in(session, body["id"], object_="response", thread_id=thread_id,
+                                    model=request.model, metadata=request.metadata, body=body,
+                                    message_ids=[m.id for m in added])
 
     def input_items(self, ident: str) -> list[Message]:
         found = self.response(ident)

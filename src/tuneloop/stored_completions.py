@@ -4,6 +4,8 @@ Metadata ``rating`` rates the reply (see tuneloop.ratings)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from tuneloop import ratings
@@ -20,19 +22,20 @@ class StoredCompletions:
         self.threads = Conversations(store)
         self.objects = ApiObjects(store)
 
-    def keep(self, body: dict[str, Any], messages: list[dict[str, Any]], reply: NewMessage) -> None:
-        """Log the request's messages and the reply as a new thread, and keep ``body`` (the completion)."""
+    def keep(self, body: dict[str, Any], messages: list[dict[str, Any]], reply: NewMessage,
+             created_at: datetime | None = None) -> None:
+        """Log the request's messages and the reply as a new thread, and keep ``body`` (the completion), in one
+        transaction each (``created_at``: when it was made, for imported ones)."""
         ident = body["id"]
         metadata = body.get("metadata") or None
-        rating = ratings.rating_of(metadata)
         logged = [NewMessage(m["role"], m["content"] if isinstance(m["content"], str) else _text(m["content"]),
                              item_id=f"{ident}-{i}") for i, m in enumerate(messages)]
-        _, added = self.threads.create(ident, kind=KIND, model=body["model"], metadata=metadata,
-                                       messages=[*logged, reply])
-        self.objects.put(ident, object_=KIND, thread_id=ident, model=body["model"], metadata=metadata, body=body,
-                         message_ids=[m.id for m in added])
-        if rating:
-            self.store.set_feedback(added[-1].id, rating)
+        reply = replace(reply, feedback=ratings.rating_of(metadata))
+        with self.store._session(write=True) as session:
+            _, added = self.threads.create_in(session, ident, kind=KIND, model=body["model"], metadata=metadata,
+                                              messages=[*logged, reply], created_at=created_at)
+            self.objects.put_in(session, ident, object_=KIND, thread_id=ident, model=body["model"],
+                                metadata=metadata, body=body, message_ids=[m.id for m in added], created_at=created_at)
 
     def get(self, ident: str) -> ApiObject:
         return self.objects.get(ident, KIND)

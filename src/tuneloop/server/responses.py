@@ -14,6 +14,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from tuneloop import ratings
+from tuneloop.errors import InputError
 from tuneloop.responses import (
     Invalid,
     ResponseLog,
@@ -93,9 +95,14 @@ def _check(body: CreateResponse) -> ResponseRequest:
     conversation = body.conversation.get("id") if isinstance(body.conversation, dict) else body.conversation
     if body.conversation is not None and not isinstance(conversation, str):
         raise APIError(400, "conversation must be a conversation id or {'id': …}", param="conversation")
+    metadata = check_metadata(body.metadata)
+    try:
+        ratings.rating_of(metadata)
+    except InputError as exc:
+        raise APIError(400, str(exc), param="metadata") from None
     return ResponseRequest(model=body.model, items=read_items(body.input), instructions=body.instructions,
                            previous_response_id=body.previous_response_id, conversation=conversation,
-                           store=body.store is not False, metadata=check_metadata(body.metadata),
+                           store=body.store is not False, metadata=metadata,
                            max_output_tokens=body.max_output_tokens, temperature=body.temperature, top_p=body.top_p)
 
 

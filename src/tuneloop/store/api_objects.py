@@ -42,11 +42,19 @@ class ApiObjects:
     def put(self, ident: str, *, object_: str, thread_id: str | None, model: str, metadata: dict[str, str] | None,
             body: dict[str, Any], message_ids: list[int], created_at: datetime | None = None) -> ApiObject:
         with self.db._session(write=True) as session:
-            row = ApiObjectRow(id=ident, object=object_, thread_id=thread_id, model=model, metadata_=metadata or None,
-                               body=body, message_ids=message_ids, created_at=created_at or utcnow())
-            session.merge(row)
-            session.flush()
-            return ApiObject.from_row(row)
+            return self.put_in(session, ident, object_=object_, thread_id=thread_id, model=model, metadata=metadata,
+                               body=body, message_ids=message_ids, created_at=created_at)
+
+    @staticmethod
+    def put_in(session: Any, ident: str, *, object_: str, thread_id: str | None, model: str,
+               metadata: dict[str, str] | None, body: dict[str, Any], message_ids: list[int],
+               created_at: datetime | None = None) -> ApiObject:
+        """``put`` inside the caller's transaction."""
+        row = ApiObjectRow(id=ident, object=object_, thread_id=thread_id, model=model, metadata_=metadata or None,
+                           body=body, message_ids=message_ids, created_at=created_at or utcnow())
+        row = session.merge(row)
+        session.flush()
+        return ApiObject.from_row(row)
 
     def exists(self, ident: str) -> bool:
         with self.db._session() as session:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -41,6 +42,7 @@ class NewMessage:
     finish_reason: str | None = None
     metadata: dict[str, str] | None = None
     attachments: list[dict[str, Any]] | None = field(default=None)
+    feedback: int | None = None  # +1 / -1: rated when it is logged (a rating in the request's metadata)
 
 
 class Conversations:
@@ -53,17 +55,29 @@ class Conversations:
         return ThreadNotFoundError(f"no {kind} {thread_id!r} in {self.db.location}")
 
     def create(self, thread_id: str, *, kind: str, model: str, metadata: dict[str, str] | None = None,
-               messages: list[NewMessage] | None = None) -> tuple[Thread, list[Message]]:
-        """A new thread of ``kind`` with its first messages, in one transaction."""
-        assert kind in KINDS, kind
-        now = utcnow()
+               messages: list[NewMessage] | None = None, created_at: datetime | None = None
+               ) -> tuple[Thread, list[Message]]:
+        """A new thread of ``kind`` with its first messages, in one transaction (``created_at``: when it was
+        first said, for imported history; default now)."""
         with self.db._session(write=True) as session:
-            row = ThreadRow(id=thread_id, model=model, kind=kind, metadata_=metadata or None, created_at=now,
-                            updated_at=now)
-            session.add(row)
-            session.flush()
-            added = self._append(session, row, messages or [])
-            return Thread.from_row(row, len(added)), added
+            return self.create_in(session, thread_id, kind=kind, model=model, metadata=metadata,
+                                  messages=messages, created_at=created_at)
+
+    def create_in(self, session: Any, thread_id: str, *, kind: str, model: str,
+                  metadata: dict[str, str] | None = None, messages: list[NewMessage] | None = None,
+                  created_at: datetime | None = None, system_instruction: str | None = None
+                  ) -> tuple[Thread, list[Message]]:
+        """``create`` inside the caller's transaction."""
+        assert kind in KINDS, kind
+        now = created_at or utcnow()
+        row = ThreadRow(id=thread_id, model=model, kind=kind, metadata_=metadata or None, created_at=now,
+                        updated_at=now)
+        session.add(row)
+        session.flush()
+        added = self._append(session, row, messages or [], now)
+        if system_instruction is not None:
+            row.system_instruction = system_instruction
+        return Thread.from_row(row, len(added)), added
 
     def get(self, thread_id: str, kind: str | None = None) -> Thread:
         with self.db._session() as session:
@@ -81,14 +95,6 @@ class Conversations:
             session.flush()
             return Thread.from_row(row)
 
-    def set_system_instruction(self, thread_id: str, instruction: str | None) -> None:
-        """The instruction in force for the thread's next replies (recorded on the thread, not as an item)."""
-        with self.db._session(write=True) as session:
-            row = session.get(ThreadRow, thread_id)
-            if row is None:
-                raise self._missing(thread_id, "thread")
-            row.system_instruction = instruction
-
     def delete(self, thread_id: str, kind: str) -> None:
         """The thread, its messages and the stored objects that point at it."""
         with self.db._session(write=True) as session:
@@ -102,13 +108,21 @@ class Conversations:
         """Log ``messages`` at the end of the thread in one transaction. A user message after an assistant message
         records its sentiment as that reply's reaction, as every exchange does."""
         with self.db._session(write=True) as session:
-            row = session.get(ThreadRow, thread_id)
-            if row is None or (kind is not None and row.kind != kind):
-                raise self._missing(thread_id, kind or "thread")
-            return self._append(session, row, messages)
+            return self.append_in(session, thread_id, messages, kind=kind)
 
-    def _append(self, session: Any, thread: ThreadRow, messages: list[NewMessage]) -> list[Message]:
-        now = utcnow()
+    def append_in(self, session: Any, thread_id: str, messages: list[NewMessage], *, kind: str | None = None,
+                  system_instruction: str | None = None) -> list[Message]:
+        """``append`` inside the caller's transaction; ``system_instruction`` (when given) is then in force."""
+        row = session.get(ThreadRow, thread_id)
+        if row is None or (kind is not None and row.kind != kind):
+            raise self._missing(thread_id, kind or "thread")
+        added = self._append(session, row, messages, utcnow())
+        if system_instruction is not None:
+            row.system_instruction = system_instruction
+        return added
+
+    def _append(self, session: Any, thread: ThreadRow, messages: list[NewMessage], now: datetime
+                ) -> list[Message]:
         last = session.scalars(select(MessageRow).where(MessageRow.thread_id == thread.id)
                                .order_by(MessageRow.id.desc()).limit(1)).first()
         rows = []
@@ -118,6 +132,7 @@ class Conversations:
             if role == "user" and last is not None and last.role == "assistant":
                 last.reaction_label, last.reaction_score = said.label, said.score
             row = MessageRow(thread_id=thread.id, role=role, content=new.content, item_id=new.item_id,
+                             feedback=new.feedback or None,
                              model=new.model, tokens_in=new.tokens_in, tokens_out=new.tokens_out,
                              latency_ms=new.latency_ms, finish_reason=new.finish_reason, attachments=new.attachments,
                              metadata_=new.metadata, sentiment_label=said.label, sentiment_score=said.score,

@@ -147,6 +147,7 @@ class Job:
     worker: str | None = None
     attempts: int = 0
     started_at: datetime | None = None
+    origin: str | None = None  # "import": copied from a vendor by `tuneloop import openai`
 
     @classmethod
     def from_row(cls, row: JobRow) -> Job:
@@ -179,6 +180,7 @@ class Job:
             worker=row.worker,
             attempts=int(row.attempts or 0),
             started_at=_aware(row.started_at) if row.started_at else None,
+            origin=row.origin,
         )
 
     @property
@@ -399,6 +401,20 @@ class JobStore:
                                         created_at=utcnow()))
             session.flush()
             return Job.from_row(row)
+
+    def put_imported(self, fields: dict[str, Any], events: list[dict[str, Any]],
+                     checkpoints: list[dict[str, Any]]) -> None:
+        """A job copied from a vendor, with all its events and checkpoints, in one transaction (so a job that is
+        here is here whole); an earlier copy of it is replaced."""
+        with self.db._session(write=True) as session:
+            old = session.get(JobRow, fields["id"])
+            if old is not None:
+                session.delete(old)  # its events and checkpoints go with it (ON DELETE CASCADE)
+                session.flush()
+            session.add(JobRow(origin="import", **fields))
+            session.flush()
+            session.add_all(JobEventRow(job_id=fields["id"], **e) for e in events)
+            session.add_all(CheckpointRow(job_id=fields["id"], **c) for c in checkpoints)
 
     def add_event(self, job_id: str, message: str, *, level: str = "info", type_: str = "message",
                   data: dict[str, Any] | None = None, progress: dict[str, Any] | None = None) -> None:

@@ -1,0 +1,1 @@
+"""Bringing history in from other platforms: ``openai`` (jobs, files, stored chat completions)."""
