@@ -20,6 +20,7 @@ from tuneloop.cli.assistants import assistants_app
 from tuneloop.cli.data import data_app
 from tuneloop.cli.evals import eval_command
 from tuneloop.cli.export import export as export_command
+from tuneloop.cli.importers import import_app
 from tuneloop.cli.logs import logs_app
 from tuneloop.cli.models import models_app
 from tuneloop.cli.serve import serve as serve_command
@@ -48,6 +49,7 @@ app.add_typer(logs_app, name="logs")
 app.add_typer(data_app, name="data")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(models_app, name="models")
+app.add_typer(import_app, name="import")
 app.command("train")(train_command)
 app.command("serve")(serve_command)
 app.command("worker")(worker_command)

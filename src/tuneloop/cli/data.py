@@ -50,16 +50,17 @@ MetadataOption = Annotated[
     list[str] | None,
     typer.Option("--metadata", help="With --from-dialogues: only replies whose metadata (their own, their "
                                     "response's, their conversation's or stored completion's) has KEY=VALUE; "
-                                    "repeat for several pairs.", show_default=False),
+                                    "repeat for several pairs.", show_default=False, metavar="KEY=VALUE"),
 ]
 SinceOption = Annotated[
     datetime | None, typer.Option("--since", help="With --from-dialogues: only replies written from this date (UTC).",
-                                  formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"], show_default=False)
+                                  formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"], show_default=False,
+                                  metavar="DATE")
 ]
 UntilOption = Annotated[
     datetime | None, typer.Option("--until", help="With --from-dialogues: only replies written before this date "
                                                   "(UTC).", formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"],
-                                  show_default=False)
+                                  show_default=False, metavar="DATE")
 ]
 
 

@@ -22,7 +22,7 @@ from tuneloop.cli.data import (
     render_report,
 )
 from tuneloop.config import load_settings
-from tuneloop.errors import DatasetInvalidError
+from tuneloop.errors import DatasetInvalidError, InputError
 from tuneloop.runtime import Runtime
 from tuneloop.store.jobs import Job
 from tuneloop.training import FineTuning
@@ -110,6 +110,10 @@ def train(
         "answers (JSONL or CSV as for `tuneloop eval`: a score per epoch); the best epoch is registered.",
         show_default=False)] = None,
     json_: JsonOption = False,
+    like: Annotated[str | None, typer.Option(
+        "--like", help="Re-run this job (one imported with `tuneloop import openai`, or any other) locally: its "
+        "training and validation files, method, hyperparameters, seed and suffix; options given here win.",
+        show_default=False)] = None,
     model: ReplyModelOption = None,
     metadata: MetadataOption = None,
     since: SinceOption = None,
@@ -121,26 +125,26 @@ def train(
       tuneloop train facts.csv --suffix facts --wait
       tuneloop train --from-dialogues --epochs 4
       tuneloop train --from-dialogues --metadata project=support --since 2026-11-01
+      tuneloop train --like ftjob-abc123 --base qwen2.5-0.5b
       tuneloop train facts.csv --base qwen2.5-0.5b --device cuda
     """
     ft = fine_tuning()
-    dataset = collect(source, dialogues=dialogues, negative=negative, encoding=encoding, runtime=ft.runtime,
-                      where=dialogue_filter(model, metadata, since, until))
-    name = Path(source).stem + ".jsonl" if source not in (None, "-") else "dialogues.jsonl"
-    stored, chosen, count = ft.add_dataset(dataset, method=method.value, filename=name)
     requested: dict[str, Any] = {"n_epochs": epochs, "batch_size": batch_size,
                                  "learning_rate_multiplier": lr_multiplier}
     if beta is not None:
         requested["beta"] = beta
-    validation = upload_validation(ft, validation_file) if validation_file is not None else None
-    try:
-        job = ft.create(stored.id, model=base, method=chosen, suffix=suffix, seed=seed,
-                        backend=backend.value if backend else ft.default_backend, device=device, quantize=quantize,
-                        hyperparameters={k: v for k, v in requested.items() if v is not None},
-                        validation_file=validation)
-    except DatasetInvalidError as exc:
-        render_report(exc.report)  # type: ignore[arg-type]
-        raise
+    if like is not None:
+        if source is not None or dialogues or validation_file is not None or (backend and backend.value != "local"):
+            raise InputError("--like re-runs a job's own data locally: drop the data source, --from-dialogues, "
+                             "--validation-file and --backend")
+        job = ft.create_like(like, model=base, suffix=suffix, seed=seed, device=device,
+                             hyperparameters={k: v for k, v in requested.items() if v is not None})
+        count, chosen = "its", job.method
+    else:
+        job, count, chosen = _create(ft, source, dialogues=dialogues, negative=negative, encoding=encoding,
+                                     where=dialogue_filter(model, metadata, since, until), method=method, base=base,
+                                     suffix=suffix, seed=seed, backend=backend, device=device, quantize=quantize,
+                                     requested=requested, validation_file=validation_file)
     if json_ and not wait:
         print_json(job.to_openai())
         return
@@ -156,6 +160,26 @@ def train(
             error_console.print("It waits in the queue for a `tuneloop worker` (spawn_worker is off).")
         return
     finish(follow(ft, job.id), json_)
+
+
+def _create(ft: FineTuning, source: str | None, *, dialogues: bool, negative: bool, encoding: str | None,
+            where: Any, method: Method, base: str | None, suffix: str | None, seed: int | None,
+            backend: Backend | None, device: str | None, quantize: str | None, requested: dict[str, Any],
+            validation_file: Path | None) -> tuple[Job, int, str]:
+    dataset = collect(source, dialogues=dialogues, negative=negative, encoding=encoding, runtime=ft.runtime,
+                      where=where)
+    name = Path(source).stem + ".jsonl" if source not in (None, "-") else "dialogues.jsonl"
+    stored, chosen, count = ft.add_dataset(dataset, method=method.value, filename=name)
+    validation = upload_validation(ft, validation_file) if validation_file is not None else None
+    try:
+        job = ft.create(stored.id, model=base, method=chosen, suffix=suffix, seed=seed,
+                        backend=backend.value if backend else ft.default_backend, device=device, quantize=quantize,
+                        hyperparameters={k: v for k, v in requested.items() if v is not None},
+                        validation_file=validation)
+    except DatasetInvalidError as exc:
+        render_report(exc.report)  # type: ignore[arg-type]
+        raise
+    return job, count, chosen
 
 
 def follow(ft: FineTuning, job_id: str) -> Job:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneloop._files import atomic_write_bytes, safe_filename
-from tuneloop.errors import ConfigError, ProviderError, StoreError
+from tuneloop.errors import ConfigError, ProviderAuthError, ProviderError, StoreError
 from tuneloop.runtime import Runtime
 from tuneloop.store.api_objects import ApiObjects
 from tuneloop.store.conversations import NewMessage
@@ -53,6 +53,11 @@ class ImportSummary:
     checkpoints: int = 0
     warnings: list[str] = field(default_factory=list)
 
+    @property
+    def touched(self) -> bool:
+        """Whether anything was looked at yet."""
+        return any(c.new or c.updated or c.unchanged for c in (self.jobs, self.files, self.completions))
+
     def to_dict(self) -> dict[str, Any]:
         return {"jobs": self.jobs.to_dict(), "files": self.files.to_dict(),
                 "completions": self.completions.to_dict(), "events": self.events, "checkpoints": self.checkpoints,
@@ -78,7 +83,7 @@ def _when(seconds: int | None) -> datetime | None:
 class OpenAIImport:
     """One import run. ``runtime.settings`` must hold OPENAI_API_KEY (and OPENAI_BASE_URL for another platform)."""
 
-    def __init__(self, runtime: Runtime, *, progress: Progress | None = None) -> None:
+    def __init__(self, runtime: Runtime, *, progress: Progress | None = None, page_size: int = PAGE) -> None:
         settings = runtime.settings
         if settings.openai_api_key is None:
             raise ConfigError("set OPENAI_API_KEY (and OPENAI_BASE_URL for a platform other than OpenAI) to import "
@@ -91,21 +96,24 @@ class OpenAIImport:
         self.objects = ApiObjects(runtime.store)
         self.progress = progress or (lambda _what, _n: None)
         self.summary = ImportSummary()
+        self.page = page_size
 
     def run(self, *, jobs: bool = True, completions: bool = True) -> ImportSummary:
         import openai
 
         try:
             if jobs:
-                for n, job in enumerate(self.client.fine_tuning.jobs.list(limit=PAGE), 1):
+                for n, job in enumerate(self.client.fine_tuning.jobs.list(limit=self.page), 1):
                     self._job(job)
                     self.progress("jobs", n)
             if completions:
-                for n, completion in enumerate(self.client.chat.completions.list(limit=PAGE, order="asc"), 1):
+                for n, completion in enumerate(self.client.chat.completions.list(limit=self.page, order="asc"), 1):
                     self._completion(completion)
                     self.progress("completions", n)
         except (openai.OpenAIError, ValueError) as exc:
             cause = self.provider._translate(exc)
+            if isinstance(cause, ProviderAuthError) or not self.summary.touched:
+                raise cause from None  # nothing to go on from: the error alone says what to do
             raise ImportInterruptedError(f"{cause}; what was imported before is kept: run `tuneloop import openai` "
                                          "again to go on", self.summary) from None
         return self.summary
@@ -123,8 +131,8 @@ class OpenAIImport:
         for file_id in [job.training_file, job.validation_file, *(job.result_files or [])]:
             if file_id:
                 self._file(file_id)
-        events = list(self.client.fine_tuning.jobs.list_events(job.id, limit=PAGE))
-        checkpoints = list(self.client.fine_tuning.jobs.checkpoints.list(job.id, limit=PAGE))
+        events = list(self.client.fine_tuning.jobs.list_events(job.id, limit=self.page))
+        checkpoints = list(self.client.fine_tuning.jobs.checkpoints.list(job.id, limit=self.page))
         method = job.method.type if job.method is not None else "supervised"
         detail = getattr(job.method, method, None) if job.method is not None else None
         given = detail.hyperparameters if detail is not None and detail.hyperparameters is not None else (
@@ -187,7 +195,7 @@ class OpenAIImport:
             self.summary.completions.unchanged += 1
             return
         messages = [{"role": m.role, "content": m.content or ""}
-                    for m in self.client.chat.completions.messages.list(completion.id, limit=PAGE, order="asc")]
+                    for m in self.client.chat.completions.messages.list(completion.id, limit=self.page, order="asc")]
         choice = completion.choices[0] if completion.choices else None
         text = (choice.message.content or "") if choice else ""
         usage = completion.usage

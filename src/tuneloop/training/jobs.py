@@ -29,7 +29,7 @@ from tuneloop._files import atomic_write_bytes, open_private, safe_filename
 from tuneloop.datasets import Dataset, token_counter, validate_file
 from tuneloop.datasets.validate import ValidationReport
 from tuneloop.engine.weights import BASE_MODEL_ID
-from tuneloop.errors import DatasetInvalidError, InputError
+from tuneloop.errors import DatasetInvalidError, InputError, StoreError
 from tuneloop.providers import DEFAULT_OPENAI_MODEL
 from tuneloop.runtime import Runtime
 from tuneloop.store.jobs import ACTIVE, Job, JobEvent, JobStateError, JobStore, StoredFile
@@ -165,6 +165,35 @@ class FineTuning:
         )))
         assert job is not None
         return self._spawn(job) if self.settings.spawn_worker else job
+
+    def create_like(self, job_id: str, *, model: str | None = None, hyperparameters: dict[str, Any] | None = None,
+                    suffix: str | None = None, seed: int | None = None, device: str | None = None) -> Job:
+        """A local job with the training data, method, hyperparameters, seed and suffix of ``job_id`` (a job
+        imported from OpenAI, or any other): on ``model`` (default: that job's base model when it is registered
+        here, else the bundled one). ``hyperparameters`` given here win over the old job's."""
+        old = self.jobs.get_job(job_id)
+        if old.method not in ("supervised", "dpo"):
+            raise InputError(f"job {job_id} used method {old.method!r}; the local trainer runs supervised and dpo")
+        try:
+            self.jobs.get_file(old.training_file)
+        except StoreError:
+            raise InputError(f"job {job_id}'s training file {old.training_file} is not in this store; import it "
+                             "with `tuneloop import openai` (it copies jobs with their files)") from None
+        validation = old.validation_file
+        if validation:
+            try:
+                self.jobs.get_file(validation)
+            except StoreError:
+                validation = None
+        if model is None:
+            model = old.model if self.runtime.registry.has(old.model) else BASE_MODEL_ID
+        kept = {k: v for k, v in old.hyperparameters.items() if k in hyper.LIMITS and v not in (None, "auto")}
+        if old.method != "dpo":
+            kept.pop("beta", None)
+        return self.create(old.training_file, model=model, method=old.method,
+                           hyperparameters={**kept, **(hyperparameters or {})}, suffix=suffix or old.suffix,
+                           seed=seed if seed is not None else old.seed, description=f"like {old.id} ({old.model})",
+                           metadata={"like": old.id}, device=device, validation_file=validation)
 
     def _check_hardware(self, model: str, device: str, quantize: str | None) -> None:
         """Refuse now what cannot run: an unknown device or quantization, QLoRA without CUDA, weights too large.
@@ -313,7 +342,8 @@ class FineTuning:
     def events(self, job_id: str, *, after: int | None = None, limit: int | None = None,
                newest_first: bool = False) -> list[JobEvent]:
         job = self.get(job_id)
-        if job.backend == "openai":
+        # An imported job's events were copied here, to outlive the vendor.
+        if job.backend == "openai" and job.origin != "import":
             found = self.remote().events(job, limit=limit)
             return found[::-1] if newest_first else found
         return self.jobs.events(job_id, after=after, limit=limit, newest_first=newest_first)
