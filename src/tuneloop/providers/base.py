@@ -44,8 +44,10 @@ class Provider(ABC):
         stop: Sequence[str] | None = None,
         retries: int | None = None,
         should_stop: Callable[[], bool] | None = None,
+        top_p: float | None = None,
     ) -> TextStream:
-        """Start a reply; iterate the stream for text pieces, then read ``stream.result``."""
+        """Start a reply; iterate the stream for text pieces, then read ``stream.result``. ``top_p`` (nucleus
+        sampling) applies when ``temperature`` is above 0."""
 
     def complete(self, messages: Sequence[dict[str, Any]], *, model: str, **options: Any) -> GenerationResult:
         return self.stream(messages, model=model, **options).read()

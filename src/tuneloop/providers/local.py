@@ -83,8 +83,10 @@ class LocalProvider(Provider):
         stop: Sequence[str] | None = None,
         retries: int | None = None,
         should_stop: Callable[[], bool] | None = None,
+        top_p: float | None = None,
     ) -> TextStream:
         # Local generation fails the same way every time, so retries do not apply.
         return self.engine(model).stream(
-            messages, max_tokens=max_tokens, temperature=temperature, stop=stop, should_stop=should_stop
+            messages, max_tokens=max_tokens, temperature=temperature, stop=stop, should_stop=should_stop,
+            top_p=1.0 if top_p is None else top_p,
         )

@@ -160,9 +160,10 @@ class OpenAIProvider(Provider):
         stop: Sequence[str] | None = None,
         retries: int | None = None,
         should_stop: Callable[[], bool] | None = None,
+        top_p: float | None = None,
     ) -> GenerationResult:
         client = self._client(retries)
-        options = self._options(temperature, max_tokens, stop)
+        options = self._options(temperature, max_tokens, stop, top_p)
         started = time.perf_counter()
         try:
             completion = client.chat.completions.create(model=model, messages=list(messages), **options)
@@ -185,8 +186,11 @@ class OpenAIProvider(Provider):
         """The client, with ``retries`` instead of the configured number (None: the configured number)."""
         return self.client if retries is None else self.client.with_options(max_retries=max(0, retries))
 
-    def _options(self, temperature: float, max_tokens: int, stop: Sequence[str] | None) -> dict[str, Any]:
+    def _options(self, temperature: float, max_tokens: int, stop: Sequence[str] | None,
+                 top_p: float | None = None) -> dict[str, Any]:
         options: dict[str, Any] = {"temperature": temperature, **self._token_limit(max_tokens)}
+        if top_p is not None:
+            options["top_p"] = top_p
         if stop:
             options["stop"] = list(stop)
         return options
@@ -201,9 +205,10 @@ class OpenAIProvider(Provider):
         stop: Sequence[str] | None = None,
         retries: int | None = None,
         should_stop: Callable[[], bool] | None = None,
+        top_p: float | None = None,
     ) -> TextStream:
         client = self._client(retries)
-        options = self._options(temperature, max_tokens, stop)
+        options = self._options(temperature, max_tokens, stop, top_p)
         started = time.perf_counter()
         try:
             response = client.chat.completions.create(

@@ -183,6 +183,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
     stop = [body.stop] if isinstance(body.stop, str) else [s for s in body.stop or [] if s]
     options = {
         "temperature": body.temperature if body.temperature is not None else 0.0,
+        "top_p": body.top_p,
         "max_tokens": body.max_completion_tokens or body.max_tokens or state.settings.max_tokens,
         "stop": stop or None,
     }

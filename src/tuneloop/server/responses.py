@@ -139,7 +139,7 @@ async def create_response(body: CreateResponse, request: Request) -> Response:
         {"role": m.role if m.role != "developer" else "system", "content": m.content} for m in wanted.items]
     _size_check(request, messages)
     provider, model = await run_in_threadpool(state.runtime.resolve, wanted.model)
-    options = {"temperature": wanted.temperature or 0.0,
+    options = {"temperature": wanted.temperature or 0.0, "top_p": wanted.top_p,
                "max_tokens": wanted.max_output_tokens or state.settings.max_tokens}
     started = time.monotonic()
     generation = state.queue.submit(

@@ -112,6 +112,7 @@ class VisionProvider(Provider):
         stop: Sequence[str] | None = None,
         retries: int | None = None,
         should_stop: Callable[[], bool] | None = None,
+        top_p: float | None = None,
     ) -> TextStream:
         conversation, images = self.conversation(messages)
         prompt = self.processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
