@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from tuneloop import ratings
-from tuneloop.errors import InputError, StoreError
+from tuneloop.errors import InputError
 from tuneloop.store.api_objects import ApiObject, ApiObjects, ObjectNotFoundError
 from tuneloop.store.conversations import Conversations, NewMessage, new_item_id
 from tuneloop.store.dialogue import DialogueStore, Message
@@ -246,21 +246,27 @@ class ResponseLog:
         return body
 
     def rate_conversation_items(self, conversation: str, metadata: dict[str, str] | None) -> None:
-        """``rating:ID`` keys of a conversation's metadata rate the reply with that item or response id."""
-        for ident, value in ratings.item_ratings(metadata).items():
+        """``rating:ID`` keys of a conversation's metadata rate the reply with that item or response id: all are
+        checked before any is applied."""
+        try:
+            wanted = ratings.item_ratings(metadata)
+        except InputError as exc:
+            raise Invalid(str(exc), "metadata") from None
+        chosen: list[tuple[int, int]] = []
+        for ident, value in wanted.items():
+            message = None
             if ident.startswith("resp_"):
                 try:
                     found = self.response(ident)
                 except ObjectNotFoundError:
                     raise Invalid(f"metadata['rating:{ident}'] names no stored response", "metadata") from None
-                message_id = found.message_ids[-1] if found.message_ids else None
+                if found.thread_id == conversation and found.message_ids:
+                    message = next(iter(self.threads.messages(conversation, found.message_ids[-1:])), None)
             else:
-                item = self.threads.find_item(ident)
-                message_id = item.id if item and item.thread_id == conversation else None
-            if message_id is None:
-                raise Invalid(f"metadata['rating:{ident}'] names no reply of conversation {conversation!r}",
-                              "metadata")
-            try:
-                self.store.set_feedback(message_id, value)
-            except StoreError as exc:  # a user's item cannot be rated
-                raise Invalid(f"metadata['rating:{ident}']: {exc}", "metadata") from None
+                message = self.threads.find_item(ident)
+            if message is None or message.thread_id != conversation or message.role != "assistant":
+                raise Invalid(f"metadata['rating:{ident}'] names no reply of conversation {conversation!r}; rate "
+                              "an assistant item (or the response that wrote it)", "metadata")
+            chosen.append((message.id, value))
+        for message_id, value in chosen:
+            self.store.set_feedback(message_id, value)

@@ -40,8 +40,11 @@ class StoredCompletions:
     def get(self, ident: str) -> ApiObject:
         return self.objects.get(ident, KIND)
 
-    def list(self, *, model: str | None, metadata: dict[str, str] | None) -> list[ApiObject]:
-        return self.objects.list(KIND, model=model, metadata=metadata)
+    def list(self, *, model: str | None = None, metadata: dict[str, str] | None = None, after: str | None = None,
+             limit: int | None = None, newest_first: bool = False) -> tuple[list[ApiObject], bool]:
+        """A page of stored completions (see ApiObjects.list) and whether more follow."""
+        return self.objects.list(KIND, model=model, metadata=metadata, after=after, limit=limit,
+                                 newest_first=newest_first)
 
     def update(self, ident: str, metadata: dict[str, str] | None) -> dict[str, Any]:
         """New metadata (it replaces the old); its ``rating`` rates the reply, and removing it clears the rating."""

@@ -41,8 +41,14 @@ def list_completions(request: Request, model: str | None = None, after: str | No
                      order: Literal["asc", "desc"] = "asc") -> dict[str, Any]:
     # The SDK sends metadata={"k": "v"} as metadata[k]=v.
     metadata = {m.group(1): v for k, v in request.query_params.multi_items() if (m := METADATA_PARAM.match(k))}
-    bodies = [o.body for o in _stored(request).list(model=model, metadata=metadata or None)]
-    return page(bodies, after, limit, order)
+    try:
+        found, more = _stored(request).list(model=model, metadata=metadata or None, after=after, limit=limit,
+                                            newest_first=order == "desc")
+    except ObjectNotFoundError:
+        raise APIError(400, f"after {after!r} is not a stored chat completion", param="after") from None
+    data = [o.body for o in found]
+    return {"object": "list", "data": data, "first_id": data[0]["id"] if data else "",
+            "last_id": data[-1]["id"] if data else "", "has_more": more}
 
 
 @router.get("/v1/chat/completions/{completion_id}")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 
 from tuneloop.errors import StoreError
 from tuneloop.store.dialogue import DialogueStore, _aware
@@ -89,15 +89,35 @@ class ApiObjects:
             return gone
 
     def list(self, object_: str, *, model: str | None = None, metadata: dict[str, str] | None = None,
-             thread_id: str | None = None) -> list[ApiObject]:
-        """Every stored object of a kind, oldest first, with ``model`` and every ``metadata`` pair when given."""
-        statement = (select(ApiObjectRow).where(ApiObjectRow.object == object_)
-                     .order_by(ApiObjectRow.created_at, ApiObjectRow.id))
+             thread_id: str | None = None, after: str | None = None, limit: int | None = None,
+             newest_first: bool = False) -> tuple[list[ApiObject], bool]:
+        """Stored objects of a kind in creation order (or newest first), with ``model`` and every ``metadata`` pair
+        when given (filtered by the database), the ``limit`` after the one with id ``after``; and whether more
+        follow. ``after`` naming no such object raises ObjectNotFoundError."""
+        order = (ApiObjectRow.created_at.desc(), ApiObjectRow.id.desc()) if newest_first else (
+            ApiObjectRow.created_at, ApiObjectRow.id)
+        statement = select(ApiObjectRow).where(ApiObjectRow.object == object_).order_by(*order)
         if model:
             statement = statement.where(ApiObjectRow.model == model)
         if thread_id:
             statement = statement.where(ApiObjectRow.thread_id == thread_id)
+        for key, value in (metadata or {}).items():
+            statement = statement.where(ApiObjectRow.metadata_[key].as_string() == value)
         with self.db._session() as session:
+            if after is not None:
+                anchor = session.get(ApiObjectRow, after)
+                if anchor is None or anchor.object != object_:
+                    raise ObjectNotFoundError(f"no stored {object_} {after!r} to list after")
+                when = anchor.created_at
+                if newest_first:
+                    statement = statement.where(or_(ApiObjectRow.created_at < when, and_(
+                        ApiObjectRow.created_at == when, ApiObjectRow.id < anchor.id)))
+                else:
+                    statement = statement.where(or_(ApiObjectRow.created_at > when, and_(
+                        ApiObjectRow.created_at == when, ApiObjectRow.id > anchor.id)))
+            if limit is not None:
+                statement = statement.limit(limit + 1)
             found = [ApiObject.from_row(r) for r in session.scalars(statement)]
-        wanted = (metadata or {}).items()
-        return [o for o in found if all((o.metadata or {}).get(k) == v for k, v in wanted)]
+        if limit is not None and len(found) > limit:
+            return found[:limit], True
+        return found, False
