@@ -161,3 +161,28 @@ def test_train_like_reruns_an_imported_job_locally(vendor: Any, home: Path) -> N
     run_cli("jobs", "cancel", dpo["id"])
     assert_one_line_error(run_cli("train", "--like", "ftjob-nope"), "ftjob-nope")
     assert_one_line_error(run_cli("train", "facts.csv", "--like", "ftjob-hist0"), "--like")
+
+
+def test_ctrl_c_in_the_middle_keeps_what_came_and_the_next_run_goes_on(vendor: Any, home: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import HANG, wait_until
+
+    vendor.path_faults.append(("/chat/completions/chatcmpl-hist2/messages", "slow:3600"))  # hangs there
+    process = subprocess.Popen([sys.executable, "-m", "tuneloop", "import", "openai", "--page-size", "2"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "COLUMNS": "200"})
+    wait_until(lambda: any("chatcmpl-hist2/messages" in path for _, path, _ in vendor.arrivals), timeout=HANG)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=HANG)
+    assert process.returncode == 130 and "Traceback" not in err, err
+    assert "interrupted" in err and "│ stored completions │ 2   │" in err
+    db = sqlite3.connect(home / "tuneloop.db")
+    assert db.execute("SELECT count(*) FROM jobs").fetchone()[0] == 5
+    assert db.execute("SELECT count(*) FROM api_objects").fetchone()[0] == 2  # hist0 and hist1, whole
+    again = summary_of(imported("--json"))
+    assert again["completions"] == {"new": 3, "updated": 0, "unchanged": 2}
+    assert again["jobs"]["new"] == 0
