@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tuneloop-installed
 
-.PHONY: setup postgres demo test lint bench bench-learning bench-faults clean
+.PHONY: setup postgres demo test lint bench bench-learning bench-faults bench-stateful clean
 
 setup: $(STAMP)
 
@@ -50,6 +50,10 @@ bench-learning: setup
 # One retry policy against a vendor that fails on purpose: about a minute.
 bench-faults: setup
 	$(PY) bench/faults.py
+
+# What stored completions, response chains, listing and importing cost: about a minute.
+bench-stateful: setup
+	$(PY) bench/stateful.py
 
 clean:
 	rm -rf $(VENV) .cache build src/*.egg-info

@@ -177,20 +177,18 @@ class ResponseLog:
         if request.conversation:
             self.threads.get(request.conversation, "conversation")
             return [{"role": m.role, "content": m.content} for m in self.threads.messages(request.conversation)]
-        chain: list[ApiObject] = []
-        ident = request.previous_response_id
-        while ident:
-            try:
-                found = self.response(ident)
-            except ObjectNotFoundError:
-                if not chain:
-                    raise Invalid(f"previous_response_id {ident!r} is not a stored response of this server (it was "
-                                  "deleted, or created with store: false)", "previous_response_id") from None
-                break
-            chain.append(found)
-            ident = found.body.get("previous_response_id")
+        if not request.previous_response_id:
+            return []
+        try:
+            chain = self.objects.chain(request.previous_response_id)
+        except ObjectNotFoundError:
+            raise Invalid(f"previous_response_id {request.previous_response_id!r} is not a stored response of this "
+                          "server (it was deleted, or created with store: false)", "previous_response_id") from None
+        if chain[0].object != "response":
+            raise Invalid(f"previous_response_id {request.previous_response_id!r} is not a response",
+                          "previous_response_id")
         ids = [i for r in reversed(chain) for i in r.message_ids]
-        by_id = {m.id: m for r in chain if r.thread_id for m in self.threads.messages(r.thread_id, ids)}
+        by_id = self.threads.by_ids(ids)
         return [{"role": by_id[i].role, "content": by_id[i].content} for i in ids if i in by_id]
 
     def record(self, request: ResponseRequest, body: dict[str, Any], reply: NewMessage) -> None:
@@ -201,10 +199,9 @@ class ResponseLog:
         if thread_id is None:
             kind = "response"
             previous = self.response(request.previous_response_id) if request.previous_response_id else None
-            if previous is not None and previous.thread_id and previous.message_ids:
-                last = self.threads.messages(previous.thread_id)
-                if last and last[-1].id == previous.message_ids[-1]:
-                    thread_id = previous.thread_id  # the chain goes on; otherwise it forks into a new thread
+            if (previous is not None and previous.thread_id and previous.message_ids
+                    and self.threads.last_id(previous.thread_id) == previous.message_ids[-1]):
+                thread_id = previous.thread_id  # the chain goes on; otherwise it forks into a new thread
         reply = replace(reply, feedback=ratings.rating_of(request.metadata))
         messages = [*request.items, reply]
         with self.store._session(write=True) as session:  # the exchange and the stored response, together

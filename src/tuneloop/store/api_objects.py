@@ -67,6 +67,24 @@ class ApiObjects:
                 raise ObjectNotFoundError(f"no stored {object_} {ident!r} in {self.db.location}")
             return ApiObject.from_row(row)
 
+    def chain(self, ident: str, link: str = "previous_response_id") -> list[ApiObject]:
+        """``ident`` and the objects its body's ``link`` leads to, newest first, in one read (it stops at the first
+        missing one); ObjectNotFoundError when ``ident`` itself is missing."""
+        found: list[ApiObject] = []
+        seen: set[str] = set()
+        with self.db._session() as session:
+            next_id: str | None = ident
+            while next_id and next_id not in seen:
+                row = session.get(ApiObjectRow, next_id)
+                if row is None:
+                    break
+                seen.add(next_id)
+                found.append(ApiObject.from_row(row))
+                next_id = row.body.get(link)
+        if not found:
+            raise ObjectNotFoundError(f"no stored object {ident!r} in {self.db.location}")
+        return found
+
     def update(self, ident: str, object_: str, *, metadata: dict[str, str] | None,
                body: dict[str, Any] | None = None) -> ApiObject:
         with self.db._session(write=True) as session:

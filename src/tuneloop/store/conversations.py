@@ -158,6 +158,17 @@ class Conversations:
         with self.db._session() as session:
             return [Message.from_row(r) for r in session.scalars(statement)]
 
+    def by_ids(self, ids: list[int]) -> dict[int, Message]:
+        """Messages by their ids, wherever they are, in one read."""
+        with self.db._session() as session:
+            rows = session.scalars(select(MessageRow).where(MessageRow.id.in_(ids)))
+            return {r.id: Message.from_row(r) for r in rows}
+
+    def last_id(self, thread_id: str) -> int | None:
+        """The id of the thread's last message (None when it has none)."""
+        with self.db._session() as session:
+            return session.scalar(select(func.max(MessageRow.id)).where(MessageRow.thread_id == thread_id))
+
     def count(self, thread_id: str) -> int:
         with self.db._session() as session:
             return int(session.scalar(select(func.count(MessageRow.id)).where(MessageRow.thread_id == thread_id)))
