@@ -186,3 +186,34 @@ def test_ctrl_c_in_the_middle_keeps_what_came_and_the_next_run_goes_on(vendor: A
     again = summary_of(imported("--json"))
     assert again["completions"] == {"new": 3, "updated": 0, "unchanged": 2}
     assert again["jobs"]["new"] == 0
+
+
+def test_import_from_a_real_tuneloop_server(home: Path, tmp_path: Path, engine: Any) -> None:
+    """No stand-in: another `tuneloop serve` is an OpenAI-compatible platform too (stored completions, files, jobs)."""
+    import openai
+
+    from tuneloop.runtime import Runtime
+    from tuneloop.server import ServerThread, create_app, server_settings
+
+    source = tmp_path / "source-home"
+    app = create_app(Runtime(server_settings(home=source, models_dir=MODELS_DIR, database_url=None, model=None)),
+                     api_key=KEY)
+    with ServerThread(app) as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key=KEY, max_retries=0)
+        made = [client.chat.completions.create(model="smollm2-135m-instruct", store=True, max_tokens=4,
+                                               metadata={"n": str(i)},
+                                               messages=[{"role": "user", "content": f"Say {i}."}]) for i in range(3)]
+        upload = client.files.create(file=("facts.jsonl", gadget_facts()), purpose="fine-tune")
+        job = client.fine_tuning.jobs.create(model="smollm2-135m-instruct", training_file=upload.id, suffix="src",
+                                             hyperparameters={"n_epochs": 2})
+        client.fine_tuning.jobs.cancel(job.id)
+        result = run_cli("import", "openai", "--json", env={"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": server.base_url})
+    summary = summary_of(result)
+    assert summary["completions"]["new"] == 3 and summary["jobs"]["new"] == 1 and summary["files"]["new"] == 1
+    db = sqlite3.connect(home / "tuneloop.db")
+    row = db.execute("SELECT status, model, hyperparameters FROM jobs WHERE id = ?", (job.id,)).fetchone()
+    assert row[:2] == ("cancelled", "smollm2-135m-instruct") and json.loads(row[2])["n_epochs"] == 2
+    path = db.execute("SELECT path FROM files WHERE id = ?", (upload.id,)).fetchone()[0]
+    assert Path(path).read_bytes() == gadget_facts()
+    replies = dict(db.execute("SELECT thread_id, content FROM messages WHERE role = 'assistant'").fetchall())
+    assert replies == {c.id: c.choices[0].message.content for c in made}

@@ -28,7 +28,7 @@ def new_response_id() -> str:
 
 
 def new_conversation_id() -> str:
-    return f"conv_{secrets.token_hex(24)}"
+    return f"conv_{secrets.token_hex(12)}"  # as long as a thread id: `tuneloop logs list` shows it whole
 
 
 class Invalid(InputError):

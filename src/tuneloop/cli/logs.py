@@ -61,11 +61,14 @@ def list_threads(
         return
     # Thread ids are for copying: never cut them.
     # kind: chat (tuneloop's own), or what a client of `tuneloop serve` stored: conversation, response (a
-    # previous_response_id chain), chat.completion (store: true).
-    table = Table(Column("thread", no_wrap=True), "updated", "kind", "assistant", "model", "messages", "title")
+    # previous_response_id chain), completion (a chat completion with store: true).
+    assistants = any(t.assistant_id for t in threads)  # a column only when some thread has one
+    table = Table(Column("thread", no_wrap=True), "updated", "kind", *(["assistant"] if assistants else []), "model",
+                  Column("messages", justify="right"), Column("title", ratio=1))
     for t in threads:
-        table.add_row(t.id, when(t.updated_at), t.kind or "chat", escape(t.assistant_id or ""), escape(t.model),
-                      str(t.message_count), escape(t.title or ""))
+        kind = {"chat.completion": "completion"}.get(t.kind or "chat", t.kind or "chat")
+        table.add_row(t.id, when(t.updated_at), kind, *([escape(t.assistant_id or "")] if assistants else []),
+                      escape(t.model), str(t.message_count), escape(t.title or ""))
     console.print(table)
 
 

@@ -141,7 +141,8 @@ class OpenAIImport:
         fields = {
             "id": job.id, "backend": "openai", "model": job.model, "method": method, "status": job.status,
             "training_file": job.training_file, "validation_file": job.validation_file,
-            "suffix": job.user_provided_suffix, "hyperparameters": hyper, "seed": job.seed,
+            # (user_provided_suffix: OpenAI sends it; neither its document nor the SDK's type has it)
+            "suffix": getattr(job, "user_provided_suffix", None), "hyperparameters": hyper, "seed": job.seed,
             "fine_tuned_model": job.fine_tuned_model, "trained_tokens": job.trained_tokens,
             "error": job.error.model_dump() if job.error and job.error.message else None,
             "result_files": list(job.result_files or []), "metadata_": dict(job.metadata) if job.metadata else None,
