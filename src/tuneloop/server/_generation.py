@@ -134,3 +134,15 @@ async def unless_gone(request: Request, awaitable: Any, generation: Generation, 
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
+
+
+async def collect_text(request: Request, generation: Generation) -> str | None:
+    """The whole reply, or None when the client disconnected first (the generation is then cancelled)."""
+
+    async def collect() -> str:
+        return "".join([piece async for piece in generation.pieces()])
+
+    try:
+        return await unless_gone(request, collect(), generation)
+    except ClientGone:
+        return None

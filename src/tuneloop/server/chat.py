@@ -18,7 +18,7 @@ from tuneloop.errors import InputError
 from tuneloop.providers.base import GenerationResult
 from tuneloop.responses import check_metadata
 from tuneloop.server._errors import APIError
-from tuneloop.server._generation import ClientGone, unless_gone
+from tuneloop.server._generation import ClientGone, collect_text, unless_gone
 from tuneloop.server._state import state_of
 from tuneloop.store.conversations import NewMessage
 from tuneloop.stored_completions import StoredCompletions
@@ -214,12 +214,8 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
         return StreamingResponse(_events(generation, ident, created, model, with_usage, keep),
                                  media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
-    async def collect() -> str:
-        return "".join([piece async for piece in generation.pieces()])
-
-    try:
-        text = await unless_gone(request, collect(), generation)
-    except ClientGone:
+    text = await collect_text(request, generation)
+    if text is None:
         return Response(status_code=499)
     result = generation.result
     assert result is not None

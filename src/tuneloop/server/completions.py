@@ -12,8 +12,8 @@ from pydantic import BaseModel, ConfigDict
 from tuneloop.errors import InputError
 from tuneloop.responses import check_metadata
 from tuneloop.server._errors import APIError
+from tuneloop.server._paging import item_list, page
 from tuneloop.server._state import state_of
-from tuneloop.server.responses import page
 from tuneloop.store.api_objects import ObjectNotFoundError
 from tuneloop.stored_completions import StoredCompletions
 
@@ -46,9 +46,7 @@ def list_completions(request: Request, model: str | None = None, after: str | No
                                             newest_first=order == "desc")
     except ObjectNotFoundError:
         raise APIError(400, f"after {after!r} is not a stored chat completion", param="after") from None
-    data = [o.body for o in found]
-    return {"object": "list", "data": data, "first_id": data[0]["id"] if data else "",
-            "last_id": data[-1]["id"] if data else "", "has_more": more}
+    return item_list([o.body for o in found], more)
 
 
 @router.get("/v1/chat/completions/{completion_id}")

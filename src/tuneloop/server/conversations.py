@@ -11,8 +11,8 @@ from starlette.concurrency import run_in_threadpool
 
 from tuneloop.responses import Invalid, ResponseLog, check_metadata, message_item, new_conversation_id, read_items
 from tuneloop.server._errors import APIError
+from tuneloop.server._paging import item_list, page
 from tuneloop.server._state import state_of
-from tuneloop.server.responses import page
 from tuneloop.store.conversations import ItemNotFoundError
 from tuneloop.store.dialogue import Thread, ThreadNotFoundError
 
@@ -117,8 +117,7 @@ async def create_items(conversation_id: str, body: CreateItems, request: Request
         added = await run_in_threadpool(log.threads.append, conversation_id, items, kind="conversation")
     except ThreadNotFoundError:
         raise _not_found(conversation_id) from None
-    data = [message_item(m) for m in added]
-    return {"object": "list", "data": data, "first_id": data[0]["id"], "last_id": data[-1]["id"], "has_more": False}
+    return item_list([message_item(m) for m in added], False)
 
 
 @router.get("/v1/conversations/{conversation_id}/items")

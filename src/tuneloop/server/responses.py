@@ -27,7 +27,8 @@ from tuneloop.responses import (
     response_object,
 )
 from tuneloop.server._errors import APIError
-from tuneloop.server._generation import ClientGone, unless_gone
+from tuneloop.server._generation import ClientGone, collect_text, unless_gone
+from tuneloop.server._paging import page
 from tuneloop.server._state import state_of
 from tuneloop.store.api_objects import ObjectNotFoundError
 from tuneloop.store.conversations import NewMessage, new_item_id
@@ -170,12 +171,8 @@ async def create_response(body: CreateResponse, request: Request) -> Response:
         return StreamingResponse(_events(generation, wanted, ident, created, item_id, finish),
                                  media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
-    async def collect() -> str:
-        return "".join([piece async for piece in generation.pieces()])
-
-    try:
-        text = await unless_gone(request, collect(), generation)
-    except ClientGone:
+    text = await collect_text(request, generation)
+    if text is None:
         return Response(status_code=499)
     return JSONResponse(await run_in_threadpool(finish, text))
 
@@ -243,21 +240,6 @@ def delete_response(response_id: str, request: Request) -> dict[str, Any]:
     except ObjectNotFoundError:
         raise _not_found(response_id) from None
     return {"id": response_id, "object": "response", "deleted": True}
-
-
-def page(items: list[dict[str, Any]], after: str | None, limit: int, order: str, param: str = "after"
-         ) -> dict[str, Any]:
-    """OpenAI's item list: ``order`` asc or desc, the ``limit`` items after the one whose id is ``after``."""
-    ordered = items if order == "asc" else list(reversed(items))
-    if after is not None:
-        ids = [i["id"] for i in ordered]
-        if after not in ids:
-            raise APIError(400, f"after {after!r} is not an item of this list", param=param)
-        ordered = ordered[ids.index(after) + 1:]
-    data = ordered[:limit]
-    # first_id and last_id are strings in OpenAI's document, even for an empty page.
-    return {"object": "list", "data": data, "first_id": data[0]["id"] if data else "",
-            "last_id": data[-1]["id"] if data else "", "has_more": len(ordered) > limit}
 
 
 @router.get("/v1/responses/{response_id}/input_items")
