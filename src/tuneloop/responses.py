@@ -18,7 +18,7 @@ from tuneloop import ratings
 from tuneloop.errors import InputError
 from tuneloop.store.api_objects import ApiObject, ApiObjects, ObjectNotFoundError
 from tuneloop.store.conversations import Conversations, NewMessage, new_item_id
-from tuneloop.store.dialogue import DialogueStore, Message
+from tuneloop.store.dialogue import DialogueStore, Message, new_thread_id
 
 MAX_METADATA_KEYS = 16
 
@@ -111,8 +111,7 @@ def message_item(message: Message, *, status: str = "completed") -> dict[str, An
         content = [{"type": "output_text", "text": message.content, "annotations": [], "logprobs": []}]
     else:
         content = [{"type": "input_text", "text": message.content}]
-    role = "system" if message.role == "system" else message.role
-    return {"type": "message", "id": message.item_id or f"msg_{message.id}", "status": status, "role": role,
+    return {"type": "message", "id": message.item_id or f"msg_{message.id}", "status": status, "role": message.role,
             "content": content}
 
 
@@ -206,8 +205,6 @@ class ResponseLog:
         messages = [*request.items, reply]
         with self.store._session(write=True) as session:  # the exchange and the stored response, together
             if thread_id is None:
-                from tuneloop.store.dialogue import new_thread_id
-
                 thread, added = self.threads.create_in(session, new_thread_id(), kind=kind, model=request.model,
                                                        messages=messages, system_instruction=request.instructions)
                 thread_id = thread.id

@@ -60,11 +60,15 @@ class ApiObjects:
         with self.db._session() as session:
             return session.get(ApiObjectRow, ident) is not None
 
+    def _row(self, session: Any, ident: str, object_: str) -> ApiObjectRow:
+        row = session.get(ApiObjectRow, ident)
+        if row is None or row.object != object_:
+            raise ObjectNotFoundError(f"no stored {object_} {ident!r} in {self.db.location}")
+        return row
+
     def get(self, ident: str, object_: str) -> ApiObject:
         with self.db._session() as session:
-            row = session.get(ApiObjectRow, ident)
-            if row is None or row.object != object_:
-                raise ObjectNotFoundError(f"no stored {object_} {ident!r} in {self.db.location}")
+            row = self._row(session, ident, object_)
             return ApiObject.from_row(row)
 
     def chain(self, ident: str, link: str = "previous_response_id") -> list[ApiObject]:
@@ -88,9 +92,7 @@ class ApiObjects:
     def update(self, ident: str, object_: str, *, metadata: dict[str, str] | None,
                body: dict[str, Any] | None = None) -> ApiObject:
         with self.db._session(write=True) as session:
-            row = session.get(ApiObjectRow, ident)
-            if row is None or row.object != object_:
-                raise ObjectNotFoundError(f"no stored {object_} {ident!r} in {self.db.location}")
+            row = self._row(session, ident, object_)
             row.metadata_ = metadata or None
             if body is not None:
                 row.body = body
@@ -99,9 +101,7 @@ class ApiObjects:
 
     def delete(self, ident: str, object_: str) -> ApiObject:
         with self.db._session(write=True) as session:
-            row = session.get(ApiObjectRow, ident)
-            if row is None or row.object != object_:
-                raise ObjectNotFoundError(f"no stored {object_} {ident!r} in {self.db.location}")
+            row = self._row(session, ident, object_)
             gone = ApiObject.from_row(row)
             session.delete(row)
             return gone

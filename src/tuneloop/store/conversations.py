@@ -51,8 +51,12 @@ class Conversations:
     def __init__(self, store: DialogueStore) -> None:
         self.db = store
 
-    def _missing(self, thread_id: str, kind: str) -> ThreadNotFoundError:
-        return ThreadNotFoundError(f"no {kind} {thread_id!r} in {self.db.location}")
+    def _row(self, session: Any, thread_id: str, kind: str | None) -> ThreadRow:
+        """The thread's row; ThreadNotFoundError when there is none (of ``kind``, when given)."""
+        row = session.get(ThreadRow, thread_id)
+        if row is None or (kind is not None and row.kind != kind):
+            raise ThreadNotFoundError(f"no {kind or 'thread'} {thread_id!r} in {self.db.location}")
+        return row
 
     def create(self, thread_id: str, *, kind: str, model: str, metadata: dict[str, str] | None = None,
                messages: list[NewMessage] | None = None, created_at: datetime | None = None
@@ -81,16 +85,12 @@ class Conversations:
 
     def get(self, thread_id: str, kind: str | None = None) -> Thread:
         with self.db._session() as session:
-            row = session.get(ThreadRow, thread_id)
-            if row is None or (kind is not None and row.kind != kind):
-                raise self._missing(thread_id, kind or "thread")
+            row = self._row(session, thread_id, kind)
             return Thread.from_row(row)
 
     def update_metadata(self, thread_id: str, kind: str, metadata: dict[str, str] | None) -> Thread:
         with self.db._session(write=True) as session:
-            row = session.get(ThreadRow, thread_id)
-            if row is None or row.kind != kind:
-                raise self._missing(thread_id, kind)
+            row = self._row(session, thread_id, kind)
             row.metadata_ = metadata or None
             session.flush()
             return Thread.from_row(row)
@@ -98,9 +98,7 @@ class Conversations:
     def delete(self, thread_id: str, kind: str) -> None:
         """The thread, its messages and the stored objects that point at it."""
         with self.db._session(write=True) as session:
-            row = session.get(ThreadRow, thread_id)
-            if row is None or row.kind != kind:
-                raise self._missing(thread_id, kind)
+            row = self._row(session, thread_id, kind)
             session.execute(delete(MessageRow).where(MessageRow.thread_id == thread_id))
             session.delete(row)
 
@@ -113,9 +111,7 @@ class Conversations:
     def append_in(self, session: Any, thread_id: str, messages: list[NewMessage], *, kind: str | None = None,
                   system_instruction: str | None = None) -> list[Message]:
         """``append`` inside the caller's transaction; ``system_instruction`` (when given) is then in force."""
-        row = session.get(ThreadRow, thread_id)
-        if row is None or (kind is not None and row.kind != kind):
-            raise self._missing(thread_id, kind or "thread")
+        row = self._row(session, thread_id, kind)
         added = self._append(session, row, messages, utcnow())
         if system_instruction is not None:
             row.system_instruction = system_instruction
@@ -168,10 +164,6 @@ class Conversations:
         """The id of the thread's last message (None when it has none)."""
         with self.db._session() as session:
             return session.scalar(select(func.max(MessageRow.id)).where(MessageRow.thread_id == thread_id))
-
-    def count(self, thread_id: str) -> int:
-        with self.db._session() as session:
-            return int(session.scalar(select(func.count(MessageRow.id)).where(MessageRow.thread_id == thread_id)))
 
     def item(self, thread_id: str, item_id: str) -> Message:
         with self.db._session() as session:
