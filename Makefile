@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tuneloop-installed
 
-.PHONY: setup postgres demo test lint bench bench-learning bench-faults bench-stateful clean
+.PHONY: setup postgres demo test lint bench bench-llamacpp bench-learning bench-faults bench-stateful clean
 
 setup: $(STAMP)
 
@@ -44,6 +44,14 @@ bench: setup
 	$(PY) bench/server.py
 
 # Real jobs on two fact sets, 3 seeds each, against a plain TRL script: about 40 minutes on 2 cores.
+# llama-cpp-python, for bench/generation.py to compare with: built (about 8 minutes of compiling) into a venv of its
+# own, never into .venv and never by setup or test.
+LLAMACPP_VENV := .venv-llamacpp
+bench-llamacpp: setup
+	test -x $(LLAMACPP_VENV)/bin/python || $(PYTHON) -m venv $(LLAMACPP_VENV)
+	$(LLAMACPP_VENV)/bin/python -c "import llama_cpp" 2>/dev/null || $(LLAMACPP_VENV)/bin/pip install llama-cpp-python
+	$(PY) bench/generation.py --llamacpp-python $(LLAMACPP_VENV)/bin/python
+
 bench-learning: setup
 	$(PY) bench/learning.py
 

@@ -25,6 +25,7 @@ CONFIG_VARIABLES = [
     "TUNELOOP_HOME",
     "TUNELOOP_DATABASE_URL",
     "TUNELOOP_MODELS_DIR",
+    "TUNELOOP_ENGINE",
     "TUNELOOP_ASSISTANTS_FILE",
     "TUNELOOP_DB_BUSY_TIMEOUT",
     "TUNELOOP_MAX_TOKENS",
@@ -46,6 +47,16 @@ def models_dir() -> Path:
 def engine(models_dir: Path):  # noqa: ANN201
     """The real local model, loaded once for the whole session."""
     return get_engine(ensure_checkpoint(models_dir))
+
+
+@pytest.fixture(scope="session")
+def fast_engine(models_dir: Path):  # noqa: ANN201
+    """The bundled model in the fast engine's default mode (int8), converted once into the shared models folder."""
+    from tuneloop.engine.convert import ensure_fast
+    from tuneloop.engine.fast import get_fast_engine
+
+    folder = ensure_fast(models_dir, ensure_checkpoint(models_dir), None, "int8", model_id="smollm2-135m-instruct")
+    return get_fast_engine(folder)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 
 from tuneloop.errors import StoreCorruptError, StoreLockedError, ThreadNotFoundError
 from tuneloop.store import DialogueStore
+from tuneloop.store import dialogue as dialogue_module
 
 
 @pytest.fixture
@@ -138,6 +139,18 @@ def test_reopening_keeps_data_and_migrates_once(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "log.db") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0005",)]
+
+
+def test_the_quick_schema_check_knows_alembics_head() -> None:
+    """Opening a store compares its version with ``schema_head`` (no alembic import): it must be alembic's head."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from tuneloop.store.dialogue import schema_head
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(dialogue_module.__file__).parent / "migrations"))
+    assert schema_head() == ScriptDirectory.from_config(config).get_current_head()
 
 
 def test_an_unreachable_or_refusing_postgresql_is_one_clear_line(home: Path, postgres) -> None:  # noqa: ANN001

@@ -100,6 +100,13 @@ class Settings(BaseSettings):
     device: Literal["auto", "cuda", "mps", "cpu"] = Field(
         default="auto", description="Where training and local generation run: auto picks cuda, then mps, then cpu."
     )
+    engine: Literal["auto", "int8", "int4", "fp32", "reference"] = Field(
+        default="auto",
+        description="How local models generate. auto: int8 on a CPU, the reference on a GPU. int8: onnxruntime-genai "
+        "with 8-bit weights, as right as fp32 on the quality set and about five times faster; int4: faster still, "
+        "loses answers; fp32: onnxruntime-genai, the reference's answers token for token; reference: transformers "
+        "and torch (what training uses).",
+    )
     spawn_worker: bool = Field(
         default=True,
         description="Start a one-job worker process for each new local job; false when `tuneloop worker` "

@@ -34,7 +34,7 @@ def serve(
     events, checkpoints). Jobs are the same as `tuneloop jobs`; a fine-tuned model is served as soon as
     its job succeeds. Replies are generated one at a time, in the order requests arrive.
     """
-    from tuneloop.engine import ensure_checkpoint, get_engine
+    from tuneloop.engine import BASE_MODEL_ID
     from tuneloop.runtime import Runtime
     from tuneloop.server import create_app, is_loopback, server_settings
     from tuneloop.server._run import base_url, bind, uvicorn_server
@@ -50,7 +50,7 @@ def serve(
     runtime = Runtime(settings, progress=conversion_progress())
     # Load the base model now, so the first request does not wait for it (and a broken install fails here).
     with console.status("Loading smollm2-135m-instruct…"):
-        get_engine(ensure_checkpoint(settings.resolved_models_dir, runtime.progress))
+        runtime.local.engine(BASE_MODEL_ID)
     vision = None
     if vision_model is not None:
         from tuneloop.server.vision import VisionProvider

@@ -3,16 +3,20 @@ in this process, on the device ``hardware.choose`` picks."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from tuneloop.config import Settings
+from tuneloop.engine.fast import FastEngine
 from tuneloop.engine.generation import LocalEngine, TextStream, get_engine
 from tuneloop.engine.weights import ProgressCallback
 from tuneloop.errors import ModelError, UnknownModelError
 from tuneloop.models.registry import ModelRegistry, base_of
 from tuneloop.providers.base import ModelInfo, Provider
+
+_told_fallback: set[str] = set()
 
 
 class LocalProvider(Provider):
@@ -56,7 +60,7 @@ class LocalProvider(Provider):
                                    "LoRA adapter", architecture=architecture, parameters=parameters, path=str(path)))
         return infos
 
-    def engine(self, model: str) -> LocalEngine:
+    def engine(self, model: str) -> LocalEngine | FastEngine:
         adapter = None
         if model.startswith("ft:"):
             adapters = self.registry()
@@ -71,7 +75,37 @@ class LocalProvider(Provider):
                 raise UnknownModelError(model, self.model_ids()) from None
             raise ModelError(f"model {model!r} was fine-tuned from {base!r}, which is not registered here; register "
                              f"it with `tuneloop models add {base} PATH`") from None
-        return get_engine(checkpoint, adapter, device=self.settings.device, model_id=base)
+        mode = self.engine_mode()
+        if mode == "reference":
+            return get_engine(checkpoint, adapter, device=self.settings.device, model_id=base)
+        from tuneloop.engine.convert import FastConversionError, ensure_fast
+        from tuneloop.engine.fast import get_fast_engine
+        from tuneloop.training.paths import lock_path
+
+        try:
+            folder = ensure_fast(self.settings.resolved_models_dir, checkpoint, adapter, mode, model_id=model,
+                                 progress=self.progress)
+        except FastConversionError as exc:
+            # An architecture onnxruntime-genai does not convert still chats, on the reference engine.
+            if model not in _told_fallback:
+                _told_fallback.add(model)
+                print(f"note: {exc}; using the reference engine (transformers) for it", file=sys.stderr)
+            return get_engine(checkpoint, adapter, device=self.settings.device, model_id=base)
+        return get_fast_engine(folder, model_id=model, training_lock=lock_path(self.settings))
+
+    def engine_mode(self) -> str:
+        """``TUNELOOP_ENGINE``; ``auto`` is the fast int8 engine on a CPU and the reference (torch) on a GPU."""
+        mode = self.settings.engine
+        if mode != "auto":
+            return mode
+        if self.settings.device in ("cuda", "mps"):
+            return "reference"
+        if self.settings.device == "auto":
+            from tuneloop.hardware import cuda_count, mps_available
+
+            if cuda_count() or mps_available():
+                return "reference"
+        return "int8"
 
     def stream(
         self,
