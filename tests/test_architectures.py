@@ -32,7 +32,10 @@ TOKENS = 10
 def world(tmp_path_factory: pytest.TempPathFactory, engine: Any) -> Any:
     """One home and store for the module, with a server on loopback; the tiny models are built in it."""
     home = tmp_path_factory.mktemp("arch-home")
-    runtime = Runtime(server_settings(home=home, models_dir=MODELS_DIR, database_url=None, model=None))
+    # The reference engine serves: every export is compared token for token with the served model, and exports are
+    # fp32 (the fast engine's default, int8, is not; tests/test_fast_engine.py covers it).
+    runtime = Runtime(server_settings(home=home, models_dir=MODELS_DIR, database_url=None, model=None,
+                                      engine="reference"))
     folders = {kind: build_tiny_model(kind, MODELS_DIR / BASE, home / "tiny" / kind) for kind in KINDS if
                kind != "smollm2"}
     with ServerThread(create_app(runtime)) as server:

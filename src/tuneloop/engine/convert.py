@@ -27,7 +27,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from tuneloop.engine.weights import ProgressCallback
@@ -86,9 +86,9 @@ class FastConversionError(ModelLoadError):
 
 
 def ensure_fast(models_dir: Path, checkpoint: Path, adapter: Path | None, mode: str, *, model_id: str,
-                progress: ProgressCallback | None = None) -> Path:
+                progress: ProgressCallback | None = None, before: Callable[[], None] | None = None) -> Path:
     """The model (base ``checkpoint`` plus ``adapter``) in the fast format, converting it if it is missing or its
-    source changed since."""
+    source changed since; ``before`` runs first when a conversion is needed (a check that may refuse it)."""
     if mode not in FAST_MODES:
         raise ValueError(f"mode must be one of {', '.join(FAST_MODES)}")
     target = cache_dir(models_dir, checkpoint, adapter, mode)
@@ -101,6 +101,8 @@ def ensure_fast(models_dir: Path, checkpoint: Path, adapter: Path | None, mode: 
         fcntl.flock(lock, fcntl.LOCK_EX)
         if is_current(target, stamp):
             return target
+        if before is not None:
+            before()
         return _convert(target, checkpoint, adapter, mode, stamp, model_id, progress)
 
 

@@ -82,9 +82,15 @@ class LocalProvider(Provider):
         from tuneloop.engine.fast import get_fast_engine
         from tuneloop.training.paths import lock_path
 
+        def fits() -> None:  # converting loads the fp32 weights: refused first if they cannot fit, as the reference
+            from tuneloop.hardware import choose
+            from tuneloop.models.inspection import check_fits, count_parameters
+
+            check_fits(base, count_parameters(checkpoint), choose(self.settings.device), purpose="load")
+
         try:
             folder = ensure_fast(self.settings.resolved_models_dir, checkpoint, adapter, mode, model_id=model,
-                                 progress=self.progress)
+                                 progress=self.progress, before=fits)
         except FastConversionError as exc:
             # An architecture onnxruntime-genai does not convert still chats, on the reference engine.
             if model not in _told_fallback:
