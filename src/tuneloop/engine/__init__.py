@@ -1,4 +1,4 @@
-"""The local engine: the bundled model's weights and generation with transformers on the CPU."""
+"""The local engines: the reference (transformers) and the fast one (`engine.fast`, onnxruntime-genai)."""
 
 from tuneloop.engine.generation import GenerationResult, LocalEngine, TextStream, get_engine
 from tuneloop.engine.weights import BASE_MODEL_ID, ensure_checkpoint, find_gguf, is_converted

@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from tuneloop.engine.generation import GenerationResult, TextStream, first_stop
-from tuneloop.errors import ContextLengthError, ModelLoadError
+from tuneloop.engine.generation import GenerationResult, TextStream, first_stop, fit_to_context
+from tuneloop.errors import ModelLoadError
 
 Message = dict[str, Any]
 
@@ -108,22 +108,7 @@ class FastEngine:
 
     def fit_to_context(self, messages: Sequence[Message], max_tokens: int) -> tuple[list[int], int]:
         """Token ids of the prompt, leaving out the oldest turns if the whole would not fit."""
-        messages = list(messages)
-        budget = self.context_window - max_tokens
-        dropped = 0
-        while True:
-            ids = self.encode_chat(messages)
-            if len(ids) <= budget:
-                return ids, dropped
-            system = [m for m in messages[:1] if m.get("role") == "system"]
-            rest = messages[len(system):]
-            if len(rest) <= 1:
-                raise ContextLengthError(
-                    f"the message is {len(ids)} tokens, more than the {budget} that fit in "
-                    f"{self.context_window}-token context with max_tokens={max_tokens}; shorten it or lower max_tokens")
-            cut = 2 if len(rest) > 2 and rest[0].get("role") == "user" else 1
-            messages = system + rest[cut:]
-            dropped += cut
+        return fit_to_context(self.encode_chat, messages, self.context_window, max_tokens)
 
     # -- generation ----------------------------------------------------------------------------------------
     def stream(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0,

@@ -119,25 +119,7 @@ class LocalEngine:
 
     def fit_to_context(self, messages: Sequence[Message], max_tokens: int) -> tuple[list[int], int]:
         """Token ids of the prompt, leaving out the oldest turns if the whole would not fit."""
-        messages = list(messages)
-        budget = self.context_window - max_tokens
-        dropped = 0
-        while True:
-            ids = self.encode_chat(messages)
-            if len(ids) <= budget:
-                return ids, dropped
-            system = [m for m in messages[:1] if m.get("role") == "system"]
-            rest = messages[len(system) :]
-            if len(rest) <= 1:
-                raise ContextLengthError(
-                    f"the message is {len(ids)} tokens, more than the {budget} that fit in "
-                    f"{self.context_window}-token context with max_tokens={max_tokens}; "
-                    "shorten it or lower max_tokens"
-                )
-            # Drop the oldest turn; a user turn takes its reply with it.
-            cut = 2 if len(rest) > 2 and rest[0].get("role") == "user" else 1
-            messages = system + rest[cut:]
-            dropped += cut
+        return fit_to_context(self.encode_chat, messages, self.context_window, max_tokens)
 
     def stream(
         self,
@@ -267,6 +249,29 @@ def greedy_batch(model: Any, tokenizer: Any, prompts: Sequence[list[int]], max_t
         out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_tokens, do_sample=False,
                              temperature=None, top_p=None, top_k=None, pad_token_id=pad, **options)
     return [row[width:].tolist() for row in out]
+
+
+def fit_to_context(encode_chat: Callable[[Sequence[Message]], list[int]], messages: Sequence[Message],
+                   context_window: int, max_tokens: int) -> tuple[list[int], int]:
+    """Token ids of the prompt and how many messages were left out: the oldest turns go (a user turn takes its reply
+    with it, the system message stays) until the prompt and ``max_tokens`` fit in ``context_window``."""
+    messages = list(messages)
+    budget = context_window - max_tokens
+    dropped = 0
+    while True:
+        ids = encode_chat(messages)
+        if len(ids) <= budget:
+            return ids, dropped
+        system = [m for m in messages[:1] if m.get("role") == "system"]
+        rest = messages[len(system):]
+        if len(rest) <= 1:
+            raise ContextLengthError(
+                f"the message is {len(ids)} tokens, more than the {budget} that fit in "
+                f"{context_window}-token context with max_tokens={max_tokens}; shorten it or lower max_tokens"
+            )
+        cut = 2 if len(rest) > 2 and rest[0].get("role") == "user" else 1
+        messages = system + rest[cut:]
+        dropped += cut
 
 
 def first_stop(text: str, stop: Sequence[str]) -> int | None:
