@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from tuneloop.engine.generation import GenerationResult, TextStream, first_stop, fit_to_context
+from tuneloop.engine.generation import GenerationResult, TextStream, emit_pieces, fit_to_context
 from tuneloop.errors import ModelLoadError
 
 Message = dict[str, Any]
@@ -134,48 +134,27 @@ class FastEngine:
     def _decode(self, prompt_ids: list[int], result: GenerationResult, max_tokens: int, temperature: float,
                 top_p: float, stop: list[str], seed: int | None,
                 should_stop: Callable[[], bool] | None) -> Iterator[str]:
-        og = self._og
         started = time.perf_counter()
-        generated: list[int] = []
-        emitted = ""
-        result.finish_reason = "interrupted"
         with self._lock:
             try:
                 self._follow_load()
-                params = og.GeneratorParams(self.model)
-                params.set_search_options(**self._search_options(len(prompt_ids) + max_tokens, temperature, top_p,
-                                                                 seed))
-                generator = og.Generator(self.model, params)
-                generator.append_tokens(prompt_ids)
-                while len(generated) < max_tokens:
-                    if should_stop is not None and should_stop():
-                        return
-                    generator.generate_next_token()
-                    token = int(generator.get_next_tokens()[0])
-                    if result.first_token_seconds is None:
-                        result.first_token_seconds = time.perf_counter() - started
-                    if token in self.eos_token_ids:
-                        result.finish_reason = "stop"
-                        return
-                    generated.append(token)
-                    result.tokens_out = len(generated)
-                    text = self.tokenizer.decode(generated)
-                    if text.endswith("\ufffd"):  # an incomplete multi-byte character: wait for its next token
-                        continue
-                    hit = first_stop(text, stop)
-                    if hit is not None:
-                        text = text[:hit]
-                    if len(text) > len(emitted) and text.startswith(emitted):
-                        piece = text[len(emitted):]
-                        emitted = text
-                        result.text = emitted
-                        yield piece
-                    if hit is not None:
-                        result.finish_reason = "stop"
-                        return
-                result.finish_reason = "length"
+                yield from emit_pieces(self._tokens(prompt_ids, max_tokens, temperature, top_p, seed, should_stop),
+                                       self.tokenizer.decode, self.eos_token_ids, stop, result, started, max_tokens)
             finally:
                 result.seconds = time.perf_counter() - started
+
+    def _tokens(self, prompt_ids: list[int], max_tokens: int, temperature: float, top_p: float, seed: int | None,
+                should_stop: Callable[[], bool] | None) -> Iterator[int]:
+        """The next token from onnxruntime-genai, until ``max_tokens`` or ``should_stop``."""
+        params = self._og.GeneratorParams(self.model)
+        params.set_search_options(**self._search_options(len(prompt_ids) + max_tokens, temperature, top_p, seed))
+        generator = self._og.Generator(self.model, params)
+        generator.append_tokens(prompt_ids)
+        for _ in range(max_tokens):
+            if should_stop is not None and should_stop():
+                return
+            generator.generate_next_token()
+            yield int(generator.get_next_tokens()[0])
 
     def complete_batch(self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 64,
                        batch_size: int = 16, on_answer: Callable[[int], None] | None = None) -> list[str]:

@@ -153,52 +153,35 @@ class LocalEngine:
         should_stop: Callable[[], bool] | None,
     ) -> Iterator[str]:
         torch = self._torch
-        from transformers import DynamicCache
-
         generator = None
         if temperature > 0 and seed is not None:
             generator = torch.Generator(device=self.plan.device).manual_seed(seed)
         started = time.perf_counter()
-        generated: list[int] = []
-        emitted = ""
-        result.finish_reason = "interrupted"
         with self._lock, torch.inference_mode():
             try:
-                cache = DynamicCache()
-                device = self.plan.device
-                inputs = torch.tensor([prompt_ids], dtype=torch.long, device=device)
-                for _ in range(max_tokens):
-                    if should_stop is not None and should_stop():
-                        return
-                    out = self.model(input_ids=inputs, past_key_values=cache, use_cache=True, logits_to_keep=1)
-                    cache = out.past_key_values
-                    token = self._pick(out.logits[0, -1], temperature, top_p, generator)
-                    if result.first_token_seconds is None:
-                        result.first_token_seconds = time.perf_counter() - started
-                    if token in self.eos_token_ids:
-                        result.finish_reason = "stop"
-                        return
-                    generated.append(token)
-                    result.tokens_out = len(generated)
-                    inputs = torch.tensor([[token]], dtype=torch.long, device=device)
-                    text = self.tokenizer.decode(generated, skip_special_tokens=True)
-                    # Hold back an incomplete multi-byte character until its next token arrives.
-                    if text.endswith("\ufffd"):
-                        continue
-                    hit = first_stop(text, stop)
-                    if hit is not None:
-                        text = text[:hit]
-                    if len(text) > len(emitted) and text.startswith(emitted):
-                        piece = text[len(emitted) :]
-                        emitted = text
-                        result.text = emitted
-                        yield piece
-                    if hit is not None:
-                        result.finish_reason = "stop"
-                        return
-                result.finish_reason = "length"
+                yield from emit_pieces(self._tokens(prompt_ids, max_tokens, temperature, top_p, generator, should_stop),
+                                       lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True),
+                                       self.eos_token_ids, stop, result, started, max_tokens)
             finally:
                 result.seconds = time.perf_counter() - started
+
+    def _tokens(self, prompt_ids: list[int], max_tokens: int, temperature: float, top_p: float, generator: Any,
+                should_stop: Callable[[], bool] | None) -> Iterator[int]:
+        """The next token, one forward pass at a time with a KV cache, until ``max_tokens`` or ``should_stop``."""
+        torch = self._torch
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        device = self.plan.device
+        inputs = torch.tensor([prompt_ids], dtype=torch.long, device=device)
+        for _ in range(max_tokens):
+            if should_stop is not None and should_stop():
+                return
+            out = self.model(input_ids=inputs, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            cache = out.past_key_values
+            token = self._pick(out.logits[0, -1], temperature, top_p, generator)
+            yield token
+            inputs = torch.tensor([[token]], dtype=torch.long, device=device)
 
     def complete_batch(self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 64, batch_size: int = 16,
                        on_answer: Callable[[int], None] | None = None) -> list[str]:
@@ -249,6 +232,39 @@ def greedy_batch(model: Any, tokenizer: Any, prompts: Sequence[list[int]], max_t
         out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_tokens, do_sample=False,
                              temperature=None, top_p=None, top_k=None, pad_token_id=pad, **options)
     return [row[width:].tolist() for row in out]
+
+
+def emit_pieces(tokens: Iterator[int], decode: Callable[[list[int]], str], eos_token_ids: set[int], stop: list[str],
+                result: GenerationResult, started: float, max_tokens: int) -> Iterator[str]:
+    """Text pieces from an engine's tokens, filling ``result``: the reply ends at an end-of-turn token ("stop"), at
+    a stop string (cut before it, "stop"), after ``max_tokens`` ("length"), or when the tokens end early because
+    the engine was asked to stop ("interrupted"). An incomplete multi-byte character waits for its next token."""
+    generated: list[int] = []
+    emitted = ""
+    result.finish_reason = "interrupted"
+    for token in tokens:
+        if result.first_token_seconds is None:
+            result.first_token_seconds = time.perf_counter() - started
+        if token in eos_token_ids:
+            result.finish_reason = "stop"
+            return
+        generated.append(token)
+        result.tokens_out = len(generated)
+        text = decode(generated)
+        if not text.endswith("\ufffd"):
+            hit = first_stop(text, stop)
+            if hit is not None:
+                text = text[:hit]
+            if len(text) > len(emitted) and text.startswith(emitted):
+                piece = text[len(emitted):]
+                emitted = text
+                result.text = emitted
+                yield piece
+            if hit is not None:
+                result.finish_reason = "stop"
+                return
+    if len(generated) >= max_tokens:
+        result.finish_reason = "length"
 
 
 def fit_to_context(encode_chat: Callable[[Sequence[Message]], list[int]], messages: Sequence[Message],
