@@ -146,7 +146,7 @@ def test_the_quick_schema_check_knows_alembics_head() -> None:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-    from tuneloop.store.dialogue import schema_head
+    from tuneloop.store.schema import schema_head
 
     config = Config()
     config.set_main_option("script_location", str(Path(dialogue_module.__file__).parent / "migrations"))

@@ -76,28 +76,27 @@ class LocalProvider(Provider):
             raise ModelError(f"model {model!r} was fine-tuned from {base!r}, which is not registered here; register "
                              f"it with `tuneloop models add {base} PATH`") from None
         mode = self.engine_mode()
-        if mode == "reference":
-            return get_engine(checkpoint, adapter, device=self.settings.device, model_id=base)
-        from tuneloop.engine.convert import FastConversionError, ensure_fast
-        from tuneloop.engine.fast import get_fast_engine
-        from tuneloop.training.paths import lock_path
+        if mode != "reference":
+            from tuneloop.engine.convert import FastConversionError, ensure_fast
+            from tuneloop.engine.fast import get_fast_engine
+            from tuneloop.training.paths import lock_path
 
-        def fits() -> None:  # converting loads the fp32 weights: refused first if they cannot fit, as the reference
-            from tuneloop.hardware import choose
-            from tuneloop.models.inspection import check_fits, count_parameters
+            def fits() -> None:  # converting loads the fp32 weights: refused first if they cannot fit, as the reference
+                from tuneloop.hardware import choose
+                from tuneloop.models.inspection import check_fits, count_parameters
 
-            check_fits(base, count_parameters(checkpoint), choose(self.settings.device), purpose="load")
+                check_fits(base, count_parameters(checkpoint), choose(self.settings.device), purpose="load")
 
-        try:
-            folder = ensure_fast(self.settings.resolved_models_dir, checkpoint, adapter, mode, model_id=model,
-                                 progress=self.progress, before=fits)
-        except FastConversionError as exc:
-            # An architecture onnxruntime-genai does not convert still chats, on the reference engine.
-            if model not in _told_fallback:
-                _told_fallback.add(model)
-                print(f"note: {exc}; using the reference engine (transformers) for it", file=sys.stderr)
-            return get_engine(checkpoint, adapter, device=self.settings.device, model_id=base)
-        return get_fast_engine(folder, model_id=model, training_lock=lock_path(self.settings))
+            try:
+                folder = ensure_fast(self.settings.resolved_models_dir, checkpoint, adapter, mode, model_id=model,
+                                     progress=self.progress, before=fits)
+                return get_fast_engine(folder, model_id=model, training_lock=lock_path(self.settings))
+            except FastConversionError as exc:
+                # An architecture onnxruntime-genai does not convert still chats, on the reference engine.
+                if model not in _told_fallback:
+                    _told_fallback.add(model)
+                    print(f"note: {exc}; using the reference engine (transformers) for it", file=sys.stderr)
+        return get_engine(checkpoint, adapter, device=self.settings.device, model_id=base)
 
     def engine_mode(self) -> str:
         """``TUNELOOP_ENGINE``; ``auto`` is the fast int8 engine on a CPU and the reference (torch) on a GPU."""

@@ -24,7 +24,7 @@ from tuneloop.errors import (
     StoreLockedError,
     ThreadNotFoundError,
 )
-from tuneloop.store.schema import AssistantRow, MessageRow, ThreadRow, utcnow
+from tuneloop.store.schema import AssistantRow, MessageRow, ThreadRow, schema_head, utcnow
 
 if TYPE_CHECKING:
     from tuneloop.store.search import SearchHit
@@ -145,12 +145,6 @@ class Exchange:
 
 def new_thread_id() -> str:
     return f"thread_{secrets.token_hex(12)}"
-
-
-def schema_head() -> str:
-    """The newest migration's revision: migrations are named ``NNNN_what.py`` with revision ``"NNNN"``."""
-    versions = Path(__file__).parent / "migrations" / "versions"
-    return max(p.name[:4] for p in versions.glob("[0-9][0-9][0-9][0-9]_*.py"))
 
 
 class DialogueStore:

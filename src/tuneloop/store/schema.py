@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
@@ -171,3 +172,9 @@ class CheckpointRow(Base):
     fine_tuned_model_checkpoint: Mapped[str] = mapped_column(String(256))
     path: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+def schema_head() -> str:
+    """The newest migration's revision: migrations are named ``NNNN_what.py`` with revision ``"NNNN"``."""
+    versions = Path(__file__).parent / "migrations" / "versions"
+    return max(p.name[:4] for p in versions.glob("[0-9][0-9][0-9][0-9]_*.py"))
