@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tuneloop-installed
 
-.PHONY: setup postgres demo test lint bench bench-llamacpp bench-learning bench-faults bench-stateful clean
+.PHONY: setup postgres demo test lint bench bench-llamacpp bench-learning bench-faults bench-stateful bench-batching clean
 
 setup: $(STAMP)
 
@@ -62,6 +62,10 @@ bench-faults: setup
 # What stored completions, response chains, listing and importing cost: about a minute.
 bench-stateful: setup
 	$(PY) bench/stateful.py
+
+# Eight streaming clients on `tuneloop serve`, decoded together, against one client and one reply at a time.
+bench-batching: setup
+	$(PY) bench/batching.py
 
 clean:
 	rm -rf $(VENV) .cache build src/*.egg-info

@@ -1,5 +1,6 @@
-"""The fast engine (onnxruntime-genai): same answers as the reference where it must, conversions cached and
-rebuilt, adapters merged, threads that follow a training job, and a cold ``ask`` without torch."""
+"""The fast engine (onnxruntime, on models converted by onnxruntime-genai's builder): same answers as the reference
+where it must, conversions cached and rebuilt, adapters merged, threads that follow a training job, and a cold
+``ask`` without torch."""
 
 from __future__ import annotations
 
@@ -144,7 +145,7 @@ def test_a_cold_ask_imports_neither_torch_nor_transformers(home: Path, fast_engi
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Paris" in done.stdout
     imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
-    assert "onnxruntime_genai" in imported
+    assert "onnxruntime" in imported  # the fast engine answered
     heavy = sorted(m for m in imported if m.split(".")[0] in ("torch", "transformers", "peft", "trl", "alembic"))
     assert not heavy, heavy
 

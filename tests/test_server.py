@@ -320,31 +320,78 @@ def test_fine_tuning_job_to_a_served_model(client: openai.OpenAI, http: httpx.Cl
     assert client.files.delete(file.id).deleted
 
 
-def test_replies_are_queued_in_order_and_the_server_stays_responsive(server: Any, http: httpx.Client) -> None:
+@pytest.fixture
+def one_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine: Any) -> Any:
+    """A server that generates one reply at a time (``TUNELOOP_MAX_BATCH=1``)."""
+    monkeypatch.setenv("TUNELOOP_MAX_BATCH", "1")
+    settings = server_settings(home=tmp_path / "home", models_dir=MODELS_DIR, database_url=None, model=None)
+    app = create_app(Runtime(settings), api_key=KEY)
+    with ServerThread(app) as running:
+        running.state = app.state.tuneloop
+        yield running
+
+
+def test_replies_beyond_the_batch_are_queued_in_order(one_at_a_time: Any) -> None:
     finished: list[int] = []
     errors: list[BaseException] = []
 
     def ask(i: int) -> None:
         try:
-            c = openai.OpenAI(base_url=server.base_url, api_key=KEY, max_retries=0, timeout=120)
+            c = openai.OpenAI(base_url=one_at_a_time.base_url, api_key=KEY, max_retries=0, timeout=120)
             c.chat.completions.create(model=BASE, messages=CAPITAL, max_tokens=40 if i == 0 else 5)
             finished.append(i)
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
-    queue = server.state.queue
+    queue = one_at_a_time.state.queue
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
-    before = queue.submitted
     for i, thread in enumerate(threads):
         thread.start()
-        wait_until(lambda i=i: queue.submitted == before + i + 1, every=0.01)  # arrival order 0, 1, 2, 3
+        wait_until(lambda i=i: queue.submitted == i + 1, every=0.01)  # arrival order 0, 1, 2, 3
     for thread in threads:
         thread.join()
     assert not errors and finished == [0, 1, 2, 3]  # first come, first served; nothing dropped
 
+
+def test_eight_streaming_clients_are_decoded_together(server: Any, client: openai.OpenAI) -> None:
+    questions = ["What is the capital of France?", "Write a poem about the sea.", "Name three colours.",
+                 "What is 6 times 7?", "Why is the sky blue?", "Write a long story about a dragon.",
+                 "What is water made of?", "Tell me about the moon."]
+
+    def streamed(question: str) -> tuple[str, str | None]:
+        chunks = list(client.chat.completions.create(
+            model=BASE, messages=[{"role": "user", "content": question}], max_tokens=40, stream=True))
+        return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices), \
+            next(c.choices[0].finish_reason for c in reversed(chunks) if c.choices)
+
+    alone = [streamed(q) for q in questions]
+    batcher = server.state.runtime.local.engine(BASE).batcher
+    batcher.largest = 0
+    replies: list[Any] = [None] * len(questions)
+
+    def run(i: int) -> None:
+        try:
+            replies[i] = streamed(questions[i])
+        except BaseException as exc:  # noqa: BLE001 - checked below
+            replies[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(questions))]
+    with batcher.hold():  # all eight join the batch at the same step
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: batcher.waiting == len(questions), every=0.01)
+    for thread in threads:
+        thread.join()
+    assert replies == alone  # greedy: each client gets what it gets alone
+    assert batcher.largest == len(questions)  # decoded together (tokens/s: bench/serving.py)
+
+
+def test_the_server_stays_responsive_and_frees_the_model_when_a_client_leaves(server: Any,
+                                                                              http: httpx.Client) -> None:
+    queue = server.state.queue
     # The server answers other requests while a reply is being generated; a client that leaves mid-stream
     # frees the model at the next token.
-    wait_until(lambda: queue.finished == before + 4, every=0.01)  # counted just after the reply is sent
+    wait_until(lambda: queue.finished == queue.submitted, every=0.01)  # counted just after the reply is sent
     started = queue.finished
     story = [{"role": "user", "content": "Write a long story about a dragon."}]  # greedy: 600+ tokens, measured
     with http.stream("POST", "/chat/completions", json={"model": BASE, "messages": story, "max_tokens": 2000,

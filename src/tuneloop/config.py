@@ -102,10 +102,16 @@ class Settings(BaseSettings):
     )
     engine: Literal["auto", "int8", "int4", "fp32", "reference"] = Field(
         default="auto",
-        description="How local models generate. auto: int8 on a CPU, the reference on a GPU. int8: onnxruntime-genai "
-        "with 8-bit weights, as right as fp32 on the quality set and about five times faster; int4: faster still, "
-        "loses answers; fp32: onnxruntime-genai, the reference's answers token for token; reference: transformers "
+        description="How local models generate. auto: int8 on a CPU, the reference on a GPU. int8: onnxruntime "
+        "with 8-bit weights, as right as fp32 on the quality set and about six times faster; int4: faster still, "
+        "loses answers; fp32: onnxruntime, the reference's answers token for token; reference: transformers "
         "and torch (what training uses).",
+    )
+    max_batch: int = Field(
+        default=8, ge=1, le=256,
+        description="How many replies the server generates at once. The fast engine decodes them together, one "
+        "token each per step (eight clients get about four times one client's tokens per second); later requests "
+        "wait in arrival order. 1: one reply at a time.",
     )
     spawn_worker: bool = Field(
         default=True,

@@ -26,13 +26,17 @@ def serve(
              "image_url parts (data: URLs).")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn's log level: critical, error, warning, info, debug.")] = (
         "info"),
+    max_batch: Annotated[int | None, typer.Option(
+        min=1, max=256, help="Most replies generated at once (default: TUNELOOP_MAX_BATCH, 8); 1: one at a "
+                             "time.")] = None,
 ) -> None:
     """Serve the local models and fine-tuning jobs over OpenAI's HTTP API.
 
     Routes: GET /v1/models and /v1/models/{id}, POST /v1/chat/completions (stream too), /v1/files (upload with
     purpose fine-tune, list, get, content, delete) and /v1/fine_tuning/jobs (create, list, get, cancel,
     events, checkpoints). Jobs are the same as `tuneloop jobs`; a fine-tuned model is served as soon as
-    its job succeeds. Replies are generated one at a time, in the order requests arrive.
+    its job succeeds. Up to --max-batch replies are generated at once (the fast engine decodes them
+    together, one token each per step); later requests wait in the order they arrived.
     """
     from tuneloop.engine import BASE_MODEL_ID
     from tuneloop.runtime import Runtime
@@ -40,6 +44,8 @@ def serve(
     from tuneloop.server._run import base_url, bind, uvicorn_server
 
     settings = server_settings()
+    if max_batch is not None:
+        settings = settings.model_copy(update={"max_batch": max_batch})
     key = api_key or (settings.server_api_key.get_secret_value() if settings.server_api_key else None)
     if not key and not is_loopback(host):
         raise ConfigError(f"refusing to listen on {host} without an API key: anyone who can reach it could use "

@@ -1,14 +1,17 @@
-"""The fast local engine: onnxruntime-genai over a model converted by :mod:`tuneloop.engine.convert`.
+"""The fast local engine: onnxruntime over a model converted by :mod:`tuneloop.engine.convert` (onnxruntime-genai's
+model builder).
 
 Same contract as :class:`~tuneloop.engine.generation.LocalEngine` (stream token by token, stop between any two
 tokens, stop strings, the context window, conversations rendered as given), without torch or transformers:
 importing this module and answering costs a fraction of a second, which is what makes ``tuneloop ask`` quick
-from a cold start.
+from a cold start. Our own decode loop (:mod:`tuneloop.engine.batching`) drives the onnxruntime session: it is
+faster than onnxruntime-genai's generator on the same model (112 against 80 tokens/s here) and decodes concurrent
+replies together.
 
 Threads follow the load: while a local training job of this home holds the training lock, the engine runs
 on one thread (a 2-thread engine beside a training job gets a fifth of its speed, a 1-thread one keeps most);
-otherwise on every core. The thread count is looked at before each reply; a change reloads the session
-(a fraction of a second).
+otherwise on every core. The thread count is looked at before each step; a change reloads the session
+(a fraction of a second) and the replies under way go on.
 """
 
 from __future__ import annotations
@@ -21,7 +24,11 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from tuneloop.engine.batching import Batcher, Layout
 from tuneloop.engine.generation import GenerationResult, TextStream, emit_pieces, fit_to_context
+from tuneloop.engine.tokenizer import ChatTokenizer
 from tuneloop.errors import ModelLoadError
 
 Message = dict[str, Any]
@@ -44,64 +51,65 @@ def training_running(lock: Path | None) -> bool:
 
 
 class FastEngine:
-    """One converted model in onnxruntime-genai. Thread-safe: one generation at a time."""
+    """One converted model in onnxruntime. Thread-safe: replies asked for at the same time are decoded together
+    (:class:`~tuneloop.engine.batching.Batcher`), up to ``max_batch`` at once, the others waiting in order."""
 
-    def __init__(self, folder: Path, *, model_id: str | None = None, training_lock: Path | None = None) -> None:
-        import onnxruntime_genai as og
-
-        self._og = og
+    def __init__(self, folder: Path, *, model_id: str | None = None, training_lock: Path | None = None,
+                 max_batch: int = 8) -> None:
         self.folder = folder
         self.model_id = model_id or folder.name
         self.training_lock = training_lock
         self.threads: int | None = None
         try:
             config = json.loads((folder / "genai_config.json").read_text())
-            self.model = self._load(self._wanted_threads())
-            self.tokenizer = og.Tokenizer(self.model)
-        except (OSError, ValueError, RuntimeError) as exc:
+            model = config["model"]
+            decoder = model["decoder"]
+            self._model_file = folder / decoder.get("filename", "model.onnx")
+            if not config.get("search", {}).get("past_present_share_buffer", False):
+                raise ValueError("its key/value cache is not shared between steps (past_present_share_buffer)")
+            self._session = self._load(self._wanted_threads())
+            inputs = {i.name: i.type for i in self._session.get_inputs()}
+            names, outs = decoder["inputs"], decoder["outputs"]
+            layout = Layout(int(decoder["num_hidden_layers"]), int(decoder["num_key_value_heads"]),
+                            int(decoder["head_size"]), names["past_key_names"], names["past_value_names"],
+                            outs["present_key_names"], outs["present_value_names"])
+            dtype = np.float16 if inputs.get(layout.past_key % 0) == "tensor(float16)" else np.float32
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
             raise ModelLoadError(
                 f"model {self.model_id!r}: cannot load the fast engine's files in {folder}: {exc}; delete that folder "
                 "to convert the model anew, or set TUNELOOP_ENGINE=reference") from exc
-        self.context_window = int(config["model"].get("context_length", 2048))
-        eos = config["model"].get("eos_token_id")
+        self.tokenizer = ChatTokenizer(folder, model_id=self.model_id)
+        self.context_window = int(model.get("context_length", 2048))
+        eos = model.get("eos_token_id")
         self.eos_token_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
-        self._empty_system = self._injects_default_system()
-        self._lock = threading.Lock()
+        self.batcher = Batcher(self._current_session, layout, self.eos_token_ids, max_batch=max_batch, dtype=dtype,
+                               position_ids="position_ids" in inputs)
 
     # -- loading -------------------------------------------------------------------------------------------
     def _wanted_threads(self) -> int | None:
         return 1 if training_running(self.training_lock) else None  # None: onnxruntime's default, every core
 
     def _load(self, threads: int | None) -> Any:
-        config = self._og.Config(str(self.folder))
-        if threads is not None:
-            config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}}))
-        model = self._og.Model(config)
-        self.threads = threads
-        return model
+        import onnxruntime as ort
 
-    def _follow_load(self) -> None:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only: they reach the caller as exceptions anyway
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        session = ort.InferenceSession(str(self._model_file), options, providers=["CPUExecutionProvider"])
+        self.threads = threads
+        return session
+
+    def _current_session(self) -> Any:
+        """The session for the next step, reloaded when a training job starts or ends (the cache is the batch's)."""
         wanted = self._wanted_threads()
         if wanted != self.threads:
-            self.model = self._load(wanted)
+            self._session = self._load(wanted)
+        return self._session
 
     # -- prompts -------------------------------------------------------------------------------------------
-    def _render(self, messages: Sequence[Message]) -> str:
-        return self.tokenizer.apply_chat_template(json.dumps(list(messages)), add_generation_prompt=True)
-
-    def _injects_default_system(self) -> bool:
-        """Whether the chat template adds a system prompt of its own when there is none (see ``as_given``)."""
-        user = {"role": "user", "content": "Hi"}
-        try:
-            return len(self._render([user])) > len(self._render([{"role": "system", "content": ""}, user]))
-        except RuntimeError:  # a template that refuses a system message injects none either
-            return False
-
     def encode_chat(self, messages: Sequence[Message]) -> list[int]:
-        messages = [{"role": m["role"], "content": m.get("content") or ""} for m in messages]
-        if self._empty_system and (not messages or messages[0]["role"] != "system"):
-            messages = [{"role": "system", "content": ""}, *messages]
-        return [int(t) for t in self.tokenizer.encode(self._render(messages))]
+        return self.tokenizer.encode_chat(messages)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text))
@@ -122,62 +130,45 @@ class FastEngine:
         pieces = self._decode(prompt_ids, result, max_tokens, temperature, top_p, list(stop or []), seed, should_stop)
         return TextStream(pieces, result)
 
-    def _search_options(self, length: int, temperature: float, top_p: float, seed: int | None) -> dict[str, Any]:
-        if temperature <= 0:
-            return {"max_length": length, "do_sample": False}
-        options: dict[str, Any] = {"max_length": length, "do_sample": True, "temperature": float(temperature),
-                                   "top_p": float(top_p), "top_k": 0}
-        if seed is not None:
-            options["random_seed"] = int(seed)
-        return options
-
     def _decode(self, prompt_ids: list[int], result: GenerationResult, max_tokens: int, temperature: float,
                 top_p: float, stop: list[str], seed: int | None,
                 should_stop: Callable[[], bool] | None) -> Iterator[str]:
         started = time.perf_counter()
-        with self._lock:
-            try:
-                self._follow_load()
-                yield from emit_pieces(self._tokens(prompt_ids, max_tokens, temperature, top_p, seed, should_stop),
-                                       self.tokenizer.decode, self.eos_token_ids, stop, result, started, max_tokens)
-            finally:
-                result.seconds = time.perf_counter() - started
-
-    def _tokens(self, prompt_ids: list[int], max_tokens: int, temperature: float, top_p: float, seed: int | None,
-                should_stop: Callable[[], bool] | None) -> Iterator[int]:
-        """The next token from onnxruntime-genai, until ``max_tokens`` or ``should_stop``."""
-        params = self._og.GeneratorParams(self.model)
-        params.set_search_options(**self._search_options(len(prompt_ids) + max_tokens, temperature, top_p, seed))
-        generator = self._og.Generator(self.model, params)
-        generator.append_tokens(prompt_ids)
-        for _ in range(max_tokens):
-            if should_stop is not None and should_stop():
-                return
-            generator.generate_next_token()
-            yield int(generator.get_next_tokens()[0])
+        tokens = self.batcher.submit(prompt_ids, max_tokens=max_tokens, temperature=max(0.0, temperature),
+                                     top_p=top_p, seed=seed, should_stop=should_stop)
+        try:
+            yield from emit_pieces(tokens, self.tokenizer.decode, self.eos_token_ids, stop, result, started,
+                                   max_tokens)
+        finally:
+            tokens.close()  # leaves the batch (a stop string, or the caller stopped reading)
+            result.seconds = time.perf_counter() - started
 
     def complete_batch(self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 64,
                        batch_size: int = 16, on_answer: Callable[[int], None] | None = None) -> list[str]:
-        """Greedy replies to many conversations (evals), one after the other."""
-        del batch_size  # one at a time: each reply is then exactly what a chat gets
-        answers = []
-        for conversation in conversations:
-            answers.append(self.stream(conversation, max_tokens=max_tokens).read().text.strip())
+        """Greedy replies to many conversations (evals), decoded together; each is what a chat alone gets."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def answer(conversation: Sequence[Message]) -> str:
+            text = self.stream(conversation, max_tokens=max_tokens).read().text.strip()
             if on_answer is not None:
                 on_answer(1)
-        return answers
+            return text
+
+        with ThreadPoolExecutor(max_workers=max(1, min(batch_size, self.batcher.max_batch))) as pool:
+            return list(pool.map(answer, conversations))
 
 
 _engines: dict[Path, FastEngine] = {}
 _engines_lock = threading.Lock()
 
 
-def get_fast_engine(folder: Path, *, model_id: str | None = None, training_lock: Path | None = None) -> FastEngine:
+def get_fast_engine(folder: Path, *, model_id: str | None = None, training_lock: Path | None = None,
+                    max_batch: int = 8) -> FastEngine:
     """The process-wide fast engine for a converted model folder, loaded on first use."""
     key = folder.resolve()
     with _engines_lock:
         engine = _engines.get(key)
         if engine is None:
-            engine = FastEngine(key, model_id=model_id, training_lock=training_lock)
+            engine = FastEngine(key, model_id=model_id, training_lock=training_lock, max_batch=max_batch)
             _engines[key] = engine
         return engine

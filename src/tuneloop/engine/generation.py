@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,8 +56,36 @@ class TextStream:
         return self.result
 
 
+class FifoLock:
+    """A lock handed over in the order it was asked for (``threading.Lock`` is not fair): concurrent replies on the
+    reference engine are generated one at a time, first come first served."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._waiting: deque[object] = deque()
+        self._held = False
+
+    def __enter__(self) -> None:
+        me = object()
+        with self._cond:
+            self._waiting.append(me)
+            try:
+                self._cond.wait_for(lambda: not self._held and self._waiting[0] is me)
+            except BaseException:  # Ctrl-C while waiting: the next in line must not wait for us
+                self._waiting.remove(me)
+                self._cond.notify_all()
+                raise
+            self._waiting.popleft()
+            self._held = True
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self._held = False
+            self._cond.notify_all()
+
+
 class LocalEngine:
-    """One loaded causal LM and its tokenizer. Thread-safe: one generation at a time."""
+    """One loaded causal LM and its tokenizer. Thread-safe: one generation at a time, in the order asked."""
 
     def __init__(self, checkpoint: Path, adapter: Path | None = None, *, device: str | None = None,
                  model_id: str | None = None) -> None:
@@ -106,7 +135,7 @@ class LocalEngine:
         ends = set(eos if isinstance(eos, list) else [eos])
         ends.add(self.tokenizer.eos_token_id)
         self.eos_token_ids = {e for e in ends if e is not None}
-        self._lock = threading.Lock()
+        self._lock = FifoLock()
 
     def encode_chat(self, messages: Sequence[Message]) -> list[int]:
         encoded = self.tokenizer.apply_chat_template(

@@ -90,7 +90,8 @@ class LocalProvider(Provider):
             try:
                 folder = ensure_fast(self.settings.resolved_models_dir, checkpoint, adapter, mode, model_id=model,
                                      progress=self.progress, before=fits)
-                return get_fast_engine(folder, model_id=model, training_lock=lock_path(self.settings))
+                return get_fast_engine(folder, model_id=model, training_lock=lock_path(self.settings),
+                                       max_batch=self.settings.max_batch)
             except FastConversionError as exc:
                 # An architecture onnxruntime-genai does not convert still chats, on the reference engine.
                 if model not in _told_fallback:

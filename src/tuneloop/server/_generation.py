@@ -1,10 +1,11 @@
-"""Generation off the event loop, one at a time, first come first served.
+"""Generation off the event loop: up to ``max_batch`` replies at once, the rest first come first served.
 
-The local model uses every core for one reply, so replies run one after the other on a single
-worker thread; its queue is FIFO, so requests are served in the order they arrived and none is
-dropped. The event loop only moves text pieces, so ``GET /v1/models`` and the job routes answer at
-once while a reply is being generated. A request whose client has gone is skipped (still waiting)
-or stopped between two tokens (already generating).
+Each reply being generated has a worker thread that moves its text pieces to the event loop; the fast local
+engine decodes all of them together (``tuneloop.engine.batching``), the reference engine one after the other
+in arrival order, a remote provider in parallel. Requests beyond ``max_batch`` wait in a FIFO queue, so they
+are served in the order they arrived and none is dropped. The event loop only moves text pieces, so
+``GET /v1/models`` and the job routes answer at once while replies are being generated. A request whose client
+has gone is skipped (still waiting) or stopped between two tokens (already generating).
 """
 
 from __future__ import annotations
@@ -86,11 +87,13 @@ class Generation:
 
 
 class GenerationQueue:
-    """Replies generated one at a time, first come first served. ``submitted`` and ``finished`` count them and
-    ``last`` is the last one finished (what it generated, stopped or not), for health checks and tests."""
+    """Up to ``workers`` replies generated at once, the others waiting first come first served. ``submitted`` and
+    ``finished`` count them and ``last`` is the last one finished (what it generated, stopped or not), for health
+    checks and tests."""
 
-    def __init__(self) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tuneloop-generate")
+    def __init__(self, workers: int = 1) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="tuneloop-generate")
+        self._count = threading.Lock()
         self.submitted = 0
         self.finished = 0
         self.last: GenerationResult | None = None
@@ -111,8 +114,9 @@ class GenerationQueue:
         try:
             generation._run(tracked)
         finally:
-            self.last = opened[0].result if opened else None
-            self.finished += 1
+            with self._count:
+                self.last = opened[0].result if opened else None
+                self.finished += 1
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,132 @@
+"""Many clients at once on `tuneloop serve`: tokens/s for one client, then for eight concurrent ones, same run.
+
+Two `tuneloop serve` subprocesses on the bundled model and the default engine, each driven by the openai SDK
+(streaming, greedy, the same eight prompts):
+- ``TUNELOOP_MAX_BATCH=8`` (the default): concurrent replies are decoded together;
+- ``TUNELOOP_MAX_BATCH=1`` (the baseline: one reply at a time, as before batching).
+
+For each: one client asking the eight prompts one after the other (tokens/s of one client), then eight clients
+asking one prompt each at the same moment (aggregate tokens/s: all their tokens / the time until the last one
+ends). Prints the ratio eight/one, the slowest client's time to first token (nobody starved), and whether each
+concurrent reply is the one the same request gets alone.
+
+Run: ``make bench-batching`` or ``.venv/bin/python bench/batching.py [--tokens 128] [--clients 8]``.
+Uses ``$TUNELOOP_MODELS_DIR`` (or ``$TUNELOOP_HOME/models``) for the converted weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import openai
+
+from tuneloop.config import load_settings
+from tuneloop.engine import ensure_checkpoint
+
+MODEL = "smollm2-135m-instruct"
+PROMPTS = [
+    "Write a short story about a lighthouse keeper who finds a message in a bottle.",
+    "Explain how a bicycle works to a ten-year-old, step by step.",
+    "List ten ideas for a weekend trip and say why each is fun.",
+    "Write a long story about a dragon who learns to bake bread.",
+    "Describe a busy market in the morning, with sounds and smells.",
+    "Explain why the sky is blue, in detail.",
+    "Write a letter to a friend about a trip to the mountains.",
+    "Describe how to plant a vegetable garden, step by step.",
+]
+
+
+def start_server(home: Path, models_dir: Path, max_batch: int) -> tuple[subprocess.Popen, str]:
+    env = dict(os.environ, TUNELOOP_HOME=str(home), TUNELOOP_MODELS_DIR=str(models_dir),
+               TUNELOOP_MAX_BATCH=str(max_batch))
+    env.pop("TUNELOOP_SERVER_API_KEY", None)
+    proc = subprocess.Popen([sys.executable, "-m", "tuneloop", "serve", "--port", "0", "--log-level", "warning"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    for line in proc.stdout:
+        if "listening on" in line:
+            threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep draining its output
+            return proc, line.split("listening on ")[1].split()[0]
+    raise SystemExit("the server did not start")
+
+
+def ask(client: openai.OpenAI, prompt: str, tokens: int, started: float) -> dict:
+    first = None
+    text = []
+    usage = 0
+    for chunk in client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": prompt}],
+                                                max_tokens=tokens, stream=True,
+                                                stream_options={"include_usage": True}):
+        if chunk.choices and chunk.choices[0].delta.content:
+            first = first or time.perf_counter() - started
+            text.append(chunk.choices[0].delta.content)
+        if chunk.usage:
+            usage = chunk.usage.completion_tokens
+    return {"text": "".join(text), "tokens": usage, "first": first, "end": time.perf_counter() - started}
+
+
+def measure(url: str, prompts: list[str], tokens: int) -> dict:
+    client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=600)
+    ask(client, "Hi", 4, time.perf_counter())  # warm: the model is loaded at start-up, this loads the rest
+    started = time.perf_counter()
+    alone = [ask(client, p, tokens, time.perf_counter()) for p in prompts]
+    one = sum(a["tokens"] for a in alone) / (time.perf_counter() - started)
+    results: list[dict] = [{}] * len(prompts)
+
+    def run(i: int) -> None:
+        results[i] = ask(openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=600), prompts[i],
+                         tokens, started)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = max(r["end"] for r in results)
+    return {"one": one, "many": sum(r["tokens"] for r in results) / wall,
+            "first_max": max(r["first"] for r in results), "first_median": statistics.median(
+                r["first"] for r in results), "alone_first": statistics.median(a["first"] for a in alone),
+            "same": sum(a["text"] == r["text"] for a, r in zip(alone, results, strict=True)),
+            "tokens": sum(r["tokens"] for r in results)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--clients", type=int, default=8)
+    args = parser.parse_args()
+    prompts = (PROMPTS * (args.clients // len(PROMPTS) + 1))[:args.clients]
+    models_dir = load_settings().resolved_models_dir
+    ensure_checkpoint(models_dir)
+    rows = {}
+    for max_batch in (args.clients, 1):
+        home = Path(tempfile.mkdtemp(prefix="tuneloop-bench-batching-"))
+        proc, url = start_server(home, models_dir, max_batch)
+        try:
+            rows[max_batch] = measure(url, prompts, args.tokens)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+    print(f"{args.clients} streaming clients, {args.tokens} tokens at most each, greedy, bundled model, default "
+          "engine\n")
+    print("| server | one client tok/s | all clients tok/s | × one client | first token: alone / slowest of "
+          "all | same reply as alone |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for max_batch, r in rows.items():
+        label = f"TUNELOOP_MAX_BATCH={max_batch}" + (" (default)" if max_batch == 8 else "")
+        print(f"| {label} | {r['one']:.1f} | {r['many']:.1f} | {r['many'] / r['one']:.2f} | "
+              f"{r['alone_first'] * 1000:.0f} ms / {r['first_max'] * 1000:.0f} ms | {r['same']}/{args.clients} |")
+    if args.clients in rows and 1 in rows:
+        print(f"\nbatched / one at a time, all clients: {rows[args.clients]['many'] / rows[1]['many']:.2f}×")
+
+
+if __name__ == "__main__":
+    main()

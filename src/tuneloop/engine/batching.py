@@ -1,0 +1,265 @@
+"""Continuous batching for the fast engine: every reply being generated is decoded together, one token each per step.
+
+A request joins the running batch between two steps: its prompt is read on its own, into a free slot of the
+key/value cache, and its first token comes out of that. From then on one step of the model gives every row its
+next token. A row leaves between two steps, as soon as it ends: end of turn, ``max_tokens``, or its consumer gone
+(a stop string was met, the client disconnected, Ctrl-C); the last row moves into its slot so the rows stay packed.
+Requests beyond ``max_batch`` wait, first come first served.
+
+The cache is ours (numpy arrays, one ``[max_batch, kv_heads, capacity, head_size]`` pair per layer), handed to
+onnxruntime as the past *and* present of each step, so nothing is copied: the model's GroupQueryAttention writes
+each row's new key and value at that row's own length and attends over that row's own tokens only. A row's tokens
+are therefore the ones it gets alone (greedy; ``tests/test_batching.py`` checks it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+_END = object()
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What the converted model's graph looks like (from its genai_config.json)."""
+
+    layers: int
+    kv_heads: int
+    head_size: int
+    past_key: str  # e.g. "past_key_values.%d.key"
+    past_value: str
+    present_key: str
+    present_value: str
+
+
+class _Row:
+    """One reply in the batch: its slot in the cache, its length there, and the queue its tokens go out by."""
+
+    def __init__(self, prompt: list[int], max_tokens: int, temperature: float, top_p: float, seed: int | None,
+                 should_stop: Callable[[], bool] | None) -> None:
+        self.prompt = prompt
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.top_p = top_p
+        self.rng = np.random.default_rng(seed) if temperature > 0 else None
+        self.should_stop = should_stop
+        self.out: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.slot = -1
+        self.length = 0  # tokens in its slot of the cache
+        self.last = 0  # the token to feed next
+        self.produced = 0
+        self.done = False
+        self.closed = False  # its consumer has gone
+
+    def live(self) -> bool:
+        return not self.done and not self.closed
+
+    def stop_asked(self) -> bool:
+        """Asked once before each of its tokens (``should_stop``'s contract)."""
+        return self.should_stop is not None and bool(self.should_stop())
+
+    def take(self, logits: np.ndarray, eos: set[int]) -> None:
+        token = self.pick(logits)
+        self.produced += 1
+        self.last = token
+        self.out.put(token)
+        if token in eos or self.produced >= self.max_tokens:
+            self.end()
+
+    def pick(self, logits: np.ndarray) -> int:
+        if self.rng is None:
+            return int(np.argmax(logits))
+        z = logits.astype(np.float64) / self.temperature
+        p = np.exp(z - z.max())
+        p /= p.sum()
+        if self.top_p < 1.0:
+            order = np.argsort(-p, kind="stable")
+            sorted_p = p[order]
+            keep = order[np.cumsum(sorted_p) - sorted_p < self.top_p]
+            return int(self.rng.choice(keep, p=p[keep] / p[keep].sum()))
+        return int(self.rng.choice(p.size, p=p))
+
+    def end(self, error: BaseException | None = None) -> None:
+        if not self.done:
+            self.done = True
+            self.out.put(_END if error is None else error)
+
+
+class Batcher:
+    """Decodes every submitted reply of one model together, on one thread of its own (started on first use).
+
+    ``session`` is called before each step and returns the onnxruntime session to run (the engine swaps it when
+    the thread count should change: the cache is ours, so a step may run on another session than the last).
+    ``largest`` and ``steps`` are for tests and benches: the most rows one step decoded, and how many steps ran.
+    """
+
+    def __init__(self, session: Callable[[], Any], layout: Layout, eos: set[int], *, max_batch: int = 8,
+                 dtype: Any = np.float32, position_ids: bool = False) -> None:
+        self._session = session
+        self.layout = layout
+        self.eos = eos
+        self.max_batch = max(1, max_batch)
+        self._dtype = dtype
+        self._position_ids = position_ids
+        self._cond = threading.Condition()
+        self._pending: deque[_Row] = deque()
+        self._active: list[_Row] = []
+        self._keys: list[np.ndarray] = []
+        self._values: list[np.ndarray] = []
+        self.capacity = 0
+        self._thread: threading.Thread | None = None
+        self._held = False
+        self.largest = 0
+        self.steps = 0
+
+    @property
+    def waiting(self) -> int:
+        """Replies asked for that have not joined the batch yet."""
+        return len(self._pending)
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """No reply joins the batch inside this block (the ones in it go on); on leaving it, the waiting ones join
+        together, in order. For tests and benches that need several replies to start at the same step."""
+        with self._cond:
+            self._held = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._held = False
+                self._cond.notify()
+
+    def submit(self, prompt: Sequence[int], *, max_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
+               seed: int | None = None, should_stop: Callable[[], bool] | None = None) -> Iterator[int]:
+        """The reply's tokens as they come; it joins the batch when first iterated and leaves when closed."""
+        row = _Row(list(prompt), max_tokens, temperature, top_p, seed, should_stop)
+        return self._tokens(row)
+
+    def _tokens(self, row: _Row) -> Iterator[int]:
+        with self._cond:
+            self._pending.append(row)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="tuneloop-batch", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        try:
+            while True:
+                item = row.out.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            row.closed = True  # the batch lets it go before the next step
+
+    # -- the batch's thread ----------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._active and (self._held or not self._pending):
+                    self._free()
+                    self._cond.wait()
+                joining = []
+                while not self._held and self._pending and len(self._active) + len(joining) < self.max_batch:
+                    joining.append(self._pending.popleft())
+            try:
+                session = self._session()
+                for row in joining:
+                    self._join(session, row)
+                for row in self._active:
+                    if row.live() and row.stop_asked():
+                        row.end()
+                self._leave()
+                if self._active:
+                    self._step(session)
+                    self._leave()
+            except Exception as exc:  # noqa: BLE001 - handed to every reply it broke, which raise it
+                for row in [*self._active, *joining]:
+                    row.end(exc)
+                self._active = []
+
+    def _join(self, session: Any, row: _Row) -> None:
+        if not row.live() or row.stop_asked():
+            row.end()
+            return
+        self._reserve(len(row.prompt) + row.max_tokens)
+        row.slot = len(self._active)
+        self._active.append(row)
+        n = len(row.prompt)
+        logits = self._run(session, np.array([row.prompt], np.int64), np.ones((1, n), np.int64),
+                           slice(row.slot, row.slot + 1), np.arange(n, dtype=np.int64)[None, :])
+        row.length = n
+        row.take(logits[0, -1], self.eos)
+
+    def _step(self, session: Any) -> None:
+        rows = self._active
+        lengths = np.array([row.length for row in rows], np.int64)
+        mask = (np.arange(int(lengths.max()) + 1)[None, :] <= lengths[:, None]).astype(np.int64)
+        logits = self._run(session, np.array([[row.last] for row in rows], np.int64), mask, slice(0, len(rows)),
+                           lengths[:, None])
+        self.steps += 1
+        self.largest = max(self.largest, len(rows))
+        for i, row in enumerate(rows):
+            row.length += 1
+            row.take(logits[i, -1], self.eos)
+
+    def _leave(self) -> None:
+        """Rows that ended leave; the last row moves into each freed slot, so rows 0..n-1 are the batch."""
+        i = 0
+        while i < len(self._active):
+            row = self._active[i]
+            if row.live():
+                i += 1
+                continue
+            row.end()
+            last = self._active.pop()
+            if last is not row:
+                for cache in (*self._keys, *self._values):
+                    cache[row.slot, :, :last.length] = cache[last.slot, :, :last.length]
+                last.slot = row.slot
+                self._active[i] = last
+
+    def _run(self, session: Any, ids: np.ndarray, mask: np.ndarray, rows: slice, positions: np.ndarray) -> np.ndarray:
+        import onnxruntime as ort
+
+        binding = session.io_binding()
+        binding.bind_cpu_input("input_ids", ids)
+        binding.bind_cpu_input("attention_mask", mask)
+        if self._position_ids:
+            binding.bind_cpu_input("position_ids", positions)
+        layout = self.layout
+        for layer in range(layout.layers):
+            for cache, past, present in ((self._keys, layout.past_key, layout.present_key),
+                                         (self._values, layout.past_value, layout.present_value)):
+                value = ort.OrtValue.ortvalue_from_numpy(cache[layer][rows])  # a view: written in place
+                binding.bind_ortvalue_input(past % layer, value)
+                binding.bind_ortvalue_output(present % layer, value)
+        binding.bind_output("logits")
+        session.run_with_iobinding(binding)
+        return binding.get_outputs()[-1].numpy()
+
+    def _reserve(self, need: int) -> None:
+        """Room for ``need`` tokens in every slot; a larger cache keeps the rows already in it."""
+        if need <= self.capacity and self._keys[0].shape[0] >= self.max_batch:
+            return
+        capacity = max(need, 2 * self.capacity, 256)
+        shape = (self.max_batch, self.layout.kv_heads, capacity, self.layout.head_size)
+        keys = [np.zeros(shape, self._dtype) for _ in range(self.layout.layers)]  # pages are taken as written
+        values = [np.zeros(shape, self._dtype) for _ in range(self.layout.layers)]
+        n = len(self._active)
+        for new, old in zip((*keys, *values), (*self._keys, *self._values), strict=False):
+            new[:n, :, :self.capacity] = old[:n]
+        self._keys, self._values, self.capacity = keys, values, capacity
+
+    def _free(self) -> None:
+        self._keys, self._values, self.capacity = [], [], 0

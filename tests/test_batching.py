@@ -1,0 +1,106 @@
+"""Continuous batching on the fast engine: replies decoded together are each exactly what they get alone, a reply
+joins a running batch and leaves it between two steps, and replies beyond ``max_batch`` wait in arrival order."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from conftest import wait_until
+
+from tuneloop.engine.generation import GenerationResult
+
+
+def ask(text: str, **options: Any) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": text}], **options}
+
+
+REQUESTS = [
+    ask("Write a long story about a dragon.", max_tokens=48),
+    ask("What is the capital of France?", max_tokens=32),
+    ask("Name three colours.", max_tokens=40, stop=[","]),
+    ask("Write a poem about the sea.", max_tokens=64),
+    ask("What is 6 times 7?", max_tokens=24),
+    ask("Invent a name for a cat.", max_tokens=16, temperature=0.9, seed=3),
+    {"messages": [{"role": "system", "content": "Answer in a few words."},
+                  {"role": "user", "content": "What colour is the sky?"}], "max_tokens": 30},
+    ask("Say something about ünïcödé and 日本語.", max_tokens=30),
+]
+
+
+def outcome(result: GenerationResult) -> tuple[str, int, str | None]:
+    return result.text, result.tokens_out, result.finish_reason
+
+
+def together(engine: Any, requests: list[dict[str, Any]]) -> list[GenerationResult]:
+    """The replies, all asked for at once; they join the batch at the same step."""
+    results: list[Any] = [None] * len(requests)
+
+    def run(i: int) -> None:
+        try:
+            results[i] = engine.stream(**requests[i]).read()
+        except BaseException as exc:  # noqa: BLE001 - checked below
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(requests))]
+    with engine.batcher.hold():
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: engine.batcher.waiting == len(requests), every=0.01)
+    for thread in threads:
+        thread.join()
+    assert not [r for r in results if isinstance(r, BaseException)], results
+    return results
+
+
+def test_replies_decoded_together_are_each_what_they_get_alone(fast_engine) -> None:  # noqa: ANN001
+    alone = [outcome(fast_engine.stream(**r).read()) for r in REQUESTS]
+    fast_engine.batcher.largest = 0
+    batched = together(fast_engine, REQUESTS)
+    assert fast_engine.batcher.largest == len(REQUESTS)  # all eight decoded in the same steps
+    assert [outcome(r) for r in batched] == alone
+    assert {a[2] for a in alone} >= {"stop", "length"}  # some left the batch early, at a stop string or the end
+
+
+def test_a_reply_joins_a_running_batch_and_leaves_it(fast_engine) -> None:  # noqa: ANN001
+    question = ask("What is the capital of Italy?", max_tokens=24)
+    short_alone = outcome(fast_engine.stream(**question).read())
+    story = [{"role": "user", "content": "Write a long story about a dragon."}]  # greedy: 600+ tokens, measured
+    stop = threading.Event()
+    fast_engine.batcher.largest = 0
+    long = fast_engine.stream(story, max_tokens=2000, should_stop=stop.is_set)
+    pieces = iter(long)
+    next(pieces)  # the story is being generated
+    short = outcome(fast_engine.stream(**question).read())  # joins the story's batch, and leaves it
+    stop.set()
+    for _ in pieces:
+        pass
+    assert long.result.finish_reason == "interrupted"  # the story was still going when the question was answered
+    assert fast_engine.batcher.largest == 2
+    assert short == short_alone
+    assert long.result.text == fast_engine.stream(story, max_tokens=long.result.tokens_out).read().text
+
+
+def test_replies_beyond_the_batch_wait_in_arrival_order(fast_engine) -> None:  # noqa: ANN001
+    finished: list[int] = []
+    requests = [ask("Write a long story about a dragon.", max_tokens=30)] + [ask("Hi", max_tokens=3)] * 3
+    done = threading.Lock()
+
+    def run(i: int) -> None:
+        fast_engine.stream(**requests[i]).read()
+        with done:
+            finished.append(i)
+
+    batcher = fast_engine.batcher
+    batcher.max_batch = 1
+    try:
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+        with batcher.hold():
+            for i, thread in enumerate(threads):
+                thread.start()
+                wait_until(lambda i=i: batcher.waiting == i + 1, every=0.01)  # arrival order 0, 1, 2, 3
+        for thread in threads:
+            thread.join()
+    finally:
+        batcher.max_batch = 8
+    assert finished == [0, 1, 2, 3]  # the long first reply is not overtaken by the short ones
