@@ -77,6 +77,17 @@ class TrainResult:
     replayed: int = 0  # the base model's own answers mixed in to keep what it knew
 
 
+def _checkpointing_option() -> str:
+    """The name of TrainingArguments' checkpointing switch: ``activation_checkpointing`` in recent transformers 5
+    releases, ``gradient_checkpointing`` in earlier ones (5.17 on the GPU machine refused the new name)."""
+    from dataclasses import fields
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in fields(TrainingArguments)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+
+
 def dpo_rows(examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [
         {
@@ -201,7 +212,7 @@ def train(
         # a CPU about 20x slower. Checkpointing trades time for memory these small adapters do not need.
         "bf16": plan.precision == "bf16",
         "fp16": plan.precision == "fp16",
-        "activation_checkpointing": False,
+        _checkpointing_option(): False,
         "ddp_find_unused_parameters": False,  # under accelerate launch: every adapter weight takes part
     }
     processes = int(os.environ.get("WORLD_SIZE", "1"))
