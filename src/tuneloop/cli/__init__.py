@@ -11,6 +11,14 @@ from rich.markup import escape
 # tqdm reads this when it is first imported, so it is set before anything imports it.
 os.environ.setdefault("TQDM_DISABLE", "1")
 
+# A plain `tuneloop ask` / `chat` on the default model: its fast engine loads beside the imports below.
+_PICKS_A_MODEL = {"--model", "-m", "--assistant", "-a", "--continue", "-c", "--thread", "-t", "--help"}
+if len(sys.argv) > 1 and sys.argv[1] in ("ask", "chat") and not _PICKS_A_MODEL & {
+        a.split("=")[0] for a in sys.argv[2:]}:
+    from tuneloop.engine.preload import preload
+
+    preload()
+
 from tuneloop.cli._output import error_console  # noqa: E402
 from tuneloop.cli.app import app  # noqa: E402
 from tuneloop.errors import TuneloopError  # noqa: E402

@@ -1,4 +1,4 @@
-"""The local engines: the reference (transformers) and the fast one (`engine.fast`, onnxruntime-genai)."""
+"""The local engines: the reference (transformers) and the fast one (`engine.fast`: onnxruntime, batched)."""
 
 from tuneloop.engine.generation import GenerationResult, LocalEngine, TextStream, get_engine
 from tuneloop.engine.weights import BASE_MODEL_ID, ensure_checkpoint, find_gguf, is_converted

@@ -14,6 +14,7 @@ are therefore the ones it gets alone (greedy; ``tests/test_batching.py`` checks 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import queue
 import threading
@@ -119,6 +120,7 @@ class Batcher:
         self._vocab = 0  # the logits' width, known after the first run
         self._thread: threading.Thread | None = None
         self._held = False
+        self._stopping = False
         self.largest = 0
         self.steps = 0
 
@@ -152,6 +154,7 @@ class Batcher:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="tuneloop-batch", daemon=True)
                 self._thread.start()
+                atexit.register(self._stop)
             self._cond.notify()
         try:
             while True:
@@ -164,13 +167,23 @@ class Batcher:
         finally:
             row.closed = True  # the batch lets it go before the next step
 
+    def _stop(self) -> None:
+        """At exit: the step under way ends first (a thread stopped inside onnxruntime aborts the process)."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
     # -- the batch's thread ----------------------------------------------------------------------------------
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self._active and (self._held or not self._pending):
+                while not self._stopping and not self._active and (self._held or not self._pending):
                     self._free()
                     self._cond.wait()
+                if self._stopping:
+                    return
                 joining = []
                 while not self._held and self._pending and len(self._active) + len(joining) < self.max_batch:
                     joining.append(self._pending.popleft())

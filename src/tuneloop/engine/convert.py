@@ -29,9 +29,13 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tuneloop.engine.weights import ProgressCallback
 from tuneloop.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    from tuneloop.config import Settings
 
 FAST_MODES = ("int8", "int4", "fp32")
 STAMP_FILE = "tuneloop-fast.json"
@@ -45,6 +49,21 @@ BUILD_OPTIONS: dict[str, tuple[str, list[str]]] = {
     "fp32": ("fp32", []),
 }
 SOURCE_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".txt", ".jinja")
+
+
+def engine_mode(settings: Settings) -> str:
+    """``TUNELOOP_ENGINE``; ``auto`` is the fast int8 engine on a CPU and the reference (torch) on a GPU."""
+    mode = settings.engine
+    if mode != "auto":
+        return mode
+    if settings.device in ("cuda", "mps"):
+        return "reference"
+    if settings.device == "auto":
+        from tuneloop.hardware import cuda_count, mps_available
+
+        if cuda_count() or mps_available():
+            return "reference"
+    return "int8"
 
 
 def _source_files(folder: Path) -> Iterable[Path]:

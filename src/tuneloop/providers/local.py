@@ -101,17 +101,9 @@ class LocalProvider(Provider):
 
     def engine_mode(self) -> str:
         """``TUNELOOP_ENGINE``; ``auto`` is the fast int8 engine on a CPU and the reference (torch) on a GPU."""
-        mode = self.settings.engine
-        if mode != "auto":
-            return mode
-        if self.settings.device in ("cuda", "mps"):
-            return "reference"
-        if self.settings.device == "auto":
-            from tuneloop.hardware import cuda_count, mps_available
+        from tuneloop.engine.convert import engine_mode
 
-            if cuda_count() or mps_available():
-                return "reference"
-        return "int8"
+        return engine_mode(self.settings)
 
     def stream(
         self,
