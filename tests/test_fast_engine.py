@@ -42,6 +42,7 @@ def test_prompts_are_the_reference_tokens(engine, fast_engine) -> None:  # noqa:
 
 
 def test_fp32_mode_answers_token_for_token_as_the_reference(engine, fp32_engine) -> None:  # noqa: ANN001
+    assert fp32_engine.batcher.last_only  # converted to give the last position's logits only, as the reference reads
     for conversation in CONVERSATIONS:
         want = engine.stream(conversation, max_tokens=40).read()
         got = fp32_engine.stream(conversation, max_tokens=40).read()

@@ -103,13 +103,14 @@ class Batcher:
     """
 
     def __init__(self, session: Callable[[], Any], layout: Layout, eos: set[int], *, max_batch: int = 8,
-                 dtype: Any = np.float32, position_ids: bool = False) -> None:
+                 dtype: Any = np.float32, position_ids: bool = False, last_only: bool = False) -> None:
         self._session = session
         self.layout = layout
         self.eos = eos
         self.max_batch = max(1, max_batch)
         self._dtype = dtype
         self._position_ids = position_ids
+        self.last_only = last_only  # the model gives the logits of each row's last position only
         self._cond = threading.Condition()
         self._pending: deque[_Row] = deque()
         self._active: list[_Row] = []
@@ -250,7 +251,8 @@ class Batcher:
         binding.bind_cpu_input("attention_mask", mask)
         if self._position_ids:
             binding.bind_cpu_input("position_ids", positions)
-        logits = np.empty((ids.shape[0], ids.shape[1], self._vocab), np.float32) if self._vocab else None
+        positions_out = 1 if self.last_only else ids.shape[1]
+        logits = np.empty((ids.shape[0], positions_out, self._vocab), np.float32) if self._vocab else None
         if logits is None:
             binding.bind_output("logits")
         else:

@@ -69,6 +69,8 @@ class FastEngine:
                 raise ValueError("its key/value cache is not shared between steps (past_present_share_buffer)")
             self._session = self._load(self._wanted_threads())
             inputs = {i.name: i.type for i in self._session.get_inputs()}
+            logits = next(o for o in self._session.get_outputs() if o.name == "logits").shape
+            last_only = len(logits) == 3 and logits[1] == 1  # convert.last_position_logits
             names, outs = decoder["inputs"], decoder["outputs"]
             layout = Layout(int(decoder["num_hidden_layers"]), int(decoder["num_key_value_heads"]),
                             int(decoder["head_size"]), names["past_key_names"], names["past_value_names"],
@@ -83,7 +85,7 @@ class FastEngine:
         eos = model.get("eos_token_id")
         self.eos_token_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
         self.batcher = Batcher(self._current_session, layout, self.eos_token_ids, max_batch=max_batch, dtype=dtype,
-                               position_ids="position_ids" in inputs)
+                               position_ids="position_ids" in inputs, last_only=last_only)
 
     # -- loading -------------------------------------------------------------------------------------------
     def _wanted_threads(self) -> int | None:
