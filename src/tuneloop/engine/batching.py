@@ -1,9 +1,10 @@
 """Continuous batching for the fast engine: every reply being generated is decoded together, one token each per step.
 
-A request joins the running batch between two steps: its prompt is read on its own, into a free slot of the
-key/value cache, and its first token comes out of that. From then on one step of the model gives every row its
-next token. A row leaves between two steps, as soon as it ends: end of turn, ``max_tokens``, or its consumer gone
-(a stop string was met, the client disconnected, Ctrl-C); the last row moves into its slot so the rows stay packed.
+A request joins the running batch between two steps: its prompt is read into a free slot of the key/value cache
+(the prompts of requests that join at the same step are read together, right-padded), and its first token comes
+out of that. From then on one step of the model gives every row its next token. A row leaves between two steps,
+as soon as it ends: end of turn, ``max_tokens``, or its consumer gone (a stop string was met, the client
+disconnected, Ctrl-C); the last row moves into its slot so the rows stay packed.
 Requests beyond ``max_batch`` wait, first come first served.
 
 The cache is ours (numpy arrays, one ``[max_batch, kv_heads, capacity, head_size]`` pair per layer), handed to
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 
 _END = object()
+PREFILL_TOKENS = 1024  # the most prompt tokens (padding included) read in one run when several rows join
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,8 @@ class Batcher:
 
     ``session`` is called before each step and returns the onnxruntime session to run (the engine swaps it when
     the thread count should change: the cache is ours, so a step may run on another session than the last).
-    ``largest`` and ``steps`` are for tests and benches: the most rows one step decoded, and how many steps ran.
+    ``largest``, ``steps`` and ``prompt_reads`` are for tests and benches: the most rows one step decoded, how many
+    steps ran, and how many runs read prompts.
     """
 
     def __init__(self, session: Callable[[], Any], layout: Layout, eos: set[int], *, max_batch: int = 8,
@@ -124,6 +127,7 @@ class Batcher:
         self._stopping = False
         self.largest = 0
         self.steps = 0
+        self.prompt_reads = 0
 
     @property
     def waiting(self) -> int:
@@ -190,8 +194,7 @@ class Batcher:
                     joining.append(self._pending.popleft())
             try:
                 session = self._session()
-                for row in joining:
-                    self._join(session, row)
+                self._join(session, joining)
                 for row in self._active:
                     if row.live() and row.stop_asked():
                         row.end()
@@ -204,18 +207,47 @@ class Batcher:
                     row.end(exc)
                 self._active = []
 
-    def _join(self, session: Any, row: _Row) -> None:
-        if not row.live() or row.stop_asked():
-            row.end()
-            return
-        self._reserve(len(row.prompt) + row.max_tokens)
-        row.slot = len(self._active)
-        self._active.append(row)
-        n = len(row.prompt)
-        logits = self._run(session, np.array([row.prompt], np.int64), np.ones((1, n), np.int64),
-                           slice(row.slot, row.slot + 1), np.arange(n, dtype=np.int64)[None, :])
-        row.length = n
-        row.take(logits[0, -1], self.eos)
+    def _join(self, session: Any, joining: list[_Row]) -> None:
+        """Rows join: their prompts are read together where the model allows it, each into a slot of its own."""
+        ready = []
+        for row in joining:
+            if not row.live() or row.stop_asked():
+                row.end()
+            else:
+                ready.append(row)
+        for group in self._groups(ready):
+            self._reserve(max(len(row.prompt) + row.max_tokens for row in group))
+            first = len(self._active)
+            width = max(len(row.prompt) for row in group)
+            ids = np.zeros((len(group), width), np.int64)  # right-padded: the mask leaves the padding out
+            mask = np.zeros((len(group), width), np.int64)
+            for i, row in enumerate(group):
+                row.slot = first + i
+                self._active.append(row)
+                ids[i, :len(row.prompt)] = row.prompt
+                mask[i, :len(row.prompt)] = 1
+            positions = np.broadcast_to(np.arange(width, dtype=np.int64), ids.shape) * mask
+            logits = self._run(session, ids, mask, slice(first, first + len(group)), positions)
+            self.prompt_reads += 1
+            for i, row in enumerate(group):
+                row.length = len(row.prompt)
+                row.take(logits[i, -1 if self.last_only else row.length - 1], self.eos)
+
+    def _groups(self, rows: list[_Row]) -> list[list[_Row]]:
+        """Prompts read together: of similar lengths (padding is work too), ``PREFILL_TOKENS`` at most in all.
+        One at a time where the model gives every position's logits (they would take prompt × vocabulary floats)."""
+        if not self.last_only:
+            return [[row] for row in rows]
+        groups: list[list[_Row]] = []
+        for row in sorted(rows, key=lambda r: len(r.prompt)):
+            group = groups[-1] if groups else None
+            n = len(row.prompt)
+            if (group is not None and (len(group) + 1) * n <= PREFILL_TOKENS
+                    and n <= 2 * len(group[0].prompt) + 16):
+                group.append(row)
+            else:
+                groups.append([row])
+        return groups
 
     def _step(self, session: Any) -> None:
         rows = self._active

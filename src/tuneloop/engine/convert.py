@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 FAST_MODES = ("int8", "int4", "fp32")
 STAMP_FILE = "tuneloop-fast.json"
 FAILED_FILE = "failed.json"  # beside the mode folders: this source could not be converted (retried when it changes)
-FORMAT_VERSION = 2  # bump when the conversion changes, so cached ones are rebuilt (2: last-position logits)
+FORMAT_VERSION = 3  # bump when the conversion changes, so cached ones are rebuilt (3: each row's last-position logits)
 
 # (builder precision, builder extra options) per mode.
 BUILD_OPTIONS: dict[str, tuple[str, list[str]]] = {
@@ -214,29 +214,53 @@ def last_position_logits(model_file: Path) -> bool:
 
     Only the last position of a prompt is ever sampled; the others' logits cost a third of reading a short prompt
     (the vocabulary's matrix product for every token) and prompt × vocabulary floats of memory (1.5 GB for 8,000
-    tokens of a 49k vocabulary). A ``Slice`` goes in front of the output's last matrix product; what follows it
-    (a soft cap, say) works on the one position as it did on all."""
+    tokens of a 49k vocabulary). In front of the output's last matrix product, each row's hidden state at its last
+    position is picked: ``min(sum(attention_mask) - 1, sequence_length - 1)``, which is the last token of each
+    prompt when right-padded prompts are read together, and the one new token of each row in a decoding step.
+    What follows the product (a soft cap, say) works on the one position as it did on all."""
     import numpy as np
     import onnx
     from onnx import helper, numpy_helper
 
     model = onnx.load(str(model_file), load_external_data=False)
     graph = model.graph
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    inputs = {i.name for i in graph.input}
     producers = {out: node for node in graph.node for out in node.output}
     node = producers.get("logits")
     while node is not None and node.op_type not in ("MatMul", "MatMulNBits", "Gemm"):
         node = producers.get(node.input[0])
-    if node is None:
+    if node is None or opset < 13 or not {"input_ids", "attention_mask"} <= inputs:
         return False
     name = "/tuneloop/last_position"
-    graph.initializer.extend([numpy_helper.from_array(np.array([-1], np.int64), f"{name}/starts"),
-                              numpy_helper.from_array(np.array([np.iinfo(np.int64).max], np.int64), f"{name}/ends"),
-                              numpy_helper.from_array(np.array([1], np.int64), f"{name}/axes")])
-    sliced = f"{name}/output_0"
+    constants = {"one": np.array(1, np.int64), "one_1d": np.array([1], np.int64), "zero_1d": np.array([0], np.int64),
+                 "two_1d": np.array([2], np.int64), "three_1d": np.array([3], np.int64),
+                 "axes_1_2": np.array([1, 2], np.int64)}
+    graph.initializer.extend(numpy_helper.from_array(v, f"{name}/{k}") for k, v in constants.items())
+
+    def c(key: str) -> str:
+        return f"{name}/{key}"
+
+    hidden = node.input[0]
+    steps = [  # (op, inputs, output, attributes)
+        ("ReduceSum", ["attention_mask", c("one_1d")], "tokens", {"keepdims": 0}),
+        ("Sub", [c("tokens"), c("one")], "last_in_mask", {}),
+        ("Shape", ["input_ids"], "ids_shape", {}),
+        ("Gather", [c("ids_shape"), c("one")], "length", {"axis": 0}),
+        ("Sub", [c("length"), c("one")], "last_in_input", {}),
+        ("Min", [c("last_in_mask"), c("last_in_input")], "index", {}),
+        ("Unsqueeze", [c("index"), c("axes_1_2")], "index_3d", {}),
+        ("Shape", [hidden], "hidden_shape", {}),
+        ("Slice", [c("hidden_shape"), c("zero_1d"), c("one_1d")], "batch", {}),
+        ("Slice", [c("hidden_shape"), c("two_1d"), c("three_1d")], "width", {}),
+        ("Concat", [c("batch"), c("one_1d"), c("width")], "picked_shape", {"axis": 0}),
+        ("Expand", [c("index_3d"), c("picked_shape")], "indices", {}),
+        ("GatherElements", [hidden, c("indices")], "picked", {"axis": 1}),
+    ]
     where = list(graph.node).index(node)
-    graph.node.insert(where, helper.make_node("Slice", [node.input[0], f"{name}/starts", f"{name}/ends",
-                                                        f"{name}/axes"], [sliced], name=name))
-    node.input[0] = sliced
+    for offset, (op, args, out, attributes) in enumerate(steps):
+        graph.node.insert(where + offset, helper.make_node(op, args, [c(out)], name=c(out), **attributes))
+    node.input[0] = c("picked")
     for output in graph.output:
         if output.name == "logits" and len(output.type.tensor_type.shape.dim) == 3:
             output.type.tensor_type.shape.dim[1].ClearField("dim_param")
