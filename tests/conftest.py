@@ -129,6 +129,15 @@ class Result:
     stderr: str
 
 
+def sigint_as_in_a_terminal() -> None:
+    """``preexec_fn`` for a child the test will Ctrl-C: SIGINT back to its default, so Python turns it into
+    KeyboardInterrupt. A shell starts background jobs (CI in the background, say) with SIGINT ignored, children
+    inherit that, and a Python started so never raises KeyboardInterrupt."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None, stdin: str | None = None, timeout: float = HANG) -> Result:
     """Run the real `tuneloop` command in a subprocess with the current (test) environment."""
     full_env = dict(os.environ)

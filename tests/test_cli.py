@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import CONFIG_VARIABLES, HANG, Result, assert_one_line_error, run_cli
+from conftest import CONFIG_VARIABLES, HANG, Result, assert_one_line_error, run_cli, sigint_as_in_a_terminal
 
 from tuneloop.store import DialogueStore
 
@@ -95,6 +95,7 @@ def test_ctrl_c_stops_the_reply_not_the_chat(home: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "tuneloop", "chat", "--max-tokens", "4000"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        preexec_fn=sigint_as_in_a_terminal,
     )
     assert proc.stdin and proc.stdout
     # A reply that goes on for thousands of tokens (the model counts, greedily, one number a line): it is still

@@ -14,7 +14,7 @@ from typing import Any
 
 import openai
 import pytest
-from conftest import HANG, MODELS_DIR, gadget_facts, run_cli, wait_until
+from conftest import HANG, MODELS_DIR, gadget_facts, run_cli, sigint_as_in_a_terminal, wait_until
 from sqlalchemy import create_engine, text
 from tiny_models import build_tiny_model
 
@@ -107,7 +107,7 @@ def start_server(log: Path) -> tuple[subprocess.Popen, str]:
         # Its own session, so the test can kill the server and nothing else (its one-job workers have theirs).
         process = subprocess.Popen([sys.executable, "-m", "tuneloop", "serve", "--port", "0"], stdout=out,
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                                   env={**os.environ, "COLUMNS": "200"})
+                                   env={**os.environ, "COLUMNS": "200"}, preexec_fn=sigint_as_in_a_terminal)
     found = wait_until(lambda: process.poll() is not None or re.findall(r"listening on (http://\S+/v1)",
                                                                          log.read_text()), timeout=HANG)
     assert process.poll() is None, log.read_text()

@@ -169,12 +169,12 @@ def test_ctrl_c_in_the_middle_keeps_what_came_and_the_next_run_goes_on(vendor: A
     import subprocess
     import sys
 
-    from conftest import HANG, wait_until
+    from conftest import HANG, sigint_as_in_a_terminal, wait_until
 
     vendor.path_faults.append(("/chat/completions/chatcmpl-hist2/messages", "slow:3600"))  # hangs there
     process = subprocess.Popen([sys.executable, "-m", "tuneloop", "import", "openai", "--page-size", "2"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "COLUMNS": "200"})
+                               env={**os.environ, "COLUMNS": "200"}, preexec_fn=sigint_as_in_a_terminal)
     wait_until(lambda: any("chatcmpl-hist2/messages" in path for _, path, _ in vendor.arrivals), timeout=HANG)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=HANG)
