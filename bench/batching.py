@@ -17,16 +17,14 @@ Uses ``$TUNELOOP_MODELS_DIR`` (or ``$TUNELOOP_HOME/models``) for the converted w
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import openai
+from server import start_server  # bench/server.py, beside this file
 
 from tuneloop.config import load_settings
 from tuneloop.engine import ensure_checkpoint
@@ -42,19 +40,6 @@ PROMPTS = [
     "Write a letter to a friend about a trip to the mountains.",
     "Describe how to plant a vegetable garden, step by step.",
 ]
-
-
-def start_server(home: Path, models_dir: Path, max_batch: int) -> tuple[subprocess.Popen, str]:
-    env = dict(os.environ, TUNELOOP_HOME=str(home), TUNELOOP_MODELS_DIR=str(models_dir),
-               TUNELOOP_MAX_BATCH=str(max_batch))
-    env.pop("TUNELOOP_SERVER_API_KEY", None)
-    proc = subprocess.Popen([sys.executable, "-m", "tuneloop", "serve", "--port", "0", "--log-level", "warning"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    for line in proc.stdout:
-        if "listening on" in line:
-            threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep draining its output
-            return proc, line.split("listening on ")[1].split()[0]
-    raise SystemExit("the server did not start")
 
 
 def ask(client: openai.OpenAI, prompt: str, tokens: int, started: float) -> dict:
@@ -109,7 +94,7 @@ def main() -> None:
     rows = {}
     for max_batch in (args.clients, 1):
         home = Path(tempfile.mkdtemp(prefix="tuneloop-bench-batching-"))
-        proc, url = start_server(home, models_dir, max_batch)
+        proc, url = start_server(home, models_dir, TUNELOOP_MAX_BATCH=str(max_batch))
         try:
             rows[max_batch] = measure(url, prompts, args.tokens)
         finally:

@@ -34,8 +34,9 @@ MESSAGES = [{"role": "user", "content": "Explain how a bicycle works to a ten-ye
 MODEL = "smollm2-135m-instruct"
 
 
-def start_server(home: Path, models_dir: Path) -> tuple[subprocess.Popen, str]:
-    env = dict(os.environ, TUNELOOP_HOME=str(home), TUNELOOP_MODELS_DIR=str(models_dir))
+def start_server(home: Path, models_dir: Path, **settings: str) -> tuple[subprocess.Popen, str]:
+    """`tuneloop serve` in a subprocess on a free port, with ``settings`` as extra environment variables."""
+    env = dict(os.environ, TUNELOOP_HOME=str(home), TUNELOOP_MODELS_DIR=str(models_dir), **settings)
     env.pop("TUNELOOP_SERVER_API_KEY", None)
     proc = subprocess.Popen([sys.executable, "-m", "tuneloop", "serve", "--port", "0", "--log-level", "warning"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
