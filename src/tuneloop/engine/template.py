@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 _injects: dict[str, bool] = {}
@@ -25,9 +25,13 @@ def as_given(tokenizer: Any, messages: Sequence[dict[str, Any]]) -> list[dict[st
 
 
 def _injects_default_system(tokenizer: Any) -> bool:
-    def length(messages: list[dict[str, str]]) -> int:
-        return len(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
+    return injects_default_system(
+        lambda messages: len(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]))
 
+
+def injects_default_system(length: Callable[[list[dict[str, str]]], int]) -> bool:
+    """Whether a chat template puts a system prompt of its own in front of a conversation that has none; ``length``
+    renders a conversation with the template and counts its tokens."""
     user = {"role": "user", "content": "Hi"}
     try:
         return length([user]) > length([{"role": "system", "content": ""}, user])

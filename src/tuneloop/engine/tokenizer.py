@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from tuneloop.engine.template import injects_default_system
 from tuneloop.errors import ModelLoadError
 
 Message = dict[str, Any]
@@ -77,20 +78,11 @@ class ChatTokenizer:
             raise ModelLoadError(f"model {model_id!r} has no chat template in {folder}; it cannot chat")
         self._template = _environment().from_string(template)
         self._variables = {name: _token_text(config.get(name)) for name in _SPECIAL}
-        self._empty_system = self._injects_default_system()
+        self._empty_system = injects_default_system(lambda messages: len(self.encode(self.render(messages))))
 
     def render(self, messages: Sequence[Message]) -> str:
         return self._template.render(messages=list(messages), add_generation_prompt=True, tools=None,
                                      documents=None, **self._variables)
-
-    def _injects_default_system(self) -> bool:
-        """Whether the template adds a system prompt of its own when there is none (see ``template.as_given``)."""
-        user = {"role": "user", "content": "Hi"}
-        try:
-            return len(self.encode(self.render([user]))) > len(
-                self.encode(self.render([{"role": "system", "content": ""}, user])))
-        except Exception:  # noqa: BLE001 - a template that refuses a system message injects none either
-            return False
 
     def encode_chat(self, messages: Sequence[Message]) -> list[int]:
         """The prompt's token ids, as given: no default system prompt added (``template.as_given``)."""
