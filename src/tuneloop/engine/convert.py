@@ -100,6 +100,12 @@ def is_current(target: Path, stamp: dict[str, object]) -> bool:
         return False
 
 
+def current_fast(models_dir: Path, checkpoint: Path, adapter: Path | None, mode: str) -> Path | None:
+    """The model's fast folder if it is converted and its source has not changed since; None otherwise."""
+    target = cache_dir(models_dir, checkpoint, adapter, mode)
+    return target if is_current(target, source_stamp(checkpoint, adapter, mode)) else None
+
+
 class FastConversionError(ModelLoadError):
     """onnxruntime-genai's builder could not convert this model (an architecture it does not know, for one)."""
 
@@ -110,10 +116,11 @@ def ensure_fast(models_dir: Path, checkpoint: Path, adapter: Path | None, mode: 
     source changed since; ``before`` runs first when a conversion is needed (a check that may refuse it)."""
     if mode not in FAST_MODES:
         raise ValueError(f"mode must be one of {', '.join(FAST_MODES)}")
+    current = current_fast(models_dir, checkpoint, adapter, mode)
+    if current is not None:
+        return current
     target = cache_dir(models_dir, checkpoint, adapter, mode)
     stamp = source_stamp(checkpoint, adapter, mode)
-    if is_current(target, stamp):
-        return target
     target.parent.mkdir(parents=True, exist_ok=True)
     # Two processes wanting the same conversion: the second waits for the first, then finds it done.
     with (target.parent / f".{mode}.lock").open("a") as lock:

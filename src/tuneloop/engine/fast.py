@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from tuneloop.engine.batching import Batcher, Layout
-from tuneloop.engine.generation import GenerationResult, TextStream, emit_pieces, fit_to_context
+from tuneloop.engine.generation import ChatEngine, GenerationResult, emit_pieces
 from tuneloop.engine.tokenizer import ChatTokenizer
 from tuneloop.errors import ModelLoadError
 
@@ -50,7 +50,7 @@ def training_running(lock: Path | None) -> bool:
         return False
 
 
-class FastEngine:
+class FastEngine(ChatEngine):
     """One converted model in onnxruntime. Thread-safe: replies asked for at the same time are decoded together
     (:class:`~tuneloop.engine.batching.Batcher`), up to ``max_batch`` at once, the others waiting in order."""
 
@@ -116,22 +116,7 @@ class FastEngine:
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text))
 
-    def fit_to_context(self, messages: Sequence[Message], max_tokens: int) -> tuple[list[int], int]:
-        """Token ids of the prompt, leaving out the oldest turns if the whole would not fit."""
-        return fit_to_context(self.encode_chat, messages, self.context_window, max_tokens)
-
     # -- generation ----------------------------------------------------------------------------------------
-    def stream(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0,
-               top_p: float = 1.0, stop: Sequence[str] | None = None, seed: int | None = None,
-               should_stop: Callable[[], bool] | None = None) -> TextStream:
-        """Generate a reply to chat ``messages``; greedy when ``temperature`` is 0."""
-        if max_tokens < 1:
-            raise ValueError("max_tokens must be at least 1")
-        prompt_ids, dropped = self.fit_to_context(messages, max_tokens)
-        result = GenerationResult(tokens_in=len(prompt_ids), dropped_messages=dropped)
-        pieces = self._decode(prompt_ids, result, max_tokens, temperature, top_p, list(stop or []), seed, should_stop)
-        return TextStream(pieces, result)
-
     def _decode(self, prompt_ids: list[int], result: GenerationResult, max_tokens: int, temperature: float,
                 top_p: float, stop: list[str], seed: int | None,
                 should_stop: Callable[[], bool] | None) -> Iterator[str]:

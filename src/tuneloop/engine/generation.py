@@ -84,7 +84,46 @@ class FifoLock:
             self._cond.notify_all()
 
 
-class LocalEngine:
+class ChatEngine:
+    """What the local engines share: a conversation is fitted to the context window (the oldest turns left out
+    first), then the engine's ``_decode`` streams the reply to its prompt."""
+
+    context_window: int
+
+    def encode_chat(self, messages: Sequence[Message]) -> list[int]:
+        raise NotImplementedError
+
+    def _decode(self, prompt_ids: list[int], result: GenerationResult, max_tokens: int, temperature: float,
+                top_p: float, stop: list[str], seed: int | None,
+                should_stop: Callable[[], bool] | None) -> Iterator[str]:
+        raise NotImplementedError
+
+    def fit_to_context(self, messages: Sequence[Message], max_tokens: int) -> tuple[list[int], int]:
+        """Token ids of the prompt, leaving out the oldest turns if the whole would not fit."""
+        return fit_to_context(self.encode_chat, messages, self.context_window, max_tokens)
+
+    def stream(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: Sequence[str] | None = None,
+        seed: int | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> TextStream:
+        """Generate a reply to chat ``messages``; greedy when ``temperature`` is 0."""
+        if max_tokens < 1:
+            raise ValueError("max_tokens must be at least 1")
+        prompt_ids, dropped = self.fit_to_context(messages, max_tokens)
+        result = GenerationResult(tokens_in=len(prompt_ids), dropped_messages=dropped)
+        pieces = self._decode(prompt_ids, result, max_tokens, temperature, top_p, list(stop or []), seed,
+                              should_stop)
+        return TextStream(pieces, result)
+
+
+class LocalEngine(ChatEngine):
     """One loaded causal LM and its tokenizer. Thread-safe: one generation at a time, in the order asked."""
 
     def __init__(self, checkpoint: Path, adapter: Path | None = None, *, device: str | None = None,
@@ -145,30 +184,6 @@ class LocalEngine:
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
-
-    def fit_to_context(self, messages: Sequence[Message], max_tokens: int) -> tuple[list[int], int]:
-        """Token ids of the prompt, leaving out the oldest turns if the whole would not fit."""
-        return fit_to_context(self.encode_chat, messages, self.context_window, max_tokens)
-
-    def stream(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int = 256,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        stop: Sequence[str] | None = None,
-        seed: int | None = None,
-        should_stop: Callable[[], bool] | None = None,
-    ) -> TextStream:
-        """Generate a reply to chat ``messages``; greedy when ``temperature`` is 0."""
-        if max_tokens < 1:
-            raise ValueError("max_tokens must be at least 1")
-        prompt_ids, dropped = self.fit_to_context(messages, max_tokens)
-        result = GenerationResult(tokens_in=len(prompt_ids), dropped_messages=dropped)
-        pieces = self._decode(prompt_ids, result, max_tokens, temperature, top_p, list(stop or []), seed,
-                              should_stop)
-        return TextStream(pieces, result)
 
     def _decode(
         self,

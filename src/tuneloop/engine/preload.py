@@ -28,7 +28,7 @@ def _load_quietly() -> None:
 
 def _load() -> None:
     from tuneloop.config import load_settings
-    from tuneloop.engine.convert import cache_dir, engine_mode, is_current, source_stamp
+    from tuneloop.engine.convert import current_fast, engine_mode
     from tuneloop.engine.weights import BASE_MODEL_ID, checkpoint_dir, is_converted
 
     settings = load_settings()
@@ -38,9 +38,8 @@ def _load() -> None:
     models_dir = settings.resolved_models_dir
     if mode == "reference" or not is_converted(models_dir):
         return
-    checkpoint = checkpoint_dir(models_dir)
-    folder = cache_dir(models_dir, checkpoint, None, mode)
-    if not is_current(folder, source_stamp(checkpoint, None, mode)):
+    folder = current_fast(models_dir, checkpoint_dir(models_dir), None, mode)
+    if folder is None:
         return
     from tuneloop.engine.fast import get_fast_engine
     from tuneloop.training.paths import lock_path
