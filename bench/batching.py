@@ -10,6 +10,11 @@ asking one prompt each at the same moment (aggregate tokens/s: all their tokens 
 ends). Prints the ratio eight/one, the slowest client's time to first token (nobody starved), and whether each
 concurrent reply is the one the same request gets alone.
 
+Then the same in this process, without HTTP or clients: the fast engine alone, one reply after another and all
+together, with the median time of one decoding step of 1 row and of all rows. Eight rows decoded in a step that
+costs k one-row steps give at most 8/k times one client's tokens: that bound, printed, is what the machine and
+onnxruntime's kernels allow; what the server reaches is measured against it.
+
 Run: ``make bench-batching`` or ``.venv/bin/python bench/batching.py [--tokens 128] [--clients 8]``.
 Uses ``$TUNELOOP_MODELS_DIR`` (or ``$TUNELOOP_HOME/models``) for the converted weights.
 """
@@ -83,6 +88,43 @@ def measure(url: str, prompts: list[str], tokens: int) -> dict:
             "tokens": sum(r["tokens"] for r in results)}
 
 
+def in_process(models_dir: Path, prompts: list[str], tokens: int) -> dict:
+    """The engine's own figures: alone and together, and the median step of 1 row and of all rows."""
+    from tuneloop.engine.convert import current_fast, engine_mode
+    from tuneloop.engine.fast import FastEngine
+    from tuneloop.engine.weights import checkpoint_dir
+
+    folder = current_fast(models_dir, checkpoint_dir(models_dir), None, engine_mode(load_settings()))
+    if folder is None:
+        raise SystemExit("the bundled model's fast conversion is missing: the servers above should have made it")
+    engine = FastEngine(folder, model_id=MODEL, max_batch=len(prompts))
+
+    def reply(prompt: str) -> int:
+        return engine.stream([{"role": "user", "content": prompt}], max_tokens=tokens).read().tokens_out
+
+    reply("Hi")  # warm
+    started = time.perf_counter()
+    one = sum(reply(p) for p in prompts) / (time.perf_counter() - started)
+    counts = [0] * len(prompts)
+
+    def run(i: int) -> None:
+        counts[i] = reply(prompts[i])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
+    with engine.batcher.hold():  # all join at one step
+        for thread in threads:
+            thread.start()
+        while engine.batcher.waiting < len(prompts):
+            time.sleep(0.001)
+        started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    many = sum(counts) / (time.perf_counter() - started)
+    steps = engine.batcher.step_seconds
+    return {"one": one, "many": many, "step_1": statistics.median(steps[1]),
+            "step_n": statistics.median(steps[len(prompts)])}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=128)
@@ -111,6 +153,13 @@ def main() -> None:
               f"{r['alone_first'] * 1000:.0f} ms / {r['first_max'] * 1000:.0f} ms | {r['same']}/{args.clients} |")
     if args.clients in rows and 1 in rows:
         print(f"\nbatched / one at a time, all clients: {rows[args.clients]['many'] / rows[1]['many']:.2f}×")
+    engine = in_process(models_dir, prompts, args.tokens)
+    n = args.clients
+    print(f"\nthe engine in this process (no HTTP, no clients): one reply after another {engine['one']:.1f} tok/s, "
+          f"{n} together {engine['many']:.1f} tok/s: {engine['many'] / engine['one']:.2f}×")
+    print(f"one step: 1 row {engine['step_1'] * 1000:.1f} ms, {n} rows {engine['step_n'] * 1000:.1f} ms; "
+          f"decoding {n} together can give at most {n * engine['step_1'] / engine['step_n']:.2f}× one reply's "
+          "tokens here (before prompts are read)")
 
 
 if __name__ == "__main__":

@@ -56,9 +56,11 @@ def together(engine: Any, requests: list[dict[str, Any]]) -> list[GenerationResu
 def test_replies_decoded_together_are_each_what_they_get_alone(fast_engine) -> None:  # noqa: ANN001
     alone = [outcome(fast_engine.stream(**r).read()) for r in REQUESTS]
     fast_engine.batcher.largest = 0
+    fast_engine.batcher.step_seconds.clear()
     reads = fast_engine.batcher.prompt_reads
     batched = together(fast_engine, REQUESTS)
     assert fast_engine.batcher.largest == len(REQUESTS)  # all eight decoded in the same steps
+    assert len(fast_engine.batcher.step_seconds[len(REQUESTS)]) > 1  # what bench/batching.py reads, by rows
     assert fast_engine.batcher.prompt_reads - reads < len(REQUESTS)  # prompts of similar length read together
     assert [outcome(r) for r in batched] == alone
     assert {a[2] for a in alone} >= {"stop", "length"}  # some left the batch early, at a stop string or the end

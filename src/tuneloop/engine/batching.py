@@ -19,6 +19,7 @@ import atexit
 import contextlib
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 
 _END = object()
+STEP_TIMES = 512  # step times kept per number of rows (benches read them; a server runs for days)
 PREFILL_TOKENS = 1024  # the most prompt tokens (padding included) read in one run when several rows join
 
 
@@ -101,8 +103,9 @@ class Batcher:
 
     ``session`` is called before each step and returns the onnxruntime session to run (the engine swaps it when
     the thread count should change: the cache is ours, so a step may run on another session than the last).
-    ``largest``, ``steps`` and ``prompt_reads`` are for tests and benches: the most rows one step decoded, how many
-    steps ran, and how many runs read prompts.
+    ``largest``, ``steps``, ``prompt_reads`` and ``step_seconds`` are for tests and benches: the most rows one step
+    decoded, how many steps ran, how many runs read prompts, and the seconds the last
+    ``STEP_TIMES`` steps took, by their number of rows.
     """
 
     def __init__(self, session: Callable[[], Any], layout: Layout, eos: set[int], *, max_batch: int = 8,
@@ -127,6 +130,7 @@ class Batcher:
         self._stopping = False
         self.largest = 0
         self.steps = 0
+        self.step_seconds: dict[int, deque[float]] = {}
         self.prompt_reads = 0
 
     @property
@@ -250,6 +254,7 @@ class Batcher:
         return groups
 
     def _step(self, session: Any) -> None:
+        started = time.perf_counter()
         rows = self._active
         lengths = np.array([row.length for row in rows], np.int64)
         mask = (np.arange(int(lengths.max()) + 1)[None, :] <= lengths[:, None]).astype(np.int64)
@@ -260,6 +265,7 @@ class Batcher:
         for i, row in enumerate(rows):
             row.length += 1
             row.take(logits[i, -1], self.eos)
+        self.step_seconds.setdefault(len(rows), deque(maxlen=STEP_TIMES)).append(time.perf_counter() - started)
 
     def _leave(self) -> None:
         """Rows that ended leave; the last row moves into each freed slot, so rows 0..n-1 are the batch."""
