@@ -15,6 +15,9 @@ together, with the median time of one decoding step of 1 row and of all rows. Ei
 costs k one-row steps give at most 8/k times one client's tokens: that bound, printed, is what the machine and
 onnxruntime's kernels allow; what the server reaches is measured against it.
 
+Last, the longest pause of a streaming reply while a 1,500-token prompt joins: read whole (as before chunked
+prefill), then a chunk of ``PREFILL_CHUNK`` tokens at a time with a step for the batch in between.
+
 Run: ``make bench-batching`` or ``.venv/bin/python bench/batching.py [--tokens 128] [--clients 8]``.
 Uses ``$TUNELOOP_MODELS_DIR`` (or ``$TUNELOOP_HOME/models``) for the converted weights.
 """
@@ -22,17 +25,19 @@ Uses ``$TUNELOOP_MODELS_DIR`` (or ``$TUNELOOP_HOME/models``) for the converted w
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import openai
 from server import start_server  # bench/server.py, beside this file
 
 from tuneloop.config import load_settings
-from tuneloop.engine import ensure_checkpoint
+from tuneloop.engine import batching, ensure_checkpoint
 
 MODEL = "smollm2-135m-instruct"
 PROMPTS = [
@@ -122,7 +127,29 @@ def in_process(models_dir: Path, prompts: list[str], tokens: int) -> dict:
     many = sum(counts) / (time.perf_counter() - started)
     steps = engine.batcher.step_seconds
     return {"one": one, "many": many, "step_1": statistics.median(steps[1]),
-            "step_n": statistics.median(steps[len(prompts)])}
+            "step_n": statistics.median(steps[len(prompts)]), "pause": {
+                chunk: longest_pause(engine, chunk) for chunk in (10**6, batching.PREFILL_CHUNK)}}
+
+
+def longest_pause(engine: Any, chunk: int) -> tuple[float, int]:
+    """The longest wait between two pieces of a streaming story while a long prompt is read (and its length)."""
+    facts = " ".join(f"Box {i} holds {i * 7 % 13} apples." for i in range(150))
+    question = [{"role": "user", "content": facts + "\nHow many apples does box 42 hold?"}]
+    default, batching.PREFILL_CHUNK = batching.PREFILL_CHUNK, chunk
+    try:
+        stop = threading.Event()
+        story = engine.stream([{"role": "user", "content": "Write a long story about a dragon."}], max_tokens=2000,
+                              should_stop=stop.is_set)
+        asked = threading.Thread(target=lambda: (engine.stream(question, max_tokens=8).read(), stop.set()))
+        times = []
+        for _ in story:
+            times.append(time.perf_counter())
+            if len(times) == 20:  # the story is streaming: the long prompt comes
+                asked.start()
+        asked.join()
+    finally:
+        batching.PREFILL_CHUNK = default
+    return max(b - a for a, b in itertools.pairwise(times)), len(engine.encode_chat(question))
 
 
 def main() -> None:
@@ -160,6 +187,9 @@ def main() -> None:
     print(f"one step: 1 row {engine['step_1'] * 1000:.1f} ms, {n} rows {engine['step_n'] * 1000:.1f} ms; "
           f"decoding {n} together can give at most {n * engine['step_1'] / engine['step_n']:.2f}× one reply's "
           "tokens here (before prompts are read)")
+    (whole, length), (chunked, _) = engine["pause"].values()
+    print(f"longest pause of a streaming reply while a {length}-token prompt joins: {whole:.2f} s read whole, "
+          f"{chunked:.2f} s read {batching.PREFILL_CHUNK} tokens at a time")
 
 
 if __name__ == "__main__":

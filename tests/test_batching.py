@@ -8,6 +8,7 @@ from typing import Any
 
 from conftest import wait_until
 
+from tuneloop.engine import batching
 from tuneloop.engine.generation import GenerationResult
 
 
@@ -83,6 +84,59 @@ def test_a_reply_joins_a_running_batch_and_leaves_it(fast_engine) -> None:  # no
     assert fast_engine.batcher.largest == 2
     assert short == short_alone
     assert long.result.text == fast_engine.stream(story, max_tokens=long.result.tokens_out).read().text
+
+
+def test_a_long_prompt_is_read_a_chunk_at_a_time_while_the_batch_decodes(fast_engine, monkeypatch) -> None:  # noqa: ANN001
+    facts = " ".join(f"Box {i} holds {i * 7 % 13} apples." for i in range(120))
+    question = ask(facts + "\nHow many apples does box 42 hold?", max_tokens=16)
+    chunks = -(-len(fast_engine.encode_chat(question["messages"])) // batching.PREFILL_CHUNK)
+    assert chunks >= 3
+    batcher = fast_engine.batcher
+    reads = batcher.prompt_reads
+    alone = outcome(fast_engine.stream(**question).read())
+    assert batcher.prompt_reads - reads == chunks  # a chunk at a time, alone too
+    with monkeypatch.context() as patch:
+        patch.setattr(batching, "PREFILL_CHUNK", 10**6)
+        assert outcome(fast_engine.stream(**question).read()) == alone  # the same as reading it whole
+
+    story = [{"role": "user", "content": "Write a long story about a dragon."}]  # greedy: 600+ tokens, measured
+    stop = threading.Event()
+    long = fast_engine.stream(story, max_tokens=2000, should_stop=stop.is_set)
+    pieces = iter(long)
+    next(pieces)  # the story is being generated
+    steps = batcher.steps_while_reading
+    answer = outcome(fast_engine.stream(**question).read())  # its prompt is read while the story goes on
+    stop.set()
+    for _ in pieces:
+        pass
+    assert long.result.finish_reason == "interrupted"  # the story was still going when the answer came
+    assert batcher.steps_while_reading - steps >= chunks - 1  # the story got a token between two chunks
+    assert answer == alone
+    assert long.result.text == fast_engine.stream(story, max_tokens=long.result.tokens_out).read().text
+
+
+def test_a_long_prompt_being_read_moves_down_when_a_row_before_it_leaves(fast_engine) -> None:  # noqa: ANN001
+    facts = " ".join(f"Box {i} holds {i * 5 % 11} pears." for i in range(120))
+    requests = [ask("Write a long story about a dragon.", max_tokens=40),
+                ask("Say hello.", max_tokens=3),  # leaves while the long prompt is being read
+                ask(facts + "\nHow many pears does box 17 hold?", max_tokens=16)]
+    alone = [outcome(fast_engine.stream(**r).read()) for r in requests]
+    results: list[Any] = [None] * len(requests)
+
+    def run(i: int) -> None:
+        results[i] = outcome(fast_engine.stream(**requests[i]).read())
+
+    batcher = fast_engine.batcher
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(requests))]
+    steps = batcher.steps_while_reading
+    with batcher.hold():
+        for i, thread in enumerate(threads):
+            thread.start()
+            wait_until(lambda i=i: batcher.waiting == i + 1, every=0.01)  # in this order
+    for thread in threads:
+        thread.join()
+    assert batcher.steps_while_reading - steps >= 2  # both rows decoded while it was read, then one left
+    assert results == alone
 
 
 def test_replies_beyond_the_batch_wait_in_arrival_order(fast_engine) -> None:  # noqa: ANN001

@@ -30,6 +30,7 @@ import numpy as np
 _END = object()
 STEP_TIMES = 512  # step times kept per number of rows (benches read them; a server runs for days)
 PREFILL_TOKENS = 1024  # the most prompt tokens (padding included) read in one run when several rows join
+PREFILL_CHUNK = 256  # a longer prompt is read this many tokens at a time, the batch decoding a token in between
 
 
 @dataclass(frozen=True)
@@ -103,9 +104,9 @@ class Batcher:
 
     ``session`` is called before each step and returns the onnxruntime session to run (the engine swaps it when
     the thread count should change: the cache is ours, so a step may run on another session than the last).
-    ``largest``, ``steps``, ``prompt_reads`` and ``step_seconds`` are for tests and benches: the most rows one step
-    decoded, how many steps ran, how many runs read prompts, and the seconds the last
-    ``STEP_TIMES`` steps took, by their number of rows.
+    ``largest``, ``steps``, ``steps_while_reading``, ``prompt_reads`` and ``step_seconds`` are for tests and
+    benches: the most rows one step decoded, how many steps ran (and how many of them between two chunks of a long
+    prompt), how many runs read prompts, and the seconds the last ``STEP_TIMES`` steps took, by their number of rows.
     """
 
     def __init__(self, session: Callable[[], Any], layout: Layout, eos: set[int], *, max_batch: int = 8,
@@ -120,6 +121,7 @@ class Batcher:
         self._cond = threading.Condition()
         self._pending: deque[_Row] = deque()
         self._active: list[_Row] = []
+        self._reading: _Row | None = None  # a long prompt being read a chunk at a time, in the slot after the rows
         self._keys: list[np.ndarray] = []
         self._values: list[np.ndarray] = []
         self.capacity = 0
@@ -130,6 +132,7 @@ class Batcher:
         self._stopping = False
         self.largest = 0
         self.steps = 0
+        self.steps_while_reading = 0
         self.step_seconds: dict[int, deque[float]] = {}
         self.prompt_reads = 0
 
@@ -188,17 +191,25 @@ class Batcher:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self._stopping and not self._active and (self._held or not self._pending):
+                while (not self._stopping and not self._active and self._reading is None
+                       and (self._held or not self._pending)):
                     self._free()
                     self._cond.wait()
                 if self._stopping:
                     return
                 joining = []
-                while not self._held and self._pending and len(self._active) + len(joining) < self.max_batch:
+                while (self._reading is None and not self._held and self._pending
+                       and len(self._active) + len(joining) < self.max_batch):
+                    if len(self._pending[0].prompt) > PREFILL_CHUNK:  # a long prompt: read a chunk at a time
+                        if not joining:
+                            self._reading = self._pending.popleft()
+                        break  # later requests wait until it is read (first come, first served)
                     joining.append(self._pending.popleft())
             try:
                 session = self._session()
                 self._join(session, joining)
+                if self._reading is not None:
+                    self._read_chunk(session)
                 for row in self._active:
                     if row.live() and row.stop_asked():
                         row.end()
@@ -207,9 +218,37 @@ class Batcher:
                     self._step(session)
                     self._leave()
             except Exception as exc:  # noqa: BLE001 - handed to every reply it broke, which raise it
-                for row in [*self._active, *joining]:
+                for row in [*self._active, *joining, *([self._reading] if self._reading else [])]:
                     row.end(exc)
-                self._active = []
+                self._active, self._reading = [], None
+
+    def _read_chunk(self, session: Any) -> None:
+        """The next ``PREFILL_CHUNK`` tokens of the long prompt being read, into the slot after the batch's rows;
+        the rows decoding meanwhile get a token between two chunks instead of waiting for the whole prompt."""
+        row = self._reading
+        assert row is not None
+        if not row.live():  # its consumer went while its prompt was being read
+            row.end()
+            self._reading = None
+            return
+        slot = len(self._active)
+        if row.length == 0:
+            self._reserve(len(row.prompt) + row.max_tokens)
+        elif row.slot != slot:  # rows before it left: what it has read moves down with it
+            for cache in (*self._keys, *self._values):
+                cache[slot, :, :row.length] = cache[row.slot, :, :row.length]
+        row.slot = slot
+        start = row.length
+        chunk = row.prompt[start:start + PREFILL_CHUNK]
+        end = start + len(chunk)
+        logits = self._run(session, np.array([chunk], np.int64), np.ones((1, end), np.int64),
+                           slice(slot, slot + 1), np.arange(start, end, dtype=np.int64)[None, :])
+        self.prompt_reads += 1
+        row.length = end
+        if end == len(row.prompt):
+            self._reading = None
+            self._active.append(row)
+            row.take(logits[0, -1 if self.last_only else len(chunk) - 1], self.eos)
 
     def _join(self, session: Any, joining: list[_Row]) -> None:
         """Rows join: their prompts are read together where the model allows it, each into a slot of its own."""
@@ -261,6 +300,7 @@ class Batcher:
         logits = self._run(session, np.array([[row.last] for row in rows], np.int64), mask, slice(0, len(rows)),
                            lengths[:, None])
         self.steps += 1
+        self.steps_while_reading += self._reading is not None
         self.largest = max(self.largest, len(rows))
         for i, row in enumerate(rows):
             row.length += 1
@@ -328,7 +368,7 @@ class Batcher:
         shape = (self.max_batch, self.layout.kv_heads, capacity, self.layout.head_size)
         keys = [np.zeros(shape, self._dtype) for _ in range(self.layout.layers)]  # pages are taken as written
         values = [np.zeros(shape, self._dtype) for _ in range(self.layout.layers)]
-        n = len(self._active)
+        n = len(self._active) + (self._reading is not None)  # the rows, and the long prompt being read after them
         for new, old in zip((*keys, *values), (*self._keys, *self._values), strict=False):
             new[:n, :, :self.capacity] = old[:n]
         self._keys, self._values, self.capacity = keys, values, capacity
