@@ -2,7 +2,9 @@
 
 A request joins the running batch between two steps: its prompt is read into a free slot of the key/value cache
 (the prompts of requests that join at the same step are read together, right-padded), and its first token comes
-out of that. From then on one step of the model gives every row its next token. A row leaves between two steps,
+out of that. A prompt longer than ``PREFILL_CHUNK`` tokens is read a chunk at a time instead, with a step of the
+batch between two chunks, so it does not stall the replies under way (those asked for after it wait until it is
+read). From then on one step of the model gives every row its next token. A row leaves between two steps,
 as soon as it ends: end of turn, ``max_tokens``, or its consumer gone (a stop string was met, the client
 disconnected, Ctrl-C); the last row moves into its slot so the rows stay packed.
 Requests beyond ``max_batch`` wait, first come first served.
