@@ -64,6 +64,25 @@ def test_the_default_int8_mode_is_right_wherever_fp32_is(fp32_engine, fast_engin
     assert not lost
 
 
+@pytest.mark.parametrize("kind", ["mistral", "gemma2"])
+def test_a_sliding_window_is_kept_past_its_length(kind: str, models_dir: Path, tmp_path: Path) -> None:
+    """Mistral's window (every layer; the builder leaves it out) and Gemma 2's (every other layer; the builder keeps
+    it): past 64 tokens the fast engine attends over the window as transformers does, reading in chunks too."""
+    from tiny_models import build_tiny_model
+
+    from tuneloop.engine.generation import LocalEngine
+
+    checkpoint = build_tiny_model(kind, ensure_checkpoint(models_dir), tmp_path / kind, sliding_window=64)
+    fast = FastEngine(ensure_fast(tmp_path / "models", checkpoint, None, "fp32", model_id=kind))
+    reference = LocalEngine(checkpoint)
+    facts = " ".join(f"Box {i} holds {i * 7 % 13} apples." for i in range(45))
+    for conversation in ([{"role": "user", "content": "Hello there!"}], [{"role": "user", "content": facts}]):
+        want = reference.stream(conversation, max_tokens=40).read()
+        got = fast.stream(conversation, max_tokens=40).read()
+        assert (got.text, got.tokens_out) == (want.text, want.tokens_out)
+    assert len(fast.encode_chat([{"role": "user", "content": facts}])) > 256  # longer than a chunk, and the window
+
+
 @pytest.fixture(scope="module")
 def tiny(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tiny_models import build_tiny_model

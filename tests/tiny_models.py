@@ -37,14 +37,18 @@ def _config(kind: str, tokenizer: Any) -> Any:
     raise ValueError(kind)
 
 
-def build_tiny_model(kind: str, tokenizer_dir: Path, target: Path, seed: int = 0) -> Path:
-    """Save a random-weight ``kind`` model with the tokenizer of ``tokenizer_dir`` in ``target``."""
+def build_tiny_model(kind: str, tokenizer_dir: Path, target: Path, seed: int = 0, **config: Any) -> Path:
+    """Save a random-weight ``kind`` model with the tokenizer of ``tokenizer_dir`` in ``target``; ``config`` sets
+    fields of its config (``sliding_window=64``, say)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
-    model = AutoModelForCausalLM.from_config(_config(kind, tokenizer)).eval()
+    settings = _config(kind, tokenizer)
+    for name, value in config.items():
+        setattr(settings, name, value)
+    model = AutoModelForCausalLM.from_config(settings).eval()
     target.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(target))
     tokenizer.save_pretrained(str(target))

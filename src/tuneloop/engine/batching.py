@@ -112,7 +112,8 @@ class Batcher:
     """
 
     def __init__(self, session: Callable[[], Any], layout: Layout, eos: set[int], *, max_batch: int = 8,
-                 dtype: Any = np.float32, position_ids: bool = False, last_only: bool = False) -> None:
+                 dtype: Any = np.float32, position_ids: bool = False, last_only: bool = False,
+                 min_capacity: int = 0) -> None:
         self._session = session
         self.layout = layout
         self.eos = eos
@@ -120,6 +121,8 @@ class Batcher:
         self._dtype = dtype
         self._position_ids = position_ids
         self.last_only = last_only  # the model gives the logits of each row's last position only
+        # Attention over a sliding window wants a cache at least as long as the window (onnxruntime checks it).
+        self.min_capacity = min_capacity
         self._cond = threading.Condition()
         self._pending: deque[_Row] = deque()
         self._active: list[_Row] = []
@@ -366,13 +369,14 @@ class Batcher:
         """Room for ``need`` tokens in every slot; a larger cache keeps the rows already in it."""
         if need <= self.capacity and self._keys[0].shape[0] >= self.max_batch:
             return
-        capacity = max(need, 2 * self.capacity, 256)
+        capacity = max(need, 2 * self.capacity, 256, self.min_capacity)
         shape = (self.max_batch, self.layout.kv_heads, capacity, self.layout.head_size)
         keys = [np.zeros(shape, self._dtype) for _ in range(self.layout.layers)]  # pages are taken as written
         values = [np.zeros(shape, self._dtype) for _ in range(self.layout.layers)]
-        n = len(self._active) + (self._reading is not None)  # the rows, and the long prompt being read after them
+        rows = [*self._active, *([self._reading] if self._reading else [])]  # with the long prompt being read
         for new, old in zip((*keys, *values), (*self._keys, *self._values), strict=False):
-            new[:n, :, :self.capacity] = old[:n]
+            for row in rows:  # what each has written, not the zeros after it (they would take memory)
+                new[row.slot, :, :row.length] = old[row.slot, :, :row.length]
         self._keys, self._values, self.capacity = keys, values, capacity
         self._binding = None
 

@@ -29,7 +29,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tuneloop.engine.weights import ProgressCallback
 from tuneloop.errors import ModelLoadError
@@ -40,7 +40,8 @@ if TYPE_CHECKING:
 FAST_MODES = ("int8", "int4", "fp32")
 STAMP_FILE = "tuneloop-fast.json"
 FAILED_FILE = "failed.json"  # beside the mode folders: this source could not be converted (retried when it changes)
-FORMAT_VERSION = 3  # bump when the conversion changes, so cached ones are rebuilt (3: each row's last-position logits)
+FORMAT_VERSION = 4  # bump when the conversion changes, so cached ones are rebuilt (3: each row's last-position
+# logits; 4: sliding windows on every layer that has one)
 
 # (builder precision, builder extra options) per mode.
 BUILD_OPTIONS: dict[str, tuple[str, list[str]]] = {
@@ -210,10 +211,55 @@ def main(argv: list[str] | None = None) -> None:
         built = subprocess.run(command, check=False).returncode
         if built == 0:
             config = json.loads((args.out / "genai_config.json").read_text())
-            last_position_logits(args.out / config["model"]["decoder"].get("filename", "model.onnx"))
+            model_file = args.out / config["model"]["decoder"].get("filename", "model.onnx")
+            last_position_logits(model_file)
+            sliding_window(model_file, args.out / "genai_config.json", json.loads((source / "config.json").read_text()))
         sys.exit(built)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def sliding_window(model_file: Path, genai_config: Path, config: dict[str, Any]) -> int:
+    """Give every layer that attends over a sliding window in transformers that window in the converted model too.
+
+    The builder leaves it out for some architectures (Mistral's and Phi-3's ``sliding_window`` apply to every
+    layer, and no layer gets it), and those models then attend further back than they were trained to once a
+    conversation is longer than the window (2,047 tokens for Phi-3-mini-4k). The window goes on each such layer's
+    GroupQueryAttention (``local_window_size``), and its size into ``genai_config.json``, where the engine reads the
+    least cache it needs. Returns how many layers were changed."""
+    import re
+
+    import onnx
+    from onnx import helper
+
+    window = config.get("sliding_window")
+    if not isinstance(window, int) or window <= 0 or config.get("use_sliding_window") is False:
+        return 0
+    kinds = config.get("layer_types")  # "sliding_attention" or "full_attention" per layer, where the config says
+    model = onnx.load(str(model_file), load_external_data=False)
+    changed = 0
+    for node in model.graph.node:
+        layer = re.search(r"layers\.(\d+)/", node.name)
+        if node.op_type != "GroupQueryAttention" or layer is None:
+            continue
+        if kinds and (int(layer.group(1)) >= len(kinds) or kinds[int(layer.group(1))] != "sliding_attention"):
+            continue
+        attributes = {a.name: a for a in node.attribute}
+        if "local_window_size" in attributes and attributes["local_window_size"].i > 0:
+            continue  # the builder gave it its window
+        if "local_window_size" in attributes:
+            attributes["local_window_size"].i = window
+        else:
+            node.attribute.append(helper.make_attribute("local_window_size", window))
+        changed += 1
+    if changed:
+        onnx.save(model, str(model_file))
+    settings = json.loads(genai_config.read_text())
+    decoder = settings["model"]["decoder"]
+    if changed or "sliding_window" in decoder:
+        decoder.setdefault("sliding_window", {})["window_size"] = window
+        genai_config.write_text(json.dumps(settings, indent=4))
+    return changed
 
 
 def last_position_logits(model_file: Path) -> bool:

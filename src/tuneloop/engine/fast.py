@@ -84,8 +84,9 @@ class FastEngine(ChatEngine):
         self.context_window = int(model.get("context_length", 2048))
         eos = model.get("eos_token_id")
         self.eos_token_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+        window = (decoder.get("sliding_window") or {}).get("window_size") or 0
         self.batcher = Batcher(self._current_session, layout, self.eos_token_ids, max_batch=max_batch, dtype=dtype,
-                               position_ids="position_ids" in inputs, last_only=last_only)
+                               position_ids="position_ids" in inputs, last_only=last_only, min_capacity=int(window))
 
     # -- loading -------------------------------------------------------------------------------------------
     def _wanted_threads(self) -> int | None:
