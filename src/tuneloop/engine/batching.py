@@ -22,7 +22,7 @@ import contextlib
 import queue
 import threading
 import time
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -138,7 +138,7 @@ class Batcher:
         self.largest = 0
         self.steps = 0
         self.steps_while_reading = 0
-        self.step_seconds: dict[int, deque[float]] = {}
+        self.step_seconds: defaultdict[int, deque[float]] = defaultdict(lambda: deque(maxlen=STEP_TIMES))
         self.prompt_reads = 0
 
     @property
@@ -238,11 +238,12 @@ class Batcher:
             return
         slot = len(self._active)
         if row.length == 0:
+            row.slot = slot
             self._reserve(len(row.prompt) + row.max_tokens)
         elif row.slot != slot:  # rows before it left: what it has read moves down with it
             for cache in (*self._keys, *self._values):
                 cache[slot, :, :row.length] = cache[row.slot, :, :row.length]
-        row.slot = slot
+            row.slot = slot
         start = row.length
         chunk = row.prompt[start:start + PREFILL_CHUNK]
         end = start + len(chunk)
@@ -310,7 +311,7 @@ class Batcher:
         for i, row in enumerate(rows):
             row.length += 1
             row.take(logits[i, -1], self.eos)
-        self.step_seconds.setdefault(len(rows), deque(maxlen=STEP_TIMES)).append(time.perf_counter() - started)
+        self.step_seconds[len(rows)].append(time.perf_counter() - started)
 
     def _leave(self) -> None:
         """Rows that ended leave; the last row moves into each freed slot, so rows 0..n-1 are the batch."""
