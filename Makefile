@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tuneloop-installed
 
-.PHONY: setup postgres demo test lint bench bench-llamacpp bench-learning bench-faults bench-stateful bench-batching clean
+.PHONY: setup postgres demo test lint bench bench-llamacpp bench-learning bench-faults bench-stateful bench-batching bench-quantization clean
 
 setup: $(STAMP)
 
@@ -66,6 +66,10 @@ bench-stateful: setup
 # Eight streaming clients on `tuneloop serve`, decoded together, against one client and one reply at a time.
 bench-batching: setup
 	$(PY) bench/batching.py
+
+# Each way of quantizing the weights against fp32 (flips, answers, speed): about 2 minutes a variant.
+bench-quantization: setup
+	$(PY) bench/quantization.py
 
 clean:
 	rm -rf $(VENV) .cache build src/*.egg-info

@@ -204,19 +204,28 @@ def main(argv: list[str] | None = None) -> None:
             source = scratch / "merged"
             _merge(args.checkpoint, args.adapter, source)
         precision, extra = BUILD_OPTIONS[args.mode]
-        command = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(source), "-o", str(args.out),
-                   "-p", precision, "-e", "cpu", "-c", str(scratch / "cache")]
-        if extra:
-            command += ["--extra_options", *extra]
-        built = subprocess.run(command, check=False).returncode
+        built = subprocess.run(builder_command(source, args.out, precision, extra, scratch / "cache"),
+                               check=False).returncode
         if built == 0:
-            config = json.loads((args.out / "genai_config.json").read_text())
-            model_file = args.out / config["model"]["decoder"].get("filename", "model.onnx")
+            model_file = model_path(args.out)
             last_position_logits(model_file)
             sliding_window(model_file, args.out / "genai_config.json", json.loads((source / "config.json").read_text()))
         sys.exit(built)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def builder_command(source: Path, out: Path, precision: str, extra: list[str], cache: Path) -> list[str]:
+    """onnxruntime-genai's model builder, for a CPU, as a command line (``extra``: its ``key=value`` options)."""
+    command = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(source), "-o", str(out),
+               "-p", precision, "-e", "cpu", "-c", str(cache)]
+    return command + (["--extra_options", *extra] if extra else [])
+
+
+def model_path(folder: Path) -> Path:
+    """The ONNX file of a converted model, as its ``genai_config.json`` names it."""
+    config = json.loads((folder / "genai_config.json").read_text())
+    return folder / config["model"]["decoder"].get("filename", "model.onnx")
 
 
 def sliding_window(model_file: Path, genai_config: Path, config: dict[str, Any]) -> int:
