@@ -26,7 +26,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -52,13 +51,12 @@ def options(variant: str) -> tuple[str, list[str]]:
     return precision, extra
 
 
-def build(checkpoint: Path, out: Path, precision: str, extra: list[str], cache: Path) -> float:
-    started = time.perf_counter()
+def build(checkpoint: Path, out: Path, precision: str, extra: list[str], cache: Path) -> None:
     done = subprocess.run(builder_command(checkpoint, out, precision, extra, cache), capture_output=True, text=True,
                           check=False)
     if done.returncode != 0:
         raise SystemExit(f"the builder failed for {precision} {extra}:\n{done.stdout[-1500:]}{done.stderr[-1500:]}")
-    return time.perf_counter() - started
+    sliding_window(model_path(out), out / "genai_config.json", json.loads((checkpoint / "config.json").read_text()))
 
 
 def next_tokens(model_file: Path, sequences: list[tuple[list[int], list[int]]], heads: int, head_size: int) -> list:
@@ -77,15 +75,13 @@ def next_tokens(model_file: Path, sequences: list[tuple[list[int], list[int]]], 
     return picked
 
 
-def measure(folder: Path, checkpoint: Path, items: list, sequences: list | None) -> dict:
+def measure(folder: Path, items: list, sequences: list | None) -> dict:
     """Flips (when ``sequences`` are given: the graph then gets cut to the last position as the conversion does),
     answers and decode speed of the model in ``folder``."""
     result: dict = {"size_mb": sum(p.stat().st_size for p in folder.iterdir()) / 1e6}
     if sequences is not None:
         result["next"] = next_tokens(model_path(folder), sequences, *_heads(folder))
         last_position_logits(model_path(folder))
-        sliding_window(model_path(folder), folder / "genai_config.json",
-                       json.loads((checkpoint / "config.json").read_text()))
     engine = FastEngine(folder, model_id=folder.name)  # reads every position's logits too (fp32, here)
     result["answers"] = [engine.stream(list(i.messages), max_tokens=QUESTION_TOKENS).read().text for i in items]
     speed = []
@@ -114,7 +110,7 @@ def main() -> None:
     try:
         print("… fp32 (the reference's arithmetic)", file=sys.stderr, flush=True)
         build(checkpoint, work / "fp32", "fp32", [], work / "cache")
-        fp32 = measure(work / "fp32", checkpoint, items, None)  # every position's logits kept, for the flips
+        fp32 = measure(work / "fp32", items, None)  # every position's logits kept, for the flips
         tokenizer = ChatTokenizer(work / "fp32", model_id="fp32")
         sequences = [(tokenizer.encode_chat(list(i.messages)), tokenizer.encode(a))
                      for i, a in zip(items, fp32["answers"], strict=True)]
@@ -125,7 +121,7 @@ def main() -> None:
             precision, extra = options(variant)
             folder = work / variant.replace(":", "-")
             build(checkpoint, folder, precision, extra, work / "cache")
-            results[variant] = measure(folder, checkpoint, items, sequences)
+            results[variant] = measure(folder, items, sequences)
             shutil.rmtree(folder)
         report(results, items, default)
     finally:
