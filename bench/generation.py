@@ -52,14 +52,8 @@ def _tuneloop_worker(engine_name: str, spec: dict) -> dict:
         engine = get_fast_engine(ensure_fast(settings.resolved_models_dir, checkpoint, None, engine_name,
                                              model_id=checkpoint.name))
     load = time.perf_counter() - started
-    speed = []
-    for round_index in range(2):  # the first round warms up
-        for prompt in spec["prompts"]:
-            messages = [{"role": "user", "content": prompt}]
-            sample = (_generate_timed(engine, messages, spec["tokens"]) if engine_name == "transformers"
-                      else _stream_timed(engine, messages, spec["tokens"]))
-            if round_index:
-                speed.append(sample)
+    speed = speed_samples(engine, spec["prompts"], spec["tokens"],
+                          _generate_timed if engine_name == "transformers" else _stream_timed)
     answers = []
     for question in spec["questions"]:
         if engine_name == "transformers":
@@ -67,6 +61,19 @@ def _tuneloop_worker(engine_name: str, spec: dict) -> dict:
         else:
             answers.append(engine.stream(question, max_tokens=QUESTION_TOKENS).read().text)
     return {"load": load, "speed": speed, "answers": answers}
+
+
+def speed_samples(engine, prompts: list[str], tokens: int, timed=None) -> list[dict]:  # noqa: ANN001
+    """Each prompt answered twice, ``timed`` (``_stream_timed`` unless given): the first round warms up, the second
+    is kept."""
+    timed = timed or _stream_timed
+    samples = []
+    for round_index in range(2):
+        for prompt in prompts:
+            sample = timed(engine, [{"role": "user", "content": prompt}], tokens)
+            if round_index:
+                samples.append(sample)
+    return samples
 
 
 def _stream_timed(engine, messages, tokens):  # noqa: ANN001, ANN202

@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from generation import PROMPTS, QUESTION_TOKENS, _stream_timed, decode_speed  # bench/generation.py, beside this
+from generation import PROMPTS, QUESTION_TOKENS, decode_speed, speed_samples  # bench/generation.py, beside this
 
 from tuneloop.config import load_settings
 from tuneloop.engine import ensure_checkpoint
@@ -84,13 +84,7 @@ def measure(folder: Path, items: list, sequences: list | None) -> dict:
         last_position_logits(model_path(folder))
     engine = FastEngine(folder, model_id=folder.name)  # reads every position's logits too (fp32, here)
     result["answers"] = [engine.stream(list(i.messages), max_tokens=QUESTION_TOKENS).read().text for i in items]
-    speed = []
-    for round_index in range(2):  # the first round warms up
-        for prompt in PROMPTS:
-            sample = _stream_timed(engine, [{"role": "user", "content": prompt}], 128)
-            if round_index:
-                speed.append(sample)
-    result["decode"] = decode_speed(speed)
+    result["decode"] = decode_speed(speed_samples(engine, PROMPTS, 128))
     return result
 
 
