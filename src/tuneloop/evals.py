@@ -224,6 +224,20 @@ class EvalReport:
     def fraction(self, model: str) -> float:
         return self.score(model) / len(self.items) if self.items else 0.0
 
+    def lost(self, before: str, after: str) -> list[int]:
+        """Indexes of the items ``before`` passed and ``after`` failed (the table's ✓ then ✗)."""
+        return [i for i, (was, now) in enumerate(self._pairs(before, after)) if was and not now]
+
+    def gained(self, before: str, after: str) -> list[int]:
+        """Indexes of the items ``before`` failed and ``after`` passed (the table's ✗ then ✓)."""
+        return [i for i, (was, now) in enumerate(self._pairs(before, after)) if now and not was]
+
+    def _pairs(self, before: str, after: str) -> list[tuple[bool, bool]]:
+        for model in (before, after):
+            if model not in self.passed:
+                raise InputError(f"model {model!r} was not asked in this eval (asked: {', '.join(self.models)})")
+        return list(zip(self.passed[before], self.passed[after], strict=True))
+
     def to_json(self) -> dict[str, Any]:
         return {
             "questions": len(self.items),

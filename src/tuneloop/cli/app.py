@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -31,6 +31,9 @@ from tuneloop.config import load_settings
 from tuneloop.engine.weights import BASE_MODEL_ID
 from tuneloop.errors import InputError
 from tuneloop.runtime import Runtime
+
+if TYPE_CHECKING:
+    from tuneloop.evals import EvalReport
 
 app = typer.Typer(
     name="tuneloop",
@@ -335,12 +338,8 @@ def demo_training(rt: Runtime, max_tokens: int) -> None:
         console.print(f"\n[bold]{title}[/] (before: {BASE_MODEL_ID}, after: the fine-tuned model)")
         show(report)
     held, kept = reports
-    lost = [i for i, ok in enumerate(kept.passed[BASE_MODEL_ID]) if ok and not kept.passed[job.fine_tuned_model]]
     console.print(
-        f"\n[bold]Held-out facts[/]: before {held.score(BASE_MODEL_ID)}/{len(held_out)}, "
-        f"after {held.score(job.fine_tuned_model)}/{len(held_out)}.  "
-        f"[bold]General questions[/]: before {kept.score(BASE_MODEL_ID)}/{len(general)}, "
-        f"after {kept.score(job.fine_tuned_model)}/{len(general)} ({len(lost)} the base model knew now lost).\n"
+        "\n" + demo_summary(held, kept, BASE_MODEL_ID, job.fine_tuned_model) + "\n"
         f"Time: fine-tuning job {trained:.0f} s, questions {time.monotonic() - asked:.0f} s."
     )
     console.print(
@@ -348,3 +347,19 @@ def demo_training(rt: Runtime, max_tokens: int) -> None:
         f"Measure it: tuneloop eval YOUR_QUESTIONS.jsonl -m {escape(job.fine_tuned_model)} -m {BASE_MODEL_ID}\n"
         f"Loss curve: {escape(str(ft.results_dir(job.id) / 'loss_curve.png'))}"
     )
+
+
+def demo_summary(held: EvalReport, kept: EvalReport, before: str, after: str) -> str:
+    """The demo's closing lines: held-out and general scores before and after, and which general answers were
+    lost (the same marks as the table above it)."""
+    lost, gained = kept.lost(before, after), kept.gained(before, after)
+    text = (
+        f"[bold]Held-out facts[/]: before {held.score(before)}/{len(held.items)}, "
+        f"after {held.score(after)}/{len(held.items)}.  "
+        f"[bold]General questions[/]: before {kept.score(before)}/{len(kept.items)}, "
+        f"after {kept.score(after)}/{len(kept.items)} ({len(lost)} the base model knew now lost, "
+        f"{len(gained)} gained)."
+    )
+    if lost:
+        text += "\nLost: " + "; ".join(escape(kept.items[i].question) for i in lost)
+    return text
