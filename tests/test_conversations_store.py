@@ -64,8 +64,7 @@ def test_chains_fork_and_read_back_only_their_own_branch(store: DialogueStore) -
 
 def test_conversations_keep_items_ratings_and_deletes(store: DialogueStore) -> None:
     log = ResponseLog(store)
-    thread, items = log.threads.create("conv_1", kind="conversation", model="", metadata={"team": "a"},
-                                       messages=read_items([{"role": "user", "content": "Hello, I am Ada."}]))
+    thread, items = log.new_conversation({"team": "a"}, read_items([{"role": "user", "content": "Hello, I am Ada."}]))
     answered = respond(log, "What is my name?", "Ada.", conversation=thread.id)
     assert answered["history"] == [{"role": "user", "content": "Hello, I am Ada."}]
     logged = log.threads.messages(thread.id)

@@ -29,6 +29,7 @@ from tuneloop.datasets import (
 )
 from tuneloop.datasets.tokens import default_epochs, price_table
 from tuneloop.errors import DataError, InputError
+from tuneloop.labels import log_exchange
 from tuneloop.store import DialogueStore
 
 # --- readers --------------------------------------------------------------------------------------------
@@ -215,14 +216,14 @@ def test_write_jsonl_is_atomic_and_readable(tmp_path: Path) -> None:
 def test_dialogue_selection_rule(tmp_path: Path) -> None:
     store = DialogueStore(f"sqlite:///{tmp_path / 'log.db'}")
     t = store.create_thread(model="m").id
-    store.append_exchange(t, "What colour is the Zorblax?", "It is red.", model="m", system_instruction="Be brief.")
-    store.append_exchange(t, "No, that is wrong and bad. Try again.", "It is teal.", model="m")
-    store.append_exchange(t, "Great, thank you, that is right!", "Glad to help.", model="m")
-    store.append_exchange(t, "What does it cost?", "Twelve euros.", model="m")  # neutral reaction: unused
-    rated = store.append_exchange(t, "And its weight?", "Rated reply.", model="m").assistant
+    log_exchange(store, t, "What colour is the Zorblax?", "It is red.", model="m", system_instruction="Be brief.")
+    log_exchange(store, t, "No, that is wrong and bad. Try again.", "It is teal.", model="m")
+    log_exchange(store, t, "Great, thank you, that is right!", "Glad to help.", model="m")
+    log_exchange(store, t, "What does it cost?", "Twelve euros.", model="m")  # neutral reaction: unused
+    rated = log_exchange(store, t, "And its weight?", "Rated reply.", model="m").assistant
     store.set_feedback(rated.id, 1)
-    store.append_exchange(t, "Tell me more", "Cut sh", model="m", finish_reason="interrupted")
-    store.append_exchange(t, "Wonderful, love it!", "Thanks!", model="m")  # the cut-short reply is never taught
+    log_exchange(store, t, "Tell me more", "Cut sh", model="m", finish_reason="interrupted")
+    log_exchange(store, t, "Wonderful, love it!", "Thanks!", model="m")  # the cut-short reply is never taught
 
     dataset = from_dialogues(store)
     system = {"role": "system", "content": "Be brief."}
@@ -447,9 +448,9 @@ def test_cli_build_from_dialogues(home: Path) -> None:
 
     store = Runtime().store
     thread = store.create_thread(model="smollm2-135m-instruct").id
-    store.append_exchange(thread, "What is the Zorblax?", "A teal gadget.", model="smollm2-135m-instruct")
-    store.append_exchange(thread, "Great answer, thanks!", "You are welcome.", model="smollm2-135m-instruct")
-    store.append_exchange(thread, "Its price?", "Twelve euros.", model="smollm2-135m-instruct")
+    log_exchange(store, thread, "What is the Zorblax?", "A teal gadget.", model="smollm2-135m-instruct")
+    log_exchange(store, thread, "Great answer, thanks!", "You are welcome.", model="smollm2-135m-instruct")
+    log_exchange(store, thread, "Its price?", "Twelve euros.", model="smollm2-135m-instruct")
     last = store.messages(thread)[-1]
     rated = run_cli("logs", "rate", str(last.id), "up")
     assert rated.code == 0 and f"reply #{last.id}" in rated.stdout and "rated up" in rated.stdout

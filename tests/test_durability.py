@@ -18,17 +18,20 @@ from conftest import HANG, MODELS_DIR, gadget_facts, run_cli, sigint_as_in_a_ter
 from sqlalchemy import create_engine, text
 from tiny_models import build_tiny_model
 
+from tuneloop.labels import log_exchange
 from tuneloop.store import DialogueStore
 
 # One writer: appends exchanges to its own thread, as fast as it can, and says when it has written each.
 WRITER = """
 import sys
+from tuneloop.labels import log_exchange
 from tuneloop.store import DialogueStore
+from tuneloop.labels import log_exchange
 url, name, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 store = DialogueStore(url, busy_timeout=30)
 thread = f"thread_{name}"
 for i in range(count):
-    store.append_exchange(thread, f"{name} question {i}", f"{name} answer {i} " + "words " * 50, model="m",
+    log_exchange(store, thread, f"{name} question {i}", f"{name} answer {i} " + "words " * 50, model="m",
                           create=i == 0)
     print(i, flush=True)
 """
@@ -83,14 +86,14 @@ def test_a_writer_killed_mid_write_never_leaves_half_an_exchange(database_url: s
     store = DialogueStore(database_url)
     counts = assert_whole_exchanges(store)
     assert set(counts) == {f"k{i}" for i in range(4)} and all(n >= 20 for n in counts.values())
-    if store.is_sqlite:
+    if store.db.dialect == "sqlite":
         engine = create_engine(database_url)
         with engine.connect() as conn:
             assert conn.execute(text("PRAGMA integrity_check")).scalar() == "ok"
             assert conn.execute(text("INSERT INTO messages_fts(messages_fts) VALUES ('integrity-check')")) is not None
         engine.dispose()
     # The store takes new writes, and search still finds what was written before the kills.
-    store.append_exchange("thread_k0", "k0 question after", "k0 answer after", model="m")
+    log_exchange(store, "thread_k0", "k0 question after", "k0 answer after", model="m")
     assert store.search("question after")[0].message.content == "k0 question after"
 
 

@@ -13,6 +13,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from tuneloop.errors import StoreCorruptError, StoreLockedError, ThreadNotFoundError
+from tuneloop.labels import log_exchange
 from tuneloop.store import DialogueStore
 from tuneloop.store import dialogue as dialogue_module
 
@@ -34,7 +35,7 @@ def test_exchange_logs_sentiment_reaction_and_system(store: DialogueStore) -> No
              ("Thanks, that is great!", "Glad to help.", "Be brief."),
              ("That is wrong and useless.", "Sorry.", "Be kind.")]
     for user, reply, system in turns:
-        store.append_exchange(thread.id, user, reply, model="m", system_instruction=system)
+        log_exchange(store, thread.id, user, reply, model="m", system_instruction=system)
     messages = store.messages(thread.id)
     assert [m.role for m in messages] == ["system", "user", "assistant", "user", "assistant", "system", "user",
                                           "assistant"]
@@ -48,12 +49,12 @@ def test_exchange_logs_sentiment_reaction_and_system(store: DialogueStore) -> No
 
 
 def test_append_creates_thread_in_the_same_transaction(store: DialogueStore) -> None:
-    exchange = store.append_exchange("thread_new", "hi", "hello", model="m", create=True,
+    exchange = log_exchange(store, "thread_new", "hi", "hello", model="m", create=True,
                                      assistant={"id": "default", "name": "Default"})
     assert exchange.user.thread_id == "thread_new"
     assert store.get_thread("thread_new").assistant_id == "default"
     with pytest.raises(ThreadNotFoundError):
-        store.append_exchange("thread_missing", "hi", "hello", model="m")
+        log_exchange(store, "thread_missing", "hi", "hello", model="m")
     assert [t.id for t in store.list_threads()] == ["thread_new"]
 
 
@@ -64,14 +65,14 @@ def test_append_cost_does_not_grow_with_the_thread(store: DialogueStore) -> None
     def count(conn, cursor, statement, *args) -> None:  # noqa: ANN001
         statements.append(statement)
 
-    store.append_exchange(thread.id, "first", "reply", model="m")
-    event.listen(store.engine, "before_cursor_execute", count)
-    store.append_exchange(thread.id, "second", "reply", model="m")
+    log_exchange(store, thread.id, "first", "reply", model="m")
+    event.listen(store.db.engine, "before_cursor_execute", count)
+    log_exchange(store, thread.id, "second", "reply", model="m")
     first = len(statements)
     for i in range(150):
-        store.append_exchange(thread.id, f"question {i}", f"answer {i}", model="m")
+        log_exchange(store, thread.id, f"question {i}", f"answer {i}", model="m")
     statements.clear()
-    store.append_exchange(thread.id, "last", "reply", model="m")
+    log_exchange(store, thread.id, "last", "reply", model="m")
     assert len(statements) == first
     assert not any("count(" in s.lower() for s in statements)
     assert all("limit" in s.lower() for s in statements if s.lower().startswith("select") and "messages" in s)
@@ -80,8 +81,8 @@ def test_append_cost_does_not_grow_with_the_thread(store: DialogueStore) -> None
 def test_search_list_export_and_feedback(store: DialogueStore) -> None:
     a = store.create_thread(model="m")
     b = store.create_thread(model="m")
-    store.append_exchange(a.id, "Tell me about 100% cotton shirts", "Cotton is soft, and cotton breathes.", model="m")
-    store.append_exchange(b.id, "What about wool?", "Wool is warm. Café au lait is not.", model="m")
+    log_exchange(store, a.id, "Tell me about 100% cotton shirts", "Cotton is soft, and cotton breathes.", model="m")
+    log_exchange(store, b.id, "What about wool?", "Wool is warm. Café au lait is not.", model="m")
     hits = store.search("COTTON")
     # Ranked: the reply that says cotton twice first; the matching words are marked, in their own case.
     assert [h.message.content for h in hits] == ["Cotton is soft, and cotton breathes.",
@@ -93,7 +94,7 @@ def test_search_list_export_and_feedback(store: DialogueStore) -> None:
     assert [h.message.content for h in store.search("CAFÉ")] == ["Wool is warm. Café au lait is not."]
     assert store.search("cotton wool") == []  # every word must match
     assert store.search("_") == [] and store.search("\\\\%") == [] and store.search('"*:') == []
-    store.append_exchange(b.id, "and cotton?", "Also nice.", model="m")
+    log_exchange(store, b.id, "and cotton?", "Also nice.", model="m")
     assert "and cotton?" in [h.message.content for h in store.search("cotton")]  # new messages are indexed
     assert {t.id: t.message_count for t in store.list_threads()} == {a.id: 2, b.id: 4}
     exported = list(store.export())
@@ -132,7 +133,7 @@ def test_reopening_keeps_data_and_migrates_once(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'log.db'}"
     first = DialogueStore(url)
     thread = first.create_thread(model="m")
-    first.append_exchange(thread.id, "hi", "hello", model="m")
+    log_exchange(first, thread.id, "hi", "hello", model="m")
     first.close()
     again = DialogueStore(url)
     assert [m.content for m in again.messages(thread.id)] == ["hi", "hello"]

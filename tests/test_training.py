@@ -16,6 +16,7 @@ from standin import StandIn
 
 from tuneloop import OpenAIModel
 from tuneloop.errors import DatasetInvalidError, InputError
+from tuneloop.labels import log_exchange
 from tuneloop.store.jobs import JobStateError
 from tuneloop.training import FineTuning
 from tuneloop.training.hyper import learning_rate, resolve
@@ -262,14 +263,14 @@ def test_dynamic_train_selects_from_the_log(home: Path, monkeypatch: pytest.Monk
     model = OpenAIModel()
     store = model.runtime.store
     thread = store.create_thread(model="smollm2-135m-instruct").id
-    store.append_exchange(thread, "What is the Zorblax?", "A teal gadget.", model="smollm2-135m-instruct")
-    store.append_exchange(thread, "Great, thanks!", "Welcome.", model="smollm2-135m-instruct")
+    log_exchange(store, thread, "What is the Zorblax?", "A teal gadget.", model="smollm2-135m-instruct")
+    log_exchange(store, thread, "Great, thanks!", "Welcome.", model="smollm2-135m-instruct")
     with pytest.raises(DatasetInvalidError) as caught:  # one good reply is not enough to train on
         model.dynamic_train(backend="local")
     assert dict(caught.value.report.errors) == {"too_few_examples": 1}
     for i in range(11):
-        store.append_exchange(thread, f"And gadget {i}?", f"Gadget {i} is blue.", model="smollm2-135m-instruct")
-        store.append_exchange(thread, "Wonderful, that is great!", "Glad to help.", model="smollm2-135m-instruct")
+        log_exchange(store, thread, f"And gadget {i}?", f"Gadget {i} is blue.", model="smollm2-135m-instruct")
+        log_exchange(store, thread, "Wonderful, that is great!", "Glad to help.", model="smollm2-135m-instruct")
     with StandIn(api_key="sk-x") as server:
         monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
         monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)

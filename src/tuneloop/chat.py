@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tuneloop import labels
 from tuneloop.assistants import Assistant
 from tuneloop.errors import InputError
 from tuneloop.images import PreparedImage
@@ -204,7 +205,8 @@ class ChatSession:
     def _log(self, text: str, system: str | None, result: GenerationResult,
              attachments: list[dict[str, Any]] | None = None) -> Reply:
         thread_id = self.thread.id if self.thread else self._next_thread_id
-        exchange = self.runtime.store.append_exchange(
+        exchange = labels.log_exchange(
+            self.runtime.store,
             thread_id,
             text,
             result.text,

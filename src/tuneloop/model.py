@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from tuneloop import sentiment
-from tuneloop._files import atomic_write_text
 from tuneloop.chat import ChatSession, Reply
 from tuneloop.config import Settings
 from tuneloop.datasets import Dataset, DialogueFilter, build_dataset, from_dialogues, read_csv_text, read_source
 from tuneloop.errors import InputError, ModelCannotSeeError
+from tuneloop.fileio import atomic_write_text
 from tuneloop.images import Detail, prepare_image
 from tuneloop.runtime import Runtime
 from tuneloop.store.jobs import JobNotFoundError

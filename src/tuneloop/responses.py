@@ -14,11 +14,11 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from tuneloop import ratings
+from tuneloop import labels, ratings
 from tuneloop.errors import InputError
 from tuneloop.store.api_objects import ApiObject, ApiObjects, ObjectNotFoundError
 from tuneloop.store.conversations import Conversations, NewMessage, new_item_id
-from tuneloop.store.dialogue import DialogueStore, Message, new_thread_id
+from tuneloop.store.dialogue import DialogueStore, Message, Thread, new_thread_id
 
 MAX_METADATA_KEYS = 16
 
@@ -171,6 +171,16 @@ class ResponseLog:
     def response(self, ident: str) -> ApiObject:
         return self.objects.get(ident, "response")
 
+    def new_conversation(self, metadata: dict[str, str] | None, items: list[NewMessage]
+                         ) -> tuple[Thread, list[Message]]:
+        """A conversation with its first items, each logged with its sentiment."""
+        return self.threads.create(new_conversation_id(), kind="conversation", model="", metadata=metadata,
+                                   messages=labels.labelled(items))
+
+    def add_items(self, conversation_id: str, items: list[NewMessage]) -> list[Message]:
+        """``items`` at the end of the conversation, each logged with its sentiment."""
+        return self.threads.append(conversation_id, labels.labelled(items), kind="conversation")
+
     def history(self, request: ResponseRequest) -> list[dict[str, Any]]:
         """The messages the model reads before the new input: the conversation's items, or the chain's."""
         if request.conversation:
@@ -202,8 +212,8 @@ class ResponseLog:
                     and self.threads.last_id(previous.thread_id) == previous.message_ids[-1]):
                 thread_id = previous.thread_id  # the chain goes on; otherwise it forks into a new thread
         reply = replace(reply, feedback=ratings.rating_of(request.metadata))
-        messages = [*request.items, reply]
-        with self.store._session(write=True) as session:  # the exchange and the stored response, together
+        messages = labels.labelled([*request.items, reply])
+        with self.store.db.session(write=True) as session:  # the exchange and the stored response, together
             if thread_id is None:
                 thread, added = self.threads.create_in(session, new_thread_id(), kind=kind, model=request.model,
                                                        messages=messages, system_instruction=request.instructions)

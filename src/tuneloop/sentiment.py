@@ -34,3 +34,4 @@ def analyze(text: str) -> Sentiment:
     if score <= NEGATIVE_THRESHOLD:
         return Sentiment("negative", score)
     return Sentiment("neutral", score)
+

@@ -8,7 +8,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from tuneloop import ratings
+from tuneloop import labels, ratings
 from tuneloop.store.api_objects import ApiObject, ApiObjects
 from tuneloop.store.conversations import Conversations, NewMessage
 from tuneloop.store.dialogue import DialogueStore, Message
@@ -31,9 +31,9 @@ class StoredCompletions:
         logged = [NewMessage(m["role"], m["content"] if isinstance(m["content"], str) else _text(m["content"]),
                              item_id=f"{ident}-{i}") for i, m in enumerate(messages)]
         reply = replace(reply, feedback=ratings.rating_of(metadata))
-        with self.store._session(write=True) as session:
+        with self.store.db.session(write=True) as session:
             _, added = self.threads.create_in(session, ident, kind=KIND, model=body["model"], metadata=metadata,
-                                              messages=[*logged, reply], created_at=created_at)
+                                              messages=labels.labelled([*logged, reply]), created_at=created_at)
             self.objects.put_in(session, ident, object_=KIND, thread_id=ident, model=body["model"],
                                 metadata=metadata, body=body, message_ids=[m.id for m in added], created_at=created_at)
 

@@ -11,10 +11,10 @@ import typer
 from rich.markup import escape
 from rich.table import Column, Table
 
-from tuneloop._files import atomic_write_text
 from tuneloop.cli._output import console, print_json, sentiment_text, when
 from tuneloop.config import load_settings
 from tuneloop.errors import InputError
+from tuneloop.fileio import atomic_write_text
 from tuneloop.runtime import Runtime
 from tuneloop.store import DialogueStore, Message, Thread
 from tuneloop.store.search import START, STOP, words

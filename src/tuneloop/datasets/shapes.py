@@ -23,9 +23,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from tuneloop._files import atomic_write_bytes
 from tuneloop.datasets.readers import Row, RowSet, Skipped
 from tuneloop.errors import DataError
+from tuneloop.fileio import atomic_write_bytes
 
 if TYPE_CHECKING:
     from tuneloop.store import DialogueStore, Message

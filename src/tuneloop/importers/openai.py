@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tuneloop._files import atomic_write_bytes, safe_filename
 from tuneloop.errors import ConfigError, ProviderAuthError, ProviderError, StoreError
+from tuneloop.fileio import atomic_write_bytes, safe_filename
 from tuneloop.runtime import Runtime
 from tuneloop.store.api_objects import ApiObjects
 from tuneloop.store.conversations import NewMessage

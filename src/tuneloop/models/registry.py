@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import select
-
 from tuneloop.config import Settings
 from tuneloop.engine.weights import (
     BASE_MODEL_ID,
@@ -26,8 +24,9 @@ from tuneloop.engine.weights import (
 )
 from tuneloop.errors import InputError, ModelError, UnknownModelError
 from tuneloop.models.inspection import Description, ModelUnusableError, check_usable, describe
-from tuneloop.store import DialogueStore
-from tuneloop.store.schema import BaseModelRow, utcnow
+from tuneloop.store.base_models import BaseModels
+from tuneloop.store.database import Database, Repository
+from tuneloop.store.schema import utcnow
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,127}")
 
@@ -69,16 +68,14 @@ class BaseModel:
 class ModelRegistry:
     """Every base model this configuration knows; ``checkpoint(id)`` gives the folder transformers loads."""
 
-    def __init__(self, settings: Settings, store: DialogueStore | None = None) -> None:
+    def __init__(self, settings: Settings, store: Database | Repository | None = None) -> None:
         self.settings = settings
-        self.store = store
+        self.store = BaseModels(store) if store is not None else None
 
     def _stored(self) -> dict[str, BaseModel]:
         if self.store is None:
             return {}
-        with self.store._session() as session:
-            rows = list(session.scalars(select(BaseModelRow).order_by(BaseModelRow.added_at)))
-        return {r.id: _entry(r.id, Path(r.path), "store", r.added_at) for r in rows}
+        return {r.id: _entry(r.id, Path(r.path), "store", r.added_at) for r in self.store.all()}
 
     def _configured(self) -> dict[str, BaseModel]:
         return {model_id: _entry(model_id, option.path.expanduser(), "tuneloop.toml", None)
@@ -112,8 +109,7 @@ class ModelRegistry:
             raise ModelError("registering a model needs the store")
         entry = _entry(model_id, Path(path).expanduser().resolve(), "store", utcnow())
         inspect_entry(entry)
-        with self.store._session(write=True) as session:
-            session.merge(BaseModelRow(id=model_id, path=str(entry.path), added_at=entry.added_at))
+        self.store.put(model_id, str(entry.path), entry.added_at)
         return entry
 
     def remove(self, model_id: str) -> BaseModel:
@@ -122,10 +118,7 @@ class ModelRegistry:
             where = "bundled" if entry.bundled else f"defined in tuneloop.toml ([models.\"{model_id}\"] path)"
             raise InputError(f"model {model_id!r} is {where}, not registered with `models add`; it cannot be removed")
         assert self.store is not None
-        with self.store._session(write=True) as session:
-            row = session.get(BaseModelRow, model_id)
-            if row is not None:
-                session.delete(row)
+        self.store.remove(model_id)
         return entry
 
     def checkpoint(self, model_id: str, progress: ProgressCallback | None = None) -> Path:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from tuneloop.responses import Invalid, ResponseLog, check_metadata, message_item, new_conversation_id, read_items
+from tuneloop.responses import Invalid, ResponseLog, check_metadata, message_item, read_items
 from tuneloop.server._errors import APIError
 from tuneloop.server._paging import item_list, page
 from tuneloop.server._state import state_of
@@ -66,8 +66,7 @@ def _metadata(value: Any) -> dict[str, str] | None:
 def create_conversation(body: CreateConversation, request: Request) -> dict[str, Any]:
     log = ResponseLog(state_of(request).runtime.store)
     metadata = _metadata(body.metadata)
-    thread, _ = log.threads.create(new_conversation_id(), kind="conversation", model="", metadata=metadata,
-                                   messages=_items(body.items))
+    thread, _ = log.new_conversation(metadata, _items(body.items))
     if metadata:
         try:
             log.rate_conversation_items(thread.id, metadata)
@@ -114,7 +113,7 @@ async def create_items(conversation_id: str, body: CreateItems, request: Request
     log = ResponseLog(state_of(request).runtime.store)
     items = _items(body.items)
     try:
-        added = await run_in_threadpool(log.threads.append, conversation_id, items, kind="conversation")
+        added = await run_in_threadpool(log.add_items, conversation_id, items)
     except ThreadNotFoundError:
         raise _not_found(conversation_id) from None
     return item_list([message_item(m) for m in added], False)

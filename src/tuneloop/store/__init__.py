@@ -1,5 +1,12 @@
-"""The store: one database for dialogue (and, later, files and jobs), migrated with Alembic."""
+"""The store: one database (``Database``: engine, transactions, migrations) and a repository per concept over it.
 
-from tuneloop.store.dialogue import DialogueStore, Exchange, Message, Thread
+``DialogueStore`` (threads, messages, search), ``Conversations`` (threads of OpenAI's stateful APIs), ``ApiObjects``
+(stored responses and completions), ``JobStore`` (files, jobs, events, checkpoints), ``BaseModels`` (registered
+models). The store persists what it is given; labels such as sentiment are computed above it.
+"""
 
-__all__ = ["DialogueStore", "Exchange", "Message", "Thread"]
+from tuneloop.store.database import Database, Repository
+from tuneloop.store.dialogue import DialogueStore
+from tuneloop.store.records import Exchange, Label, Message, Thread
+
+__all__ = ["Database", "DialogueStore", "Exchange", "Label", "Message", "Repository", "Thread"]

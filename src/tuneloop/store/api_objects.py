@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 
 from tuneloop.errors import StoreError
-from tuneloop.store.dialogue import DialogueStore, _aware
+from tuneloop.store.database import Repository, aware
 from tuneloop.store.schema import ApiObjectRow, utcnow
 
 
@@ -32,16 +32,15 @@ class ApiObject:
     @classmethod
     def from_row(cls, row: ApiObjectRow) -> ApiObject:
         return cls(id=row.id, object=row.object, thread_id=row.thread_id, model=row.model, metadata=row.metadata_,
-                   body=row.body, message_ids=list(row.message_ids), created_at=_aware(row.created_at))
+                   body=row.body, message_ids=list(row.message_ids), created_at=aware(row.created_at))
 
 
-class ApiObjects:
-    def __init__(self, store: DialogueStore) -> None:
-        self.db = store
+class ApiObjects(Repository):
+    """Stored responses and chat completions, as the API returned them."""
 
     def put(self, ident: str, *, object_: str, thread_id: str | None, model: str, metadata: dict[str, str] | None,
             body: dict[str, Any], message_ids: list[int], created_at: datetime | None = None) -> ApiObject:
-        with self.db._session(write=True) as session:
+        with self.db.session(write=True) as session:
             return self.put_in(session, ident, object_=object_, thread_id=thread_id, model=model, metadata=metadata,
                                body=body, message_ids=message_ids, created_at=created_at)
 
@@ -57,17 +56,17 @@ class ApiObjects:
         return ApiObject.from_row(row)
 
     def exists(self, ident: str) -> bool:
-        with self.db._session() as session:
+        with self.db.session() as session:
             return session.get(ApiObjectRow, ident) is not None
 
     def _row(self, session: Any, ident: str, object_: str) -> ApiObjectRow:
         row = session.get(ApiObjectRow, ident)
         if row is None or row.object != object_:
-            raise ObjectNotFoundError(f"no stored {object_} {ident!r} in {self.db.location}")
+            raise ObjectNotFoundError(f"no stored {object_} {ident!r} in {self.location}")
         return row
 
     def get(self, ident: str, object_: str) -> ApiObject:
-        with self.db._session() as session:
+        with self.db.session() as session:
             row = self._row(session, ident, object_)
             return ApiObject.from_row(row)
 
@@ -76,7 +75,7 @@ class ApiObjects:
         missing one); ObjectNotFoundError when ``ident`` itself is missing."""
         found: list[ApiObject] = []
         seen: set[str] = set()
-        with self.db._session() as session:
+        with self.db.session() as session:
             next_id: str | None = ident
             while next_id and next_id not in seen:
                 row = session.get(ApiObjectRow, next_id)
@@ -86,12 +85,12 @@ class ApiObjects:
                 found.append(ApiObject.from_row(row))
                 next_id = row.body.get(link)
         if not found:
-            raise ObjectNotFoundError(f"no stored object {ident!r} in {self.db.location}")
+            raise ObjectNotFoundError(f"no stored object {ident!r} in {self.location}")
         return found
 
     def update(self, ident: str, object_: str, *, metadata: dict[str, str] | None,
                body: dict[str, Any] | None = None) -> ApiObject:
-        with self.db._session(write=True) as session:
+        with self.db.session(write=True) as session:
             row = self._row(session, ident, object_)
             row.metadata_ = metadata or None
             if body is not None:
@@ -100,7 +99,7 @@ class ApiObjects:
             return ApiObject.from_row(row)
 
     def delete(self, ident: str, object_: str) -> ApiObject:
-        with self.db._session(write=True) as session:
+        with self.db.session(write=True) as session:
             row = self._row(session, ident, object_)
             gone = ApiObject.from_row(row)
             session.delete(row)
@@ -121,7 +120,7 @@ class ApiObjects:
             statement = statement.where(ApiObjectRow.thread_id == thread_id)
         for key, value in (metadata or {}).items():
             statement = statement.where(ApiObjectRow.metadata_[key].as_string() == value)
-        with self.db._session() as session:
+        with self.db.session() as session:
             if after is not None:
                 anchor = session.get(ApiObjectRow, after)
                 if anchor is None or anchor.object != object_:

@@ -12,9 +12,9 @@ from typing import Any
 
 from sqlalchemy import delete, func, select
 
-from tuneloop import sentiment
 from tuneloop.errors import StoreError, ThreadNotFoundError
-from tuneloop.store.dialogue import TITLE_LENGTH, DialogueStore, Message, Thread
+from tuneloop.store.database import Repository
+from tuneloop.store.records import TITLE_LENGTH, Label, Message, Thread
 from tuneloop.store.schema import MessageRow, ThreadRow, utcnow
 
 KINDS = ("conversation", "response", "chat.completion")
@@ -30,7 +30,8 @@ class ItemNotFoundError(StoreError):
 
 @dataclass(frozen=True)
 class NewMessage:
-    """A message to log: ``role`` is system, user or assistant (developer is logged as system)."""
+    """A message to log: ``role`` is system, user or assistant (developer is logged as system). ``sentiment`` is
+    computed above the store (``tuneloop.sentiment.labelled``) before the message is handed down."""
 
     role: str
     content: str
@@ -43,19 +44,17 @@ class NewMessage:
     metadata: dict[str, str] | None = None
     attachments: list[dict[str, Any]] | None = field(default=None)
     feedback: int | None = None  # +1 / -1: rated when it is logged (a rating in the request's metadata)
+    sentiment: Label | None = None
 
 
-class Conversations:
+class Conversations(Repository):
     """Threads of a kind (``KINDS``) with metadata, and their messages as items."""
-
-    def __init__(self, store: DialogueStore) -> None:
-        self.db = store
 
     def _row(self, session: Any, thread_id: str, kind: str | None) -> ThreadRow:
         """The thread's row; ThreadNotFoundError when there is none (of ``kind``, when given)."""
         row = session.get(ThreadRow, thread_id)
         if row is None or (kind is not None and row.kind != kind):
-            raise ThreadNotFoundError(f"no {kind or 'thread'} {thread_id!r} in {self.db.location}")
+            raise ThreadNotFoundError(f"no {kind or 'thread'} {thread_id!r} in {self.location}")
         return row
 
     def create(self, thread_id: str, *, kind: str, model: str, metadata: dict[str, str] | None = None,
@@ -63,7 +62,7 @@ class Conversations:
                ) -> tuple[Thread, list[Message]]:
         """A new thread of ``kind`` with its first messages, in one transaction (``created_at``: when it was
         first said, for imported history; default now)."""
-        with self.db._session(write=True) as session:
+        with self.db.session(write=True) as session:
             return self.create_in(session, thread_id, kind=kind, model=model, metadata=metadata,
                                   messages=messages, created_at=created_at)
 
@@ -84,12 +83,12 @@ class Conversations:
         return Thread.from_row(row, len(added)), added
 
     def get(self, thread_id: str, kind: str | None = None) -> Thread:
-        with self.db._session() as session:
+        with self.db.session() as session:
             row = self._row(session, thread_id, kind)
             return Thread.from_row(row)
 
     def update_metadata(self, thread_id: str, kind: str, metadata: dict[str, str] | None) -> Thread:
-        with self.db._session(write=True) as session:
+        with self.db.session(write=True) as session:
             row = self._row(session, thread_id, kind)
             row.metadata_ = metadata or None
             session.flush()
@@ -97,7 +96,7 @@ class Conversations:
 
     def delete(self, thread_id: str, kind: str) -> None:
         """The thread, its messages and the stored objects that point at it."""
-        with self.db._session(write=True) as session:
+        with self.db.session(write=True) as session:
             row = self._row(session, thread_id, kind)
             session.execute(delete(MessageRow).where(MessageRow.thread_id == thread_id))
             session.delete(row)
@@ -105,7 +104,7 @@ class Conversations:
     def append(self, thread_id: str, messages: list[NewMessage], *, kind: str | None = None) -> list[Message]:
         """Log ``messages`` at the end of the thread in one transaction. A user message after an assistant message
         records its sentiment as that reply's reaction, as every exchange does."""
-        with self.db._session(write=True) as session:
+        with self.db.session(write=True) as session:
             return self.append_in(session, thread_id, messages, kind=kind)
 
     def append_in(self, session: Any, thread_id: str, messages: list[NewMessage], *, kind: str | None = None,
@@ -124,7 +123,9 @@ class Conversations:
         rows = []
         for new in messages:
             role = "system" if new.role == "developer" else new.role
-            said = sentiment.analyze(new.content)
+            said = new.sentiment
+            if said is None:
+                raise ValueError("a message is logged with its sentiment: label it first (tuneloop.labels.labelled)")
             if role == "user" and last is not None and last.role == "assistant":
                 last.reaction_label, last.reaction_score = said.label, said.score
             row = MessageRow(thread_id=thread.id, role=role, content=new.content, item_id=new.item_id,
@@ -151,22 +152,22 @@ class Conversations:
         statement = select(MessageRow).where(MessageRow.thread_id == thread_id).order_by(MessageRow.id)
         if ids is not None:
             statement = statement.where(MessageRow.id.in_(ids))
-        with self.db._session() as session:
+        with self.db.session() as session:
             return [Message.from_row(r) for r in session.scalars(statement)]
 
     def by_ids(self, ids: list[int]) -> dict[int, Message]:
         """Messages by their ids, wherever they are, in one read."""
-        with self.db._session() as session:
+        with self.db.session() as session:
             rows = session.scalars(select(MessageRow).where(MessageRow.id.in_(ids)))
             return {r.id: Message.from_row(r) for r in rows}
 
     def last_id(self, thread_id: str) -> int | None:
         """The id of the thread's last message (None when it has none)."""
-        with self.db._session() as session:
+        with self.db.session() as session:
             return session.scalar(select(func.max(MessageRow.id)).where(MessageRow.thread_id == thread_id))
 
     def item(self, thread_id: str, item_id: str) -> Message:
-        with self.db._session() as session:
+        with self.db.session() as session:
             row = session.scalars(select(MessageRow).where(MessageRow.thread_id == thread_id,
                                                            MessageRow.item_id == item_id)).first()
             if row is None:
@@ -174,7 +175,7 @@ class Conversations:
             return Message.from_row(row)
 
     def delete_item(self, thread_id: str, item_id: str) -> None:
-        with self.db._session(write=True) as session:
+        with self.db.session(write=True) as session:
             row = session.scalars(select(MessageRow).where(MessageRow.thread_id == thread_id,
                                                            MessageRow.item_id == item_id)).first()
             if row is None:
@@ -183,10 +184,10 @@ class Conversations:
 
     def find_item(self, item_id: str) -> Message | None:
         """The message with public id ``item_id``, wherever it is."""
-        with self.db._session() as session:
+        with self.db.session() as session:
             row = session.scalars(select(MessageRow).where(MessageRow.item_id == item_id)).first()
             return Message.from_row(row) if row else None
 
     def delete_messages(self, ids: list[int]) -> None:
-        with self.db._session(write=True) as session:
+        with self.db.session(write=True) as session:
             session.execute(delete(MessageRow).where(MessageRow.id.in_(ids)))

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import or_, select
 
 from tuneloop.errors import StoreError, TuneloopError
-from tuneloop.store.dialogue import DialogueStore, _aware
+from tuneloop.store.database import Repository, aware
 from tuneloop.store.schema import CheckpointRow, FileRow, JobEventRow, JobRow, utcnow
 
 ACTIVE = ("validating_files", "queued", "running")
@@ -42,7 +42,7 @@ def new_id(prefix: str) -> str:
 
 
 def _ts(value: datetime | None) -> int | None:
-    return int(_aware(value).timestamp()) if value is not None else None
+    return int(aware(value).timestamp()) if value is not None else None
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class StoredFile:
 
     @classmethod
     def from_row(cls, row: FileRow) -> StoredFile:
-        return cls(row.id, row.filename, row.purpose, row.bytes, row.path, _aware(row.created_at))
+        return cls(row.id, row.filename, row.purpose, row.bytes, row.path, aware(row.created_at))
 
     def to_openai(self) -> dict[str, Any]:
         return {
@@ -82,7 +82,7 @@ class JobEvent:
 
     @classmethod
     def from_row(cls, row: JobEventRow) -> JobEvent:
-        return cls(row.id, row.job_id, row.level, row.message, row.type, row.data, _aware(row.created_at))
+        return cls(row.id, row.job_id, row.level, row.message, row.type, row.data, aware(row.created_at))
 
     def to_openai(self) -> dict[str, Any]:
         return {
@@ -170,16 +170,16 @@ class Job:
             description=row.description,
             metadata=row.metadata_,
             pid=row.pid,
-            heartbeat_at=_aware(row.heartbeat_at) if row.heartbeat_at else None,
+            heartbeat_at=aware(row.heartbeat_at) if row.heartbeat_at else None,
             cancel_requested=bool(row.cancel_requested),
             progress=row.progress,
-            created_at=_aware(row.created_at),
-            finished_at=_aware(row.finished_at) if row.finished_at else None,
+            created_at=aware(row.created_at),
+            finished_at=aware(row.finished_at) if row.finished_at else None,
             device=row.device,
             quantize=row.quantize,
             worker=row.worker,
             attempts=int(row.attempts or 0),
-            started_at=_aware(row.started_at) if row.started_at else None,
+            started_at=aware(row.started_at) if row.started_at else None,
             origin=row.origin,
         )
 
@@ -218,20 +218,13 @@ class Job:
         }
 
 
-class JobStore:
+class JobStore(Repository):
     """Jobs, files, events and checkpoints; every write is one short transaction."""
-
-    def __init__(self, store: DialogueStore) -> None:
-        self.db = store
-
-    @property
-    def location(self) -> str:
-        return self.db.location
 
     # files
 
     def add_file(self, *, filename: str, purpose: str, size: int, path: str, file_id: str | None = None) -> StoredFile:
-        with self.db._session(write=True) as session:
+        with self.db.session(write=True) as session:
             row = FileRow(id=file_id or new_id("file"), filename=filename, purpose=purpose, bytes=size, path=path,
                           created_at=utcnow())
             session.add(row)
@@ -239,7 +232,7 @@ class JobStore:
             return StoredFile.from_row(row)
 
     def get_file(self, file_id: str) -> StoredFile:
-        with self.db._session() as session:
+        with self.db.session() as session:
             row = session.get(FileRow, file_id)
             if row is None:
                 raise FileNotFoundInStoreError(f"no file {file_id!r} in {self.location}", file_id)
@@ -249,11 +242,11 @@ class JobStore:
         statement = select(FileRow).order_by(FileRow.created_at.desc())
         if purpose:
             statement = statement.where(FileRow.purpose == purpose)
-        with self.db._session() as session:
+        with self.db.session() as session:
             return [StoredFile.from_row(r) for r in session.scalars(statement)]
 
     def delete_file(self, file_id: str) -> StoredFile:
-        with self.db._session(write=True) as session:
+        with self.db.session(write=True) as session:
             row = session.get(FileRow, file_id)
             if row is None:
                 raise FileNotFoundInStoreError(f"no file {file_id!r} in {self.location}", file_id)
@@ -271,7 +264,7 @@ class JobStore:
         if "metadata" in fields:
             fields["metadata_"] = fields.pop("metadata")
         message = fields.pop("first_event", None)
-        with self.db._session(write=True) as session:
+        with self.db.session(write=True) as session:
             row = JobRow(**fields)
             session.add(row)
             session.flush()
@@ -284,7 +277,7 @@ class JobStore:
         return JobNotFoundError(f"no fine-tuning job {job_id!r} in {self.location}; run `tuneloop jobs list`", job_id)
 
     def get_job(self, job_id: str) -> Job:
-        with self.db._session() as session:
+        with self.db.session() as session:
             row = session.get(JobRow, job_id)
             if row is None:
                 raise self._not_found(job_id)
@@ -297,13 +290,13 @@ class JobStore:
         if after:
             anchor = self.get_job(after)
             statement = statement.where(JobRow.created_at <= anchor.created_at, JobRow.id != after)
-        with self.db._session() as session:
+        with self.db.session() as session:
             return [Job.from_row(r) for r in session.scalars(statement.limit(limit))]
 
     def running_jobs(self, backend: str = "local", statuses: tuple[str, ...] = ("running",)) -> list[Job]:
         statement = select(JobRow).where(JobRow.backend == backend, JobRow.status.in_(statuses)).order_by(
             JobRow.created_at, JobRow.id)
-        with self.db._session() as session:
+        with self.db.session() as session:
             return [Job.from_row(r) for r in session.scalars(statement)]
 
     def succeeded_models(self, backend: str = "local") -> list[Job]:
@@ -312,7 +305,7 @@ class JobStore:
             .where(JobRow.backend == backend, JobRow.status == "succeeded", JobRow.fine_tuned_model.is_not(None))
             .order_by(JobRow.created_at)
         )
-        with self.db._session() as session:
+        with self.db.session() as session:
             return [Job.from_row(r) for r in session.scalars(statement)]
 
     def claim(self, worker: str, *, pid: int, job_id: str | None = None, models: list[str] | None = None,
@@ -330,7 +323,7 @@ class JobStore:
         if not quantize:
             statement = statement.where(JobRow.quantize.is_(None))
         now = utcnow()
-        with self.db._session(write=True) as session:
+        with self.db.session(write=True) as session:
             row = session.scalars(statement).first()
             if row is None:
                 return None
@@ -347,7 +340,7 @@ class JobStore:
         """Put a running job back in the queue (its worker was lost, or stopped), or fail it once it has been
         started ``max_attempts`` times. ``worker`` guards against a job another worker has taken meanwhile;
         ``charge=False`` (a worker that stopped cleanly) does not count the attempt."""
-        with self.db._session(write=True) as session:
+        with self.db.session(write=True) as session:
             row = session.get(JobRow, job_id)
             if row is None:
                 raise self._not_found(job_id)
@@ -384,7 +377,7 @@ class JobStore:
         the guard that keeps a finished job finished when a worker and a canceller race. ``only_if_worker``
         likewise keeps a worker from touching a job that was taken from it.
         """
-        with self.db._session(write=True) as session:
+        with self.db.session(write=True) as session:
             row = session.get(JobRow, job_id)
             if row is None:
                 raise self._not_found(job_id)
@@ -406,7 +399,7 @@ class JobStore:
                      checkpoints: list[dict[str, Any]]) -> None:
         """A job copied from a vendor, with all its events and checkpoints, in one transaction (so a job that is
         here is here whole); an earlier copy of it is replaced."""
-        with self.db._session(write=True) as session:
+        with self.db.session(write=True) as session:
             old = session.get(JobRow, fields["id"])
             if old is not None:
                 session.delete(old)  # its events and checkpoints go with it (ON DELETE CASCADE)
@@ -418,7 +411,7 @@ class JobStore:
 
     def add_event(self, job_id: str, message: str, *, level: str = "info", type_: str = "message",
                   data: dict[str, Any] | None = None, progress: dict[str, Any] | None = None) -> None:
-        with self.db._session(write=True) as session:
+        with self.db.session(write=True) as session:
             session.add(JobEventRow(job_id=job_id, level=level, message=message, type=type_, data=data,
                                     created_at=utcnow()))
             if progress is not None:
@@ -436,17 +429,17 @@ class JobStore:
         statement = statement.order_by(JobEventRow.id.desc() if newest_first else JobEventRow.id)
         if limit is not None:
             statement = statement.limit(limit)
-        with self.db._session() as session:
+        with self.db.session() as session:
             return [JobEvent.from_row(r) for r in session.scalars(statement)]
 
     def add_checkpoint(self, job_id: str, *, step: int, metrics: dict[str, Any], model: str,
                        path: str | None = None) -> Checkpoint:
-        with self.db._session(write=True) as session:
+        with self.db.session(write=True) as session:
             row = CheckpointRow(id=new_id("ftckpt"), job_id=job_id, step=step, metrics=metrics,
                                 fine_tuned_model_checkpoint=model, path=path, created_at=utcnow())
             session.add(row)
             session.flush()
-            return Checkpoint(row.id, job_id, step, metrics, model, _aware(row.created_at))
+            return Checkpoint(row.id, job_id, step, metrics, model, aware(row.created_at))
 
     def succeeded_checkpoints(self, backend: str = "local") -> dict[str, str]:
         """Checkpoint model id → adapter folder, for jobs that succeeded."""
@@ -455,12 +448,12 @@ class JobStore:
             .join(JobRow, JobRow.id == CheckpointRow.job_id)
             .where(JobRow.backend == backend, JobRow.status == "succeeded", CheckpointRow.path.is_not(None))
         )
-        with self.db._session() as session:
+        with self.db.session() as session:
             return {model: path for model, path in session.execute(statement)}
 
     def checkpoints(self, job_id: str) -> list[Checkpoint]:
         self.get_job(job_id)
         statement = select(CheckpointRow).where(CheckpointRow.job_id == job_id).order_by(CheckpointRow.step.desc())
-        with self.db._session() as session:
-            return [Checkpoint(r.id, r.job_id, r.step, r.metrics, r.fine_tuned_model_checkpoint, _aware(r.created_at))
+        with self.db.session() as session:
+            return [Checkpoint(r.id, r.job_id, r.step, r.metrics, r.fine_tuned_model_checkpoint, aware(r.created_at))
                     for r in session.scalars(statement)]

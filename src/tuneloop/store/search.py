@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import select, text
 
+from tuneloop.store.database import Database
+from tuneloop.store.records import Message
 from tuneloop.store.schema import MessageRow
-
-if TYPE_CHECKING:
-    from tuneloop.store.dialogue import DialogueStore, Message
 
 # Matched words are wrapped in these two characters in SearchHit.snippet (control characters no one types).
 START, STOP = "\x02", "\x03"
@@ -47,13 +46,12 @@ def words(query: str) -> list[str]:
     return _WORD.findall(query)
 
 
-def search(store: DialogueStore, query: str, limit: int) -> list[SearchHit]:
-    from tuneloop.store.dialogue import Message
-
+def search(db: Database, query: str, limit: int) -> list[SearchHit]:
+    """Up to ``limit`` messages matching every word of ``query``, best first."""
     terms = words(query)
     if not terms:
         return []
-    dialect = store.engine.dialect.name
+    dialect = db.dialect
     if dialect == "sqlite":
         statement = text(
             "SELECT messages_fts.rowid, -bm25(messages_fts), "
@@ -71,21 +69,19 @@ def search(store: DialogueStore, query: str, limit: int) -> list[SearchHit]:
                   "options": f"StartSel={START}, StopSel={STOP}, MaxWords=30, MinWords=12, MaxFragments=2, "
                              "FragmentDelimiter=\" … \""}
     else:
-        return _substring(store, query, limit)
-    with store._session() as session:
+        return _substring(db, query, limit)
+    with db.session() as session:
         found = [(int(i), float(rank), snippet) for i, rank, snippet in session.execute(statement, params)]
         rows = {row.id: row for row in session.scalars(select(MessageRow).where(
             MessageRow.id.in_([i for i, _, _ in found])))}
         return [SearchHit(Message.from_row(rows[i]), rank, snippet) for i, rank, snippet in found if i in rows]
 
 
-def _substring(store: DialogueStore, query: str, limit: int) -> list[SearchHit]:
-    from tuneloop.store.dialogue import Message
-
+def _substring(db: Database, query: str, limit: int) -> list[SearchHit]:
     escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     statement = (select(MessageRow).where(MessageRow.content.ilike(f"%{escaped}%", escape="\\"))
                  .order_by(MessageRow.id.desc()).limit(limit))
     pattern = re.compile(re.escape(query), re.IGNORECASE)
-    with store._session() as session:
+    with db.session() as session:
         return [SearchHit(Message.from_row(row), 1.0, pattern.sub(lambda m: f"{START}{m.group(0)}{STOP}", row.content))
                 for row in session.scalars(statement)]

@@ -25,11 +25,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tuneloop._files import atomic_write_bytes, open_private, safe_filename
 from tuneloop.datasets import Dataset, token_counter, validate_file
 from tuneloop.datasets.validate import ValidationReport
 from tuneloop.engine.weights import BASE_MODEL_ID
 from tuneloop.errors import DatasetInvalidError, InputError, StoreError
+from tuneloop.fileio import atomic_write_bytes, open_private, safe_filename
 from tuneloop.providers import DEFAULT_OPENAI_MODEL
 from tuneloop.runtime import Runtime
 from tuneloop.store.jobs import ACTIVE, Job, JobEvent, JobStateError, JobStore, StoredFile

@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from tuneloop._files import atomic_write_text
+from tuneloop.fileio import atomic_write_text
 from tuneloop.training.tokenize import continuation_row, render
 
 REPLAY_TOKENS = 24

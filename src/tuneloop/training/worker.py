@@ -33,9 +33,9 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from tuneloop._files import open_private
 from tuneloop.config import Settings, load_settings
 from tuneloop.errors import TuneloopError
+from tuneloop.fileio import open_private
 from tuneloop.models.registry import fine_tuned_id
 from tuneloop.store import DialogueStore
 from tuneloop.store.jobs import ACTIVE, Job, JobStore

@@ -1,0 +1,129 @@
+"""What the store hands back: plain, frozen records of threads and messages (rows never leave the store)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from tuneloop.store.database import aware
+from tuneloop.store.schema import MessageRow, ThreadRow
+
+TITLE_LENGTH = 80
+
+
+class Label(Protocol):
+    """A label computed above the store (sentiment, for now: ``tuneloop.sentiment.Sentiment``) and handed down with
+    what it labels."""
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def score(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class Thread:
+    id: str
+    assistant_id: str | None
+    model: str
+    title: str | None
+    system_instruction: str | None
+    created_at: datetime
+    updated_at: datetime
+    message_count: int | None = None
+    kind: str | None = None
+    metadata: dict[str, str] | None = None
+
+    @classmethod
+    def from_row(cls, row: ThreadRow, message_count: int | None = None) -> Thread:
+        return cls(
+            kind=row.kind,
+            metadata=row.metadata_,
+            id=row.id,
+            assistant_id=row.assistant_id,
+            model=row.model,
+            title=row.title,
+            system_instruction=row.system_instruction,
+            created_at=aware(row.created_at),
+            updated_at=aware(row.updated_at),
+            message_count=message_count,
+        )
+
+
+@dataclass(frozen=True)
+class Message:
+    id: int
+    thread_id: str
+    role: str
+    content: str
+    sentiment: str
+    sentiment_score: float
+    reaction: str | None
+    reaction_score: float | None
+    feedback: int | None
+    model: str | None
+    tokens_in: int | None
+    tokens_out: int | None
+    latency_ms: int | None
+    finish_reason: str | None
+    attachments: list[dict[str, Any]] | None
+    created_at: datetime
+    item_id: str | None = None
+    metadata: dict[str, str] | None = None
+
+    @classmethod
+    def from_row(cls, row: MessageRow) -> Message:
+        return cls(
+            item_id=row.item_id,
+            metadata=row.metadata_,
+            id=row.id,
+            thread_id=row.thread_id,
+            role=row.role,
+            content=row.content,
+            sentiment=row.sentiment_label,
+            sentiment_score=row.sentiment_score,
+            reaction=row.reaction_label,
+            reaction_score=row.reaction_score,
+            feedback=row.feedback,
+            model=row.model,
+            tokens_in=row.tokens_in,
+            tokens_out=row.tokens_out,
+            latency_ms=row.latency_ms,
+            finish_reason=row.finish_reason,
+            attachments=row.attachments,
+            created_at=aware(row.created_at),
+        )
+
+    def to_dialogue(self) -> dict[str, Any]:
+        """The seed's dialogue entry: role, content, sentiment."""
+        return {"role": self.role, "content": self.content, "sentiment": self.sentiment}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "thread_id": self.thread_id,
+            "role": self.role,
+            "content": self.content,
+            "sentiment": self.sentiment,
+            "sentiment_score": self.sentiment_score,
+            "reaction": self.reaction,
+            "reaction_score": self.reaction_score,
+            "feedback": self.feedback,
+            "model": self.model,
+            "tokens_in": self.tokens_in,
+            "tokens_out": self.tokens_out,
+            "latency_ms": self.latency_ms,
+            "finish_reason": self.finish_reason,
+            "attachments": self.attachments,
+            "created_at": self.created_at.isoformat(),
+            "item_id": self.item_id,
+            "metadata": self.metadata,
+        }
+
+
+@dataclass(frozen=True)
+class Exchange:
+    user: Message
+    assistant: Message
