@@ -9,7 +9,7 @@ from typing import Any
 from conftest import wait_until
 
 from tuneloop.engine import batching
-from tuneloop.engine.generation import GenerationResult
+from tuneloop.generation import GenerationResult
 
 
 def ask(text: str, **options: Any) -> dict[str, Any]:

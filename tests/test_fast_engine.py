@@ -70,7 +70,7 @@ def test_a_sliding_window_is_kept_past_its_length(kind: str, models_dir: Path, t
     it): past 64 tokens the fast engine attends over the window as transformers does, reading in chunks too."""
     from tiny_models import build_tiny_model
 
-    from tuneloop.engine.generation import LocalEngine
+    from tuneloop.engine.reference import LocalEngine
 
     checkpoint = build_tiny_model(kind, ensure_checkpoint(models_dir), tmp_path / kind, sliding_window=64)
     fast = FastEngine(ensure_fast(tmp_path / "models", checkpoint, None, "fp32", model_id=kind))
@@ -112,7 +112,7 @@ def test_a_fine_tuned_adapter_is_merged_before_conversion(tiny: Path, tmp_path: 
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from tuneloop.engine.generation import LocalEngine
+    from tuneloop.engine.reference import LocalEngine
 
     torch.manual_seed(1)
     base = AutoModelForCausalLM.from_pretrained(str(tiny))
@@ -171,7 +171,7 @@ def test_a_cold_ask_imports_neither_torch_nor_transformers(home: Path, fast_engi
 
 
 def test_the_reference_engine_is_one_setting_away(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tuneloop.engine.generation import LocalEngine
+    from tuneloop.engine.reference import LocalEngine
     from tuneloop.runtime import Runtime
 
     monkeypatch.setenv("TUNELOOP_ENGINE", "reference")

@@ -76,7 +76,7 @@ class ReplyStream:
             if finished or (stopped and self._stream.result.text):
                 if not finished:
                     self._stream.result.finish_reason = "interrupted"
-                self.reply = self._session._log(self._text, self._system, self._stream.result)
+                self.reply = self._session.log_reply(self._text, self._system, self._stream.result)
 
     def read(self) -> Reply:
         for _ in self:
@@ -128,7 +128,8 @@ class ChatSession:
             return []
         return self.runtime.store.messages(self.thread.id)
 
-    def _system_for(self, override: str | None) -> str | None:
+    def system_for(self, override: str | None) -> str | None:
+        """The system instruction in force: ``override``, else the session's, the thread's, the assistant's."""
         if override:
             return override
         if self.system_instruction:
@@ -162,7 +163,7 @@ class ChatSession:
             raise InputError("the message is empty; type something to send")
         # Fail before generating if the log cannot be written.
         self.runtime.store.check_writable()
-        system = self._system_for(system_instruction)
+        system = self.system_for(system_instruction)
         options = {
             "model": self.model,
             "temperature": self.assistant.temperature if temperature is None else temperature,
@@ -199,11 +200,12 @@ class ChatSession:
         """Send ``text`` (with ``images``, for a vision model) and return the whole reply once generated and logged;
         the log keeps a reference to each image (hash, size, format), not its bytes."""
         messages, system, options = self._prepare(text, system_instruction, max_tokens, temperature, attempts, images)
-        return self._log(text, system, self.provider.complete(messages, **options),
+        return self.log_reply(text, system, self.provider.complete(messages, **options),
                          [image.reference() for image in images] or None)
 
-    def _log(self, text: str, system: str | None, result: GenerationResult,
-             attachments: list[dict[str, Any]] | None = None) -> Reply:
+    def log_reply(self, text: str, system: str | None, result: GenerationResult,
+                  attachments: list[dict[str, Any]] | None = None) -> Reply:
+        """Log ``text`` and the generated reply in this session's thread (created on the first exchange)."""
         thread_id = self.thread.id if self.thread else self._next_thread_id
         exchange = labels.log_exchange(
             self.runtime.store,

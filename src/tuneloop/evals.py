@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tuneloop.datasets.readers import COMPLETION_COLUMNS, PROMPT_COLUMNS, SYSTEM_COLUMNS, _pick_delimiter, decode
+from tuneloop.datasets.readers import COMPLETION_COLUMNS, PROMPT_COLUMNS, SYSTEM_COLUMNS, decode, pick_delimiter
 from tuneloop.errors import DataError, InputError
 
 if TYPE_CHECKING:
@@ -184,7 +184,7 @@ def read_validation(path: Path, name: str) -> tuple[list[dict[str, Any]], list[E
 
 
 def read_eval_csv(text: str, source: str) -> list[EvalItem]:
-    rows = [r for r in csv.reader(io.StringIO(text), delimiter=_pick_delimiter(text)) if any(c.strip() for c in r)]
+    rows = [r for r in csv.reader(io.StringIO(text), delimiter=pick_delimiter(text)) if any(c.strip() for c in r)]
     header = [c.strip().lower() for c in rows[0]]
 
     def column(names: Iterable[str]) -> int | None:

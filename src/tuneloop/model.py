@@ -177,12 +177,12 @@ class OpenAIModel:
         provider = self.runtime.openai  # plain HTTP needs an HTTP endpoint: OPENAI_BASE_URL / OPENAI_API_KEY
         image = prepare_image(image_path, max_bytes=self._image_limit)
         text = prompt or DESCRIBE_PROMPT
-        system = self._session._system_for(None)
+        system = self._session.system_for(None)
         messages = ([{"role": "system", "content": system}] if system else []) + [
             {"role": "user", "content": [{"type": "text", "text": text}, image.content_part()]}]
         with refusal_of_images(self.model):
             result = post_chat(provider, self.model, messages, self.runtime.settings.max_tokens)
-        self.last_reply = self._session._log(text, system, result, [image.reference()])
+        self.last_reply = self._session.log_reply(text, system, result, [image.reference()])
         return result.text
 
     @cached_property

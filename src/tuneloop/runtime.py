@@ -14,6 +14,7 @@ from tuneloop.models.registry import ModelRegistry, base_of
 from tuneloop.providers import DEFAULT_OPENAI_MODEL, LocalProvider, ModelInfo, OpenAIProvider, Provider
 from tuneloop.providers.openai import known_text_model, known_vision_model
 from tuneloop.store import DialogueStore
+from tuneloop.store.jobs import JobStore
 
 REMOTE_HINT = "set OPENAI_API_KEY (and OPENAI_BASE_URL for another compatible server) to use remote models"
 
@@ -46,7 +47,6 @@ class Runtime:
 
     def fine_tuned_models(self) -> dict[str, Path]:
         """Local fine-tuned models whose job succeeded: model id → LoRA adapter folder."""
-        from tuneloop.store.jobs import JobStore
 
         jobs = JobStore(self.store)
         models = {

@@ -71,7 +71,7 @@ def post_chat(provider: OpenAIProvider, model: str, messages: list[dict[str, Any
         raise ProviderTimeoutError(f"the provider at {provider.where} did not answer in time "
                                    f"({policy.retries + 1} attempts); raise TUNELOOP_REQUEST_TIMEOUT") from None
     except httpx.HTTPError as exc:
-        raise ProviderConnectionError(f"cannot reach {provider.where}: {provider._scrub(str(exc))}; check "
+        raise ProviderConnectionError(f"cannot reach {provider.where}: {provider.scrub(str(exc))}; check "
                                       "OPENAI_BASE_URL and the network") from None
     if response.status_code == 429:
         raise ProviderRateLimitError(f"the provider at {provider.where} answered 429 (rate limit); try again later",
@@ -85,7 +85,7 @@ def post_chat(provider: OpenAIProvider, model: str, messages: list[dict[str, Any
     if response.status_code >= 400 or not isinstance(data, dict):
         detail = data.get("error", {}).get("message") if isinstance(data, dict) else response.text[:200]
         raise ProviderResponseError(f"the provider at {provider.where} answered {response.status_code} for model "
-                                    f"{model}: {provider._scrub(str(detail))}", status=response.status_code)
+                                    f"{model}: {provider.scrub(str(detail))}", status=response.status_code)
     try:
         choice = data["choices"][0]
         text = choice["message"]["content"] or ""

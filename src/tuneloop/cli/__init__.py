@@ -15,6 +15,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 _PICKS_A_MODEL = {"--model", "-m", "--assistant", "-a", "--continue", "-c", "--thread", "-t", "--help"}
 if len(sys.argv) > 1 and sys.argv[1] in ("ask", "chat") and not _PICKS_A_MODEL & {
         a.split("=")[0] for a in sys.argv[2:]}:
+    # Lazy: only a plain ask or chat starts loading the model beside the CLI's own imports.
     from tuneloop.engine.preload import preload
 
     preload()

@@ -233,6 +233,7 @@ def describe(
     (gpt-4o-mini…) or any OpenAI-compatible vision server, and mark its models with
     \\[models."ID"] vision = true in tuneloop.toml.
     """
+    # Lazy (cold start): describe alone needs the seed's class and its vision helpers.
     from tuneloop.model import OpenAIModel
 
     if detail not in ("auto", "low", "high"):
@@ -298,6 +299,7 @@ def demo(
 
 
 def demo_training(rt: Runtime, max_tokens: int) -> None:
+    # Lazy (cold start): only the demo trains and evaluates.
     import time
     from importlib import resources
 

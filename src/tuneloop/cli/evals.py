@@ -33,6 +33,7 @@ def eval_command(
     answer, ignoring case and a final full stop), regex (a Python regular expression, searched).
     Example: tuneloop eval facts.jsonl -m ft:smollm2-135m-instruct:demo:ftjob-… -m smollm2-135m-instruct
     """
+    # Lazy (cold start): the other commands never load the eval runner.
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from tuneloop.config import load_settings

@@ -48,6 +48,7 @@ def export(
       tuneloop export ft:smollm2-135m-instruct:facts:ftjob-abc --format gguf -o facts-gguf
       tuneloop export ft:qwen2.5-0.5b:support:ftjob-def --format peft -o support-lora
     """
+    # Lazy (cold start): exporting loads transformers, peft and gguf.
     from tuneloop.export import export_model
 
     runtime = Runtime(load_settings(), progress=conversion_progress())

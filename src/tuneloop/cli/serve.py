@@ -38,10 +38,10 @@ def serve(
     its job succeeds. Up to --max-batch replies are generated at once (the fast engine decodes them
     together, one token each per step); later requests wait in the order they arrived.
     """
+    # Lazy (cold start): the server's modules (FastAPI, uvicorn) load only for serve.
     from tuneloop.engine import BASE_MODEL_ID
     from tuneloop.runtime import Runtime
-    from tuneloop.server import create_app, is_loopback, server_settings
-    from tuneloop.server._run import base_url, bind, uvicorn_server
+    from tuneloop.server import base_url, bind, create_app, is_loopback, server_settings, uvicorn_server
 
     settings = server_settings()
     if max_batch is not None:
@@ -59,6 +59,7 @@ def serve(
         runtime.local.engine(BASE_MODEL_ID)
     vision = None
     if vision_model is not None:
+        # Lazy: the local vision model (transformers) loads only when one is asked for.
         from tuneloop.server.vision import VisionProvider
 
         with console.status(f"Loading the vision model in {vision_model}…"):

@@ -51,6 +51,7 @@ def fine_tuning() -> FineTuning:
 
 def upload_validation(ft: FineTuning, path: Path) -> str:
     """Store a validation file; a CSV of questions and expected answers becomes the same JSONL lines."""
+    # Lazy (cold start): only train --validation reads an eval file.
     import json
 
     from tuneloop.evals import read_eval_file

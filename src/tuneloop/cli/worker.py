@@ -32,6 +32,7 @@ def worker(
     On a laptop you need none: each new job starts its own one-job worker. Set spawn_worker = false (or
     TUNELOOP_SPAWN_WORKER=0) where workers take the jobs.
     """
+    # Lazy (cold start): the worker's modules load only for worker.
     from tuneloop.training.worker import Worker
 
     settings = load_settings()

@@ -116,7 +116,8 @@ def decode(data: bytes, source: str, encoding: str | None = None) -> str:
     return text
 
 
-def _pick_delimiter(text: str) -> str:
+def pick_delimiter(text: str) -> str:
+    """The CSV delimiter of ``text``: the one of DELIMITERS its header line holds most of."""
     header = text.split("\n", 1)[0]
     counts = {d: header.count(d) for d in DELIMITERS}
     best = max(DELIMITERS, key=lambda d: counts[d])
@@ -138,7 +139,7 @@ def read_csv_text(text: str, *, source: str = "<text>") -> RowSet:
         raise DataError(
             "is empty; a CSV needs a header row such as prompt,completion and one row per example", source=source
         )
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_pick_delimiter(text), strict=False)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=pick_delimiter(text), strict=False)
     out = RowSet(sources=[source])
     header: list[str] | None = None
     columns: dict[str, int | None] = {}
@@ -195,7 +196,8 @@ def read_csv_bytes(data: bytes, *, source: str, encoding: str | None = None) -> 
     return read_csv_text(decode(data, source, encoding), source=source)
 
 
-def _read_bytes(path: Path) -> bytes:
+def read_bytes(path: Path) -> bytes:
+    """The file's bytes; DataError naming the file when it cannot be read."""
     try:
         return path.read_bytes()
     except FileNotFoundError:
@@ -208,7 +210,7 @@ def _read_bytes(path: Path) -> bytes:
 
 def read_csv(path: str | Path, *, encoding: str | None = None) -> RowSet:
     path = Path(path)
-    return read_csv_bytes(_read_bytes(path), source=str(path), encoding=encoding)
+    return read_csv_bytes(read_bytes(path), source=str(path), encoding=encoding)
 
 
 def read_csv_dir(directory: str | Path, *, encoding: str | None = None) -> RowSet:
@@ -284,7 +286,7 @@ def read_jsonl_text(text: str, *, source: str = "<text>") -> RowSet:
 
 def read_jsonl(path: str | Path, *, encoding: str | None = None) -> RowSet:
     path = Path(path)
-    return read_jsonl_text(decode(_read_bytes(path), str(path), encoding), source=str(path))
+    return read_jsonl_text(decode(read_bytes(path), str(path), encoding), source=str(path))
 
 
 def read_source(source: str | Path, *, encoding: str | None = None) -> RowSet:
@@ -294,7 +296,7 @@ def read_source(source: str | Path, *, encoding: str | None = None) -> RowSet:
         return read_csv_dir(path, encoding=encoding)
     if not path.exists():
         raise DataError("does not exist; give a CSV file, a directory of CSV files or a JSONL file", source=str(path))
-    data = _read_bytes(path)
+    data = read_bytes(path)
     text = decode(data, str(path), encoding)
     if path.suffix.lower() in (".jsonl", ".json") or (path.suffix.lower() != ".csv" and text.lstrip().startswith("{")):
         return read_jsonl_text(text, source=str(path))

@@ -23,7 +23,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from tuneloop.engine.weights import BASE_MODEL_ID, ProgressCallback
+from tuneloop.engine.template import as_given
+from tuneloop.engine.weights import BASE_MODEL_ID, ProgressCallback, ensure_checkpoint
 
 O200K_URL = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"
 # OpenAI's cookbook: every message costs 3 tokens besides its content (4 with a name), every reply 3 more.
@@ -197,7 +198,6 @@ def openai_counter(model: str) -> TokenCounter:
 def _local_counter(checkpoint: str) -> TokenCounter:
     from transformers import AutoTokenizer
 
-    from tuneloop.engine.template import as_given
 
     tokenizer = AutoTokenizer.from_pretrained(checkpoint, local_files_only=True)
     backend = tokenizer.backend_tokenizer
@@ -265,7 +265,6 @@ def token_counter(
     if checkpoint is not None:
         return local_counter(model, checkpoint)
     if base_model(model) == BASE_MODEL_ID:
-        from tuneloop.engine.weights import ensure_checkpoint
 
         if models_dir is None:
             raise ValueError("models_dir is needed to count tokens for a local model")

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from tuneloop.datasets.readers import _read_bytes, decode, iter_jsonl
+from tuneloop.datasets.readers import decode, iter_jsonl, read_bytes
 from tuneloop.datasets.tokens import TokenCounter, default_epochs, message_text, price_table
 from tuneloop.errors import DataError
 
@@ -346,7 +346,7 @@ def validate_file(
 ) -> ValidationReport:
     """Validate a JSONL file; unreadable, empty or binary files raise :class:`DataError` naming the file."""
     path = Path(path)
-    text = decode(_read_bytes(path), str(path), encoding)
+    text = decode(read_bytes(path), str(path), encoding)
     if not text.strip():
         raise DataError("is empty; a training file needs one JSON example per line", source=str(path))
     if callable(counter) and not isinstance(counter, TokenCounter):

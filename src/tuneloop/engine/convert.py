@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from tuneloop.engine.weights import ProgressCallback
 from tuneloop.errors import ModelLoadError
+from tuneloop.hardware import cuda_count, mps_available
 
 if TYPE_CHECKING:
     from tuneloop.config import Settings
@@ -59,11 +60,8 @@ def engine_mode(settings: Settings) -> str:
         return mode
     if settings.device in ("cuda", "mps"):
         return "reference"
-    if settings.device == "auto":
-        from tuneloop.hardware import cuda_count, mps_available
-
-        if cuda_count() or mps_available():
-            return "reference"
+    if settings.device == "auto" and (cuda_count() or mps_available()):
+        return "reference"
     return "int8"
 
 

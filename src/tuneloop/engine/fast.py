@@ -1,7 +1,7 @@
 """The fast local engine: onnxruntime over a model converted by :mod:`tuneloop.engine.convert` (onnxruntime-genai's
 model builder).
 
-Same contract as :class:`~tuneloop.engine.generation.LocalEngine` (stream token by token, stop between any two
+Same contract as :class:`~tuneloop.engine.reference.LocalEngine` (stream token by token, stop between any two
 tokens, stop strings, the context window, conversations rendered as given), without torch or transformers:
 importing this module and answering costs a fraction of a second, which is what makes ``tuneloop ask`` quick
 from a cold start. Our own decode loop (:mod:`tuneloop.engine.batching`) drives the onnxruntime session: it is
@@ -26,10 +26,11 @@ from typing import Any
 
 import numpy as np
 
+from tuneloop.engine.base import ChatEngine, emit_pieces
 from tuneloop.engine.batching import Batcher, Layout
-from tuneloop.engine.generation import ChatEngine, GenerationResult, emit_pieces
 from tuneloop.engine.tokenizer import ChatTokenizer
 from tuneloop.errors import ModelLoadError
+from tuneloop.generation import GenerationResult
 
 Message = dict[str, Any]
 

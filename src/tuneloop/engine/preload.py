@@ -27,6 +27,7 @@ def _load_quietly() -> None:
 
 
 def _load() -> None:
+    # Lazy: this runs in a thread beside the CLI's imports, which is the point of the preload.
     from tuneloop.config import load_settings
     from tuneloop.engine.convert import current_fast, engine_mode
     from tuneloop.engine.weights import BASE_MODEL_ID, checkpoint_dir, is_converted
@@ -41,7 +42,8 @@ def _load() -> None:
     folder = current_fast(models_dir, checkpoint_dir(models_dir), None, mode)
     if folder is None:
         return
+    # Lazy: nothing more is imported when no converted model is there to load.
     from tuneloop.engine.fast import get_fast_engine
-    from tuneloop.training.paths import lock_path
+    from tuneloop.home import lock_path
 
     get_fast_engine(folder, model_id=BASE_MODEL_ID, training_lock=lock_path(settings), max_batch=settings.max_batch)

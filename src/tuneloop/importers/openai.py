@@ -23,12 +23,12 @@ from typing import Any
 
 from tuneloop.errors import ConfigError, ProviderAuthError, ProviderError, StoreError
 from tuneloop.fileio import atomic_write_bytes, safe_filename
+from tuneloop.home import files_dir
 from tuneloop.runtime import Runtime
 from tuneloop.store.api_objects import ApiObjects
 from tuneloop.store.conversations import NewMessage
 from tuneloop.store.jobs import JobNotFoundError, JobStore
 from tuneloop.stored_completions import StoredCompletions
-from tuneloop.training.paths import files_dir
 
 FINISHED = ("succeeded", "failed", "cancelled")
 PAGE = 100
@@ -111,7 +111,7 @@ class OpenAIImport:
                     self._completion(completion)
                     self.progress("completions", n)
         except (openai.OpenAIError, ValueError) as exc:
-            cause = self.provider._translate(exc)
+            cause = self.provider.translate_error(exc)
             if isinstance(cause, ProviderAuthError) or not self.summary.touched:
                 raise cause from None  # nothing to go on from: the error alone says what to do
             raise ImportInterruptedError(f"{cause}; what was imported before is kept: run `tuneloop import openai` "

@@ -1,6 +1,6 @@
 """Base models: the registry (ids → folders or GGUF files) and what can be read from a model's files."""
 
-from tuneloop.models.inspection import (
+from tuneloop.engine.inspection import (
     Description,
     ModelTooLargeError,
     ModelUnusableError,

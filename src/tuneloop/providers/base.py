@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tuneloop.engine.generation import GenerationResult, TextStream
+from tuneloop.generation import GenerationResult, TextStream
 
 __all__ = ["GenerationResult", "ModelInfo", "Provider", "TextStream"]
 

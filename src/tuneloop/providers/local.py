@@ -10,9 +10,10 @@ from typing import Any
 
 from tuneloop.config import Settings
 from tuneloop.engine.fast import FastEngine
-from tuneloop.engine.generation import LocalEngine, TextStream, get_engine
+from tuneloop.engine.reference import LocalEngine, get_engine
 from tuneloop.engine.weights import ProgressCallback
 from tuneloop.errors import ModelError, UnknownModelError
+from tuneloop.generation import TextStream
 from tuneloop.models.registry import ModelRegistry, base_of
 from tuneloop.providers.base import ModelInfo, Provider
 
@@ -77,13 +78,15 @@ class LocalProvider(Provider):
                              f"it with `tuneloop models add {base} PATH`") from None
         mode = self.engine_mode()
         if mode != "reference":
+            # Lazy (cold start): the fast engine's modules load with the first local model.
             from tuneloop.engine.convert import FastConversionError, ensure_fast
             from tuneloop.engine.fast import get_fast_engine
-            from tuneloop.training.paths import lock_path
+            from tuneloop.home import lock_path
 
             def fits() -> None:  # converting loads the fp32 weights: refused first if they cannot fit, as the reference
+                # Lazy: only a conversion that is not cached yet needs the size check.
+                from tuneloop.engine.inspection import check_fits, count_parameters
                 from tuneloop.hardware import choose
-                from tuneloop.models.inspection import check_fits, count_parameters
 
                 check_fits(base, count_parameters(checkpoint), choose(self.settings.device), purpose="load")
 
@@ -101,6 +104,7 @@ class LocalProvider(Provider):
 
     def engine_mode(self) -> str:
         """``TUNELOOP_ENGINE``; ``auto`` is the fast int8 engine on a CPU and the reference (torch) on a GPU."""
+        # Lazy (cold start): the conversion module loads only when a local model is used.
         from tuneloop.engine.convert import engine_mode
 
         return engine_mode(self.settings)

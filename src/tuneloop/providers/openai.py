@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from tuneloop.config import Settings
-from tuneloop.engine.generation import GenerationResult, TextStream
 from tuneloop.errors import (
     ProviderAuthError,
     ProviderConnectionError,
@@ -22,6 +21,7 @@ from tuneloop.errors import (
     ProviderTimeoutError,
     UnknownModelError,
 )
+from tuneloop.generation import GenerationResult, TextStream
 from tuneloop.providers.base import ModelInfo, Provider
 from tuneloop.retry import RetryPolicy, openai_client
 
@@ -68,12 +68,12 @@ class OpenAIProvider(Provider):
     def where(self) -> str:
         return self.base_url or "api.openai.com"
 
-    def _scrub(self, text: str) -> str:
+    def scrub(self, text: str) -> str:
         if self._secret:
             text = text.replace(self._secret, "[key]")
         return _KEY_PATTERN.sub("[key]", text)
 
-    def _translate(self, exc: Exception, model: str | None = None) -> Exception:
+    def translate_error(self, exc: Exception, model: str | None = None) -> Exception:
         openai = self._openai
         tries = f"{self.policy.retries + 1} attempts"
         if isinstance(exc, openai.APITimeoutError):
@@ -89,10 +89,10 @@ class OpenAIProvider(Provider):
                     f"TUNELOOP_RETRY_MAX_WAIT ({self.policy.max_wait:g} s); try again later", asked)
             return ProviderRateLimitError(
                 f"the provider at {self.where} answered 429 (rate limit) {tries} in a row: "
-                f"{self._scrub(exc.message)}; try again later or raise TUNELOOP_RETRIES", asked)
+                f"{self.scrub(exc.message)}; try again later or raise TUNELOOP_RETRIES", asked)
         if isinstance(exc, openai.APIConnectionError):
             return ProviderConnectionError(
-                f"cannot reach the provider at {self.where}: {self._scrub(str(exc))}; "
+                f"cannot reach the provider at {self.where}: {self.scrub(str(exc))}; "
                 "check OPENAI_BASE_URL and the network"
             )
         if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
@@ -107,15 +107,15 @@ class OpenAIProvider(Provider):
         if isinstance(exc, openai.APIStatusError):
             retried = f" ({tries})" if self.policy.retryable(exc.status_code) and self.policy.retries else ""
             return ProviderResponseError(
-                f"the provider at {self.where} answered {exc.status_code}{retried}: {self._scrub(exc.message)}",
+                f"the provider at {self.where} answered {exc.status_code}{retried}: {self.scrub(exc.message)}",
                 status=exc.status_code,
             )
         if isinstance(exc, openai.APIResponseValidationError):
             return ProviderResponseError(
-                f"the provider at {self.where} sent an answer that is not OpenAI's shape: {self._scrub(str(exc))}"
+                f"the provider at {self.where} sent an answer that is not OpenAI's shape: {self.scrub(str(exc))}"
             )
         if isinstance(exc, openai.OpenAIError):
-            return ProviderResponseError(f"the provider at {self.where} failed: {self._scrub(str(exc))}")
+            return ProviderResponseError(f"the provider at {self.where} failed: {self.scrub(str(exc))}")
         if isinstance(exc, ValueError):  # the SDK leaves an answer that is not JSON as json's own error
             return ProviderResponseError(
                 f"the provider at {self.where} answered with something that is not valid JSON ({exc}); "
@@ -127,7 +127,7 @@ class OpenAIProvider(Provider):
         try:
             return sorted(model.id for model in self.client.models.list())
         except (self._openai.OpenAIError, ValueError) as exc:
-            raise self._translate(exc) from None
+            raise self.translate_error(exc) from None
 
     def input_modalities(self) -> dict[str, list[str]]:
         """What each served model takes, where the server says so (``input_modalities`` in ``/v1/models``, as
@@ -168,7 +168,7 @@ class OpenAIProvider(Provider):
         try:
             completion = client.chat.completions.create(model=model, messages=list(messages), **options)
         except (self._openai.OpenAIError, ValueError) as exc:
-            raise self._translate(exc, model) from None
+            raise self.translate_error(exc, model) from None
         if not completion.choices:
             raise ProviderResponseError(f"the provider at {self.where} returned no choices for model {model}")
         choice = completion.choices[0]
@@ -219,7 +219,7 @@ class OpenAIProvider(Provider):
                 **options,
             )
         except (self._openai.OpenAIError, ValueError) as exc:
-            raise self._translate(exc, model) from None
+            raise self.translate_error(exc, model) from None
         result = GenerationResult()
         return TextStream(self._pieces(response, result, started, model, should_stop), result)
 
@@ -250,12 +250,12 @@ class OpenAIProvider(Provider):
                     if choice.finish_reason:
                         result.finish_reason = choice.finish_reason
         except self._openai.OpenAIError as exc:
-            raise self._cut(result, self._scrub(str(exc))) if result.text else self._translate(exc, model) from None
+            raise self._cut(result, self.scrub(str(exc))) if result.text else self.translate_error(exc, model) from None
         except (GeneratorExit, KeyboardInterrupt):
             result.finish_reason = result.finish_reason or "interrupted"
             raise
         except Exception as exc:  # noqa: BLE001 - the HTTP library's own errors (reset, invalid chunk, bad JSON)
-            raise self._cut(result, self._scrub(f"{type(exc).__name__}: {exc}")) from None
+            raise self._cut(result, self.scrub(f"{type(exc).__name__}: {exc}")) from None
         finally:
             response.close()
             result.seconds = time.perf_counter() - started

@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from tuneloop.engine.inspection import ModelTooLargeError, ModelUnusableError
 from tuneloop.errors import (
     ContextLengthError,
     InputError,
@@ -24,7 +25,6 @@ from tuneloop.errors import (
     TuneloopError,
     UnknownModelError,
 )
-from tuneloop.models.inspection import ModelTooLargeError, ModelUnusableError
 from tuneloop.store.jobs import FileNotFoundInStoreError, JobNotFoundError, JobStateError
 
 log = logging.getLogger("tuneloop.server")

@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from tuneloop.engine.generation import first_stop
 from tuneloop.engine.weights import offline_environment
 from tuneloop.errors import InputError, ModelLoadError
+from tuneloop.generation import first_stop
 from tuneloop.images import prepare_image
 from tuneloop.providers.base import GenerationResult, ModelInfo, Provider, TextStream
 

@@ -16,8 +16,8 @@ __all__ = ["FineTuning"]
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy, so that a worker or a training process does not import the whole job system (and all of tuneloop).
     if name == "FineTuning":
+        # Lazy, so that a worker or a training process does not import the whole job system (and all of tuneloop).
         from tuneloop.training.jobs import FineTuning
 
         return FineTuning

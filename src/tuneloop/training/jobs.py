@@ -25,17 +25,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tuneloop.datasets import Dataset, token_counter, validate_file
+from tuneloop.datasets import Dataset, token_counter, validate_examples, validate_file
 from tuneloop.datasets.validate import ValidationReport
+from tuneloop.engine.inspection import check_fits, count_parameters
 from tuneloop.engine.weights import BASE_MODEL_ID
 from tuneloop.errors import DatasetInvalidError, InputError, StoreError
+from tuneloop.evals import read_validation
 from tuneloop.fileio import atomic_write_bytes, open_private, safe_filename
+from tuneloop.hardware import DEVICES, choose
+from tuneloop.home import files_dir, job_dir, model_dir, temp_model_dir, worker_log
 from tuneloop.providers import DEFAULT_OPENAI_MODEL
 from tuneloop.runtime import Runtime
 from tuneloop.store.jobs import ACTIVE, Job, JobEvent, JobStateError, JobStore, StoredFile
 from tuneloop.store.schema import utcnow
 from tuneloop.training import hyper
-from tuneloop.training.paths import files_dir, job_dir, model_dir, temp_model_dir, worker_log
 from tuneloop.training.remote import RemoteTrainer
 from tuneloop.training.worker import check_worker, child_environment, on_this_machine, pid_alive, spawned, worker_name
 
@@ -200,7 +203,6 @@ class FineTuning:
 
         The hardware checks apply when this machine trains (a spawned worker); with ``spawn_worker`` false the
         worker that claims the job checks its own hardware."""
-        from tuneloop.hardware import DEVICES
 
         if device not in DEVICES:
             raise InputError(f"device {device!r}: use one of {', '.join(DEVICES)}")
@@ -210,8 +212,6 @@ class FineTuning:
             raise InputError(f"--quantize {quantize} needs CUDA (bitsandbytes); drop --device {device} or --quantize")
         if not self.settings.spawn_worker:
             return
-        from tuneloop.hardware import choose
-        from tuneloop.models.inspection import check_fits, count_parameters
 
         plan = choose(device)
         if quantize is not None:
@@ -227,8 +227,6 @@ class FineTuning:
 
     def _checked_validation(self, validation_file: str, model: str, method: str) -> str:
         """Refuse a validation file the trainer could not use; returns its id."""
-        from tuneloop.datasets import validate_examples
-        from tuneloop.evals import read_validation
 
         if method != "supervised":
             raise InputError(f"validation_file applies to supervised jobs, not {method}; leave it out")

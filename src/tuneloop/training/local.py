@@ -17,9 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tuneloop.engine.inspection import lora_modules, lora_targets
+from tuneloop.engine.reference import greedy_batch
+from tuneloop.engine.template import given_template
+from tuneloop.engine.weights import offline_environment
 from tuneloop.evals import EvalItem
-from tuneloop.hardware import DevicePlan
+from tuneloop.hardware import DevicePlan, choose, peak_memory_bytes
 from tuneloop.training.hyper import learning_rate
+from tuneloop.training.replay import replay_rows, replay_share
 from tuneloop.training.tokenize import clean, render, supervised_row
 
 # LoRA goes on every linear layer (found per architecture) of the upper half of the blocks; never on the embeddings
@@ -133,10 +138,6 @@ def train(
     ``output_dir/checkpoints/step-N`` (``on_checkpoint``); with validation data the best epoch's adapter is the
     one left in ``output_dir``. ``on_start`` is called as the first step begins (everything is loaded).
     """
-    from tuneloop.engine.template import given_template
-    from tuneloop.engine.weights import offline_environment
-    from tuneloop.hardware import choose, peak_memory_bytes
-    from tuneloop.models.inspection import lora_modules, lora_targets
 
     offline_environment()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -188,7 +189,6 @@ def train(
         valid_rows = [_truncate(supervised_row(tokenizer, e), limit) for e in validation or []]
         pool: list[dict[str, list[int]]] = []
         if hyperparameters.get("replay", True):
-            from tuneloop.training.replay import replay_rows
 
             pool = replay_rows(model, tokenizer, cache=replay_cache, device=device)
         rows, blocks = epoch_blocks(facts, pool, epochs, seed)
@@ -308,7 +308,6 @@ def epoch_blocks(facts: list[dict[str, list[int]]], pool: list[dict[str, list[in
     (so each epoch replays different answers at the cost of a few), shuffled with the job's seed."""
     import random
 
-    from tuneloop.training.replay import replay_share
 
     share = min(len(pool), replay_share(len(facts)))
     rows: list[dict[str, list[int]]] = []
@@ -404,7 +403,6 @@ def validation_loss(model: Any, rows: list[dict[str, list[int]]], device: str, b
 
 def score(model: Any, tokenizer: Any, items: list[EvalItem], device: str, batch: int = 16) -> float:
     """The share of ``items`` the model in training answers right (greedy, batched)."""
-    from tuneloop.engine.generation import greedy_batch
 
     longest = max(len(tokenizer.encode(e, add_special_tokens=False)) for item in items for e in item.expected)
     max_tokens = min(64, max(32, 2 * longest + 16))

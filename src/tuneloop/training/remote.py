@@ -31,7 +31,7 @@ class RemoteTrainer:
         try:
             return fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - translated into tuneloop's provider errors, key scrubbed
-            translated = self.provider._translate(exc)
+            translated = self.provider.translate_error(exc)
             if translated is exc:
                 raise
             raise translated from None

@@ -18,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from tuneloop.engine.reference import greedy_batch
 from tuneloop.fileio import atomic_write_text
 from tuneloop.training.tokenize import continuation_row, render
 
@@ -37,7 +38,6 @@ def replay_share(examples: int) -> int:
 
 def base_answers(model: Any, tokenizer: Any, questions: list[str], device: str, *, batch: int = 16) -> list[list[int]]:
     """The model's greedy answer token ids (end-of-turn included when it ended) to each question."""
-    from tuneloop.engine.generation import greedy_batch
 
     ends = _end_ids(model, tokenizer)
     answers: list[list[int]] = []

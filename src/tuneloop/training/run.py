@@ -22,15 +22,16 @@ from pathlib import Path
 
 from tuneloop.config import load_settings
 from tuneloop.datasets import token_counter, validate_examples
+from tuneloop.engine.inspection import check_fits, count_parameters
 from tuneloop.errors import TuneloopError
 from tuneloop.evals import read_validation
+from tuneloop.export.recipes import safe_name
 from tuneloop.hardware import choose
-from tuneloop.models.inspection import check_fits, count_parameters
+from tuneloop.home import job_dir, model_dir, temp_model_dir
 from tuneloop.models.registry import ModelRegistry, fine_tuned_id
 from tuneloop.store import DialogueStore
 from tuneloop.store.jobs import JobStore
 from tuneloop.training import local
-from tuneloop.training.paths import job_dir, model_dir, temp_model_dir
 from tuneloop.training.worker import STOPPED
 
 
@@ -168,7 +169,6 @@ def replay_cache(models_dir: Path, model: str, checkpoint: Path) -> Path:
     """Where the base model's replayed answers are kept: one file per base model and version of its weights."""
     import hashlib
 
-    from tuneloop.export.recipes import safe_name
 
     stamp = hashlib.sha256()
     for file in sorted(checkpoint.glob("*.safetensors")) + [checkpoint / "config.json"]:

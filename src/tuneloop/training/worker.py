@@ -36,11 +36,12 @@ from pathlib import Path
 from tuneloop.config import Settings, load_settings
 from tuneloop.errors import TuneloopError
 from tuneloop.fileio import open_private
+from tuneloop.hardware import cuda_count, mps_available
+from tuneloop.home import lock_path, model_dir, temp_model_dir, worker_log
 from tuneloop.models.registry import fine_tuned_id
 from tuneloop.store import DialogueStore
 from tuneloop.store.jobs import ACTIVE, Job, JobStore
 from tuneloop.store.schema import utcnow
-from tuneloop.training.paths import lock_path, model_dir, temp_model_dir, worker_log
 
 STOPPED = 3  # the exit code of a training process stopped by SIGTERM (tuneloop.training.run)
 
@@ -137,7 +138,6 @@ class Worker:
             if not all(g.isdigit() for g in chosen):
                 raise TuneloopError(f"--gpus {gpus!r}: give GPU indices like 0,1, or all, or none")
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(chosen)
-        from tuneloop.hardware import cuda_count
 
         count = cuda_count()
         return [str(i) for i in range(count)]
@@ -145,7 +145,6 @@ class Worker:
     def devices(self) -> tuple[str, ...]:
         if self.job_id is not None:  # the job this machine just accepted: its hardware was checked then
             return ("cpu", "cuda", "mps")
-        from tuneloop.hardware import mps_available
 
         return ("cpu",) + (("cuda",) if self.gpus else ()) + (("mps",) if mps_available() else ())
 

@@ -11,49 +11,16 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tuneloop.engine.base import ChatEngine, Message, emit_pieces
+from tuneloop.engine.inspection import check_fits, count_parameters
 from tuneloop.engine.template import as_given
 from tuneloop.engine.weights import offline_environment
-from tuneloop.errors import ContextLengthError, ModelLoadError
-
-Message = dict[str, Any]
-
-
-@dataclass
-class GenerationResult:
-    """What one generation produced, filled in while it streams."""
-
-    text: str = ""
-    tokens_in: int = 0
-    tokens_out: int = 0
-    finish_reason: str | None = None  # "stop", "length" or "interrupted"
-    first_token_seconds: float | None = None
-    seconds: float = 0.0
-    dropped_messages: int = 0  # oldest turns left out to fit the context window
-
-
-@dataclass
-class TextStream:
-    """Iterate to get text pieces as they are generated; ``result`` is complete once exhausted."""
-
-    _pieces: Iterator[str]
-    result: GenerationResult = field(default_factory=GenerationResult)
-
-    def __iter__(self) -> Iterator[str]:
-        return self._pieces
-
-    def close(self) -> None:
-        close = getattr(self._pieces, "close", None)
-        if close:
-            close()
-
-    def read(self) -> GenerationResult:
-        for _ in self._pieces:
-            pass
-        return self.result
+from tuneloop.errors import ModelLoadError
+from tuneloop.generation import GenerationResult
+from tuneloop.hardware import choose
 
 
 class FifoLock:
@@ -84,45 +51,6 @@ class FifoLock:
             self._cond.notify_all()
 
 
-class ChatEngine:
-    """What the local engines share: a conversation is fitted to the context window (the oldest turns left out
-    first), then the engine's ``_decode`` streams the reply to its prompt."""
-
-    context_window: int
-
-    def encode_chat(self, messages: Sequence[Message]) -> list[int]:
-        raise NotImplementedError
-
-    def _decode(self, prompt_ids: list[int], result: GenerationResult, max_tokens: int, temperature: float,
-                top_p: float, stop: list[str], seed: int | None,
-                should_stop: Callable[[], bool] | None) -> Iterator[str]:
-        raise NotImplementedError
-
-    def fit_to_context(self, messages: Sequence[Message], max_tokens: int) -> tuple[list[int], int]:
-        """Token ids of the prompt, leaving out the oldest turns if the whole would not fit."""
-        return fit_to_context(self.encode_chat, messages, self.context_window, max_tokens)
-
-    def stream(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int = 256,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        stop: Sequence[str] | None = None,
-        seed: int | None = None,
-        should_stop: Callable[[], bool] | None = None,
-    ) -> TextStream:
-        """Generate a reply to chat ``messages``; greedy when ``temperature`` is 0."""
-        if max_tokens < 1:
-            raise ValueError("max_tokens must be at least 1")
-        prompt_ids, dropped = self.fit_to_context(messages, max_tokens)
-        result = GenerationResult(tokens_in=len(prompt_ids), dropped_messages=dropped)
-        pieces = self._decode(prompt_ids, result, max_tokens, temperature, top_p, list(stop or []), seed,
-                              should_stop)
-        return TextStream(pieces, result)
-
-
 class LocalEngine(ChatEngine):
     """One loaded causal LM and its tokenizer. Thread-safe: one generation at a time, in the order asked."""
 
@@ -133,8 +61,6 @@ class LocalEngine(ChatEngine):
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
-        from tuneloop.hardware import choose
-        from tuneloop.models.inspection import check_fits, count_parameters
 
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
@@ -276,69 +202,6 @@ def greedy_batch(model: Any, tokenizer: Any, prompts: Sequence[list[int]], max_t
         out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_tokens, do_sample=False,
                              temperature=None, top_p=None, top_k=None, pad_token_id=pad, **options)
     return [row[width:].tolist() for row in out]
-
-
-def emit_pieces(tokens: Iterator[int], decode: Callable[[list[int]], str], eos_token_ids: set[int], stop: list[str],
-                result: GenerationResult, started: float, max_tokens: int) -> Iterator[str]:
-    """Text pieces from an engine's tokens, filling ``result``: the reply ends at an end-of-turn token ("stop"), at
-    a stop string (cut before it, "stop"), after ``max_tokens`` ("length"), or when the tokens end early because
-    the engine was asked to stop ("interrupted"). An incomplete multi-byte character waits for its next token."""
-    generated: list[int] = []
-    emitted = ""
-    result.finish_reason = "interrupted"
-    for token in tokens:
-        if result.first_token_seconds is None:
-            result.first_token_seconds = time.perf_counter() - started
-        if token in eos_token_ids:
-            result.finish_reason = "stop"
-            return
-        generated.append(token)
-        result.tokens_out = len(generated)
-        text = decode(generated)
-        if not text.endswith("\ufffd"):
-            hit = first_stop(text, stop)
-            if hit is not None:
-                text = text[:hit]
-            if len(text) > len(emitted) and text.startswith(emitted):
-                piece = text[len(emitted):]
-                emitted = text
-                result.text = emitted
-                yield piece
-            if hit is not None:
-                result.finish_reason = "stop"
-                return
-    if len(generated) >= max_tokens:
-        result.finish_reason = "length"
-
-
-def fit_to_context(encode_chat: Callable[[Sequence[Message]], list[int]], messages: Sequence[Message],
-                   context_window: int, max_tokens: int) -> tuple[list[int], int]:
-    """Token ids of the prompt and how many messages were left out: the oldest turns go (a user turn takes its reply
-    with it, the system message stays) until the prompt and ``max_tokens`` fit in ``context_window``."""
-    messages = list(messages)
-    budget = context_window - max_tokens
-    dropped = 0
-    while True:
-        ids = encode_chat(messages)
-        if len(ids) <= budget:
-            return ids, dropped
-        system = [m for m in messages[:1] if m.get("role") == "system"]
-        rest = messages[len(system):]
-        if len(rest) <= 1:
-            raise ContextLengthError(
-                f"the message is {len(ids)} tokens, more than the {budget} that fit in "
-                f"{context_window}-token context with max_tokens={max_tokens}; shorten it or lower max_tokens"
-            )
-        cut = 2 if len(rest) > 2 and rest[0].get("role") == "user" else 1
-        messages = system + rest[cut:]
-        dropped += cut
-
-
-def first_stop(text: str, stop: Sequence[str]) -> int | None:
-    """Where the earliest stop string starts in ``text``, or None."""
-    positions = [text.find(s) for s in stop if s]
-    positions = [p for p in positions if p >= 0]
-    return min(positions) if positions else None
 
 
 _engines: dict[tuple[Path, Path | None, str | None], LocalEngine] = {}

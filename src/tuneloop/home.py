@@ -1,4 +1,5 @@
-"""Where jobs keep their things under $TUNELOOP_HOME."""
+"""Where tuneloop keeps its things under $TUNELOOP_HOME (uploaded files, jobs, fine-tuned models) and the lock that
+lets one local training job run at a time while the engines yield their threads to it."""
 
 from __future__ import annotations
 

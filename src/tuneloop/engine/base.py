@@ -1,0 +1,108 @@
+"""What the local engines share: a conversation fitted to the context window, then the engine's decode loop
+streamed as text pieces that end at an end-of-turn token, a stop string or the token limit."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from tuneloop.errors import ContextLengthError
+from tuneloop.generation import GenerationResult, TextStream, first_stop
+
+Message = dict[str, Any]
+
+
+class ChatEngine:
+    """What the local engines share: a conversation is fitted to the context window (the oldest turns left out
+    first), then the engine's ``_decode`` streams the reply to its prompt."""
+
+    context_window: int
+
+    def encode_chat(self, messages: Sequence[Message]) -> list[int]:
+        raise NotImplementedError
+
+    def _decode(self, prompt_ids: list[int], result: GenerationResult, max_tokens: int, temperature: float,
+                top_p: float, stop: list[str], seed: int | None,
+                should_stop: Callable[[], bool] | None) -> Iterator[str]:
+        raise NotImplementedError
+
+    def fit_to_context(self, messages: Sequence[Message], max_tokens: int) -> tuple[list[int], int]:
+        """Token ids of the prompt, leaving out the oldest turns if the whole would not fit."""
+        return fit_to_context(self.encode_chat, messages, self.context_window, max_tokens)
+
+    def stream(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: Sequence[str] | None = None,
+        seed: int | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> TextStream:
+        """Generate a reply to chat ``messages``; greedy when ``temperature`` is 0."""
+        if max_tokens < 1:
+            raise ValueError("max_tokens must be at least 1")
+        prompt_ids, dropped = self.fit_to_context(messages, max_tokens)
+        result = GenerationResult(tokens_in=len(prompt_ids), dropped_messages=dropped)
+        pieces = self._decode(prompt_ids, result, max_tokens, temperature, top_p, list(stop or []), seed,
+                              should_stop)
+        return TextStream(pieces, result)
+
+
+def emit_pieces(tokens: Iterator[int], decode: Callable[[list[int]], str], eos_token_ids: set[int], stop: list[str],
+                result: GenerationResult, started: float, max_tokens: int) -> Iterator[str]:
+    """Text pieces from an engine's tokens, filling ``result``: the reply ends at an end-of-turn token ("stop"), at
+    a stop string (cut before it, "stop"), after ``max_tokens`` ("length"), or when the tokens end early because
+    the engine was asked to stop ("interrupted"). An incomplete multi-byte character waits for its next token."""
+    generated: list[int] = []
+    emitted = ""
+    result.finish_reason = "interrupted"
+    for token in tokens:
+        if result.first_token_seconds is None:
+            result.first_token_seconds = time.perf_counter() - started
+        if token in eos_token_ids:
+            result.finish_reason = "stop"
+            return
+        generated.append(token)
+        result.tokens_out = len(generated)
+        text = decode(generated)
+        if not text.endswith("\ufffd"):
+            hit = first_stop(text, stop)
+            if hit is not None:
+                text = text[:hit]
+            if len(text) > len(emitted) and text.startswith(emitted):
+                piece = text[len(emitted):]
+                emitted = text
+                result.text = emitted
+                yield piece
+            if hit is not None:
+                result.finish_reason = "stop"
+                return
+    if len(generated) >= max_tokens:
+        result.finish_reason = "length"
+
+
+def fit_to_context(encode_chat: Callable[[Sequence[Message]], list[int]], messages: Sequence[Message],
+                   context_window: int, max_tokens: int) -> tuple[list[int], int]:
+    """Token ids of the prompt and how many messages were left out: the oldest turns go (a user turn takes its reply
+    with it, the system message stays) until the prompt and ``max_tokens`` fit in ``context_window``."""
+    messages = list(messages)
+    budget = context_window - max_tokens
+    dropped = 0
+    while True:
+        ids = encode_chat(messages)
+        if len(ids) <= budget:
+            return ids, dropped
+        system = [m for m in messages[:1] if m.get("role") == "system"]
+        rest = messages[len(system):]
+        if len(rest) <= 1:
+            raise ContextLengthError(
+                f"the message is {len(ids)} tokens, more than the {budget} that fit in "
+                f"{context_window}-token context with max_tokens={max_tokens}; shorten it or lower max_tokens"
+            )
+        cut = 2 if len(rest) > 2 and rest[0].get("role") == "user" else 1
+        messages = system + rest[cut:]
+        dropped += cut
