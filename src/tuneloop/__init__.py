@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from tuneloop.chat import ChatSession, Reply
     from tuneloop.config import Settings, load_settings
     from tuneloop.errors import TuneloopError
-    from tuneloop.model import OpenAIModel
+    from tuneloop.openai_model import OpenAIModel
     from tuneloop.runtime import Runtime
 
 __version__ = "0.1.0"
@@ -23,7 +23,7 @@ _EXPORTS = {
     "Settings": "tuneloop.config",
     "load_settings": "tuneloop.config",
     "TuneloopError": "tuneloop.errors",
-    "OpenAIModel": "tuneloop.model",
+    "OpenAIModel": "tuneloop.openai_model",
     "Runtime": "tuneloop.runtime",
 }
 

@@ -21,10 +21,10 @@ from tuneloop.cli.data import data_app
 from tuneloop.cli.evals import eval_command
 from tuneloop.cli.export import export as export_command
 from tuneloop.cli.importers import import_app
+from tuneloop.cli.jobs import jobs_app
 from tuneloop.cli.logs import logs_app
 from tuneloop.cli.models import models_app
 from tuneloop.cli.serve import serve as serve_command
-from tuneloop.cli.train import jobs_app
 from tuneloop.cli.train import train as train_command
 from tuneloop.cli.worker import worker as worker_command
 from tuneloop.config import load_settings
@@ -234,7 +234,7 @@ def describe(
     \\[models."ID"] vision = true in tuneloop.toml.
     """
     # Lazy (cold start): describe alone needs the seed's class and its vision helpers.
-    from tuneloop.model import OpenAIModel
+    from tuneloop.openai_model import OpenAIModel
 
     if detail not in ("auto", "low", "high"):
         raise InputError(f"--detail {detail!r}: use auto, low or high")
@@ -304,7 +304,7 @@ def demo_training(rt: Runtime, max_tokens: int) -> None:
     from importlib import resources
 
     from tuneloop.cli.evals import show
-    from tuneloop.cli.train import follow
+    from tuneloop.cli.jobs import follow
     from tuneloop.datasets import build_dataset, read_csv_text
     from tuneloop.evals import read_eval_file, run_eval
     from tuneloop.training import FineTuning

@@ -60,7 +60,7 @@ def serve(
     vision = None
     if vision_model is not None:
         # Lazy: the local vision model (transformers) loads only when one is asked for.
-        from tuneloop.server.vision import VisionProvider
+        from tuneloop.providers.vision import VisionProvider
 
         with console.status(f"Loading the vision model in {vision_model}…"):
             vision = VisionProvider(vision_model)

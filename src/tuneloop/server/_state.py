@@ -9,9 +9,9 @@ from functools import cached_property
 from starlette.requests import Request
 
 from tuneloop.config import Settings
+from tuneloop.providers.vision import VisionProvider
 from tuneloop.runtime import Runtime
 from tuneloop.server._generation import GenerationQueue
-from tuneloop.server.vision import VisionProvider
 from tuneloop.training import FineTuning
 
 

@@ -17,13 +17,13 @@ from starlette.concurrency import run_in_threadpool
 
 from tuneloop.config import Settings, load_settings
 from tuneloop.engine.weights import BASE_MODEL_ID
+from tuneloop.providers.vision import VisionProvider
 from tuneloop.runtime import Runtime
 from tuneloop.server import _errors, chat, completions, conversations, files, jobs, responses
 from tuneloop.server._errors import APIError
 from tuneloop.server._generation import GenerationQueue
 from tuneloop.server._state import ServerState, state_of
 from tuneloop.server.limits import BodyLimit
-from tuneloop.server.vision import VisionProvider
 from tuneloop.store.jobs import JobStore
 
 log = logging.getLogger("tuneloop.server")

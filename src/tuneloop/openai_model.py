@@ -19,13 +19,13 @@ from tuneloop import sentiment
 from tuneloop.chat import ChatSession, Reply
 from tuneloop.config import Settings
 from tuneloop.datasets import Dataset, DialogueFilter, build_dataset, from_dialogues, read_csv_text, read_source
+from tuneloop.describe import DESCRIBE_PROMPT, parse_json_object, post_chat, refusal_of_images
 from tuneloop.errors import InputError, ModelCannotSeeError
 from tuneloop.fileio import atomic_write_text
 from tuneloop.images import Detail, prepare_image
 from tuneloop.runtime import Runtime
 from tuneloop.store.jobs import JobNotFoundError
 from tuneloop.training import FineTuning
-from tuneloop.vision import DESCRIBE_PROMPT, parse_json_object, post_chat, refusal_of_images
 
 
 class OpenAIModel:
@@ -121,7 +121,7 @@ class OpenAIModel:
             return None
         return self.runtime.settings.home / "dialogues" / f"{self.thread_id}.json"
 
-    def _save_dialogue(self, path: str | Path | None = None) -> Path | None:
+    def save_dialogue(self, path: str | Path | None = None) -> Path | None:
         """Write the current thread to a JSON file (atomically) and return its path.
 
         Every exchange is already in the store; this export is for people and tools that want the
@@ -132,6 +132,10 @@ class OpenAIModel:
             return None
         atomic_write_text(target, json.dumps(self.dialogue, ensure_ascii=False, indent=2) + "\n")
         return target
+
+    def _save_dialogue(self, path: str | Path | None = None) -> Path | None:
+        """The seed's name for :meth:`save_dialogue`, kept so that its callers keep working."""
+        return self.save_dialogue(path)
 
     def describe_image(
         self,

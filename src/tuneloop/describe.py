@@ -1,4 +1,5 @@
-"""Helpers for asking models about images: the default prompt, JSON replies, and the deprecated plain-HTTP path."""
+"""Asking a model about an image (``OpenAIModel.describe_image``): the default prompt, JSON replies, and the deprecated
+plain-HTTP path."""
 
 from __future__ import annotations
 
