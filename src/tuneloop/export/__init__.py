@@ -86,6 +86,8 @@ def export_model(runtime: Runtime, model: str, format: str, out: Path, *, gguf_t
             written = write_gguf(source, target, name=model, qtype=gguf_type,
                                  progress=lambda done, total: report("writing the GGUF file", done, total))
             notes.extend(written.notes)
+            if written.chat_template is not None:  # for engines that take the tokenizer elsewhere (vLLM)
+                (work / "chat_template.jinja").write_text(written.chat_template, "utf-8")
             if not direct:
                 shutil.rmtree(source)
         if out.exists():

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from tuneloop.engine.template import given_template
 from tuneloop.errors import ModelError
 
 # HF model_type → (GGUF architecture, permute Q/K rows, Gemma norm shift)
@@ -46,6 +47,7 @@ class GGUFResult:
     architecture: str
     tensors: int
     notes: list[str]
+    chat_template: str | None = None  # the template the file carries (tokenizer.chat_template), as trained
 
 
 @cache
@@ -86,7 +88,7 @@ def write_gguf(folder: Path, target: Path, *, name: str, qtype: str = "f16",
     writer.add_type(gguf.GGUFType.MODEL)
     writer.add_name(name)
     _hyperparameters(writer, config, model_type, blocks, ftype)
-    _vocabulary(writer, folder, config, notes)
+    template = _vocabulary(writer, folder, config, notes)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
     tied = bool(config.get("tie_word_embeddings", model_type == "gemma2"))
@@ -138,7 +140,7 @@ def write_gguf(folder: Path, target: Path, *, name: str, qtype: str = "f16",
         if progress is not None:
             progress(i + 1, len(encoded))
     writer.close()
-    return GGUFResult(target, arch_name, len(encoded), notes)
+    return GGUFResult(target, arch_name, len(encoded), notes, template)
 
 
 def _quantized(kind: Any) -> bool:
@@ -255,7 +257,8 @@ def _extra_tensors(config: dict[str, Any], model_type: str) -> Iterator[tuple[st
     yield "rope_freqs.weight", np.array(factors, dtype=np.float32)
 
 
-def _vocabulary(writer: Any, folder: Path, config: dict[str, Any], notes: list[str]) -> None:
+def _vocabulary(writer: Any, folder: Path, config: dict[str, Any], notes: list[str]) -> str | None:
+    """The tokenizer's fields; returns the chat template written."""
     import gguf
 
     tokenizer_json = folder / "tokenizer.json"
@@ -268,7 +271,7 @@ def _vocabulary(writer: Any, folder: Path, config: dict[str, Any], notes: list[s
     byte_level = "ByteLevel" in json.dumps(spec.get("pre_tokenizer")) or "ByteLevel" in json.dumps(
         spec.get("decoder"))
     if model.get("type") == "BPE" and byte_level:
-        _gpt2_vocabulary(writer, folder, config, notes)
+        return _gpt2_vocabulary(writer, folder, config, notes)
     elif model.get("type") == "BPE" and model.get("byte_fallback"):
         vocab = gguf.LlamaHfVocab(folder)
         tokens, scores, types = zip(*vocab.all_tokens(), strict=True)
@@ -277,14 +280,13 @@ def _vocabulary(writer: Any, folder: Path, config: dict[str, Any], notes: list[s
         writer.add_token_list(list(tokens))
         writer.add_token_scores(list(scores))
         writer.add_token_types(list(types))
-        gguf.SpecialVocab(folder, n_vocab=len(tokens)).add_to_gguf(writer, quiet=True)
-    else:
-        raise GGUFExportError(f"{folder}: GGUF export knows byte-level BPE and SentencePiece-style BPE tokenizers, "
-                              f"not this one ({model.get('type')}); export --format merged and convert it with "
-                              "llama.cpp's convert_hf_to_gguf.py")
+        return _add_special(writer, gguf.SpecialVocab(folder, n_vocab=len(tokens)), folder)
+    raise GGUFExportError(f"{folder}: GGUF export knows byte-level BPE and SentencePiece-style BPE tokenizers, "
+                          f"not this one ({model.get('type')}); export --format merged and convert it with "
+                          "llama.cpp's convert_hf_to_gguf.py")
 
 
-def _gpt2_vocabulary(writer: Any, folder: Path, config: dict[str, Any], notes: list[str]) -> None:
+def _gpt2_vocabulary(writer: Any, folder: Path, config: dict[str, Any], notes: list[str]) -> str | None:
     import gguf
     from transformers import AutoTokenizer
 
@@ -320,10 +322,16 @@ def _gpt2_vocabulary(writer: Any, folder: Path, config: dict[str, Any], notes: l
     writer.add_tokenizer_pre(pre)
     writer.add_token_list(tokens)
     writer.add_token_types(types)
-    special = gguf.SpecialVocab(folder, load_merges=True)
-    if isinstance(special.chat_template, str):
-        from tuneloop.engine.template import given_template
+    return _add_special(writer, gguf.SpecialVocab(folder, load_merges=True), folder, tokenizer)
 
+
+def _add_special(writer: Any, special: Any, folder: Path, tokenizer: Any = None) -> str | None:
+    """The special tokens and the chat template, made to render as tuneloop trained (no default system prompt)."""
+    if isinstance(special.chat_template, str):
+        from transformers import AutoTokenizer
+
+        tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
         tokenizer.chat_template = special.chat_template
-        special.chat_template = given_template(tokenizer)  # rendered as tuneloop renders: no default system
+        special.chat_template = given_template(tokenizer)
     special.add_to_gguf(writer, quiet=True)
+    return special.chat_template if isinstance(special.chat_template, str) else None
