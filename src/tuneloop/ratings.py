@@ -6,7 +6,9 @@
 * a conversation: ``metadata={"rating:ITEM_OR_RESPONSE_ID": "down"}`` rates that reply of the conversation.
 
 Values: ``up`` (also good, positive, +1, 1) rates up; ``down`` (bad, negative, -1) rates down; ``none`` (or an
-empty string, 0, or the key removed) clears the rating. Ratings feed ``data build --from-dialogues`` and
+empty string, 0) clears the rating. A rating changes only when the new metadata has the key: metadata without it
+(an app updating its own keys) leaves the rating as it is, however it was set (metadata, ``tuneloop logs rate``,
+a dashboard); to clear a rating, send the key with ``none``. Ratings feed ``data build --from-dialogues`` and
 ``dynamic_train`` exactly as ``tuneloop logs rate`` does: a rating wins over the sentiment of the next user turn.
 """
 

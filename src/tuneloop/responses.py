@@ -240,9 +240,13 @@ class ResponseLog:
             self.threads.delete_messages(found.message_ids)  # a conversation keeps its items
 
     def rate(self, ident: str, metadata: dict[str, str] | None) -> dict[str, Any]:
-        """tuneloop's update of a stored response: new metadata, whose ``rating`` rates its reply."""
+        """tuneloop's update of a stored response: new metadata, whose ``rating`` rates its reply; metadata without
+        one leaves the rating as it is (see tuneloop.ratings)."""
         found = self.response(ident)
-        value = ratings.rating_of(metadata)
+        try:
+            value = ratings.rating_of(metadata)
+        except InputError as exc:
+            raise Invalid(str(exc), "metadata") from None
         if value is not None and found.message_ids:
             self.store.set_feedback(found.message_ids[-1], value)
         body = {**found.body, "metadata": metadata or {}}

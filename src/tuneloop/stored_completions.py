@@ -47,11 +47,12 @@ class StoredCompletions:
                                  newest_first=newest_first)
 
     def update(self, ident: str, metadata: dict[str, str] | None) -> dict[str, Any]:
-        """New metadata (it replaces the old); its ``rating`` rates the reply, and removing it clears the rating."""
+        """New metadata (it replaces the old); its ``rating`` rates the reply, and metadata without one leaves the
+        rating as it is (see tuneloop.ratings)."""
         found = self.get(ident)
         value = ratings.rating_of(metadata)
-        if found.message_ids:
-            self.store.set_feedback(found.message_ids[-1], value or 0)
+        if value is not None and found.message_ids:
+            self.store.set_feedback(found.message_ids[-1], value)
         self.threads.update_metadata(ident, KIND, metadata)
         body = {**found.body, "metadata": metadata or {}}
         self.objects.update(ident, KIND, metadata=metadata, body=body)
