@@ -119,7 +119,9 @@ def test_stored_completions_filter_rate_and_feed_training(store: DialogueStore) 
     for where, expected in cases:
         chosen = from_dialogues(store, where=where)
         assert sorted(e["messages"][-1]["content"] for e in chosen.supervised) == expected, where
-    kept.update("chatcmpl-0", {"app": "x"})  # the rating removed: no longer chosen
+    kept.update("chatcmpl-0", {"app": "x"})  # metadata without the key leaves the rating: still chosen
+    assert "Answer 0." in [e["messages"][-1]["content"] for e in from_dialogues(store).supervised]
+    kept.update("chatcmpl-0", {"app": "x", "rating": "none"})  # the rating cleared: no longer chosen
     assert "Answer 0." not in [e["messages"][-1]["content"] for e in from_dialogues(store).supervised]
     kept.delete("chatcmpl-0")
     with pytest.raises(ObjectNotFoundError):

@@ -198,7 +198,6 @@ def openai_counter(model: str) -> TokenCounter:
 def _local_counter(checkpoint: str) -> TokenCounter:
     from transformers import AutoTokenizer
 
-
     tokenizer = AutoTokenizer.from_pretrained(checkpoint, local_files_only=True)
     backend = tokenizer.backend_tokenizer
 

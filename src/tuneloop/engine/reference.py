@@ -61,7 +61,6 @@ class LocalEngine(ChatEngine):
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
-
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
         self._torch = torch

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tuneloop.engine.template import given_template
+from tuneloop.engine.weights import offline_environment
 from tuneloop.errors import InputError, UnknownModelError
 from tuneloop.export.gguf import TYPES as GGUF_TYPES
 from tuneloop.export.gguf import GGUFExportError, write_gguf
@@ -115,15 +117,11 @@ def _copy_adapter(adapter: Path, target: Path) -> None:
 
 def _merge(base_path: Path, adapter: Path | None, target: Path, report: ExportProgress) -> None:
     """The base with the adapter merged in, saved as safetensors with its tokenizer and generation config."""
-    from tuneloop.engine.weights import offline_environment
-
     offline_environment()
     import warnings
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
-
-    from tuneloop.engine.template import given_template
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()

@@ -308,7 +308,6 @@ def epoch_blocks(facts: list[dict[str, list[int]]], pool: list[dict[str, list[in
     (so each epoch replays different answers at the cost of a few), shuffled with the job's seed."""
     import random
 
-
     share = min(len(pool), replay_share(len(facts)))
     rows: list[dict[str, list[int]]] = []
     blocks = []

@@ -169,7 +169,6 @@ def replay_cache(models_dir: Path, model: str, checkpoint: Path) -> Path:
     """Where the base model's replayed answers are kept: one file per base model and version of its weights."""
     import hashlib
 
-
     stamp = hashlib.sha256()
     for file in sorted(checkpoint.glob("*.safetensors")) + [checkpoint / "config.json"]:
         with contextlib.suppress(OSError):
