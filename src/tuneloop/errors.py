@@ -6,6 +6,8 @@ what happened, to which input, and what to do next; none of them ever contains a
 
 from __future__ import annotations
 
+from typing import ClassVar, Self
+
 
 class TuneloopError(Exception):
     """Base class of every error tuneloop raises on purpose."""
@@ -63,6 +65,14 @@ class ContextLengthError(ModelError):
     """A message is too long for the model's context window."""
 
 
+class ModelUnusableError(ModelError):
+    """A registered model's files cannot be used as they are (no chat template, unknown architecture…)."""
+
+
+class ModelTooLargeError(ModelError):
+    """The model's weights do not fit in the memory of the device chosen."""
+
+
 class AssistantError(TuneloopError):
     """A problem with assistant definitions."""
 
@@ -95,8 +105,72 @@ class StoreCorruptError(StoreError):
     """The database file is not a valid database."""
 
 
-class ThreadNotFoundError(StoreError):
-    """No thread has the requested id."""
+# What a request parameter that names an id is called, by the kind of thing it names: the default ``param`` of
+# a NotFoundError (the path parameters of OpenAI's API, as its SDK names them).
+ID_PARAMS = {
+    "thread": "thread_id",
+    "conversation": "conversation_id",
+    "item": "item_id",
+    "response": "response_id",
+    "chat.completion": "completion_id",
+    "fine_tuning.job": "fine_tuning_job_id",
+    "file": "file_id",
+}
+
+
+class NotFoundError(StoreError):
+    """Nothing of ``kind`` (``"conversation"``, ``"fine_tuning.job"``…) has the id ``ident``.
+
+    ``param`` is the request parameter that named it (default: the kind's id parameter, ``ID_PARAMS``; None when
+    unknown); ``within`` the id of what should hold it (the conversation of an item), if any. The message, shown
+    by the CLI, may say where the store is; the server answers with the kind and the id only.
+    """
+
+    default_kind: ClassVar[str] = "object"
+
+    def __init__(self, message: str, ident: str | None = None, *, kind: str | None = None,
+                 param: str | None = None, within: str | None = None) -> None:
+        super().__init__(message)
+        self.ident = ident
+        self.kind = kind or self.default_kind
+        self.param = param or ID_PARAMS.get(self.kind)
+        self.within = within
+
+    def named_by(self, param: str) -> Self:
+        """The same error, named by request parameter ``param`` (the service knows which input it read)."""
+        return type(self)(str(self), self.ident, kind=self.kind, param=param, within=self.within)
+
+
+class ThreadNotFoundError(NotFoundError):
+    """No thread (of the kind asked for: conversation, response, chat.completion) has the requested id."""
+
+    default_kind = "thread"
+
+
+class ItemNotFoundError(NotFoundError):
+    """No item with that id in the conversation (``within``)."""
+
+    default_kind = "item"
+
+
+class ObjectNotFoundError(NotFoundError):
+    """No stored response or chat completion with that id (``kind`` says which was asked for)."""
+
+
+class JobNotFoundError(NotFoundError):
+    """No fine-tuning job has the requested id (``ident``)."""
+
+    default_kind = "fine_tuning.job"
+
+
+class FileNotFoundInStoreError(NotFoundError):
+    """No stored file has the requested id (``ident``)."""
+
+    default_kind = "file"
+
+
+class JobStateError(TuneloopError):
+    """The job is not in a state that allows the operation (e.g. cancelling a finished job)."""
 
 
 class ProviderError(TuneloopError):

@@ -15,8 +15,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from tuneloop import labels, ratings
-from tuneloop.errors import InputError
-from tuneloop.store.api_objects import ApiObject, ApiObjects, ObjectNotFoundError
+from tuneloop.errors import InputError, ObjectNotFoundError, ThreadNotFoundError
+from tuneloop.store.api_objects import ApiObject, ApiObjects
 from tuneloop.store.conversations import Conversations, NewMessage, new_item_id
 from tuneloop.store.dialogue import DialogueStore, Message, Thread, new_thread_id
 
@@ -184,7 +184,10 @@ class ResponseLog:
     def history(self, request: ResponseRequest) -> list[dict[str, Any]]:
         """The messages the model reads before the new input: the conversation's items, or the chain's."""
         if request.conversation:
-            self.threads.get(request.conversation, "conversation")
+            try:
+                self.threads.get(request.conversation, "conversation")
+            except ThreadNotFoundError as exc:
+                raise exc.named_by("conversation") from None  # the request's conversation, not a path's id
             return [{"role": m.role, "content": m.content} for m in self.threads.messages(request.conversation)]
         if not request.previous_response_id:
             return []

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuneloop.errors import ModelError
+from tuneloop.errors import ModelTooLargeError, ModelUnusableError
 from tuneloop.hardware import DevicePlan, available_memory
 
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "model*.bin")
@@ -26,14 +26,6 @@ GIB = 1024**3
 # Bytes per parameter on disk, by safetensors dtype.
 DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
                "F8_E4M3": 1, "F8_E5M2": 1}
-
-
-class ModelUnusableError(ModelError):
-    """A registered model's files cannot be used as they are (no chat template, unknown architecture…)."""
-
-
-class ModelTooLargeError(ModelError):
-    """The model's weights do not fit in the memory of the device chosen."""
 
 
 @dataclass(frozen=True)

@@ -21,13 +21,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tuneloop.errors import ConfigError, ProviderAuthError, ProviderError, StoreError
+from tuneloop.errors import ConfigError, JobNotFoundError, ProviderAuthError, ProviderError, StoreError
 from tuneloop.fileio import atomic_write_bytes, safe_filename
 from tuneloop.home import files_dir
 from tuneloop.runtime import Runtime
 from tuneloop.store.api_objects import ApiObjects
 from tuneloop.store.conversations import NewMessage
-from tuneloop.store.jobs import JobNotFoundError, JobStore
+from tuneloop.store.jobs import JobStore
 from tuneloop.stored_completions import StoredCompletions
 
 FINISHED = ("succeeded", "failed", "cancelled")

@@ -15,17 +15,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tuneloop.engine.inspection import ModelTooLargeError, ModelUnusableError
 from tuneloop.errors import (
     ContextLengthError,
     InputError,
+    JobStateError,
     ModelError,
+    ModelTooLargeError,
+    ModelUnusableError,
+    NotFoundError,
     ProviderError,
     StoreLockedError,
     TuneloopError,
     UnknownModelError,
 )
-from tuneloop.store.jobs import FileNotFoundInStoreError, JobNotFoundError, JobStateError
 
 log = logging.getLogger("tuneloop.server")
 
@@ -47,19 +49,42 @@ def error_body(message: str, type_: str, param: str | None = None, code: str | N
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
+# What a client is told when nothing of a kind has the id it asked for ({ident}; {within}: what should hold it).
+NOT_FOUND_MESSAGES = {
+    "conversation": "No conversation found with id {ident!r}",
+    "item": "No item {ident!r} in conversation {within!r}",
+    "response": "No response found with id {ident!r} (never stored, deleted, or created with store: false)",
+    "chat.completion": "No stored chat completion found with id {ident!r} (create it with store: true)",
+    "fine_tuning.job": "No fine-tuning job found with id {ident!r}; GET /v1/fine_tuning/jobs lists them",
+    "file": "No file found with id {ident!r}; GET /v1/files lists them",
+}
+
+
+def not_found(exc: NotFoundError) -> APIError:
+    """404 ``<kind>_not_found`` (``chat_completion_not_found``…) with the parameter that named the id. An id that
+    is not the object asked for, a page's anchor (``after``) or a file a new job reads, is a 400 naming its
+    parameter instead, as OpenAI answers. Messages name the id only: the store's location is the server's business.
+    """
+    if exc.param == "after":
+        noun = {"chat.completion": "stored chat completion", "response": "stored response"}.get(
+            exc.kind, exc.kind.replace("_", "-").replace(".", " "))
+        return APIError(400, f"after: no {noun} {exc.ident!r} on this server", param="after")
+    if exc.param in ("training_file", "validation_file"):
+        return APIError(400, f"invalid {exc.param}: no file {exc.ident!r} on this server; upload it with POST "
+                        "/v1/files (purpose fine-tune)", param=exc.param, code=f"invalid_{exc.param}")
+    template = NOT_FOUND_MESSAGES.get(exc.kind, "No {kind} found with id {ident!r}")
+    message = template.format(kind=exc.kind.replace("_", " ").replace(".", " "), ident=exc.ident, within=exc.within)
+    return APIError(404, message, param=exc.param, code=exc.kind.replace(".", "_") + "_not_found")
+
+
 def from_library(exc: TuneloopError) -> APIError:
     """The HTTP answer for an error the library raised on purpose."""
     message = str(exc)
     if isinstance(exc, UnknownModelError):
         return APIError(404, f"The model {exc.model!r} does not exist on this server; GET /v1/models lists those "
                         "it serves", param="model", code="model_not_found")
-    # Not-found messages name the id only: the store's location is the server's business.
-    if isinstance(exc, JobNotFoundError):
-        return APIError(404, f"No fine-tuning job found with id {exc.ident!r}; GET /v1/fine_tuning/jobs lists them",
-                        code="fine_tuning_job_not_found")
-    if isinstance(exc, FileNotFoundInStoreError):
-        return APIError(404, f"No file found with id {exc.ident!r}; GET /v1/files lists them",
-                        code="file_not_found")
+    if isinstance(exc, NotFoundError):
+        return not_found(exc)
     if isinstance(exc, ModelTooLargeError | ModelUnusableError):
         return APIError(400, message, param="model", code="model_not_available")
     if isinstance(exc, ContextLengthError):
@@ -110,6 +135,19 @@ def validation_error(exc: RequestValidationError) -> APIError:
     return APIError(400, "Invalid request: " + "; ".join(list(problems.values())[:5]), param=param)
 
 
+def served(app: FastAPI) -> str:
+    """The API roots the app serves (``/v1/chat/completions``, ``/v1/conversations``…), read from its own routes
+    so that the unknown-URL answer cannot go stale: each ``/v1/`` path up to its first parameter, less those below
+    another root (``/v1/chat/completions/{completion_id}/messages`` is under ``/v1/chat/completions``). The routes
+    come from the app's OpenAPI description (built once, then kept by FastAPI), its public list of every route."""
+    paths = app.openapi().get("paths", {})
+    roots = {path.split("/{", 1)[0].rstrip("/") for path in paths if path.startswith("/v1/")}
+    kept = sorted(r for r in roots if not any(r.startswith(other + "/") for other in roots))
+    if not kept:
+        return "no /v1 routes"
+    return ", ".join(kept[:-1]) + " and " + kept[-1] if len(kept) > 1 else kept[0]
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every failure into OpenAI's error shape."""
 
@@ -133,8 +171,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 404:
-            message = f"Unknown request URL: {request.method} {request.url.path}; this server serves /v1/models, " \
-                      "/v1/chat/completions, /v1/files and /v1/fine_tuning/jobs"
+            message = f"Unknown request URL: {request.method} {request.url.path}; this server serves " \
+                      f"{served(request.app)}"
             return JSONResponse(error_body(message, "invalid_request_error", code="unknown_url"), status_code=404)
         if exc.status_code == 405:
             message = f"{request.method} is not allowed on {request.url.path}"

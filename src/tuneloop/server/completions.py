@@ -14,7 +14,6 @@ from tuneloop.responses import check_metadata
 from tuneloop.server._errors import APIError
 from tuneloop.server._paging import item_list, page
 from tuneloop.server._state import state_of
-from tuneloop.store.api_objects import ObjectNotFoundError
 from tuneloop.stored_completions import StoredCompletions
 
 router = APIRouter()
@@ -30,49 +29,33 @@ def _stored(request: Request) -> StoredCompletions:
     return StoredCompletions(state_of(request).runtime.store)
 
 
-def _not_found(ident: str) -> APIError:
-    return APIError(404, f"No stored chat completion found with id {ident!r} (create it with store: true)",
-                    param="completion_id", code="chat_completion_not_found")
-
-
 @router.get("/v1/chat/completions")
 def list_completions(request: Request, model: str | None = None, after: str | None = None,
                      limit: int = Query(default=20, ge=1, le=100),
                      order: Literal["asc", "desc"] = "asc") -> dict[str, Any]:
     # The SDK sends metadata={"k": "v"} as metadata[k]=v.
     metadata = {m.group(1): v for k, v in request.query_params.multi_items() if (m := METADATA_PARAM.match(k))}
-    try:
-        found, more = _stored(request).list(model=model, metadata=metadata or None, after=after, limit=limit,
-                                            newest_first=order == "desc")
-    except ObjectNotFoundError:
-        raise APIError(400, f"after {after!r} is not a stored chat completion", param="after") from None
+    found, more = _stored(request).list(model=model, metadata=metadata or None, after=after, limit=limit,
+                                        newest_first=order == "desc")
     return item_list([o.body for o in found], more)
 
 
 @router.get("/v1/chat/completions/{completion_id}")
 def retrieve_completion(completion_id: str, request: Request) -> dict[str, Any]:
-    try:
-        return _stored(request).get(completion_id).body
-    except ObjectNotFoundError:
-        raise _not_found(completion_id) from None
+    return _stored(request).get(completion_id).body
 
 
 @router.post("/v1/chat/completions/{completion_id}")
 def update_completion(completion_id: str, body: UpdateCompletion, request: Request) -> dict[str, Any]:
     try:
         return _stored(request).update(completion_id, check_metadata(body.metadata))
-    except ObjectNotFoundError:
-        raise _not_found(completion_id) from None
     except InputError as exc:
         raise APIError(400, str(exc), param="metadata") from None
 
 
 @router.delete("/v1/chat/completions/{completion_id}")
 def delete_completion(completion_id: str, request: Request) -> dict[str, Any]:
-    try:
-        _stored(request).delete(completion_id)
-    except ObjectNotFoundError:
-        raise _not_found(completion_id) from None
+    _stored(request).delete(completion_id)
     return {"id": completion_id, "object": "chat.completion.deleted", "deleted": True}
 
 
@@ -80,10 +63,7 @@ def delete_completion(completion_id: str, request: Request) -> dict[str, Any]:
 def list_messages(completion_id: str, request: Request, after: str | None = None,
                   limit: int = Query(default=20, ge=1, le=100),
                   order: Literal["asc", "desc"] = "asc") -> dict[str, Any]:
-    try:
-        messages = _stored(request).messages(completion_id)
-    except ObjectNotFoundError:
-        raise _not_found(completion_id) from None
+    messages = _stored(request).messages(completion_id)
     # Each message with its own role, as OpenAI answers (its document and SDK type say "assistant" only).
     data = [{"id": m.item_id or f"{completion_id}-{i}", "role": m.role, "content": m.content, "refusal": None,
              "content_parts": None} for i, m in enumerate(messages)]

@@ -13,8 +13,7 @@ from tuneloop.responses import Invalid, ResponseLog, check_metadata, message_ite
 from tuneloop.server._errors import APIError
 from tuneloop.server._paging import item_list, page
 from tuneloop.server._state import state_of
-from tuneloop.store.conversations import ItemNotFoundError
-from tuneloop.store.dialogue import Thread, ThreadNotFoundError
+from tuneloop.store.dialogue import Thread
 
 router = APIRouter()
 MAX_ITEMS = 20
@@ -39,11 +38,6 @@ class CreateItems(BaseModel):
 def _conversation(thread: Thread) -> dict[str, Any]:
     return {"id": thread.id, "object": "conversation", "created_at": int(thread.created_at.timestamp()),
             "metadata": thread.metadata or {}}
-
-
-def _not_found(ident: str) -> APIError:
-    return APIError(404, f"No conversation found with id {ident!r}", param="conversation_id",
-                    code="conversation_not_found")
 
 
 def _items(items: list[Any] | None) -> list[Any]:
@@ -78,11 +72,7 @@ def create_conversation(body: CreateConversation, request: Request) -> dict[str,
 
 @router.get("/v1/conversations/{conversation_id}")
 def retrieve_conversation(conversation_id: str, request: Request) -> dict[str, Any]:
-    try:
-        return _conversation(ResponseLog(state_of(request).runtime.store).threads.get(conversation_id,
-                                                                                       "conversation"))
-    except ThreadNotFoundError:
-        raise _not_found(conversation_id) from None
+    return _conversation(ResponseLog(state_of(request).runtime.store).threads.get(conversation_id, "conversation"))
 
 
 @router.post("/v1/conversations/{conversation_id}")
@@ -93,18 +83,13 @@ def update_conversation(conversation_id: str, body: UpdateConversation, request:
         log.threads.get(conversation_id, "conversation")
         log.rate_conversation_items(conversation_id, metadata)  # checked (and applied) before it is kept
         return _conversation(log.threads.update_metadata(conversation_id, "conversation", metadata))
-    except ThreadNotFoundError:
-        raise _not_found(conversation_id) from None
     except Invalid as exc:
         raise APIError(400, str(exc), param=exc.param) from None
 
 
 @router.delete("/v1/conversations/{conversation_id}")
 def delete_conversation(conversation_id: str, request: Request) -> dict[str, Any]:
-    try:
-        ResponseLog(state_of(request).runtime.store).threads.delete(conversation_id, "conversation")
-    except ThreadNotFoundError:
-        raise _not_found(conversation_id) from None
+    ResponseLog(state_of(request).runtime.store).threads.delete(conversation_id, "conversation")
     return {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
 
 
@@ -112,10 +97,7 @@ def delete_conversation(conversation_id: str, request: Request) -> dict[str, Any
 async def create_items(conversation_id: str, body: CreateItems, request: Request) -> dict[str, Any]:
     log = ResponseLog(state_of(request).runtime.store)
     items = _items(body.items)
-    try:
-        added = await run_in_threadpool(log.add_items, conversation_id, items)
-    except ThreadNotFoundError:
-        raise _not_found(conversation_id) from None
+    added = await run_in_threadpool(log.add_items, conversation_id, items)
     return item_list([message_item(m) for m in added], False)
 
 
@@ -123,35 +105,20 @@ async def create_items(conversation_id: str, body: CreateItems, request: Request
 def list_items(conversation_id: str, request: Request, after: str | None = None,
                limit: int = Query(default=20, ge=1, le=100), order: Literal["asc", "desc"] = "desc") -> dict[str, Any]:
     log = ResponseLog(state_of(request).runtime.store)
-    try:
-        log.threads.get(conversation_id, "conversation")
-    except ThreadNotFoundError:
-        raise _not_found(conversation_id) from None
+    log.threads.get(conversation_id, "conversation")
     return page([message_item(m) for m in log.threads.messages(conversation_id)], after, limit, order)
 
 
 @router.get("/v1/conversations/{conversation_id}/items/{item_id}")
 def retrieve_item(conversation_id: str, item_id: str, request: Request) -> dict[str, Any]:
     log = ResponseLog(state_of(request).runtime.store)
-    try:
-        log.threads.get(conversation_id, "conversation")
-        return message_item(log.threads.item(conversation_id, item_id))
-    except ThreadNotFoundError:
-        raise _not_found(conversation_id) from None
-    except ItemNotFoundError:
-        raise APIError(404, f"No item {item_id!r} in conversation {conversation_id!r}", param="item_id",
-                       code="item_not_found") from None
+    log.threads.get(conversation_id, "conversation")
+    return message_item(log.threads.item(conversation_id, item_id))
 
 
 @router.delete("/v1/conversations/{conversation_id}/items/{item_id}")
 def delete_item(conversation_id: str, item_id: str, request: Request) -> dict[str, Any]:
     log = ResponseLog(state_of(request).runtime.store)
-    try:
-        thread = log.threads.get(conversation_id, "conversation")
-        log.threads.delete_item(conversation_id, item_id)
-    except ThreadNotFoundError:
-        raise _not_found(conversation_id) from None
-    except ItemNotFoundError:
-        raise APIError(404, f"No item {item_id!r} in conversation {conversation_id!r}", param="item_id",
-                       code="item_not_found") from None
+    thread = log.threads.get(conversation_id, "conversation")
+    log.threads.delete_item(conversation_id, item_id)
     return _conversation(thread)

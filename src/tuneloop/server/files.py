@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +17,7 @@ from tuneloop.server._paging import page_after
 from tuneloop.server._state import state_of
 
 router = APIRouter()
+log = logging.getLogger("tuneloop.server")
 
 PURPOSES = ("fine-tune",)
 
@@ -88,8 +90,10 @@ def retrieve_file(file_id: str, request: Request) -> dict[str, Any]:
 def file_content(file_id: str, request: Request) -> FileResponse:
     stored = state_of(request).fine_tuning.jobs.get_file(file_id)
     path = Path(stored.path)
-    if not path.is_file():
-        raise APIError(404, f"the contents of file {file_id} are missing from {path.parent}", code="file_not_found")
+    if not path.is_file():  # the record outlived its contents; where they were is the server's business
+        log.error("the contents of file %s are missing from %s", file_id, path.parent)
+        raise APIError(404, f"The contents of file {file_id!r} are missing on this server; upload the file again",
+                       param="file_id", code="file_not_found")
     return FileResponse(path, media_type="application/octet-stream", filename=stored.filename)
 
 

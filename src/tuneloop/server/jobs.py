@@ -8,11 +8,11 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from tuneloop.datasets.validate import ValidationReport
-from tuneloop.errors import DatasetInvalidError
+from tuneloop.errors import DatasetInvalidError, FileNotFoundInStoreError, JobNotFoundError
 from tuneloop.server._errors import APIError
 from tuneloop.server._paging import page_after
 from tuneloop.server._state import ServerState, state_of
-from tuneloop.store.jobs import FileNotFoundInStoreError, Job, JobNotFoundError
+from tuneloop.store.jobs import Job
 
 router = APIRouter()
 
@@ -81,13 +81,11 @@ def create_job(body: JobCreateRequest, request: Request) -> dict[str, Any]:
     if body.model not in bases:
         raise APIError(400, f"model {body.model!r} cannot be fine-tuned here; this server fine-tunes its base models: "
                        f"{', '.join(bases)}", param="model", code="model_not_available")
-    if body.validation_file:
+    if body.validation_file:  # checked first: before the training file is read
         try:
             state.fine_tuning.jobs.get_file(body.validation_file)
-        except FileNotFoundInStoreError:
-            raise APIError(400, f"invalid validation_file: no file {body.validation_file!r} on this server; upload "
-                           "it with POST /v1/files (purpose fine-tune)", param="validation_file",
-                           code="invalid_validation_file") from None
+        except FileNotFoundInStoreError as exc:
+            raise exc.named_by("validation_file") from None  # a 400: see _errors.not_found
     if body.integrations:
         raise APIError(400, "integrations are not supported by this server", param="integrations")
     method, hyperparameters = _hyperparameters(body)
@@ -96,10 +94,6 @@ def create_job(body: JobCreateRequest, request: Request) -> dict[str, Any]:
                                        hyperparameters=hyperparameters, suffix=body.suffix, seed=body.seed,
                                        metadata=body.metadata, backend="local",
                                        validation_file=body.validation_file)
-    except FileNotFoundInStoreError:
-        raise APIError(400, f"invalid training_file: no file {body.training_file!r} on this server; upload it with "
-                       "POST /v1/files (purpose fine-tune)", param="training_file",
-                       code="invalid_training_file") from None
     except DatasetInvalidError as exc:
         report = exc.report
         name = f"training file {body.training_file}"
@@ -110,11 +104,7 @@ def create_job(body: JobCreateRequest, request: Request) -> dict[str, Any]:
 
 @router.get("/v1/fine_tuning/jobs")
 def list_jobs(request: Request, after: str | None = None, limit: int = Query(20, ge=1, le=100)) -> dict[str, Any]:
-    state = state_of(request)
-    try:
-        jobs = state.fine_tuning.list(limit=limit + 1, after=after, backend="local")
-    except JobNotFoundError:
-        raise APIError(400, f"after: no fine-tuning job {after!r} on this server", param="after") from None
+    jobs = state_of(request).fine_tuning.list(limit=limit + 1, after=after, backend="local")
     return {"object": "list", "data": [job.to_openai() for job in jobs[:limit]], "has_more": len(jobs) > limit}
 
 

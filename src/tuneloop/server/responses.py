@@ -30,9 +30,7 @@ from tuneloop.server._errors import APIError
 from tuneloop.server._generation import ClientGone, collect_text, unless_gone
 from tuneloop.server._paging import page
 from tuneloop.server._state import state_of
-from tuneloop.store.api_objects import ObjectNotFoundError
 from tuneloop.store.conversations import NewMessage, new_item_id
-from tuneloop.store.dialogue import ThreadNotFoundError
 
 router = APIRouter()
 
@@ -66,11 +64,6 @@ class CreateResponse(BaseModel):
 class UpdateResponse(BaseModel):
     model_config = ConfigDict(extra="forbid")
     metadata: dict[str, Any] | None = None
-
-
-def _not_found(ident: str) -> APIError:
-    return APIError(404, f"No response found with id {ident!r} (never stored, deleted, or created with store: false)",
-                    param="response_id", code="response_not_found")
 
 
 def _check(body: CreateResponse) -> ResponseRequest:
@@ -133,9 +126,6 @@ async def create_response(body: CreateResponse, request: Request) -> Response:
         history = await run_in_threadpool(log.history, wanted)
     except Invalid as exc:
         raise APIError(400, str(exc), param=exc.param) from None
-    except ThreadNotFoundError:
-        raise APIError(404, f"No conversation found with id {wanted.conversation!r}", param="conversation",
-                       code="conversation_not_found") from None
     messages = ([{"role": "system", "content": wanted.instructions}] if wanted.instructions else []) + history + [
         {"role": m.role if m.role != "developer" else "system", "content": m.content} for m in wanted.items]
     _size_check(request, messages)
@@ -217,28 +207,20 @@ async def _events(generation: Any, wanted: ResponseRequest, ident: str, created:
 
 @router.get("/v1/responses/{response_id}")
 def retrieve_response(response_id: str, request: Request) -> dict[str, Any]:
-    try:
-        return _log(request).response(response_id).body
-    except ObjectNotFoundError:
-        raise _not_found(response_id) from None
+    return _log(request).response(response_id).body
 
 
 @router.post("/v1/responses/{response_id}")
 def update_response(response_id: str, body: UpdateResponse, request: Request) -> dict[str, Any]:
     try:
         return _log(request).rate(response_id, check_metadata(body.metadata))
-    except ObjectNotFoundError:
-        raise _not_found(response_id) from None
     except Invalid as exc:
         raise APIError(400, str(exc), param=exc.param) from None
 
 
 @router.delete("/v1/responses/{response_id}")
 def delete_response(response_id: str, request: Request) -> dict[str, Any]:
-    try:
-        _log(request).delete(response_id)
-    except ObjectNotFoundError:
-        raise _not_found(response_id) from None
+    _log(request).delete(response_id)
     return {"id": response_id, "object": "response", "deleted": True}
 
 
@@ -246,8 +228,5 @@ def delete_response(response_id: str, request: Request) -> dict[str, Any]:
 def list_input_items(response_id: str, request: Request, after: str | None = None,
                      limit: int = Query(default=20, ge=1, le=100),
                      order: Literal["asc", "desc"] = "desc") -> dict[str, Any]:
-    try:
-        items = [message_item(m) for m in _log(request).input_items(response_id)]
-    except ObjectNotFoundError:
-        raise _not_found(response_id) from None
+    items = [message_item(m) for m in _log(request).input_items(response_id)]
     return page(items, after, limit, order)

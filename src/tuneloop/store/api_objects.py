@@ -9,13 +9,9 @@ from typing import Any
 
 from sqlalchemy import and_, or_, select
 
-from tuneloop.errors import StoreError
+from tuneloop.errors import ObjectNotFoundError
 from tuneloop.store.database import Repository, aware
 from tuneloop.store.schema import ApiObjectRow, utcnow
-
-
-class ObjectNotFoundError(StoreError):
-    """No stored response or chat completion with that id."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +58,7 @@ class ApiObjects(Repository):
     def _row(self, session: Any, ident: str, object_: str) -> ApiObjectRow:
         row = session.get(ApiObjectRow, ident)
         if row is None or row.object != object_:
-            raise ObjectNotFoundError(f"no stored {object_} {ident!r} in {self.location}")
+            raise ObjectNotFoundError(f"no stored {object_} {ident!r} in {self.location}", ident, kind=object_)
         return row
 
     def get(self, ident: str, object_: str) -> ApiObject:
@@ -85,7 +81,7 @@ class ApiObjects(Repository):
                 found.append(ApiObject.from_row(row))
                 next_id = row.body.get(link)
         if not found:
-            raise ObjectNotFoundError(f"no stored object {ident!r} in {self.location}")
+            raise ObjectNotFoundError(f"no stored object {ident!r} in {self.location}", ident)
         return found
 
     def update(self, ident: str, object_: str, *, metadata: dict[str, str] | None,
@@ -124,7 +120,8 @@ class ApiObjects(Repository):
             if after is not None:
                 anchor = session.get(ApiObjectRow, after)
                 if anchor is None or anchor.object != object_:
-                    raise ObjectNotFoundError(f"no stored {object_} {after!r} to list after")
+                    raise ObjectNotFoundError(f"no stored {object_} {after!r} to list after", after, kind=object_,
+                                              param="after")
                 when = anchor.created_at
                 if newest_first:
                     statement = statement.where(or_(ApiObjectRow.created_at < when, and_(

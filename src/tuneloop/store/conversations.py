@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, select
 
-from tuneloop.errors import StoreError, ThreadNotFoundError
+from tuneloop.errors import ItemNotFoundError, ThreadNotFoundError
 from tuneloop.store.database import Repository
 from tuneloop.store.records import TITLE_LENGTH, Label, Message, Thread
 from tuneloop.store.schema import MessageRow, ThreadRow, utcnow
@@ -22,10 +22,6 @@ KINDS = ("conversation", "response", "chat.completion")
 
 def new_item_id() -> str:
     return f"msg_{secrets.token_hex(16)}"
-
-
-class ItemNotFoundError(StoreError):
-    """No item with that id in the conversation."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +50,7 @@ class Conversations(Repository):
         """The thread's row; ThreadNotFoundError when there is none (of ``kind``, when given)."""
         row = session.get(ThreadRow, thread_id)
         if row is None or (kind is not None and row.kind != kind):
-            raise ThreadNotFoundError(f"no {kind or 'thread'} {thread_id!r} in {self.location}")
+            raise ThreadNotFoundError(f"no {kind or 'thread'} {thread_id!r} in {self.location}", thread_id, kind=kind)
         return row
 
     def create(self, thread_id: str, *, kind: str, model: str, metadata: dict[str, str] | None = None,
@@ -171,7 +167,7 @@ class Conversations(Repository):
             row = session.scalars(select(MessageRow).where(MessageRow.thread_id == thread_id,
                                                            MessageRow.item_id == item_id)).first()
             if row is None:
-                raise ItemNotFoundError(f"no item {item_id!r} in {thread_id!r}")
+                raise ItemNotFoundError(f"no item {item_id!r} in {thread_id!r}", item_id, within=thread_id)
             return Message.from_row(row)
 
     def delete_item(self, thread_id: str, item_id: str) -> None:
@@ -179,7 +175,7 @@ class Conversations(Repository):
             row = session.scalars(select(MessageRow).where(MessageRow.thread_id == thread_id,
                                                            MessageRow.item_id == item_id)).first()
             if row is None:
-                raise ItemNotFoundError(f"no item {item_id!r} in {thread_id!r}")
+                raise ItemNotFoundError(f"no item {item_id!r} in {thread_id!r}", item_id, within=thread_id)
             session.delete(row)
 
     def find_item(self, item_id: str) -> Message | None:

@@ -38,7 +38,7 @@ class DialogueStore(Repository):
 
     def _no_thread(self, thread_id: str) -> ThreadNotFoundError:
         return ThreadNotFoundError(
-            f"no thread {thread_id!r} in {self.location}; run `tuneloop logs list` to see the threads"
+            f"no thread {thread_id!r} in {self.location}; run `tuneloop logs list` to see the threads", thread_id
         )
 
     # Threads

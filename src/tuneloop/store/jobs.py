@@ -9,32 +9,14 @@ from typing import Any
 
 from sqlalchemy import or_, select
 
-from tuneloop.errors import StoreError, TuneloopError
+# The errors live in tuneloop.errors; JobStateError is importable from here too, as before.
+from tuneloop.errors import FileNotFoundInStoreError, JobNotFoundError
+from tuneloop.errors import JobStateError as JobStateError
 from tuneloop.store.database import Repository, aware
 from tuneloop.store.schema import CheckpointRow, FileRow, JobEventRow, JobRow, utcnow
 
 ACTIVE = ("validating_files", "queued", "running")
 FINISHED = ("succeeded", "failed", "cancelled")
-
-
-class JobNotFoundError(StoreError):
-    """No job has the requested id (``ident``)."""
-
-    def __init__(self, message: str, ident: str | None = None) -> None:
-        super().__init__(message)
-        self.ident = ident
-
-
-class FileNotFoundInStoreError(StoreError):
-    """No file has the requested id (``ident``)."""
-
-    def __init__(self, message: str, ident: str | None = None) -> None:
-        super().__init__(message)
-        self.ident = ident
-
-
-class JobStateError(TuneloopError):
-    """The job is not in a state that allows the operation (e.g. cancelling a finished job)."""
 
 
 def new_id(prefix: str) -> str:
@@ -288,7 +270,10 @@ class JobStore(Repository):
         if backend:
             statement = statement.where(JobRow.backend == backend)
         if after:
-            anchor = self.get_job(after)
+            try:
+                anchor = self.get_job(after)
+            except JobNotFoundError as exc:
+                raise exc.named_by("after") from None
             statement = statement.where(JobRow.created_at <= anchor.created_at, JobRow.id != after)
         with self.db.session() as session:
             return [Job.from_row(r) for r in session.scalars(statement.limit(limit))]

@@ -29,14 +29,14 @@ from tuneloop.datasets import Dataset, token_counter, validate_examples, validat
 from tuneloop.datasets.validate import ValidationReport
 from tuneloop.engine.inspection import check_fits, count_parameters
 from tuneloop.engine.weights import BASE_MODEL_ID
-from tuneloop.errors import DatasetInvalidError, InputError, StoreError
+from tuneloop.errors import DatasetInvalidError, FileNotFoundInStoreError, InputError, JobStateError, StoreError
 from tuneloop.evals import read_validation
 from tuneloop.fileio import atomic_write_bytes, open_private, safe_filename
 from tuneloop.hardware import DEVICES, choose
 from tuneloop.home import files_dir, job_dir, model_dir, temp_model_dir, worker_log
 from tuneloop.providers import DEFAULT_OPENAI_MODEL
 from tuneloop.runtime import Runtime
-from tuneloop.store.jobs import ACTIVE, Job, JobEvent, JobStateError, JobStore, StoredFile
+from tuneloop.store.jobs import ACTIVE, Job, JobEvent, JobStore, StoredFile
 from tuneloop.store.schema import utcnow
 from tuneloop.training import hyper
 from tuneloop.training.remote import RemoteTrainer
@@ -230,7 +230,7 @@ class FineTuning:
 
         if method != "supervised":
             raise InputError(f"validation_file applies to supervised jobs, not {method}; leave it out")
-        stored = self.jobs.get_file(validation_file)
+        stored = self._file(validation_file, "validation_file")
         name = f"validation file {stored.filename} ({stored.id})"
         try:
             examples, items = read_validation(Path(stored.path), name)
@@ -252,8 +252,15 @@ class FineTuning:
                 raise InputError(report.summary(name))
         return stored.id
 
+    def _file(self, file_id: str, param: str) -> StoredFile:
+        """The stored file a new job names in ``param`` (training_file, validation_file)."""
+        try:
+            return self.jobs.get_file(file_id)
+        except FileNotFoundInStoreError as exc:
+            raise exc.named_by(param) from None
+
     def _checked(self, training_file: str, model: str, method: str) -> tuple[StoredFile, ValidationReport, str]:
-        stored = self.jobs.get_file(training_file)
+        stored = self._file(training_file, "training_file")
         report = self.validate(Path(stored.path), model)
         if not report.ok:
             raise DatasetInvalidError(f"training file {stored.filename} ({stored.id}): {report.summary()}", report,
@@ -283,7 +290,7 @@ class FineTuning:
         stored, _report, method = self._checked(training_file, model, method)
         validation = None
         if validation_file:
-            valid = self.jobs.get_file(validation_file)
+            valid = self._file(validation_file, "validation_file")
             validation = (Path(valid.path), valid.filename)
         return trainer.create(Path(stored.path), filename=stored.filename, model=model, method=method,
                               hyperparameters=dict(hyperparameters or {}), suffix=suffix, seed=seed,
