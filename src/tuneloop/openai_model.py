@@ -20,11 +20,10 @@ from tuneloop.chat import ChatSession, Reply
 from tuneloop.config import Settings
 from tuneloop.datasets import Dataset, DialogueFilter, build_dataset, from_dialogues, read_csv_text, read_source
 from tuneloop.describe import DESCRIBE_PROMPT, parse_json_object, post_chat, refusal_of_images
-from tuneloop.errors import InputError, ModelCannotSeeError
+from tuneloop.errors import InputError, JobNotFoundError, ModelCannotSeeError
 from tuneloop.fileio import atomic_write_text
 from tuneloop.images import Detail, prepare_image
 from tuneloop.runtime import Runtime
-from tuneloop.store.jobs import JobNotFoundError
 from tuneloop.training import FineTuning
 
 

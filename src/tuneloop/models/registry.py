@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from tuneloop.config import Settings
-from tuneloop.engine.inspection import Description, ModelUnusableError, check_usable, describe
+from tuneloop.engine.inspection import Description, check_usable, describe
 from tuneloop.engine.weights import (
     BASE_MODEL_ID,
     ProgressCallback,
@@ -23,7 +23,7 @@ from tuneloop.engine.weights import (
     find_gguf,
     is_converted,
 )
-from tuneloop.errors import InputError, ModelError, UnknownModelError
+from tuneloop.errors import InputError, ModelError, ModelUnusableError, UnknownModelError
 from tuneloop.store.base_models import BaseModels
 from tuneloop.store.database import Database, Repository
 from tuneloop.store.schema import utcnow
