@@ -48,7 +48,7 @@ LIBRARY_NOT_FOUND = sorted({c for c in subclasses(NotFoundError) if c.__module__
 def test_the_not_found_errors_are_the_ones_the_store_raises_from_their_old_places() -> None:
     from tuneloop.engine import inspection
     from tuneloop.models import ModelTooLargeError, ModelUnusableError
-    from tuneloop.store import api_objects, conversations, dialogue, jobs
+    from tuneloop.store import api_objects, conversations, dialogue, files, jobs
 
     assert {c.__name__ for c in LIBRARY_NOT_FOUND} >= {"ThreadNotFoundError", "ItemNotFoundError",
                                                         "ObjectNotFoundError", "JobNotFoundError",
@@ -57,7 +57,7 @@ def test_the_not_found_errors_are_the_ones_the_store_raises_from_their_old_place
     assert conversations.ItemNotFoundError is errors.ItemNotFoundError
     assert api_objects.ObjectNotFoundError is errors.ObjectNotFoundError
     assert jobs.JobNotFoundError is errors.JobNotFoundError
-    assert jobs.FileNotFoundInStoreError is errors.FileNotFoundInStoreError
+    assert files.FileNotFoundInStoreError is errors.FileNotFoundInStoreError
     assert jobs.JobStateError is errors.JobStateError
     assert inspection.ModelTooLargeError is ModelTooLargeError is errors.ModelTooLargeError
     assert inspection.ModelUnusableError is ModelUnusableError is errors.ModelUnusableError

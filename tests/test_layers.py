@@ -29,7 +29,7 @@ def modules() -> list[tuple[str, Path, ast.Module]]:
 
 def lint_imports(source_root: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(source_root)}
-    return subprocess.run([str(LINT_IMPORTS), "--config", str(REPO / "pyproject.toml"), "--no-cache"],
+    return subprocess.run([str(LINT_IMPORTS), str(REPO / "pyproject.toml"), "--no-cache"],
                           capture_output=True, text=True, env=env, cwd=source_root)
 
 

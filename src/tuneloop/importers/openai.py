@@ -27,6 +27,7 @@ from tuneloop.home import files_dir
 from tuneloop.runtime import Runtime
 from tuneloop.store.api_objects import ApiObjects
 from tuneloop.store.conversations import NewMessage
+from tuneloop.store.files import FileStore
 from tuneloop.store.jobs import JobStore
 from tuneloop.stored_completions import StoredCompletions
 
@@ -92,6 +93,7 @@ class OpenAIImport:
         self.provider = runtime.openai
         self.client = self.provider.client
         self.jobs = JobStore(runtime.store)
+        self.files = FileStore(runtime.store)
         self.completions = StoredCompletions(runtime.store)
         self.objects = ApiObjects(runtime.store)
         self.progress = progress or (lambda _what, _n: None)
@@ -167,7 +169,7 @@ class OpenAIImport:
         import openai
 
         try:
-            self.jobs.get_file(file_id)
+            self.files.get(file_id)
             self.summary.files.unchanged += 1
             return
         except StoreError:
@@ -182,7 +184,7 @@ class OpenAIImport:
         target = files_dir(self.runtime.settings) / f"{file_id}{Path(name).suffix or '.jsonl'}"
         atomic_write_bytes(target, data)
         try:
-            self.jobs.add_file(filename=name, purpose=meta.purpose, size=len(data), path=str(target), file_id=file_id)
+            self.files.add(filename=name, purpose=meta.purpose, size=len(data), path=str(target), file_id=file_id)
         except BaseException:
             target.unlink(missing_ok=True)
             raise

@@ -72,7 +72,7 @@ def list_files(
     order: Literal["asc", "desc"] = "desc",
     after: str | None = None,
 ) -> dict[str, Any]:
-    files = state_of(request).fine_tuning.jobs.list_files(purpose=purpose)
+    files = state_of(request).fine_tuning.files.list(purpose=purpose)
     if order == "asc":
         files.reverse()
     page, more = page_after(files, after, limit, f"after: no file {after!r} in this list")
@@ -83,12 +83,12 @@ def list_files(
 
 @router.get("/v1/files/{file_id}")
 def retrieve_file(file_id: str, request: Request) -> dict[str, Any]:
-    return state_of(request).fine_tuning.jobs.get_file(file_id).to_openai()
+    return state_of(request).fine_tuning.files.get(file_id).to_openai()
 
 
 @router.get("/v1/files/{file_id}/content", response_model=None)
 def file_content(file_id: str, request: Request) -> FileResponse:
-    stored = state_of(request).fine_tuning.jobs.get_file(file_id)
+    stored = state_of(request).fine_tuning.files.get(file_id)
     path = Path(stored.path)
     if not path.is_file():  # the record outlived its contents; where they were is the server's business
         log.error("the contents of file %s are missing from %s", file_id, path.parent)

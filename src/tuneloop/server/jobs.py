@@ -83,7 +83,7 @@ def create_job(body: JobCreateRequest, request: Request) -> dict[str, Any]:
                        f"{', '.join(bases)}", param="model", code="model_not_available")
     if body.validation_file:  # checked first: before the training file is read
         try:
-            state.fine_tuning.jobs.get_file(body.validation_file)
+            state.fine_tuning.files.get(body.validation_file)
         except FileNotFoundInStoreError as exc:
             raise exc.named_by("validation_file") from None  # a 400: see _errors.not_found
     if body.integrations:

@@ -1,8 +1,9 @@
 """The store: one database (``Database``: engine, transactions, migrations) and a repository per concept over it.
 
 ``DialogueStore`` (threads, messages, search), ``Conversations`` (threads of OpenAI's stateful APIs), ``ApiObjects``
-(stored responses and completions), ``JobStore`` (files, jobs, events, checkpoints), ``BaseModels`` (registered
-models). The store persists what it is given; labels such as sentiment are computed above it.
+(stored responses and completions), ``JobStore`` (jobs, events, checkpoints), ``FileStore`` (uploaded and result
+files), ``BaseModels`` (registered models). The store persists what it is given; labels such as sentiment are
+computed above it.
 """
 
 from tuneloop.store.database import Database, Repository

@@ -7,6 +7,7 @@ else reaches the engine. The store persists what it is given: labels such as sen
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +28,16 @@ from tuneloop.store.schema import schema_head
 def aware(value: datetime) -> datetime:
     """``value`` with its zone: SQLite hands datetimes back without it, and everything is stored in UTC."""
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def epoch_seconds(value: datetime | None) -> int | None:
+    """``value`` as Unix seconds, as OpenAI's objects give times (None stays None)."""
+    return int(aware(value).timestamp()) if value is not None else None
+
+
+def new_id(prefix: str) -> str:
+    """A new row id such as ``file-1a2b3c4d5e6f7a8b`` or ``ftjob-…``."""
+    return f"{prefix}-{secrets.token_hex(8)}"
 
 
 class Database:

@@ -1,8 +1,8 @@
-"""Files, fine-tuning jobs, their events and checkpoints, in the same database as the dialogue log."""
+"""Fine-tuning jobs, their events and checkpoints, in the same database as the dialogue log (the files they train
+on are ``store.files``)."""
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -10,46 +10,13 @@ from typing import Any
 from sqlalchemy import or_, select
 
 # The errors live in tuneloop.errors; JobStateError is importable from here too, as before.
-from tuneloop.errors import FileNotFoundInStoreError, JobNotFoundError
+from tuneloop.errors import JobNotFoundError
 from tuneloop.errors import JobStateError as JobStateError
-from tuneloop.store.database import Repository, aware
-from tuneloop.store.schema import CheckpointRow, FileRow, JobEventRow, JobRow, utcnow
+from tuneloop.store.database import Repository, aware, epoch_seconds, new_id
+from tuneloop.store.schema import CheckpointRow, JobEventRow, JobRow, utcnow
 
 ACTIVE = ("validating_files", "queued", "running")
 FINISHED = ("succeeded", "failed", "cancelled")
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{secrets.token_hex(8)}"
-
-
-def _ts(value: datetime | None) -> int | None:
-    return int(aware(value).timestamp()) if value is not None else None
-
-
-@dataclass(frozen=True)
-class StoredFile:
-    id: str
-    filename: str
-    purpose: str
-    bytes: int
-    path: str
-    created_at: datetime
-
-    @classmethod
-    def from_row(cls, row: FileRow) -> StoredFile:
-        return cls(row.id, row.filename, row.purpose, row.bytes, row.path, aware(row.created_at))
-
-    def to_openai(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "object": "file",
-            "bytes": self.bytes,
-            "created_at": _ts(self.created_at),
-            "filename": self.filename,
-            "purpose": self.purpose,
-            "status": "processed",
-        }
 
 
 @dataclass(frozen=True)
@@ -70,7 +37,7 @@ class JobEvent:
         return {
             "id": f"ftevent-{self.id}",
             "object": "fine_tuning.job.event",
-            "created_at": _ts(self.created_at),
+            "created_at": epoch_seconds(self.created_at),
             "level": self.level,
             "message": self.message,
             "type": self.type,
@@ -91,7 +58,7 @@ class Checkpoint:
         return {
             "id": self.id,
             "object": "fine_tuning.job.checkpoint",
-            "created_at": _ts(self.created_at),
+            "created_at": epoch_seconds(self.created_at),
             "fine_tuning_job_id": self.job_id,
             "fine_tuned_model_checkpoint": self.fine_tuned_model_checkpoint,
             "step_number": self.step,
@@ -180,10 +147,10 @@ class Job:
         return {
             "id": self.id,
             "object": "fine_tuning.job",
-            "created_at": _ts(self.created_at),
+            "created_at": epoch_seconds(self.created_at),
             "error": self.error,
             "fine_tuned_model": self.fine_tuned_model,
-            "finished_at": _ts(self.finished_at),
+            "finished_at": epoch_seconds(self.finished_at),
             "hyperparameters": supervised,
             "model": self.model,
             "organization_id": "org-tuneloop",
@@ -201,40 +168,7 @@ class Job:
 
 
 class JobStore(Repository):
-    """Jobs, files, events and checkpoints; every write is one short transaction."""
-
-    # files
-
-    def add_file(self, *, filename: str, purpose: str, size: int, path: str, file_id: str | None = None) -> StoredFile:
-        with self.db.session(write=True) as session:
-            row = FileRow(id=file_id or new_id("file"), filename=filename, purpose=purpose, bytes=size, path=path,
-                          created_at=utcnow())
-            session.add(row)
-            session.flush()
-            return StoredFile.from_row(row)
-
-    def get_file(self, file_id: str) -> StoredFile:
-        with self.db.session() as session:
-            row = session.get(FileRow, file_id)
-            if row is None:
-                raise FileNotFoundInStoreError(f"no file {file_id!r} in {self.location}", file_id)
-            return StoredFile.from_row(row)
-
-    def list_files(self, purpose: str | None = None) -> list[StoredFile]:
-        statement = select(FileRow).order_by(FileRow.created_at.desc())
-        if purpose:
-            statement = statement.where(FileRow.purpose == purpose)
-        with self.db.session() as session:
-            return [StoredFile.from_row(r) for r in session.scalars(statement)]
-
-    def delete_file(self, file_id: str) -> StoredFile:
-        with self.db.session(write=True) as session:
-            row = session.get(FileRow, file_id)
-            if row is None:
-                raise FileNotFoundInStoreError(f"no file {file_id!r} in {self.location}", file_id)
-            stored = StoredFile.from_row(row)
-            session.delete(row)
-            return stored
+    """Jobs, their events and checkpoints; every write is one short transaction."""
 
     # jobs
 

@@ -36,13 +36,15 @@ from tuneloop.hardware import DEVICES, choose
 from tuneloop.home import files_dir, job_dir, model_dir, temp_model_dir, worker_log
 from tuneloop.providers import DEFAULT_OPENAI_MODEL
 from tuneloop.runtime import Runtime
-from tuneloop.store.jobs import ACTIVE, Job, JobEvent, JobStore, StoredFile
+from tuneloop.store.files import FileStore, StoredFile
+from tuneloop.store.jobs import ACTIVE, Job, JobEvent, JobStore
 from tuneloop.store.schema import utcnow
 from tuneloop.training import hyper
 from tuneloop.training.remote import RemoteTrainer
 from tuneloop.training.worker import check_worker, child_environment, on_this_machine, pid_alive, spawned, worker_name
 
 QUANTIZE = ("4bit",)
+
 
 class FineTuning:
     """The one job system: used by the CLI, ``OpenAIModel.train`` and the server."""
@@ -51,6 +53,7 @@ class FineTuning:
         self.runtime = runtime or Runtime()
         self.settings = self.runtime.settings
         self.jobs = JobStore(self.runtime.store)
+        self.files = FileStore(self.runtime.store)
 
     @property
     def default_backend(self) -> str:
@@ -75,21 +78,20 @@ class FineTuning:
         target = files_dir(self.settings) / f"{file_id}.jsonl"
         atomic_write_bytes(target, data)
         try:
-            return self.jobs.add_file(filename=name, purpose=purpose, size=len(data), path=str(target),
-                                      file_id=file_id)
+            return self.files.add(filename=name, purpose=purpose, size=len(data), path=str(target), file_id=file_id)
         except BaseException:
             target.unlink(missing_ok=True)
             raise
 
     def delete_file(self, file_id: str) -> StoredFile:
         """Forget a stored file and remove it from disk; refused while a queued or running job needs it."""
-        stored = self.jobs.get_file(file_id)
+        stored = self.files.get(file_id)
         users = [job.id for job in self.jobs.list_jobs(limit=1000, backend="local")
                  if job.active and stored.id in (job.training_file, job.validation_file)]
         if users:
             raise JobStateError(f"file {file_id} is the training file of active job {', '.join(users)}; "
                                 "cancel the job or wait for it to finish before deleting the file")
-        removed = self.jobs.delete_file(file_id)
+        removed = self.files.delete(file_id)
         Path(removed.path).unlink(missing_ok=True)
         return removed
 
@@ -178,14 +180,14 @@ class FineTuning:
         if old.method not in ("supervised", "dpo"):
             raise InputError(f"job {job_id} used method {old.method!r}; the local trainer runs supervised and dpo")
         try:
-            self.jobs.get_file(old.training_file)
+            self.files.get(old.training_file)
         except StoreError:
             raise InputError(f"job {job_id}'s training file {old.training_file} is not in this store; import it "
                              "with `tuneloop import openai` (it copies jobs with their files)") from None
         validation = old.validation_file
         if validation:
             try:
-                self.jobs.get_file(validation)
+                self.files.get(validation)
             except StoreError:
                 validation = None
         if model is None:
@@ -255,7 +257,7 @@ class FineTuning:
     def _file(self, file_id: str, param: str) -> StoredFile:
         """The stored file a new job names in ``param`` (training_file, validation_file)."""
         try:
-            return self.jobs.get_file(file_id)
+            return self.files.get(file_id)
         except FileNotFoundInStoreError as exc:
             raise exc.named_by(param) from None
 

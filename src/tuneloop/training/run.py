@@ -30,6 +30,7 @@ from tuneloop.hardware import choose
 from tuneloop.home import job_dir, model_dir, temp_model_dir
 from tuneloop.models.registry import ModelRegistry, fine_tuned_id
 from tuneloop.store import DialogueStore
+from tuneloop.store.files import FileStore
 from tuneloop.store.jobs import JobStore
 from tuneloop.training import local
 from tuneloop.training.worker import STOPPED
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings()
     store = DialogueStore(settings.resolved_database_url, busy_timeout=max(30.0, settings.db_busy_timeout))
     jobs = JobStore(store)
+    files = FileStore(store)
     job = jobs.get_job(job_id)
     temp = temp_model_dir(settings, job.id)
 
@@ -70,10 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         plan = choose(job.device)
         checkpoint = ModelRegistry(settings, store).checkpoint(job.model)
         check_fits(job.model, count_parameters(checkpoint), plan, quantize=job.quantize)
-        examples = local.read_examples(Path(jobs.get_file(job.training_file).path))
+        examples = local.read_examples(Path(files.get(job.training_file).path))
         validation, eval_items = [], []
         if job.validation_file:
-            stored = jobs.get_file(job.validation_file)
+            stored = files.get(job.validation_file)
             validation, eval_items = read_validation(Path(stored.path), stored.filename)
         if rank == 0:
             jobs.add_event(job.id, f"Training on {plan.describe()}"

@@ -40,6 +40,7 @@ from tuneloop.hardware import cuda_count, mps_available
 from tuneloop.home import lock_path, model_dir, temp_model_dir, worker_log
 from tuneloop.models.registry import fine_tuned_id
 from tuneloop.store import DialogueStore
+from tuneloop.store.files import FileStore
 from tuneloop.store.jobs import ACTIVE, Job, JobStore
 from tuneloop.store.schema import utcnow
 
@@ -116,6 +117,7 @@ class Worker:
         self.settings = settings or load_settings()
         self.jobs = JobStore(DialogueStore(self.settings.resolved_database_url,
                                            busy_timeout=max(30.0, self.settings.db_busy_timeout)))
+        self.files = FileStore(self.jobs)
         self.name = worker_name()
         self.job_id = job_id
         self.models = models
@@ -303,7 +305,7 @@ class Worker:
             self._fail(job, reason, "training_failed")
             return
         outcome = json.loads(outcome_file.read_text())
-        result_ids = [self.jobs.add_file(filename=Path(f).name, purpose="fine-tune-results",
+        result_ids = [self.files.add(filename=Path(f).name, purpose="fine-tune-results",
                                          size=Path(f).stat().st_size, path=f).id for f in outcome["result_files"]]
         final = model_dir(self.settings, job.id)
         if final.exists():
