@@ -6,8 +6,11 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -173,3 +176,19 @@ def assert_one_line_error(result: Result, *fragments: str) -> None:
     assert len(lines) == 1, result.stderr
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
+
+
+@contextmanager
+def serving(home: Path, key: str, **options: Any) -> Iterator[Any]:
+    """``tuneloop serve``'s app in a thread on 127.0.0.1 over ``home`` (the shared converted weights), guarded by
+    ``key``; ``options`` go to ``create_app``. The handle also has ``home``, ``state`` (the app's) and ``store``."""
+    from tuneloop.runtime import Runtime
+    from tuneloop.server import ServerThread, create_app, server_settings
+
+    settings = server_settings(home=home, models_dir=MODELS_DIR, database_url=None, model=None)
+    app = create_app(Runtime(settings), api_key=key, **options)
+    with ServerThread(app) as running:
+        running.home = home
+        running.state = app.state.tuneloop
+        running.store = running.state.runtime.store
+        yield running

@@ -11,11 +11,10 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from conftest import serving
 
 from tuneloop import errors
 from tuneloop.errors import ID_PARAMS, NotFoundError
-from tuneloop.runtime import Runtime
-from tuneloop.server import ServerThread, create_app, server_settings
 from tuneloop.server._errors import from_library
 
 KEY = "sk-errors-test-key-0123456789"
@@ -103,11 +102,7 @@ def test_an_id_that_is_not_the_object_asked_for_is_a_400() -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Any:
-    home = tmp_path_factory.mktemp("errors-home")
-    settings = server_settings(home=home, models_dir=models_dir, database_url=None, model=None)
-    app = create_app(Runtime(settings), api_key=KEY)
-    with ServerThread(app) as running:
-        running.home = home
+    with serving(tmp_path_factory.mktemp("errors-home"), KEY) as running:
         yield running
 
 

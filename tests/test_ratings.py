@@ -10,11 +10,9 @@ from typing import Any
 
 import openai
 import pytest
-from conftest import MODELS_DIR, run_cli
+from conftest import MODELS_DIR, run_cli, serving
 from openai.types.responses import Response
 
-from tuneloop.runtime import Runtime
-from tuneloop.server import ServerThread, create_app, server_settings
 from tuneloop.store import DialogueStore
 
 KEY = "sk-ratings-test-key-0123456789"
@@ -24,12 +22,7 @@ SHORT = 8  # tokens per reply: the rating is the point, not the answer
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, engine: Any) -> Any:
-    home = tmp_path_factory.mktemp("ratings-home")
-    app = create_app(Runtime(server_settings(home=home, models_dir=MODELS_DIR, database_url=None, model=None)),
-                     api_key=KEY)
-    with ServerThread(app) as running:
-        running.home = home
-        running.store = app.state.tuneloop.runtime.store
+    with serving(tmp_path_factory.mktemp("ratings-home"), KEY) as running:
         yield running
 
 
