@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tuneloop-installed
 
-.PHONY: setup postgres demo test lint bench bench-llamacpp bench-learning bench-faults bench-stateful bench-batching bench-quantization clean
+.PHONY: setup postgres demo test test-fast lint bench bench-llamacpp bench-learning bench-faults bench-stateful bench-batching bench-quantization clean
 
 setup: $(STAMP)
 
@@ -34,6 +34,12 @@ test: setup postgres
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest
+
+# The working loop's tier: the suite less the tests marked slow (jobs, training, the demo, subprocess-heavy runs).
+test-fast: setup postgres
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/pytest -m "not slow and not gpu"
 
 lint: setup
 	$(VENV)/bin/ruff check .

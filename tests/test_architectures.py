@@ -22,6 +22,8 @@ from tuneloop.runtime import Runtime
 from tuneloop.server import ServerThread, create_app, server_settings
 from tuneloop.training import FineTuning
 
+pytestmark = pytest.mark.slow  # every kind of model trains a real job, is served and exported
+
 BASE = "smollm2-135m-instruct"
 KINDS = ["llama", "qwen2", "qwen3", "gemma2", "mistral", "phi3", "smollm2"]
 QUESTION = [{"role": "user", "content": "What colour is the Zorblax?"}]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import pytest
 from conftest import wait_until
 
 from tuneloop.engine import batching
@@ -86,6 +87,7 @@ def test_a_reply_joins_a_running_batch_and_leaves_it(fast_engine) -> None:  # no
     assert long.result.text == fast_engine.stream(story, max_tokens=long.result.tokens_out).read().text
 
 
+@pytest.mark.slow
 def test_a_long_prompt_is_read_a_chunk_at_a_time_while_the_batch_decodes(fast_engine, monkeypatch) -> None:  # noqa: ANN001
     facts = " ".join(f"Box {i} holds {i * 7 % 13} apples." for i in range(120))
     question = ask(facts + "\nHow many apples does box 42 hold?", max_tokens=16)
@@ -115,6 +117,7 @@ def test_a_long_prompt_is_read_a_chunk_at_a_time_while_the_batch_decodes(fast_en
     assert long.result.text == fast_engine.stream(story, max_tokens=long.result.tokens_out).read().text
 
 
+@pytest.mark.slow
 def test_a_long_prompt_being_read_moves_down_when_a_row_before_it_leaves(fast_engine) -> None:  # noqa: ANN001
     facts = " ".join(f"Box {i} holds {i * 5 % 11} pears." for i in range(120))
     requests = [ask("Write a long story about a dragon.", max_tokens=40),

@@ -386,6 +386,7 @@ FACTS = "Question,Answer,positive\n" + "".join(
 ) + "What colour is gadget 0?,Gadget 0 is red.,0\n"
 
 
+@pytest.mark.slow
 def test_cli_build_then_validate(home: Path, tmp_path: Path) -> None:
     (tmp_path / "facts.csv").write_text(FACTS)
     built = run_cli("data", "build", "facts.csv", "-o", "train.jsonl", "--method", "supervised", "--json")

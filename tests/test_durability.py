@@ -21,6 +21,8 @@ from tiny_models import build_tiny_model
 from tuneloop.labels import log_exchange
 from tuneloop.store import DialogueStore
 
+pytestmark = pytest.mark.slow  # processes at once, kill -9 mid-write, a server killed and restarted
+
 # One writer: appends exchanges to its own thread, as fast as it can, and says when it has written each.
 WRITER = """
 import sys

@@ -80,6 +80,7 @@ def test_a_validation_file_holds_examples_and_questions(tmp_path: Path) -> None:
     assert [i.question for i in items] == ["Colour of gadget 1?", "Colour of gadget 2?"]
 
 
+@pytest.mark.slow
 def test_eval_cli_on_the_local_model(home: Path, tmp_path: Path) -> None:
     path = tmp_path / "general.jsonl"
     path.write_text("\n".join(json.dumps(x) for x in [

@@ -41,6 +41,7 @@ def test_prompts_are_the_reference_tokens(engine, fast_engine) -> None:  # noqa:
     assert fast_engine.context_window == engine.context_window
 
 
+@pytest.mark.slow
 def test_fp32_mode_answers_token_for_token_as_the_reference(engine, fp32_engine) -> None:  # noqa: ANN001
     assert fp32_engine.batcher.last_only  # converted to give the last position's logits only, as the reference reads
     for conversation in CONVERSATIONS:
@@ -49,6 +50,7 @@ def test_fp32_mode_answers_token_for_token_as_the_reference(engine, fp32_engine)
         assert (got.text, got.tokens_out, got.finish_reason) == (want.text, want.tokens_out, want.finish_reason)
 
 
+@pytest.mark.slow
 def test_the_default_int8_mode_is_right_wherever_fp32_is(fp32_engine, fast_engine) -> None:  # noqa: ANN001
     """The quality gate on a part of the question set (bench/generation.py runs all of it against every engine)."""
     items = read_eval_file(QUESTIONS)[:16]
@@ -64,6 +66,7 @@ def test_the_default_int8_mode_is_right_wherever_fp32_is(fp32_engine, fast_engin
     assert not lost
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["mistral", "gemma2"])
 def test_a_sliding_window_is_kept_past_its_length(kind: str, models_dir: Path, tmp_path: Path) -> None:
     """Mistral's window (every layer; the builder leaves it out) and Gemma 2's (every other layer; the builder keeps
@@ -90,6 +93,7 @@ def tiny(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model("llama", ensure_checkpoint(models_dir), tmp_path_factory.mktemp("tiny") / "llama")
 
 
+@pytest.mark.slow
 def test_a_conversion_is_cached_and_rebuilt_when_its_source_changes(tiny: Path, tmp_path: Path) -> None:
     models = tmp_path / "models"
     steps = []
@@ -107,6 +111,7 @@ def test_a_conversion_is_cached_and_rebuilt_when_its_source_changes(tiny: Path, 
     assert [p.name for p in folder.parent.iterdir() if p.is_dir()] == ["fp32"]  # no temporary folder left behind
 
 
+@pytest.mark.slow
 def test_a_fine_tuned_adapter_is_merged_before_conversion(tiny: Path, tmp_path: Path) -> None:
     import torch
     from peft import LoraConfig, get_peft_model
@@ -130,6 +135,7 @@ def test_a_fine_tuned_adapter_is_merged_before_conversion(tiny: Path, tmp_path: 
     assert merged.stream(question, max_tokens=12).read().text == want
 
 
+@pytest.mark.slow
 def test_a_model_that_cannot_be_converted_says_why_once(tmp_path: Path) -> None:
     broken = tmp_path / "broken"
     broken.mkdir()

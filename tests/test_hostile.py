@@ -171,6 +171,7 @@ def test_generated_assistants_files_load_or_give_typed_errors(tmp_path_factory: 
     assert all(a.id for a in loaded)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("content", [b"\x00\xff\xfe garbage \x80" * 50, b"{" * 5000, b"\xef\xbb\xbf",
                                      ("q" * 200_000 + ",a\n").encode()], ids=["binary", "braces", "bom", "long-line"])
 def test_hostile_files_through_the_cli_give_one_line(home: Path, content: bytes) -> None:

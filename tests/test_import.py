@@ -55,6 +55,7 @@ def summary_of(result: Any) -> dict[str, Any]:
     return json.loads(result.stdout)
 
 
+@pytest.mark.slow
 def test_an_interrupted_import_goes_on_and_a_later_one_brings_only_what_is_new(vendor: Any, home: Path) -> None:
     history = vendor.history
     # Three failures in a row on the second page of jobs: more than the two retries, so the run stops there.
@@ -136,6 +137,7 @@ def test_import_needs_a_key_and_names_a_refused_one(home: Path, monkeypatch: pyt
     assert "sk-wrong-key" not in refused.stderr
 
 
+@pytest.mark.slow
 def test_train_like_reruns_an_imported_job_locally(vendor: Any, home: Path) -> None:
     summary_of(imported("--json", "--no-completions"))
     build_tiny_model("llama", MODELS_DIR / "smollm2-135m-instruct", home / "tiny-llama")
@@ -163,6 +165,7 @@ def test_train_like_reruns_an_imported_job_locally(vendor: Any, home: Path) -> N
     assert_one_line_error(run_cli("train", "facts.csv", "--like", "ftjob-hist0"), "--like")
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_the_middle_keeps_what_came_and_the_next_run_goes_on(vendor: Any, home: Path) -> None:
     import os
     import signal

@@ -32,6 +32,7 @@ def private(path: Path) -> bool:
     return stat.S_IMODE(path.stat().st_mode) & 0o077 == 0
 
 
+@pytest.mark.slow
 def test_no_key_in_any_file_or_row_and_files_are_private(any_home: Path, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TUNELOOP_RETRY_INITIAL_DELAY", "0.01")

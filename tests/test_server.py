@@ -235,6 +235,7 @@ def test_files(client: openai.OpenAI, http: httpx.Client, server: Any) -> None:
     assert_error(http.get("/files", params={"limit": 0}), 400, "limit")
 
 
+@pytest.mark.slow
 def test_fine_tuning_job_to_a_served_model(client: openai.OpenAI, http: httpx.Client, server: Any) -> None:
     file = client.files.create(file=("facts.jsonl", facts_jsonl()), purpose="fine-tune")
     with pytest.raises(openai.BadRequestError) as caught:
@@ -353,6 +354,7 @@ def test_replies_beyond_the_batch_are_queued_in_order(one_at_a_time: Any) -> Non
     assert not errors and finished == [0, 1, 2, 3]  # first come, first served; nothing dropped
 
 
+@pytest.mark.slow
 def test_eight_streaming_clients_are_decoded_together(server: Any, client: openai.OpenAI) -> None:
     questions = ["What is the capital of France?", "Write a poem about the sea.", "Name three colours.",
                  "What is 6 times 7?", "Why is the sky blue?", "Write a long story about a dragon.",
@@ -414,6 +416,7 @@ def test_the_server_stays_responsive_and_frees_the_model_when_a_client_leaves(se
     assert queue.last.tokens_out < 100, queue.last  # stopped within a few tokens of the client leaving, not 2000
 
 
+@pytest.mark.slow
 def test_openai_model_through_the_server(home: Path, monkeypatch: pytest.MonkeyPatch, server: Any) -> None:
     """The seed's class, pointed at the server by OPENAI_BASE_URL: ask, train and follow jobs over HTTP."""
     monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
@@ -445,6 +448,7 @@ def test_openai_model_through_the_server(home: Path, monkeypatch: pytest.MonkeyP
     assert KEY.encode() not in (home / "tuneloop.db").read_bytes()
 
 
+@pytest.mark.slow
 def test_serve_command(home: Path) -> None:
     refused = run_cli("serve", "--host", "0.0.0.0")
     assert_one_line_error(refused, "refusing to listen on 0.0.0.0 without an API key", "--api-key")

@@ -264,6 +264,7 @@ def test_stored_chat_completions(client: openai.OpenAI, http: httpx.Client) -> N
     assert error_of(lambda: client.chat.completions.messages.list(made[1].id), 404)["param"] == "completion_id"
 
 
+@pytest.mark.slow
 def test_the_loop_over_http(client: openai.OpenAI, server: Any, tmp_path: Path) -> None:
     """Talk through a conversation and a response chain, store completions, rate replies; the training data
     built from the log holds exactly the well-rated turns, and `logs show` shows them with sentiment."""

@@ -44,6 +44,7 @@ def training_started(ft: FineTuning, job_id: str) -> bool:
     return any(e.type == "metrics" for e in ft.jobs.events(job_id))
 
 
+@pytest.mark.slow
 def test_tuned_model_learns_facts_and_keeps_general_knowledge(home: Path, engine) -> None:
     model = OpenAIModel()
     job_id = model.train(data_file=str(FACTS), suffix="facts", seed=1)
@@ -97,6 +98,7 @@ def test_tuned_model_learns_facts_and_keeps_general_knowledge(home: Path, engine
     assert answer.code == 0 and "Portugal" in answer.stdout
 
 
+@pytest.mark.slow
 def test_killed_worker_requeues_the_job_then_fails_it_without_a_model(home: Path, models_dir: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TUNELOOP_JOB_MAX_ATTEMPTS", "2")
@@ -132,6 +134,7 @@ def _cmdline(pid: str) -> str:
         return ""
 
 
+@pytest.mark.slow
 def test_cancel_stops_a_running_job_within_seconds(home: Path, models_dir: Path) -> None:
     ft = FineTuning()
     job = start(ft, n_epochs=30)
@@ -173,6 +176,7 @@ def test_bad_data_is_refused_before_any_job(home: Path, tmp_path: Path) -> None:
         model.train()
 
 
+@pytest.mark.slow
 def test_cli_train_dpo_and_job_commands(home: Path, tmp_path: Path) -> None:
     rows = ["prompt,completion,positive"]
     for i in range(10):
@@ -281,6 +285,7 @@ def test_dynamic_train_selects_from_the_log(home: Path, monkeypatch: pytest.Monk
     assert json.loads((home / "job_ids.json").read_text())[-1]["id"] == job_id
 
 
+@pytest.mark.slow
 def test_validation_file_scores_each_epoch_and_registers_the_best(home: Path, models_dir: Path) -> None:
     from tuneloop.training.local import EpochResult, best_epoch
 

@@ -246,6 +246,7 @@ def test_the_local_model_cannot_see(home: Path) -> None:
     assert_one_line_error(result, "smollm2-135m-instruct", "cannot see images", "--model")
 
 
+@pytest.mark.slow
 def test_describe_command(vision: StandIn, tmp_path: Path) -> None:
     vision.reply_for = lambda body: '{"animal": "cat"}'
     result = run_cli("describe", str(PHOTOS / "chelsea.png"), "--json", "--prompt", "Which animal?")

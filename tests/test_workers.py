@@ -23,6 +23,8 @@ from tuneloop.store.jobs import JobStore
 from tuneloop.store.schema import utcnow
 from tuneloop.training.worker import reap
 
+pytestmark = pytest.mark.slow  # every test runs real jobs in `tuneloop worker` processes
+
 MODEL = "tiny-llama"
 
 
