@@ -21,6 +21,8 @@ from tuneloop.runtime import Runtime
 from tuneloop.server import server_settings
 from tuneloop.training import FineTuning
 
+pytestmark = pytest.mark.slow  # a real job, then three exports
+
 BASE = "smollm2-135m-instruct"
 CONVERSATIONS = [
     [{"role": "user", "content": "What colour is gadget 3?"}],

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from conftest import HANG, MODELS_DIR, assert_one_line_error, run_cli, wait_until
+from conftest import HANG, assert_one_line_error, run_cli, serving, wait_until
 from openai.types import FileDeleted, FileObject, Model
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent
@@ -24,8 +24,6 @@ from openai.types.fine_tuning.jobs import FineTuningJobCheckpoint
 from pydantic import BaseModel
 
 from tuneloop import OpenAIModel
-from tuneloop.runtime import Runtime
-from tuneloop.server import ServerThread, create_app, server_settings
 
 KEY = "sk-tuneloop-test-key-0123456789"
 BASE = "smollm2-135m-instruct"
@@ -69,12 +67,7 @@ def assert_error(response: httpx.Response, status: int, param: str | None = "-")
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, engine: Any) -> Any:
-    home = tmp_path_factory.mktemp("server-home")
-    settings = server_settings(home=home, models_dir=MODELS_DIR, database_url=None, model=None)
-    app = create_app(Runtime(settings), api_key=KEY, max_file_mb=0.05)
-    with ServerThread(app) as running:
-        running.home = home
-        running.state = app.state.tuneloop
+    with serving(tmp_path_factory.mktemp("server-home"), KEY, max_file_mb=0.05) as running:
         yield running
 
 
@@ -325,10 +318,7 @@ def test_fine_tuning_job_to_a_served_model(client: openai.OpenAI, http: httpx.Cl
 def one_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine: Any) -> Any:
     """A server that generates one reply at a time (``TUNELOOP_MAX_BATCH=1``)."""
     monkeypatch.setenv("TUNELOOP_MAX_BATCH", "1")
-    settings = server_settings(home=tmp_path / "home", models_dir=MODELS_DIR, database_url=None, model=None)
-    app = create_app(Runtime(settings), api_key=KEY)
-    with ServerThread(app) as running:
-        running.state = app.state.tuneloop
+    with serving(tmp_path / "home", KEY) as running:
         yield running
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from conftest import MODELS_DIR, run_cli
+from conftest import MODELS_DIR, run_cli, serving
 from openai.types.chat import ChatCompletion, ChatCompletionDeleted
 from openai.types.conversations import Conversation, ConversationDeletedResource, ConversationItemList
 from openai.types.conversations import Message as ConversationMessage
@@ -20,8 +20,6 @@ from openai.types.responses import Response, ResponseItemList, ResponseStreamEve
 from strictness import strict
 from test_server import OUR_PATHS, SPEC, needs_spec
 
-from tuneloop.runtime import Runtime
-from tuneloop.server import ServerThread, create_app, server_settings
 from tuneloop.store import DialogueStore
 
 KEY = "sk-stateful-test-key-0123456789"
@@ -31,12 +29,7 @@ SHORT = 12  # tokens per reply: these tests are about the APIs, not the answers
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, engine: Any) -> Any:
-    home = tmp_path_factory.mktemp("stateful-home")
-    settings = server_settings(home=home, models_dir=MODELS_DIR, database_url=None, model=None)
-    app = create_app(Runtime(settings), api_key=KEY)
-    with ServerThread(app) as running:
-        running.home = home
-        running.store = app.state.tuneloop.runtime.store
+    with serving(tmp_path_factory.mktemp("stateful-home"), KEY) as running:
         yield running
 
 
