@@ -53,6 +53,18 @@ def configuration_variables() -> list[str]:
             and not name.upper().startswith(HARNESS_VARIABLE_PREFIXES)]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_developer_configuration(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The session's fixtures too (engines, module-wide servers) run without the developer's configuration: no
+    TUNELOOP_* or Settings variable, and an empty home and working directory, so no tuneloop.toml is read."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in configuration_variables():
+            patch.delenv(name, raising=False)
+        patch.setenv("TUNELOOP_HOME", str(tmp_path_factory.mktemp("session-home")))
+        patch.chdir(tmp_path_factory.mktemp("session-cwd"))
+        yield
+
+
 @pytest.fixture(scope="session")
 def models_dir() -> Path:
     ensure_checkpoint(MODELS_DIR)
@@ -77,7 +89,8 @@ def fast_engine(models_dir: Path):  # noqa: ANN201
 
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, models_dir: Path) -> Path:
-    """A fresh TUNELOOP_HOME (and working directory) per test, sharing the converted weights."""
+    """A fresh TUNELOOP_HOME (and working directory) per test, sharing the converted weights; whatever a test or
+    fixture before it set is cleared as no_developer_configuration clears the developer's."""
     for name in configuration_variables():
         monkeypatch.delenv(name, raising=False)
     home = tmp_path / "home"

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from conftest import HANG
 
 from tuneloop.config import Settings, load_settings
 
@@ -47,3 +50,33 @@ def test_home_clears_every_setting_a_developer_may_have(request: pytest.FixtureR
         if name not in ("home", "models_dir"):
             assert getattr(settings, name) == field.get_default(call_default_factory=True), name
     assert settings.default_provider == "local"
+
+
+INNER = '''
+import pytest
+
+from tuneloop.config import Settings, load_settings
+
+
+@pytest.fixture(scope="module")
+def early():
+    return load_settings()
+
+
+def test_a_module_fixture_sees_the_defaults(early):
+    for name, field in Settings.model_fields.items():
+        if name != "home":
+            assert getattr(early, name) == field.get_default(call_default_factory=True), name
+'''
+
+
+def test_session_and_module_fixtures_see_none_of_it_either(tmp_path: Path) -> None:
+    """Fixtures wider than a test (engines, module-wide servers) run before any `home`: the session clears it too."""
+    developer = tmp_path / "developer"
+    developer.mkdir()
+    (developer / "tuneloop.toml").write_text('max_batch = 3\nretries = 9\n')
+    (developer / "test_inner.py").write_text(INNER)
+    env = {**os.environ, **LEAKS, "TUNELOOP_HOME": str(developer), "PYTHONPATH": str(Path(__file__).parent)}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "conftest", "-p", "no:cacheprovider",
+                           "test_inner.py"], cwd=developer, env=env, capture_output=True, text=True, timeout=HANG)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
