@@ -97,6 +97,20 @@ class Settings(BaseSettings):
     server_max_message_chars: int = Field(
         default=1_000_000, gt=0, description="Most characters of text in one message of a chat request."
     )
+    server_log: Literal["all", "stored", "none"] = Field(
+        default="all",
+        description="Which chat completions `tuneloop serve` writes to the dialogue log. all: every one, except a "
+        "request that sends store=false; stored: only those that send store=true (OpenAI's default); none: none.",
+    )
+    sentiment_analyzer: Literal["multilingual", "vader", "judge"] = Field(
+        default="multilingual",
+        description="How each logged message is labelled positive, negative, neutral or unknown. multilingual: "
+        "offline, many languages (English goes to VADER); vader: VADER, English only (others: unknown); judge: "
+        "the chat model named by sentiment_judge_model, asked for a label in JSON.",
+    )
+    sentiment_judge_model: str | None = Field(
+        default=None, description="The model the judge analyzer asks; unset: the default model."
+    )
     device: Literal["auto", "cuda", "mps", "cpu"] = Field(
         default="auto", description="Where training and local generation run: auto picks cuda, then mps, then cpu."
     )
