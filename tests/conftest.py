@@ -192,13 +192,15 @@ def assert_one_line_error(result: Result, *fragments: str) -> None:
 
 
 @contextmanager
-def serving(home: Path, key: str, **options: Any) -> Iterator[Any]:
+def serving(home: Path, key: str, settings: dict[str, Any] | None = None, **options: Any) -> Iterator[Any]:
     """``tuneloop serve``'s app in a thread on 127.0.0.1 over ``home`` (the shared converted weights), guarded by
-    ``key``; ``options`` go to ``create_app``. The handle also has ``home``, ``state`` (the app's) and ``store``."""
+    ``key``; ``settings`` override the server's settings, ``options`` go to ``create_app``. The handle also has
+    ``home``, ``state`` (the app's) and ``store``."""
     from tuneloop.runtime import Runtime
     from tuneloop.server import ServerThread, create_app, server_settings
 
-    settings = server_settings(home=home, models_dir=MODELS_DIR, database_url=None, model=None)
+    settings = server_settings(**{"home": home, "models_dir": MODELS_DIR, "database_url": None, "model": None,
+                                  **(settings or {})})
     app = create_app(Runtime(settings), api_key=key, **options)
     with ServerThread(app) as running:
         running.home = home

@@ -456,7 +456,7 @@ def test_cli_build_from_dialogues(home: Path) -> None:
     rated = run_cli("logs", "rate", str(last.id), "up")
     assert rated.code == 0 and f"reply #{last.id}" in rated.stdout and "rated up" in rated.stdout
     assert "rated up" in run_cli("logs", "show", thread).stdout
-    assert_one_line_error(run_cli("logs", "rate", str(last.id - 1), "up"), f"no assistant message {last.id - 1}")
+    assert_one_line_error(run_cli("logs", "rate", str(last.id - 1), "up"), f"message #{last.id - 1} is a user turn")
     result = run_cli("data", "build", "--from-dialogues", "-o", "chats.jsonl", "--json")
     assert result.code == 0, result.stderr
     assert json.loads(result.stdout)["examples"] == 2

@@ -14,7 +14,16 @@ class TuneloopError(Exception):
 
 
 class InputError(TuneloopError, ValueError):
-    """An argument given by the caller cannot be used as it is."""
+    """An argument given by the caller cannot be used as it is (``param``: its name, when one names it)."""
+
+    def __init__(self, message: str, *args: object, param: str | None = None) -> None:
+        super().__init__(message, *args)
+        if param is not None:
+            self.param = param
+
+
+class NotAReplyError(InputError):
+    """The message named is not an assistant reply (a correction or a rating needs one)."""
 
 
 class ConfigError(TuneloopError):
@@ -115,6 +124,8 @@ ID_PARAMS = {
     "chat.completion": "completion_id",
     "fine_tuning.job": "fine_tuning_job_id",
     "file": "file_id",
+    "message": "message_id",
+    "judge": "judge",
 }
 
 
@@ -155,6 +166,18 @@ class ItemNotFoundError(NotFoundError):
 
 class ObjectNotFoundError(NotFoundError):
     """No stored response or chat completion with that id (``kind`` says which was asked for)."""
+
+
+class MessageNotFoundError(NotFoundError):
+    """No logged message has that id, or none of the role asked for (a correction or a rating needs a reply)."""
+
+    default_kind = "message"
+
+
+class JudgeNotFoundError(NotFoundError):
+    """No judge (criterion) has that name."""
+
+    default_kind = "judge"
 
 
 class JobNotFoundError(NotFoundError):

@@ -15,7 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from tuneloop import sentiment
+from tuneloop import ratings, sentiment
 from tuneloop.chat import ChatSession, Reply
 from tuneloop.config import Settings
 from tuneloop.datasets import Dataset, DialogueFilter, build_dataset, from_dialogues, read_csv_text, read_source
@@ -96,8 +96,26 @@ class OpenAIModel:
         self._session.set_assistant(assistant_id)
 
     def determine_sentiment(self, message: str) -> str:
-        """'positive', 'negative' or 'neutral', with VADER."""
-        return sentiment.analyze(message).label
+        """'positive', 'negative' or 'neutral'; 'unknown' for a language the analyzer does not cover (the
+        ``sentiment_analyzer`` setting: multilingual by default, English through VADER)."""
+        return sentiment.analyze(message, self.runtime.settings.sentiment_analyzer).label
+
+    def _reply_id(self, message_id: int | None) -> int:
+        if message_id is not None:
+            return message_id
+        if self.last_reply is None:
+            raise InputError("no reply yet: ask something first, or pass the message id (#N in `tuneloop logs show`)")
+        return self.last_reply.exchange.assistant.id
+
+    def rate(self, rating: str | int, note: str | None = None, message_id: int | None = None) -> None:
+        """Rate a logged reply (default: the last one) ``up``/``down``/``none``, with an optional note saying why.
+        Ratings win over the next turn's sentiment when ``dynamic_train`` picks what to learn from."""
+        ratings.rate(self.runtime.store, self._reply_id(message_id), rating, note)
+
+    def correct(self, text: str, message_id: int | None = None) -> int:
+        """Write the reply the model should have given (default: for the last reply); kept beside the original,
+        it becomes a supervised example and a DPO pair in ``dynamic_train``. Returns the correction's id."""
+        return ratings.correct(self.runtime.store, self._reply_id(message_id), text, source="library").id
 
     def ask(self, message: str, system_instruction: str | None = None, attempts: int = 3) -> str:
         """Send ``message`` in the current thread and return the reply.

@@ -1,6 +1,9 @@
 """Stored chat completions (``store: true``): each is a thread of the dialogue store (kind ``chat.completion``, id
 the completion's) holding the request's messages and the reply, beside the completion as it was returned.
-Metadata ``rating`` rates the reply (see tuneloop.ratings)."""
+Metadata ``rating`` rates the reply (see tuneloop.ratings).
+
+A completion the server logs without storing it (an app's traffic, setting ``server_log``) is a thread of kind
+``server`` with the same messages and metadata, and no completion object: it is in the log, not in the API."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from tuneloop.store.conversations import Conversations, NewMessage
 from tuneloop.store.dialogue import DialogueStore, Message
 
 KIND = "chat.completion"
+LOGGED = "server"  # the thread kind of a completion logged, not stored
 
 
 class StoredCompletions:
@@ -23,19 +27,24 @@ class StoredCompletions:
         self.objects = ApiObjects(store)
 
     def keep(self, body: dict[str, Any], messages: list[dict[str, Any]], reply: NewMessage,
-             created_at: datetime | None = None) -> None:
-        """Log the request's messages and the reply as a new thread, and keep ``body`` (the completion), in one
-        transaction each (``created_at``: when it was made, for imported ones)."""
+             created_at: datetime | None = None, *, stored: bool = True, end_user: str | None = None) -> None:
+        """Log the request's messages and the reply as a new thread and, when ``stored``, keep ``body`` (the
+        completion), in one transaction (``created_at``: when it was made, for imported ones; ``end_user``: the
+        request's safety_identifier or user). The labels are computed before the transaction opens."""
         ident = body["id"]
         metadata = body.get("metadata") or None
         logged = [NewMessage(m["role"], m["content"] if isinstance(m["content"], str) else _text(m["content"]),
                              item_id=f"{ident}-{i}") for i, m in enumerate(messages)]
         reply = replace(reply, feedback=ratings.rating_of(metadata))
+        labelled = labels.labelled([*logged, reply])
         with self.store.db.session(write=True) as session:
-            _, added = self.threads.create_in(session, ident, kind=KIND, model=body["model"], metadata=metadata,
-                                              messages=labels.labelled([*logged, reply]), created_at=created_at)
-            self.objects.put_in(session, ident, object_=KIND, thread_id=ident, model=body["model"],
-                                metadata=metadata, body=body, message_ids=[m.id for m in added], created_at=created_at)
+            _, added = self.threads.create_in(session, ident, kind=KIND if stored else LOGGED, model=body["model"],
+                                              metadata=metadata, messages=labelled, created_at=created_at,
+                                              end_user=end_user)
+            if stored:
+                self.objects.put_in(session, ident, object_=KIND, thread_id=ident, model=body["model"],
+                                    metadata=metadata, body=body, message_ids=[m.id for m in added],
+                                    created_at=created_at)
 
     def get(self, ident: str) -> ApiObject:
         return self.objects.get(ident, KIND)

@@ -12,10 +12,23 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from tuneloop.errors import InputError
+
 console = Console(highlight=False, soft_wrap=True)
 error_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
-SENTIMENT_STYLE = {"positive": "green", "negative": "red", "neutral": "dim"}
+SENTIMENT_STYLE = {"positive": "green", "negative": "red", "neutral": "dim", "unknown": "yellow"}
+
+
+def key_values(items: list[str] | None, option: str = "--metadata") -> dict[str, str]:
+    """Repeated KEY=VALUE options as a dict; InputError naming the option for anything else."""
+    pairs = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"{option} {item!r}: give KEY=VALUE, for example {option} project=support")
+        pairs[key] = value
+    return pairs
 
 
 def print_json(data: Any) -> None:

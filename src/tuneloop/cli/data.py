@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from tuneloop.cli._output import console, conversion_progress, error_console, print_json
+from tuneloop.cli._output import console, conversion_progress, error_console, key_values, print_json
 from tuneloop.config import load_settings
 from tuneloop.datasets import Dataset, build_dataset, from_dialogues, read_csv_text, read_source, token_counter
 from tuneloop.datasets.readers import decode
@@ -67,12 +67,7 @@ UntilOption = Annotated[
 def dialogue_filter(model: str | None, metadata: list[str] | None, since: datetime | None,
                     until: datetime | None) -> DialogueFilter:
     """The --model/--metadata/--since/--until options as a filter; naive dates are UTC."""
-    pairs = {}
-    for item in metadata or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InputError(f"--metadata {item!r}: give KEY=VALUE, for example --metadata project=support")
-        pairs[key] = value
+    pairs = key_values(metadata)
     return DialogueFilter(model=model, metadata=pairs or None,
                           since=since.replace(tzinfo=since.tzinfo or UTC) if since else None,
                           until=until.replace(tzinfo=until.tzinfo or UTC) if until else None)

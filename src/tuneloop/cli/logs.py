@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 from rich.markup import escape
 from rich.table import Column, Table
 
-from tuneloop.cli._output import console, print_json, sentiment_text, when
+from tuneloop import ratings
+from tuneloop.cli._output import console, key_values, print_json, sentiment_text, when
 from tuneloop.config import load_settings
 from tuneloop.errors import InputError
 from tuneloop.fileio import atomic_write_text
@@ -53,23 +56,38 @@ def path() -> None:
 def list_threads(
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many threads, newest first.")] = 20,
     json_: JsonOption = False,
+    kind: Annotated[str | None, typer.Option(
+        "--kind", help="Only threads of this kind: chat (tuneloop's own), server (an app's traffic through "
+                       "`tuneloop serve`), completion (stored with store=true), conversation, response.")] = None,
+    metadata: Annotated[list[str] | None, typer.Option(
+        "--metadata", "-m", help="Only threads whose metadata has KEY=VALUE (repeatable: every pair must match).")
+    ] = None,
+    end_user: Annotated[str | None, typer.Option(
+        "--end-user", help="Only threads of this end user (a request's safety_identifier or user).")] = None,
 ) -> None:
     """List threads, most recently active first."""
-    threads = _store().list_threads(limit=limit)
+    kinds = {"completion": "chat.completion"}
+    if kind is not None and kind not in ("chat", "server", "completion", "conversation", "response"):
+        raise InputError(f"--kind {kind!r}: use chat, server, completion, conversation or response")
+    threads = _store().list_threads(limit=limit, kind=kinds.get(kind, kind) if kind else None,
+                                    metadata=key_values(metadata) or None, end_user=end_user)
     if json_:
         print_json([_thread_dict(t) for t in threads])
         return
     # Thread ids are for copying: never cut them.
-    # kind: chat (tuneloop's own), or what a client of `tuneloop serve` stored: conversation, response (a
-    # previous_response_id chain), completion (a chat completion with store: true).
+    # kind: chat (tuneloop's own), or what a client of `tuneloop serve` sent: server (a chat completion logged as
+    # traffic), conversation, response (a previous_response_id chain), completion (a chat completion with store).
     assistants = any(t.assistant_id for t in threads)  # a column only when some thread has one
     table = Table(Column("thread", no_wrap=True), "updated", "kind", *(["assistant"] if assistants else []), "model",
                   Column("messages", justify="right"), Column("title", ratio=1))
     for t in threads:
-        kind = {"chat.completion": "completion"}.get(t.kind or "chat", t.kind or "chat")
-        table.add_row(t.id, when(t.updated_at), kind, *([escape(t.assistant_id or "")] if assistants else []),
+        shown = {"chat.completion": "completion"}.get(t.kind or "chat", t.kind or "chat")
+        table.add_row(t.id, when(t.updated_at), shown, *([escape(t.assistant_id or "")] if assistants else []),
                       escape(t.model), str(t.message_count), escape(t.title or ""))
-    console.print(table)
+    if threads:
+        console.print(table)
+    else:
+        console.print("no threads match" if (kind or metadata or end_user) else "no threads yet")
 
 
 @logs_app.command("show")
@@ -91,13 +109,23 @@ def show(
         return
     console.print(f"[bold]{thread.id}[/] · {thread.kind or 'chat'} · {escape(thread.assistant_id or '')} · "
                   f"{escape(thread.model)} · started {when(thread.created_at)}"
-                  + (f" · metadata {escape(json.dumps(thread.metadata))}" if thread.metadata else ""))
+                  + (f" · end user {escape(thread.end_user)}" if thread.end_user else "")
+                  + (f" · metadata {escape(json.dumps(thread.metadata, ensure_ascii=False))}" if thread.metadata
+                     else ""))
     for m in messages:
-        extra = f"  reaction {sentiment_text(m.reaction, m.reaction_score)}" if m.reaction else ""
+        extra = f" [dim]{escape(m.language)}[/]" if m.language else ""
+        if m.reaction:
+            extra += f"  reaction {sentiment_text(m.reaction, m.reaction_score)}"
         if m.feedback:
             extra += "  [green]rated up[/]" if m.feedback > 0 else "  [red]rated down[/]"
+            if m.feedback_note:
+                extra += f" [dim]({escape(m.feedback_note)})[/]"
         console.print(f"\n[bold]{m.role}[/] [dim]#{m.id}[/] {sentiment_text(m.sentiment, m.sentiment_score)}{extra}")
         console.print(escape(m.content))
+        if m.correction is not None:
+            console.print(f"[bold cyan]corrected[/] [dim]{when(m.correction.created_at)} via "
+                          f"{escape(m.correction.source)}[/]")
+            console.print(f"[cyan]{escape(m.correction.content)}[/]")
 
 
 class Rating(StrEnum):
@@ -110,11 +138,43 @@ class Rating(StrEnum):
 def rate(
     message_id: Annotated[int, typer.Argument(help="The reply's number (the #N shown by `logs show`).")],
     rating: Annotated[Rating, typer.Argument(help="up, down, or clear.")],
+    note: Annotated[str | None, typer.Option("--note", help="Why, in a sentence (shown with the rating).")] = None,
 ) -> None:
     """Rate a reply up or down; ratings decide what `data build --from-dialogues` learns from."""
     value = {Rating.up: 1, Rating.down: -1, Rating.clear: 0}[rating]
-    message = _store().set_feedback(message_id, value)
-    console.print(f"reply #{message.id} in {message.thread_id}: {'rating cleared' if not value else 'rated ' + rating}")
+    message = ratings.rate(_store(), message_id, value, note)
+    said = "rating cleared" if not value else f"rated {rating}" + (f" ({escape(note)})" if note else "")
+    console.print(f"reply #{message.id} in {message.thread_id}: {said}")
+
+
+@logs_app.command("correct")
+def correct(
+    message_id: Annotated[int, typer.Argument(help="The reply's number (the #N shown by `logs show`).")],
+    text: Annotated[str | None, typer.Argument(help="The reply the model should have given ('-': read stdin).")
+                    ] = None,
+    editor: Annotated[bool, typer.Option("--editor", "-e", help="Write it in $EDITOR, starting from the reply."
+                                         )] = False,
+) -> None:
+    """Write the right reply for a logged reply. It is kept beside the original (never over it) and becomes a
+    supervised example and a DPO pair (correction over original) in `data build --from-dialogues`."""
+    store = _store()
+    if (text is None) == (not editor):
+        raise InputError("give the corrected reply as TEXT ('-' reads stdin), or --editor to write it in $EDITOR")
+    if editor:
+        message = store.get_message(message_id)
+        start = message.correction.content if message.correction else message.content
+        edited = click.edit(start + EDITOR_HINT, extension=".md")
+        text = (edited or "").split(EDITOR_HINT.strip())[0].rstrip() if edited is not None else None
+        if not text or not text.strip() or text.strip() == start.strip():
+            raise InputError(f"no correction written for reply #{message_id}: the text was left unchanged or empty")
+    elif text == "-":
+        text = sys.stdin.read()
+    made = ratings.correct(store, message_id, text or "", source="cli")
+    console.print(f"reply #{message_id}: correction #{made.id} saved beside the original "
+                  "(`tuneloop logs show` displays it)")
+
+
+EDITOR_HINT = "\n\n# Write the reply the model should have given above this line; this line and below are ignored.\n"
 
 
 @logs_app.command("search")
@@ -179,6 +239,8 @@ def _export_message(m: Message) -> dict:
     # The seed's entry (role, content, sentiment) first, then what the store adds.
     return {"role": m.role, "content": m.content, "sentiment": m.sentiment, "id": m.id,
             "sentiment_score": m.sentiment_score, "reaction": m.reaction, "model": m.model,
+            "language": m.language, "feedback": m.feedback, "feedback_note": m.feedback_note,
+            "correction": m.correction.to_dict() if m.correction else None,
             "created_at": m.created_at.isoformat()}
 
 
@@ -186,4 +248,4 @@ def _thread_dict(t: Thread) -> dict:
     return {"id": t.id, "assistant_id": t.assistant_id, "model": t.model, "title": t.title,
             "system_instruction": t.system_instruction, "created_at": t.created_at.isoformat(),
             "updated_at": t.updated_at.isoformat(), "message_count": t.message_count,
-            "kind": t.kind or "chat", "metadata": t.metadata}
+            "kind": t.kind or "chat", "metadata": t.metadata, "end_user": t.end_user}

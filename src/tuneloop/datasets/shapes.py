@@ -207,7 +207,10 @@ def select_from_thread(
     * every *good* reply becomes a supervised example: the system instruction in force, the turns before
       it (the last ``max_context_turns`` user/assistant turns when given), its user turn, the reply;
     * a *bad* reply R to request U, followed by a user turn and then a *good* reply G, becomes a DPO
-      pair: the same context and U as input, G preferred, R avoided (G was the better answer to U).
+      pair: the same context and U as input, G preferred, R avoided (G was the better answer to U);
+    * a *corrected* reply R (someone wrote the reply C it should have been) becomes a supervised example of C and
+      a DPO pair of C over R, whatever R's rating or reaction; R itself is not taught. The turns after it keep
+      R as it was said (that is what the user reacted to).
 
     ``keep`` (when given) says which replies may be selected; the turns before them are context all the same.
     """
@@ -233,6 +236,12 @@ def select_from_thread(
         if max_context_turns is not None:
             context = context[max(0, len(context) - max_context_turns) :]
         prompt = chat_messages(systems[i], *[(m.role, m.content) for m in [*context, turns[i - 1]]])
+        if message.correction is not None:
+            corrected = message.correction.content
+            supervised.append(supervised_example(prompt, corrected))
+            if corrected.strip() != message.content.strip():
+                pairs.append(preference_example(prompt, corrected, message.content))
+            continue
         label = verdict(message)
         if label == "good":
             supervised.append(supervised_example(prompt, message.content))

@@ -57,6 +57,8 @@ NOT_FOUND_MESSAGES = {
     "chat.completion": "No stored chat completion found with id {ident!r} (create it with store: true)",
     "fine_tuning.job": "No fine-tuning job found with id {ident!r}; GET /v1/fine_tuning/jobs lists them",
     "file": "No file found with id {ident!r}; GET /v1/files lists them",
+    "message": "No logged message {ident!r}; `tuneloop logs show` lists a thread's messages with their numbers",
+    "judge": "No judge named {ident!r}; `tuneloop judge list` lists them",
 }
 
 

@@ -19,7 +19,7 @@ from tuneloop.config import Settings, load_settings
 from tuneloop.engine.weights import BASE_MODEL_ID
 from tuneloop.providers.vision import VisionProvider
 from tuneloop.runtime import Runtime
-from tuneloop.server import _errors, chat, completions, conversations, files, jobs, responses
+from tuneloop.server import _errors, chat, completions, conversations, files, jobs, logs, responses
 from tuneloop.server._errors import APIError
 from tuneloop.server._generation import GenerationQueue
 from tuneloop.server._state import ServerState, state_of
@@ -146,6 +146,6 @@ def create_app(runtime: Runtime | None = None, *, api_key: str | None = None, ma
     app.add_middleware(BodyLimit, limit=int(settings.server_max_body_mb * 1024 * 1024))
     guarded = [Depends(_authorize)]
     for router in (models_router, chat.router, completions.router, responses.router, conversations.router,
-                   files.router, jobs.router):
+                   files.router, jobs.router, logs.router):
         app.include_router(router, dependencies=guarded)
     return app

@@ -41,8 +41,10 @@ class StreamOptions(BaseModel):
 
 
 class ChatCompletionRequest(BaseModel):
-    """The parameters this server acts on; others OpenAI defines (user, service_tier, …) are accepted and ignored.
-    ``store: true`` keeps the completion (and logs it in the dialogue store); ``metadata`` is kept with it."""
+    """The parameters this server acts on; others OpenAI defines (service_tier, …) are accepted and ignored.
+
+    Logging follows the ``server_log`` setting (see :func:`logged`). ``store: true`` also keeps the completion
+    object; ``metadata`` and the end user (``safety_identifier``, else the older ``user``) are kept with the log."""
 
     model_config = Strict
     model: str = Field(min_length=1)
@@ -60,6 +62,16 @@ class ChatCompletionRequest(BaseModel):
     logprobs: bool | None = None
     store: bool | None = None
     metadata: dict[str, Any] | None = None
+    user: str | None = Field(default=None, max_length=256)
+    safety_identifier: str | None = Field(default=None, max_length=256)
+
+
+def logged(server_log: str, store: bool | None) -> bool:
+    """Whether a chat completion goes to the dialogue log. all: unless the request sent store=false; stored: only
+    with store=true; none: never, store=true included (nothing is kept)."""
+    if server_log == "all":
+        return store is not False
+    return server_log == "stored" and store is True
 
 
 def _content_of(message: Message, index: int, images: bool) -> str | list[dict[str, Any]]:
@@ -168,9 +180,11 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
     _check_supported(body)
     settings = state_of(request).settings
     _check_size(body, settings.server_max_messages, settings.server_max_message_chars)
+    log = logged(settings.server_log, body.store)
+    stored = log and body.store is True
     try:
         metadata = check_metadata(body.metadata)
-        if body.store:
+        if log:
             ratings.rating_of(metadata)
     except InputError as exc:
         raise APIError(400, str(exc), param="metadata") from None
@@ -195,14 +209,16 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
     started = time.monotonic()
 
     def keep(text: str) -> None:
-        """``store: true``: the completion is kept and its messages logged (after the reply, in one transaction)."""
-        if not body.store:
+        """Log the messages and the reply (after the reply, in one transaction); store=true also keeps the
+        completion."""
+        if not log:
             return
         result = generation.result
         reply = NewMessage("assistant", text, model=model, tokens_in=result.tokens_in, tokens_out=result.tokens_out,
                            finish_reason=result.finish_reason, latency_ms=int((time.monotonic() - started) * 1000))
         StoredCompletions(state.runtime.store).keep(_completion(ident, created, model, text, result, metadata),
-                                                    messages, reply)
+                                                    messages, reply, stored=stored,
+                                                    end_user=body.safety_identifier or body.user)
 
     try:
         await unless_gone(request, generation.started(), generation)
@@ -220,7 +236,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
     result = generation.result
     assert result is not None
     await run_in_threadpool(keep, text)
-    return JSONResponse(_completion(ident, created, model, text, result, metadata if body.store else None))
+    return JSONResponse(_completion(ident, created, model, text, result, metadata if stored else None))
 
 
 def _completion(ident: str, created: int, model: str, text: str, result: GenerationResult,

@@ -14,10 +14,12 @@ from sqlalchemy import delete, func, select
 
 from tuneloop.errors import ItemNotFoundError, ThreadNotFoundError
 from tuneloop.store.database import Repository
-from tuneloop.store.records import TITLE_LENGTH, Label, Message, Thread
+from tuneloop.store.records import TITLE_LENGTH, Label, Message, Thread, language_of
 from tuneloop.store.schema import MessageRow, ThreadRow, utcnow
 
-KINDS = ("conversation", "response", "chat.completion")
+# conversation, response (a previous_response_id chain), chat.completion (stored with store: true), server (a chat
+# completion the server logged without storing it: an app's traffic, see the server_log setting).
+KINDS = ("conversation", "response", "chat.completion", "server")
 
 
 def new_item_id() -> str:
@@ -64,13 +66,13 @@ class Conversations(Repository):
 
     def create_in(self, session: Any, thread_id: str, *, kind: str, model: str,
                   metadata: dict[str, str] | None = None, messages: list[NewMessage] | None = None,
-                  created_at: datetime | None = None, system_instruction: str | None = None
-                  ) -> tuple[Thread, list[Message]]:
-        """``create`` inside the caller's transaction."""
+                  created_at: datetime | None = None, system_instruction: str | None = None,
+                  end_user: str | None = None) -> tuple[Thread, list[Message]]:
+        """``create`` inside the caller's transaction (``end_user``: who the app served, as it named them)."""
         assert kind in KINDS, kind
         now = created_at or utcnow()
         row = ThreadRow(id=thread_id, model=model, kind=kind, metadata_=metadata or None, created_at=now,
-                        updated_at=now)
+                        updated_at=now, end_user=end_user)
         session.add(row)
         session.flush()
         added = self._append(session, row, messages or [], now)
@@ -129,7 +131,7 @@ class Conversations(Repository):
                              model=new.model, tokens_in=new.tokens_in, tokens_out=new.tokens_out,
                              latency_ms=new.latency_ms, finish_reason=new.finish_reason, attachments=new.attachments,
                              metadata_=new.metadata, sentiment_label=said.label, sentiment_score=said.score,
-                             created_at=now)
+                             language=language_of(said), created_at=now)
             session.add(row)
             rows.append(row)
             last = row

@@ -9,9 +9,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from tuneloop.errors import StoreError, ThreadNotFoundError
+from tuneloop.errors import InputError, MessageNotFoundError, ThreadNotFoundError
+from tuneloop.store.corrections import latest_in, reply_row
 from tuneloop.store.database import Database, Repository
-from tuneloop.store.records import TITLE_LENGTH, Exchange, Label, Message, Thread
+from tuneloop.store.records import TITLE_LENGTH, Exchange, Label, Message, Thread, language_of
 from tuneloop.store.schema import AssistantRow, MessageRow, ThreadRow, utcnow
 from tuneloop.store.search import SearchHit, search
 
@@ -93,7 +94,10 @@ class DialogueStore(Repository):
             row = session.scalars(select(ThreadRow).order_by(ThreadRow.updated_at.desc()).limit(1)).first()
             return Thread.from_row(row) if row else None
 
-    def list_threads(self, limit: int = 20, offset: int = 0) -> list[Thread]:
+    def list_threads(self, limit: int = 20, offset: int = 0, *, kind: str | None = None,
+                     metadata: dict[str, str] | None = None, end_user: str | None = None) -> list[Thread]:
+        """Threads, most recently active first; only those of ``kind`` (``chat`` for tuneloop's own), with every
+        ``metadata`` pair and of ``end_user``, when given (filtered by the database)."""
         counts = (
             select(MessageRow.thread_id, func.count(MessageRow.id).label("n"))
             .group_by(MessageRow.thread_id)
@@ -106,6 +110,12 @@ class DialogueStore(Repository):
             .limit(limit)
             .offset(offset)
         )
+        if kind is not None:
+            query = query.where(ThreadRow.kind.is_(None) if kind == "chat" else ThreadRow.kind == kind)
+        for key, value in (metadata or {}).items():
+            query = query.where(ThreadRow.metadata_[key].as_string() == value)
+        if end_user is not None:
+            query = query.where(ThreadRow.end_user == end_user)
         with self.db.session() as session:
             return [Thread.from_row(row, int(n)) for row, n in session.execute(query)]
 
@@ -115,10 +125,11 @@ class DialogueStore(Repository):
         with self.db.session() as session:
             if session.get(ThreadRow, thread_id) is None:
                 raise self._no_thread(thread_id)
-            rows = session.scalars(
+            rows = list(session.scalars(
                 select(MessageRow).where(MessageRow.thread_id == thread_id).order_by(MessageRow.id)
-            )
-            return [Message.from_row(row) for row in rows]
+            ))
+            corrections = latest_in(session, [r.id for r in rows if r.role == "assistant"])
+            return [Message.from_row(row, corrections.get(row.id)) for row in rows]
 
     def append_exchange(
         self,
@@ -172,6 +183,7 @@ class DialogueStore(Repository):
                         content=system_instruction,
                         sentiment_label=system_sentiment.label,
                         sentiment_score=system_sentiment.score,
+                        language=language_of(system_sentiment),
                         created_at=now,
                     )
                 )
@@ -183,6 +195,7 @@ class DialogueStore(Repository):
                 attachments=attachments,
                 sentiment_label=user_sentiment.label,
                 sentiment_score=user_sentiment.score,
+                language=language_of(user_sentiment),
                 created_at=now,
             )
             reply_row = MessageRow(
@@ -196,6 +209,7 @@ class DialogueStore(Repository):
                 finish_reason=finish_reason,
                 sentiment_label=reply_sentiment.label,
                 sentiment_score=reply_sentiment.score,
+                language=language_of(reply_sentiment),
                 created_at=now,
             )
             session.add_all([user_row, reply_row])
@@ -206,17 +220,28 @@ class DialogueStore(Repository):
             session.flush()
             return Exchange(Message.from_row(user_row), Message.from_row(reply_row))
 
-    def set_feedback(self, message_id: int, value: int) -> Message:
-        """Rate an assistant message up (+1) or down (-1); 0 clears the rating."""
+    def set_feedback(self, message_id: int, value: int, note: str | None = None) -> Message:
+        """Rate an assistant message up (+1) or down (-1), with an optional ``note`` saying why; 0 clears the rating
+        (and its note)."""
         if value not in (-1, 0, 1):
-            raise ValueError("feedback must be -1, 0 or 1")
+            raise InputError(f"a rating is 1 (up), -1 (down) or 0 (clear), not {value!r}")
+        if note is not None and not isinstance(note, str):
+            raise InputError("a rating's note is text")
         with self.db.session(write=True) as session:
-            row = session.get(MessageRow, message_id)
-            if row is None or row.role != "assistant":
-                raise StoreError(f"no assistant message {message_id} in {self.location}")
+            row = reply_row(session, message_id, self.location, "a rating")
             row.feedback = value or None
+            row.feedback_note = ((note or "").strip() or None) if value else None
             session.flush()
-            return Message.from_row(row)
+            return Message.from_row(row, latest_in(session, [row.id]).get(row.id))
+
+    def get_message(self, message_id: int) -> Message:
+        """One logged message, with its correction if it has one."""
+        with self.db.session() as session:
+            row = session.get(MessageRow, message_id)
+            if row is None:
+                raise MessageNotFoundError(f"no message #{message_id} in {self.location}; `tuneloop logs show` lists "
+                                           "a thread's messages with their numbers", str(message_id))
+            return Message.from_row(row, latest_in(session, [row.id]).get(row.id))
 
     def search(self, query: str, limit: int = 50) -> list[SearchHit]:
         """Messages holding every word of ``query`` (as word prefixes), best match first (full-text search)."""

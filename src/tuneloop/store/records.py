@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from tuneloop.store.database import aware
-from tuneloop.store.schema import MessageRow, ThreadRow
+from tuneloop.store.schema import CorrectionRow, MessageRow, ThreadRow
 
 TITLE_LENGTH = 80
 
@@ -23,6 +23,30 @@ class Label(Protocol):
     def score(self) -> float: ...
 
 
+def language_of(label: Label) -> str | None:
+    """The language a label names (``Sentiment.language``), if it names one."""
+    return getattr(label, "language", None)
+
+
+@dataclass(frozen=True)
+class Correction:
+    """The reply someone wrote for a logged assistant message (``source``: cli, library, http, ui)."""
+
+    id: int
+    message_id: int
+    content: str
+    source: str
+    created_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "message_id": self.message_id, "content": self.content, "source": self.source,
+                "created_at": self.created_at.isoformat()}
+
+
+def correction_from_row(row: CorrectionRow) -> Correction:
+    return Correction(row.id, row.message_id, row.content, row.source, aware(row.created_at))
+
+
 @dataclass(frozen=True)
 class Thread:
     id: str
@@ -35,10 +59,12 @@ class Thread:
     message_count: int | None = None
     kind: str | None = None
     metadata: dict[str, str] | None = None
+    end_user: str | None = None
 
     @classmethod
     def from_row(cls, row: ThreadRow, message_count: int | None = None) -> Thread:
         return cls(
+            end_user=row.end_user,
             kind=row.kind,
             metadata=row.metadata_,
             id=row.id,
@@ -72,10 +98,16 @@ class Message:
     created_at: datetime
     item_id: str | None = None
     metadata: dict[str, str] | None = None
+    language: str | None = None
+    feedback_note: str | None = None
+    correction: Correction | None = None
 
     @classmethod
-    def from_row(cls, row: MessageRow) -> Message:
+    def from_row(cls, row: MessageRow, correction: Correction | None = None) -> Message:
         return cls(
+            language=row.language,
+            feedback_note=row.feedback_note,
+            correction=correction,
             item_id=row.item_id,
             metadata=row.metadata_,
             id=row.id,
@@ -120,6 +152,9 @@ class Message:
             "created_at": self.created_at.isoformat(),
             "item_id": self.item_id,
             "metadata": self.metadata,
+            "language": self.language,
+            "feedback_note": self.feedback_note,
+            "correction": self.correction.to_dict() if self.correction else None,
         }
 
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -44,6 +44,8 @@ class ThreadRow(Base):
     # stored completion) when it came over OpenAI's HTTP APIs.
     kind: Mapped[str | None] = mapped_column(String(32))
     metadata_: Mapped[dict[str, str] | None] = mapped_column("metadata", JSON)
+    # Who the app served, as it named them (a chat completion's safety_identifier or user), when the server logged it.
+    end_user: Mapped[str | None] = mapped_column(String(256), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 
@@ -62,14 +64,61 @@ class MessageRow(Base):
     tokens_out: Mapped[int | None] = mapped_column(Integer)
     latency_ms: Mapped[int | None] = mapped_column(Integer)
     finish_reason: Mapped[str | None] = mapped_column(String(32))
-    sentiment_label: Mapped[str] = mapped_column(String(16))
+    sentiment_label: Mapped[str] = mapped_column(String(16))  # positive, negative, neutral or unknown
     sentiment_score: Mapped[float] = mapped_column(Float)
+    language: Mapped[str | None] = mapped_column(String(16))  # ISO 639-1, as detected; None: undetermined
     # Sentiment of the user's next turn, filled in when that turn arrives (assistant messages only).
     reaction_label: Mapped[str | None] = mapped_column(String(16))
     reaction_score: Mapped[float | None] = mapped_column(Float)
     feedback: Mapped[int | None] = mapped_column(Integer)  # +1 rated up, -1 rated down
+    feedback_note: Mapped[str | None] = mapped_column(Text)  # why, in the rater's words
     item_id: Mapped[str | None] = mapped_column(String(64), index=True)  # msg_…: the message as an API item
     metadata_: Mapped[dict[str, str] | None] = mapped_column("metadata", JSON)  # the response's, on its reply
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class CorrectionRow(Base):
+    """The reply someone wrote for a logged assistant message: kept beside it, never over it (the newest counts)."""
+
+    __tablename__ = "corrections"
+    __table_args__ = (Index("ix_corrections_message", "message_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    message_id: Mapped[int] = mapped_column(Integer, ForeignKey("messages.id", ondelete="CASCADE"))
+    content: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(32))  # cli, library, http, ui
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class JudgeRow(Base):
+    """A named criterion: the instruction a judge model checks replies against, and the rule that says pass."""
+
+    __tablename__ = "judges"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    instruction: Mapped[str] = mapped_column(Text)
+    model: Mapped[str | None] = mapped_column(String(256))  # None: the default model
+    rule: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class VerdictRow(Base):
+    """A judge's verdict on one reply, by one judge model; passed None: the judge's answer could not be read."""
+
+    __tablename__ = "verdicts"
+    __table_args__ = (
+        UniqueConstraint("message_id", "judge", "judge_model", name="uq_verdicts_message_judge_model"),
+        Index("ix_verdicts_judge", "judge", "message_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    message_id: Mapped[int] = mapped_column(Integer, ForeignKey("messages.id", ondelete="CASCADE"))
+    judge: Mapped[str] = mapped_column(String(128), ForeignKey("judges.name", ondelete="CASCADE"))
+    judge_model: Mapped[str] = mapped_column(String(256))
+    passed: Mapped[bool | None] = mapped_column(Boolean)
+    score: Mapped[float | None] = mapped_column(Float)
+    reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

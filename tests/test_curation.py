@@ -1,0 +1,176 @@
+"""Corrections and rating notes: kept beside the reply (never over it), shown by `logs show`, turned into a
+supervised example and a DPO pair (correction over original); bad input is one clear error and stores nothing.
+On SQLite and PostgreSQL, through the library and the real CLI."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import assert_one_line_error, run_cli
+
+from tuneloop import ratings
+from tuneloop.datasets import DialogueFilter, from_dialogues
+from tuneloop.errors import InputError, MessageNotFoundError, NotAReplyError
+from tuneloop.labels import log_exchange
+from tuneloop.store import DialogueStore
+
+QUESTION = "What is the capital of Australia?"
+WRONG = "The capital of Australia is Sydney."
+RIGHT = "The capital of Australia is Canberra."
+
+
+def logged(store: DialogueStore, *turns: tuple[str, str]) -> list[int]:
+    """A new thread holding the exchanges ``turns``; the reply ids."""
+    thread = store.create_thread(model="m")
+    return [log_exchange(store, thread.id, user, reply, model="m").assistant.id for user, reply in turns]
+
+
+def test_a_correction_is_kept_beside_the_reply_and_teaches_both_ways(database_url: str) -> None:
+    store = DialogueStore(database_url)
+    (reply,) = logged(store, (QUESTION, WRONG))
+    made = ratings.correct(store, reply, RIGHT, source="cli")
+    assert (made.message_id, made.content, made.source) == (reply, RIGHT, "cli")
+
+    message = store.get_message(reply)
+    assert message.content == WRONG  # the original is untouched
+    assert message.correction is not None and message.correction.content == RIGHT
+    assert message.to_dict()["correction"]["source"] == "cli"
+
+    dataset = from_dialogues(store)
+    question = [{"role": "user", "content": QUESTION}]
+    assert dataset.supervised == [{"messages": [*question, {"role": "assistant", "content": RIGHT}]}]
+    assert dataset.preference == [{
+        "input": {"messages": question},
+        "preferred_output": [{"role": "assistant", "content": RIGHT}],
+        "non_preferred_output": [{"role": "assistant", "content": WRONG}],
+    }]
+
+    # A second correction is kept too; the newest is in force.
+    better = "Canberra is the capital of Australia."
+    ratings.correct(store, reply, better)
+    assert [c.content for c in ratings.corrections(store, reply)] == [RIGHT, better]
+    assert store.messages(store.get_message(reply).thread_id)[-1].correction.content == better
+
+
+def test_a_corrected_reply_is_not_taught_as_it_was_even_when_praised(database_url: str) -> None:
+    store = DialogueStore(database_url)
+    first, _ = logged(store, (QUESTION, WRONG), ("Great, thank you so much!", "You're welcome."))
+    assert store.get_message(first).reaction == "positive"
+    assert from_dialogues(store).supervised[0]["messages"][-1]["content"] == WRONG
+    ratings.correct(store, first, RIGHT)
+    dataset = from_dialogues(store)
+    taught = [e["messages"][-1]["content"] for e in dataset.supervised]
+    assert taught == [RIGHT]
+    assert [p["non_preferred_output"][0]["content"] for p in dataset.preference] == [WRONG]
+
+
+def test_bad_corrections_and_ratings_are_refused_and_store_nothing(database_url: str) -> None:
+    store = DialogueStore(database_url)
+    (reply,) = logged(store, (QUESTION, WRONG))
+    user_turn = reply - 1
+    with pytest.raises(MessageNotFoundError) as missing:
+        ratings.correct(store, 987654, RIGHT)
+    assert missing.value.param == "message_id" and "987654" in str(missing.value)
+    with pytest.raises(NotAReplyError) as wrong_role:
+        ratings.correct(store, user_turn, RIGHT)
+    assert wrong_role.value.param == "message_id" and "user turn" in str(wrong_role.value)
+    for empty in ("", "   \n"):
+        with pytest.raises(InputError) as blank:
+            ratings.correct(store, reply, empty)
+        assert blank.value.param == "content"
+    assert ratings.corrections(store, reply) == []
+    assert store.get_message(reply).correction is None
+
+    with pytest.raises(InputError) as bad_rating:
+        ratings.rate(store, reply, "great")
+    assert bad_rating.value.param == "rating"
+    with pytest.raises(InputError):
+        ratings.rate(store, reply, "none", note="why not")
+    with pytest.raises(InputError):
+        ratings.rate(store, reply, "up", note="x" * (ratings.NOTE_LENGTH + 1))
+    with pytest.raises(NotAReplyError):
+        ratings.rate(store, user_turn, "up")
+    assert store.get_message(reply).feedback is None and store.get_message(reply).feedback_note is None
+
+
+def test_a_rating_keeps_its_note_until_cleared(database_url: str) -> None:
+    store = DialogueStore(database_url)
+    (reply,) = logged(store, (QUESTION, WRONG))
+    rated = ratings.rate(store, reply, "down", note="  made-up capital  ")
+    assert (rated.feedback, rated.feedback_note) == (-1, "made-up capital")
+    assert ratings.rate(store, reply, "up").feedback_note is None  # a new rating says its own why
+    cleared = ratings.rate(store, reply, 0)
+    assert (cleared.feedback, cleared.feedback_note) == (None, None)
+
+
+def test_the_cli_corrects_shows_and_builds_data(any_home: Path, tmp_path: Path) -> None:
+    store = DialogueStore(_url(any_home))
+    (reply,) = logged(store, (QUESTION, WRONG))
+    made = run_cli("logs", "correct", str(reply), RIGHT)
+    assert made.code == 0, made.stderr
+    assert f"reply #{reply}" in made.stdout
+    noted = run_cli("logs", "rate", str(reply), "down", "--note", "Sydney is not the capital")
+    assert noted.code == 0, noted.stderr
+
+    shown = run_cli("logs", "show")
+    assert shown.code == 0, shown.stderr
+    assert WRONG in shown.stdout and RIGHT in shown.stdout and "corrected" in shown.stdout
+    assert "via cli" in shown.stdout and "Sydney is not the capital" in shown.stdout
+    as_json = json.loads(run_cli("logs", "show", "--json").stdout)
+    assert as_json["messages"][-1]["correction"]["content"] == RIGHT
+    assert as_json["messages"][-1]["feedback_note"] == "Sydney is not the capital"
+
+    for method, key in (("supervised", "messages"), ("dpo", "preferred_output")):
+        out = tmp_path / f"{method}.jsonl"
+        built = run_cli("data", "build", "--from-dialogues", "--method", method, "-o", str(out))
+        assert built.code == 0, built.stderr
+        (example,) = [json.loads(line) for line in out.read_text().splitlines()]
+        assert example[key][-1]["content"] == RIGHT
+
+
+def test_the_cli_refuses_bad_corrections_in_one_line(home: Path) -> None:
+    store = DialogueStore(_url(home))
+    (reply,) = logged(store, (QUESTION, WRONG))
+    assert_one_line_error(run_cli("logs", "correct", "987654", RIGHT), "no message #987654")
+    assert_one_line_error(run_cli("logs", "correct", str(reply - 1), RIGHT), "user turn", "assistant reply")
+    assert_one_line_error(run_cli("logs", "correct", str(reply), "  "), "needs text")
+    assert_one_line_error(run_cli("logs", "correct", str(reply)), "TEXT", "--editor")
+    assert_one_line_error(run_cli("logs", "rate", str(reply), "clear", "--note", "n"), "note goes with a rating")
+    from_stdin = run_cli("logs", "correct", str(reply), "-", stdin=RIGHT + "\n")
+    assert from_stdin.code == 0, from_stdin.stderr
+    assert [c.content.strip() for c in ratings.corrections(store, reply)] == [RIGHT]
+
+
+def test_the_editor_starts_from_the_reply(home: Path, tmp_path: Path) -> None:
+    """--editor opens $EDITOR on the reply; what the editor leaves above the hint line is the correction."""
+    store = DialogueStore(_url(home))
+    (reply,) = logged(store, (QUESTION, WRONG))
+    editor = tmp_path / "editor.py"
+    editor.write_text("import sys\np = sys.argv[1]\ntext = open(p).read()\n"
+                      "open(p, 'w').write(text.replace('Sydney', 'Canberra'))\n")
+    command = f"{sys.executable} {editor}"
+    edited = run_cli("logs", "correct", str(reply), "--editor", env={"EDITOR": command, "VISUAL": command})
+    assert edited.code == 0, edited.stderr
+    assert store.get_message(reply).correction.content == RIGHT
+    unchanged = tmp_path / "noop.py"
+    unchanged.write_text("pass\n")
+    noop = f"{sys.executable} {unchanged}"
+    assert_one_line_error(run_cli("logs", "correct", str(reply), "--editor", env={"EDITOR": noop, "VISUAL": noop}),
+                          "unchanged")
+
+
+def test_the_filter_keeps_corrections_of_the_chosen_replies(database_url: str) -> None:
+    store = DialogueStore(database_url)
+    (reply,) = logged(store, (QUESTION, WRONG))
+    ratings.correct(store, reply, RIGHT)
+    assert len(from_dialogues(store, where=DialogueFilter(model="m"))) == 2
+    assert len(from_dialogues(store, where=DialogueFilter(model="other"))) == 0
+
+
+def _url(home: Path) -> str:
+    import os
+
+    return os.environ.get("TUNELOOP_DATABASE_URL") or f"sqlite:///{home / 'tuneloop.db'}"
