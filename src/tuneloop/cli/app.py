@@ -22,6 +22,7 @@ from tuneloop.cli.evals import eval_command
 from tuneloop.cli.export import export as export_command
 from tuneloop.cli.importers import import_app
 from tuneloop.cli.jobs import jobs_app
+from tuneloop.cli.judges import judge_app
 from tuneloop.cli.logs import logs_app
 from tuneloop.cli.models import models_app
 from tuneloop.cli.serve import serve as serve_command
@@ -53,6 +54,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(models_app, name="models")
 app.add_typer(import_app, name="import")
+app.add_typer(judge_app, name="judge")
 app.command("train")(train_command)
 app.command("serve")(serve_command)
 app.command("worker")(worker_command)

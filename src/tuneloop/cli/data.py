@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -151,10 +152,23 @@ def build(
     metadata: MetadataOption = None,
     since: SinceOption = None,
     until: UntilOption = None,
+    criterion: Annotated[str | None, typer.Option(
+        "--criterion", help="With --from-dialogues: only replies this judge passed (`tuneloop judge run NAME` "
+                            "first; replies it has not judged are left out).")] = None,
 ) -> None:
     """Build an OpenAI fine-tuning JSONL file from CSV rows and/or logged dialogues (see BUILD_HELP)."""
+    where = dialogue_filter(model, metadata, since, until)
+    runtime = None
+    if criterion is not None:
+        if not dialogues:
+            raise InputError("--criterion chooses replies from the log: add --from-dialogues")
+        # Lazy (cold start): judges load the eval runner, which no other command needs.
+        from tuneloop.judges import passing
+
+        runtime = Runtime(load_settings())
+        where = replace(where, replies=passing(runtime.store, criterion))
     dataset = collect(source, dialogues=dialogues, negative=negative, encoding=encoding, assistant=assistant,
-                      where=dialogue_filter(model, metadata, since, until))
+                      where=where, runtime=runtime)
     chosen, written = dataset.write_jsonl(output, method.value)
     left_out = dataset.examples(chosen)[1]
     reasons = Counter(s.reason for s in dataset.skipped)

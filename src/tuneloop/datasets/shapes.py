@@ -260,18 +260,21 @@ def select_from_thread(
 @dataclass(frozen=True)
 class DialogueFilter:
     """Which logged replies may be selected: by the model that wrote them, by metadata (every pair must match the
-    reply's own metadata, a response's, or its thread's: a conversation's or a stored completion's) and by when
-    they were written (``since`` inclusive, ``until`` exclusive)."""
+    reply's own metadata, a response's, or its thread's: a conversation's or a stored completion's), by when
+    they were written (``since`` inclusive, ``until`` exclusive) and by id (``replies``: those a judge passed)."""
 
     model: str | None = None
     metadata: dict[str, str] | None = None
     since: datetime | None = None
     until: datetime | None = None
+    replies: frozenset[int] | None = None  # only these replies (those a judge passed: --criterion)
 
     def __bool__(self) -> bool:
-        return any(v is not None for v in (self.model, self.metadata, self.since, self.until))
+        return any(v is not None for v in (self.model, self.metadata, self.since, self.until, self.replies))
 
     def keeps(self, thread: Thread, message: Message) -> bool:
+        if self.replies is not None and message.id not in self.replies:
+            return False
         if self.model is not None and message.model != self.model:
             return False
         if self.metadata:

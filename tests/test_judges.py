@@ -1,0 +1,171 @@
+"""Judges: a criterion checked by a model over logged replies, verdicts stored per reply and judge model, re-runs
+that skip what is judged, agreement with people's ratings, and data built from the replies that pass. The remote
+judge is the stand-in vendor (validating every request with the SDK's types); the local one the bundled model."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import assert_one_line_error, run_cli
+from standin import StandIn
+
+from tuneloop import judges, ratings
+from tuneloop.errors import InputError, JudgeNotFoundError, UnknownModelError
+from tuneloop.labels import log_exchange
+from tuneloop.runtime import Runtime
+from tuneloop.store import DialogueStore
+from tuneloop.store.judgments import Judgments
+
+KEY = "sk-standin-judges-0123456789"
+CRITERION = "The reply gives the capital city asked for; 'I do not know' fails."
+COUNTRIES = ["France", "Italy", "Spain", "Japan", "Kenya", "Peru", "Chile", "Egypt", "Norway", "Canada"]
+
+
+@pytest.fixture
+def vendor(any_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[StandIn]:
+    with StandIn(api_key=KEY) as server:
+        monkeypatch.setenv("OPENAI_API_KEY", KEY)
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        yield server
+
+
+def log_forty(store: DialogueStore) -> list[int]:
+    """40 replies: every other one does not know; people rated the first 20 (one of them against the rule)."""
+    ids = []
+    for i in range(40):
+        thread = store.create_thread(model="smollm2-135m-instruct")
+        country = COUNTRIES[i % len(COUNTRIES)]
+        reply = f"The capital of {country} is its largest city, case {i}." if i % 2 == 0 else \
+            f"I do not know the capital of {country}, case {i}."
+        ids.append(log_exchange(store, thread.id, f"What is the capital of {country}?", reply,
+                                model="smollm2-135m-instruct").assistant.id)
+    for n, message_id in enumerate(ids[:20]):
+        up = n % 2 == 0
+        if n == 4:
+            up = False  # a person disagrees with the rule here
+        ratings.rate(store, message_id, "up" if up else "down", note=None if up else "no capital given")
+    return ids
+
+
+def standin_judge(body: dict[str, Any]) -> str:
+    """The remote judge: passes a reply unless it does not know; case 7 answers prose, not JSON."""
+    asked = body["messages"][-1]["content"]
+    reply = asked.split("The assistant's last reply:")[-1]
+    if "case 7." in reply:
+        return "I think this reply is fine."
+    passed = "do not know" not in reply
+    reason = "names a capital" if passed else "says it does not know"
+    return "```json\n" + json.dumps({"verdict": "pass" if passed else "fail", "score": 5 if passed else 1,
+                                     "reason": reason}) + "\n```"
+
+
+def test_a_remote_judge_over_forty_replies(vendor: StandIn, any_home: Path, tmp_path: Path) -> None:
+    rt = Runtime()
+    ids = log_forty(rt.store)
+    vendor.reply_for = standin_judge
+    judges.define(rt, "capital", CRITERION, model="standin-model")
+    progress: list[tuple[int, int]] = []
+    report = judges.run(rt, "capital", concurrency=4, batch=16, on_progress=lambda d, t: progress.append((d, t)))
+    assert (report.passed, report.failed, report.unjudged) == (20, 19, [ids[7]])
+    assert progress[0] == (0, 40) and progress[-1] == (40, 40)
+    assert len(vendor.requests) == 40
+    first = vendor.requests[0]
+    assert first["model"] == "standin-model" and first["temperature"] == 0.0
+    assert CRITERION in first["messages"][-1]["content"]
+
+    stored = {v.message_id: v for v in Judgments(rt.store).verdicts("capital")}
+    assert stored[ids[0]].passed is True and stored[ids[0]].reason == "names a capital"
+    assert stored[ids[1]].passed is False and stored[ids[1]].judge_model == "standin-model"
+    assert stored[ids[7]].passed is None and "not the JSON asked for" in stored[ids[7]].reason
+
+    # Again: only the unjudged reply is asked again; it still cannot be read.
+    again = judges.run(rt, "capital")
+    assert (again.already, again.judged, again.unjudged) == (39, 0, [ids[7]]) and len(vendor.requests) == 41
+
+    # Against people: 20 rated, 9 up (all pass), 11 down (#4 passes; #7 is unjudged, so not compared).
+    aligned = judges.align(rt.store, "capital")
+    assert (aligned.both_pass, aligned.judge_only, aligned.people_only, aligned.both_fail) == (9, 1, 0, 9)
+    assert aligned.precision == pytest.approx(0.9) and aligned.recall == 1.0
+    chance = (10 / 19) * (9 / 19) + (9 / 19) * (10 / 19)
+    assert aligned.kappa == pytest.approx((18 / 19 - chance) / (1 - chance))
+    assert [m.id for m, _ in aligned.disagreements] == [ids[4]]
+    shown = run_cli("judge", "align", "capital")
+    assert shown.code == 0, shown.stderr
+    assert re.search(r"people: up\s*│\s*9\s*│\s*0", shown.stdout), shown.stdout
+    assert "precision 0.90 · recall 1.00" in shown.stdout and "kappa 0.90" in shown.stdout, shown.stdout
+    assert f"#{ids[4]}" in shown.stdout and "no capital given" in shown.stdout
+
+    # Data from the replies that pass only.
+    out = tmp_path / "passing.jsonl"
+    built = run_cli("data", "build", "--from-dialogues", "--criterion", "capital", "--method", "supervised",
+                    "-o", str(out))
+    assert built.code == 0, built.stderr
+    taught = [json.loads(line)["messages"][-1]["content"] for line in out.read_text().splitlines()]
+    assert taught and all("do not know" not in t for t in taught)
+    assert all(i in judges.passing(rt.store, "capital") for i in ids[0:20:2])
+
+
+def test_judge_input_errors_are_clear_and_store_nothing(vendor: StandIn, any_home: Path) -> None:
+    rt = Runtime()
+    for name, instruction, rule, param in (("ok", "", "pass", "instruction"), ("ok", "   ", "pass", "instruction"),
+                                           ("bad name!", CRITERION, "pass", "name"),
+                                           ("ok", CRITERION, "score>=9", "rule"), ("ok", CRITERION, "most", "rule")):
+        with pytest.raises(InputError) as caught:
+            judges.define(rt, name, instruction, rule=rule)
+        assert caught.value.param == param
+    with pytest.raises(UnknownModelError):
+        judges.define(rt, "ok", CRITERION, model="no-such-judge-model")
+    assert Judgments(rt.store).judges() == []
+    with pytest.raises(JudgeNotFoundError):
+        judges.run(rt, "nobody")
+    judges.define(rt, "ok", CRITERION)
+    with pytest.raises(InputError, match="exists"):
+        judges.define(rt, "ok", CRITERION)
+    assert judges.define(rt, "ok", "Replaced.", rule="score>=4", replace=True).rule == "score>=4"
+
+    assert_one_line_error(run_cli("judge", "add", "empty", ""), "needs a criterion")
+    assert_one_line_error(run_cli("judge", "add", "x", CRITERION, "--model", "no-such-judge-model"),
+                          "no-such-judge-model")
+    assert_one_line_error(run_cli("judge", "run", "nobody"), "no judge named 'nobody'")
+    assert_one_line_error(run_cli("data", "build", "--from-dialogues", "--criterion", "nobody", "-o", "x.jsonl"),
+                          "no judge named 'nobody'")
+    assert not Path("x.jsonl").exists()
+
+
+def test_verdicts_are_read_from_what_judges_really_write() -> None:
+    parse = judges.parse_verdict
+    assert parse('{"verdict": "pass", "score": 4, "reason": "ok"}', "pass") == (True, 4.0, "ok")
+    assert parse('Sure! ```json\n{"verdict": "FAIL", "reason": "made up"}\n``` Hope that helps', "pass") == (
+        False, None, "made up")
+    assert parse('{"verdict": true}', "pass") == (True, None, None)
+    assert parse('{"verdict": "pass", "score": 2}', "score>=3") == (False, 2.0, None)
+    assert parse('{"verdict": "pass", "score": 9}', "score>=3") is None  # off the scale: cannot decide
+    for unreadable in ("pass", "", "{not json}", '{"verdict": "maybe"}', "[1, 2]", '{"reason": "no verdict"}'):
+        assert parse(unreadable, "pass") is None, unreadable
+
+
+@pytest.mark.slow
+def test_the_bundled_model_judges_locally(home: Path, engine: Any) -> None:
+    """The local judge answers in batches; whatever it answers, every reply ends judged or unjudged, and a re-run
+    asks only about the unjudged ones."""
+    rt = Runtime()
+    ids = log_forty(rt.store)
+    judges.define(rt, "local", CRITERION)
+    report = judges.run(rt, "local")
+    assert report.judge_model == "smollm2-135m-instruct"
+    assert report.judged + len(report.unjudged) == 40
+    stored = Judgments(rt.store).verdicts("local")
+    assert sorted(v.message_id for v in stored) == sorted(ids)
+    again = judges.run(rt, "local", limit=3)
+    assert again.already == report.judged and again.judged + len(again.unjudged) == min(3, len(report.unjudged))
+    shown = run_cli("judge", "align", "local", env={"TUNELOOP_HOME": str(home)})
+    assert shown.code == 0, shown.stderr
+    assert ("Cohen's kappa" in shown.stdout) or ("no reply is both rated" in shown.stdout)
+    print(f"local judge: {report.passed} pass, {report.failed} fail, {len(report.unjudged)} unjudged of 40 "
+          f"({os.environ.get('TUNELOOP_ENGINE', 'auto')} engine)")
