@@ -83,6 +83,7 @@ def collect(
     assistant: str | None = None,
     runtime: Runtime | None = None,
     where: DialogueFilter | None = None,
+    redact: bool = False,
 ) -> Dataset:
     """The examples a command asked for: a CSV/JSONL source ('-' is CSV on stdin) and/or the dialogue log."""
     if source is None and not dialogues:
@@ -97,7 +98,7 @@ def collect(
         dataset.merge(build_dataset(read_source(source, encoding=encoding), negative=negative))
     if dialogues:
         store = (runtime or Runtime(load_settings())).store
-        dataset.merge(from_dialogues(store, assistant_id=assistant, where=where))
+        dataset.merge(from_dialogues(store, assistant_id=assistant, where=where, redact_personal=redact))
     return dataset
 
 
@@ -152,6 +153,9 @@ def build(
     metadata: MetadataOption = None,
     since: SinceOption = None,
     until: UntilOption = None,
+    redact: Annotated[bool, typer.Option(
+        "--redact", help="With --from-dialogues: mask e-mail addresses, phone, card and IBAN numbers and API keys "
+                         "in the examples before they are written.")] = False,
     criterion: Annotated[str | None, typer.Option(
         "--criterion", help="With --from-dialogues: only replies this judge passed (`tuneloop judge run NAME` "
                             "first; replies it has not judged are left out).")] = None,
@@ -167,8 +171,10 @@ def build(
 
         runtime = Runtime(load_settings())
         where = replace(where, replies=passing(runtime.store, criterion))
+    if redact and not dialogues:
+        raise InputError("--redact masks personal data in examples from the log: add --from-dialogues")
     dataset = collect(source, dialogues=dialogues, negative=negative, encoding=encoding, assistant=assistant,
-                      where=where, runtime=runtime)
+                      where=where, runtime=runtime, redact=redact)
     chosen, written = dataset.write_jsonl(output, method.value)
     left_out = dataset.examples(chosen)[1]
     reasons = Counter(s.reason for s in dataset.skipped)
@@ -183,6 +189,8 @@ def build(
                 "dpo_pairs": len(dataset.preference),
                 "left_out": left_out,
                 "skipped": [{"source": s.source, "line": s.line, "reason": s.reason} for s in dataset.skipped],
+                "dropped": dict(dataset.dropped),
+                "redacted": dict(dataset.redacted),
             }
         )
         return
@@ -195,6 +203,11 @@ def build(
         first = next(s for s in dataset.skipped if s.reason == reason)
         console.print(f"[yellow]left out {count} row(s): {escape(reason)} (first: {escape(first.source)}, "
                       f"line {first.line})[/]")
+    for reason, count in dataset.dropped.most_common():
+        console.print(f"[yellow]left out {count} from the log: {escape(reason)}[/]")
+    if dataset.redacted:
+        masked = ", ".join(f"{n} {label}" for label, n in dataset.redacted.most_common())
+        console.print(f"masked {masked}")
     console.print(f"Next: [bold]tuneloop data validate {escape(str(output))}[/]")
 
 

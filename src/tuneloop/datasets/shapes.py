@@ -17,12 +17,14 @@ Rules, in one place:
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from tuneloop.datasets.hygiene import collapse_duplicates, redact
 from tuneloop.datasets.readers import Row, RowSet, Skipped
 from tuneloop.errors import DataError
 from tuneloop.fileio import atomic_write_bytes
@@ -68,6 +70,8 @@ class Dataset:
     skipped: list[Skipped] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
     rows: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)  # examples left out of the log's, by reason
+    redacted: Counter[str] = field(default_factory=Counter)  # what --redact masked: EMAIL, PHONE, CARD…
 
     def merge(self, other: Dataset) -> Dataset:
         self.supervised += other.supervised
@@ -75,6 +79,8 @@ class Dataset:
         self.skipped += other.skipped
         self.sources += other.sources
         self.rows += other.rows
+        self.dropped += other.dropped
+        self.redacted += other.redacted
         return self
 
     def __len__(self) -> int:
@@ -293,10 +299,12 @@ def from_dialogues(
     assistant_id: str | None = None,
     max_context_turns: int | None = None,
     where: DialogueFilter | None = None,
+    redact_personal: bool = False,
 ) -> Dataset:
     """Examples selected from the logged threads (all, or those named / of one assistant), replies filtered by
     ``where``: every thread, whether it came from a chat, a conversation, a response chain or a stored
-    completion."""
+    completion. Repeated examples are collapsed (``dropped`` counts them by reason); ``redact_personal`` masks
+    e-mail addresses, phone, card and IBAN numbers and API keys (see tuneloop.datasets.hygiene)."""
     dataset = Dataset(sources=[f"dialogues in {store.location}"])
     for thread, messages in store.export(thread_ids):
         if assistant_id is not None and thread.assistant_id != assistant_id:
@@ -307,4 +315,12 @@ def from_dialogues(
                                                keep=keep)
         dataset.supervised += supervised
         dataset.preference += pairs
+    if redact_personal:
+        dataset.supervised, masked = redact(dataset.supervised)
+        dataset.preference, masked_pairs = redact(dataset.preference)
+        dataset.redacted = masked + masked_pairs
+    dataset.supervised, dropped = collapse_duplicates(dataset.supervised)
+    dataset.preference, dropped_pairs = collapse_duplicates(dataset.preference)
+    dataset.dropped = Counter({f"{reason} (chat example)": n for reason, n in dropped.items()}) + Counter(
+        {f"{reason} (DPO pair)": n for reason, n in dropped_pairs.items()})
     return dataset
