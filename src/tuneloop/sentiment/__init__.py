@@ -49,10 +49,10 @@ def _vader() -> Any:
     return SentimentIntensityAnalyzer()
 
 
-def _labelled(score: float, language: str | None) -> Sentiment:
-    if score >= POSITIVE_THRESHOLD:
+def _labelled(score: float, language: str | None, threshold: float = POSITIVE_THRESHOLD) -> Sentiment:
+    if score >= threshold:
         return Sentiment("positive", score, language)
-    if score <= NEGATIVE_THRESHOLD:
+    if score <= -threshold:
         return Sentiment("negative", score, language)
     return Sentiment("neutral", score, language)
 
@@ -67,24 +67,24 @@ def _analyze(text: str, analyzer: str, found: Detection) -> Sentiment:
     if language == "en":
         return vader(text, "en")
     if language is None:
-        labelled = vader(text)
-        if analyzer == "multilingual" and labelled.label == "neutral":
+        if analyzer == "multilingual":
             # Lazy: the emoji table loads with the first message that needs it.
             from tuneloop.sentiment.lexicon import emoji_score
 
             value = emoji_score(text)
             if value:
-                return _labelled(round(value, 4), None)  # 👍, 🤦: emoji VADER has no word for
+                return _labelled(round(value, 4), None)  # 👍, 🔥, 🤦: VADER reads some as words ("fire")
+        labelled = vader(text)
         if found.has_letters and labelled.label == "neutral":
             return Sentiment("unknown", 0.0, None)  # words of a language nothing could place
         return labelled
     if analyzer == "vader" or language not in COVERED_LANGUAGES:
         return Sentiment("unknown", 0.0, language)
     # Lazy: the lexicon engine's data loads with the first non-English message.
-    from tuneloop.sentiment.lexicon import score
+    from tuneloop.sentiment.lexicon import THRESHOLD, score
 
     value, _ = score(text, language)
-    return _labelled(round(value, 4), language)
+    return _labelled(round(value, 4), language, THRESHOLD)
 
 
 def analyze(text: str, analyzer: str = "multilingual") -> Sentiment:

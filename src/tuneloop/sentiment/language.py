@@ -21,7 +21,7 @@ from typing import Any
 # A prediction weaker than this, with no word of a covered language to back it, places nothing.
 UNSURE_BELOW = 0.3
 # How much one word of a covered language's lexicon adds to fastText's probability for that language.
-EVIDENCE_WEIGHT = 0.3
+EVIDENCE_WEIGHT = 0.45
 
 _PERSIAN = set("پچژگکی")
 _URDU = set("ٹڈڑںےھ")
@@ -84,7 +84,7 @@ def clean(text: str) -> str:
 def detect(text: str) -> Detection:
     """The language of ``text`` with how sure fastText was; see the module's docstring."""
     # Lazy: the lexicons load with the first message (they also back the sentiment itself).
-    from tuneloop.sentiment.lexicon import evidence
+    from tuneloop.sentiment.lexicon import LANGUAGES, evidence
 
     text = clean(text)
     letters = [c for c in text if c.isalpha()]
@@ -124,8 +124,13 @@ def detect(text: str) -> Detection:
     for lang, hits in found.items():
         scores[lang] = scores.get(lang, 0.0) + EVIDENCE_WEIGHT * min(hits, 3)
     best = max(scores, key=lambda lang: scores[lang])
-    if main == "cyrillic" and not found and ranked.get(best, 0.0) < 0.5 and "ru" in ranked:
-        best = "ru"  # a couple of Cyrillic words the model half-places in Bulgarian or Macedonian: Russian is likelier
+    if best not in LANGUAGES and found and ranked.get(best, 0.0) < 0.9:
+        # "valeu!", "show de bola": a short turn the model half-places in a language tuneloop does not cover, with
+        # a word of one it does.
+        best = max(found, key=lambda lang: scores[lang])
+    if main == "cyrillic" and best not in ("ru", "uk") and (found or ranked.get(best, 0.0) < 0.8):
+        # A few Cyrillic words the model places in Bulgarian or Macedonian: Russian or Ukrainian are likelier.
+        best = max(("ru", "uk"), key=lambda lang: scores.get(lang, 0.0))
     confidence = ranked.get(best, 0.0)
     if not found and confidence < UNSURE_BELOW and main != "cyrillic":
         return Detection(None, confidence, True)

@@ -32,6 +32,8 @@ NEGATED = -0.74  # VADER's factor for a negated word
 CONTRAST_AFTER, CONTRAST_BEFORE = 1.5, 0.5
 INTENSIFIED = 1.3
 OPENING_NO = -0.8
+QUESTION_PRAISE = 1.5  # a question's positive words below this sum are not praise
+THRESHOLD = 0.2  # |score| from which a message is positive or negative (a sum of about 0.4: one weak word is not)
 ALPHA = 4.0  # squashing: score / sqrt(score^2 + ALPHA)
 
 _TOKENS = re.compile(r"[^\W_]+(?:['’][^\W_]+)*['’]?|[.,;:!?…()\[\]\"«»“”;—–-]+|[^\w\s]", re.UNICODE)
@@ -48,6 +50,7 @@ class Lexicon:
     negators: set[str] = field(default_factory=set)
     intensifiers: set[str] = field(default_factory=set)
     contrast: set[str] = field(default_factory=set)
+    common: set[str] = field(default_factory=set)  # frequent words with no sentiment: language detection's evidence
     max_phrase: int = 1
 
 
@@ -106,6 +109,7 @@ def load(language: str) -> Lexicon:
     lexicon.negators = {e for e, _ in sections.get("negators", [])}
     lexicon.intensifiers = {e for e, _ in sections.get("intensifiers", [])}
     lexicon.contrast = {e for e, _ in sections.get("contrast", [])}
+    lexicon.common = {e for e, _ in sections.get("common", [])}
     if language in SUBSTRING_LANGUAGES:
         lexicon.substrings = dict(sorted(lexicon.substrings.items(), key=lambda kv: -len(kv[0])))
     return lexicon
@@ -173,11 +177,14 @@ def emoji_score(text: str) -> float:
 def _space_score(lexicon: Lexicon, text: str) -> tuple[float, int]:
     tokens = _TOKENS.findall(text)
     items: list[tuple[int, float]] = []  # (token index, value)
+    negated_phrases: set[int] = set()  # "не работает": the phrase holds its negation already
     i = 0
     while i < len(tokens):
         phrase = _phrase_at(lexicon, tokens, i)
         if phrase:
             items.append((i, phrase[1]))
+            if tokens[i] in lexicon.negators:
+                negated_phrases.add(i)
             i += phrase[0]
             continue
         value = _token_value(lexicon, tokens[i])
@@ -187,7 +194,7 @@ def _space_score(lexicon: Lexicon, text: str) -> tuple[float, int]:
     found = len(items)
     scored: list[tuple[int, float]] = []
     for index, value in items:
-        for back in range(1, NEGATION_SCOPE + 1):
+        for back in range(1, NEGATION_SCOPE + 1 if index not in negated_phrases else 1):
             j = index - back
             if j < 0 or _CLAUSE_BREAK.match(tokens[j]) or any(k == j for k, _ in items):
                 break
@@ -246,6 +253,8 @@ def score(text: str, language: str) -> tuple[float, int]:
         value, hits = _substring_score(lexicon, text)
     else:
         value, hits = _space_score(lexicon, text)
+    if text.rstrip().endswith(("?", "？")) and 0 < value < QUESTION_PRAISE:
+        value = 0.0  # "can you explain exactly how?": a question's mild words are not praise
     total += value
     found += hits
     return (total / math.sqrt(total * total + ALPHA) if total else 0.0), found
@@ -262,10 +271,10 @@ def evidence(text: str) -> dict[str, int]:
     tokens = [t for t in _TOKENS.findall(normalize(text)) if t[0].isalpha()]
     found: dict[str, int] = {}
     for lang, (words, stems) in _evidence_index().items():
-        negators = load(lang).negators
+        known = load(lang).negators | load(lang).common
         hits = 0
         for token in tokens:
-            if token in words or token in negators or any(
+            if token in words or token in known or any(
                     token[:end] in stems for end in range(len(token), 4, -1)):
                 hits += 1
         if hits:
