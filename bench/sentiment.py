@@ -1,0 +1,124 @@
+"""Sentiment of chat reactions in 16 languages: agreement of each analyzer with hand-written labels.
+
+Reads ``bench/data/reactions/<lang>.jsonl`` (``{"text": ..., "label": "positive|negative|neutral"}``, written by
+hand for this bench) and prints, per language and analyzer, the share of reactions labelled as written (``unknown``
+counts as a miss), the agreement over every non-English message, messages per second, and the memory
+the analyzer adds to a process (RSS after ``import tuneloop.sentiment; analyze(...)`` in every covered language,
+against RSS before, in a fresh subprocess). Targets (issue 25): multilingual >= 0.85 over non-English and >= 0.7 in
+each language; English equal to VADER.
+
+Run: ``.venv/bin/python bench/sentiment.py [--judge-local] [--errors] [--json]``. ``--judge-local`` adds the judge
+analyzer with the bundled local model (slow: one generation per message).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / "data" / "reactions"
+ANALYZERS = ("vader", "multilingual")
+
+_RSS = """
+import resource, sys
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+before = rss()
+import tuneloop.sentiment as s
+for text in sys.argv[1:]:
+    s.analyze(text)
+print(rss() - before)
+"""
+SAMPLES = ["hi", "thanks!", "спасибо", "дякую", "danke", "merci", "gracias", "obrigado", "grazie", "bedankt", "dzięki",
+           "teşekkürler", "תודה", "شكرا", "谢谢", "ありがとう", "고마워"]
+
+
+def load() -> dict[str, list[dict]]:
+    sets = {}
+    for path in sorted(DATA.glob("*.jsonl")):
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        sets[path.stem] = [r for r in rows if r.get("label") in ("positive", "negative", "neutral")]
+    return sets
+
+
+def rss_added() -> float:
+    done = subprocess.run([sys.executable, "-c", _RSS, *SAMPLES], capture_output=True, text=True, check=True)
+    return float(done.stdout.strip())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--judge-local", action="store_true", help="add the judge with the bundled local model")
+    parser.add_argument("--errors", action="store_true", help="print the multilingual analyzer's misses")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    args = parser.parse_args()
+
+    from tuneloop import sentiment
+
+    sets = load()
+    if not sets:
+        sys.exit(f"no reaction sets in {DATA}")
+    languages = list(sets)
+    analyzers: dict[str, object] = {
+        name: (lambda texts, a=name: sentiment.analyze_many(texts, a)) for name in ANALYZERS}
+    if args.judge_local:
+        # The bundled local model (the default model) as the judge, wired as `sentiment_analyzer = judge` wires it.
+        from tuneloop.config import load_settings
+        from tuneloop.runtime import Runtime
+
+        analyzers["judge"] = Runtime(load_settings(sentiment_analyzer="judge")).labeller.many
+
+    sentiment.analyze("warm up")  # loads the detector and lexicons before the clock starts
+    results: dict[str, dict[str, float]] = {name: {} for name in analyzers}
+    speed: dict[str, float] = {}
+    errors = []
+    for name, run in analyzers.items():
+        total = elapsed = 0.0
+        for lang in languages:
+            texts = [r["text"] for r in sets[lang]]
+            start = time.perf_counter()
+            labels = run(texts)  # type: ignore[operator]
+            elapsed += time.perf_counter() - start
+            total += len(texts)
+            right = [got.label == row["label"] for got, row in zip(labels, sets[lang], strict=True)]
+            results[name][lang] = sum(right) / len(right)
+            if name == "multilingual":
+                errors += [(lang, row["label"], got.label, got.language, row["text"])
+                           for got, row, ok in zip(labels, sets[lang], right, strict=True) if not ok]
+        speed[name] = total / elapsed if elapsed else 0.0
+
+    def overall(name: str) -> float:
+        rows = [(lang, len(sets[lang])) for lang in languages if lang != "en"]
+        n = sum(count for _, count in rows)
+        return sum(results[name][lang] * count for lang, count in rows) / n if n else 0.0
+
+    header = f"{'analyzer':<13}" + "".join(f"{lang:>6}" for lang in languages) + f"{'non-en':>8}{'msg/s':>10}"
+    print(f"agreement with the hand-written labels ({sum(len(v) for v in sets.values())} reactions, "
+          f"{len(languages)} languages)")
+    print(header)
+    for name in analyzers:
+        print(f"{name:<13}" + "".join(f"{results[name][lang]:>6.2f}" for lang in languages)
+              + f"{overall(name):>8.3f}{speed[name]:>10,.0f}")
+    added = rss_added()
+    print(f"memory the analyzer adds to a process (RSS, detector + lexicons + VADER): {added:.1f} MB")
+    worst = min((results["multilingual"][lang], lang) for lang in languages if lang != "en")
+    print(f"multilingual: non-English {overall('multilingual'):.3f} (target >= 0.85), worst language {worst[1]} "
+          f"{worst[0]:.2f} (target >= 0.70); English {results['multilingual'].get('en', 0):.2f} vs VADER "
+          f"{results['vader'].get('en', 0):.2f}")
+    if args.errors:
+        for lang, want, got, detected, text in errors:
+            print(f"  {lang} want {want:<8} got {got:<8} ({detected}) {text}")
+    if args.json:
+        print(json.dumps({"agreement": results, "non_english": {n: overall(n) for n in analyzers},
+                          "messages_per_second": speed, "rss_added_mb": added}))
+
+
+if __name__ == "__main__":
+    main()
