@@ -124,13 +124,16 @@ def detect(text: str) -> Detection:
     for lang, hits in found.items():
         scores[lang] = scores.get(lang, 0.0) + EVIDENCE_WEIGHT * min(hits, 3)
     best = max(scores, key=lambda lang: scores[lang])
-    if best not in LANGUAGES and found and ranked.get(best, 0.0) < 0.9:
+    short = len(text.split()) == 1  # fastText is sure of itself on one word, and often wrong ("nul": Romanian)
+    if best not in LANGUAGES and found and (short or ranked.get(best, 0.0) < 0.9):
         # "valeu!", "show de bola": a short turn the model half-places in a language tuneloop does not cover, with
         # a word of one it does.
         best = max(found, key=lambda lang: scores[lang])
     if main == "cyrillic" and best not in ("ru", "uk") and (found or ranked.get(best, 0.0) < 0.8):
         # A few Cyrillic words the model places in Bulgarian or Macedonian: Russian or Ukrainian are likelier.
         best = max(("ru", "uk"), key=lambda lang: scores.get(lang, 0.0))
+    if main == "cyrillic" and len(found) == 1:
+        best = next(iter(found))  # "дякую!": only one of Russian and Ukrainian knows the word
     confidence = ranked.get(best, 0.0)
     if not found and confidence < UNSURE_BELOW and main != "cyrillic":
         return Detection(None, confidence, True)
