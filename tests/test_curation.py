@@ -74,6 +74,11 @@ def test_bad_corrections_and_ratings_are_refused_and_store_nothing(database_url:
     with pytest.raises(MessageNotFoundError) as missing:
         ratings.correct(store, 987654, RIGHT)
     assert missing.value.param == "message_id" and "987654" in str(missing.value)
+    for out_of_range in (0, -1, 2**63, 2**128):  # no key can be these; the driver must never see them
+        with pytest.raises(MessageNotFoundError):
+            ratings.correct(store, out_of_range, RIGHT)
+        with pytest.raises(MessageNotFoundError):
+            store.get_message(out_of_range)
     with pytest.raises(NotAReplyError) as wrong_role:
         ratings.correct(store, user_turn, RIGHT)
     assert wrong_role.value.param == "message_id" and "user turn" in str(wrong_role.value)

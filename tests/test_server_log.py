@@ -134,6 +134,7 @@ def test_corrections_and_notes_over_http(server: Any) -> None:
 
     bad = {
         ("/logs/messages/987654/correction", json.dumps({"content": "x"})): (404, "message_id"),
+        (f"/logs/messages/{2**128}/correction", json.dumps({"content": "x"})): (404, "message_id"),
         (f"/logs/messages/{user.id}/correction", json.dumps({"content": "x"})): (400, "message_id"),
         (f"/logs/messages/{reply.id}/correction", json.dumps({"content": ""})): (400, "content"),
         (f"/logs/messages/{reply.id}/correction", json.dumps({"text": "x"})): (400, "content"),

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tuneloop.errors import InputError, MessageNotFoundError, NotAReplyError
-from tuneloop.store.database import Repository
+from tuneloop.store.database import Repository, row_id_in_range
 from tuneloop.store.records import Correction, correction_from_row
 from tuneloop.store.schema import CorrectionRow, MessageRow, utcnow
 
@@ -20,7 +20,7 @@ SOURCES = ("cli", "library", "http", "ui")
 
 def reply_row(session: Session, message_id: int, location: str, doing: str) -> MessageRow:
     """The assistant message ``message_id``, or MessageNotFoundError saying what ``doing`` needs."""
-    row = session.get(MessageRow, message_id)
+    row = session.get(MessageRow, message_id) if row_id_in_range(message_id) else None
     if row is None:
         raise MessageNotFoundError(f"no message #{message_id} in {location}; `tuneloop logs show` lists a thread's "
                                    "messages with their numbers", str(message_id))

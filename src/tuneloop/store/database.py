@@ -35,6 +35,15 @@ def epoch_seconds(value: datetime | None) -> int | None:
     return int(aware(value).timestamp()) if value is not None else None
 
 
+ROW_ID_MAX = 2**63 - 1  # the largest integer key SQLite and PostgreSQL's BIGINT hold
+
+
+def row_id_in_range(row_id: int) -> bool:
+    """Whether ``row_id`` can be an integer key at all: a number outside it names no row (and must not reach the
+    driver, which raises OverflowError for it)."""
+    return 0 < row_id <= ROW_ID_MAX
+
+
 def new_id(prefix: str) -> str:
     """A new row id such as ``file-1a2b3c4d5e6f7a8b`` or ``ftjob-…``."""
     return f"{prefix}-{secrets.token_hex(8)}"
