@@ -221,6 +221,7 @@ class ChatSession:
             attachments=attachments,
             create=self.thread is None,
             assistant=self.assistant.model_dump(include={"id", "name", "model", "instructions", "temperature"}),
+            labeller=self.runtime.labeller,
         )
         self.thread = self.runtime.store.get_thread(thread_id)
         return Reply(result.text, thread_id, self.model, self.provider.name, exchange, result)

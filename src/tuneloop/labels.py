@@ -1,29 +1,95 @@
 """What the log records beside each message, computed here before the store persists it (the store computes
-nothing): the sentiment of every message, and so the reaction of each user turn to the reply before it."""
+nothing): the sentiment and language of every message, and so the reaction of each user turn to the reply before
+it. A :class:`Labeller` applies the analyzer the ``sentiment_analyzer`` setting names (``Runtime.labeller``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import replace
+from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from tuneloop import sentiment
+from tuneloop.errors import ConfigError, TuneloopError
+from tuneloop.sentiment import Sentiment
 from tuneloop.store import DialogueStore, Exchange
 from tuneloop.store.conversations import NewMessage
 
+Complete = Callable[[list[dict[str, str]]], str]
 
-def labelled(messages: list[NewMessage]) -> list[NewMessage]:
+
+class Labeller:
+    """Sentiment with one analyzer: ``multilingual`` (the default), ``vader`` or ``judge`` (a chat model, reached
+    through ``complete(messages) -> text``). A judge that cannot be reached labels ``unknown``, and the exchange
+    is logged all the same."""
+
+    def __init__(self, analyzer: str = "multilingual", complete: Complete | None = None) -> None:
+        if analyzer not in sentiment.ANALYZERS:
+            raise ConfigError(f"unknown sentiment analyzer {analyzer!r}; use one of {', '.join(sentiment.ANALYZERS)} "
+                              "(TUNELOOP_SENTIMENT_ANALYZER)")
+        self.analyzer = analyzer
+        self._judge = None
+        if analyzer == "judge":
+            if complete is None:
+                raise ConfigError("the judge sentiment analyzer needs a chat model; set sentiment_judge_model")
+            self._judge = sentiment.JudgeAnalyzer(complete)
+
+    def __call__(self, text: str) -> Sentiment:
+        return self.many([text])[0]
+
+    def many(self, texts: Sequence[str]) -> list[Sentiment]:
+        if self._judge is None:
+            return sentiment.analyze_many(list(texts), self.analyzer)
+        labels = []
+        for text in texts:
+            try:
+                labels.append(self._judge.analyze(text))
+            except TuneloopError:  # the judge model failed: the message is logged, its label unknown
+                labels.append(Sentiment("unknown", 0.0, sentiment.detect_language(text)))
+        return labels
+
+
+@lru_cache(maxsize=1)
+def default_labeller() -> Labeller:
+    return Labeller()
+
+
+def labelled(messages: list[NewMessage], labeller: Labeller | None = None) -> list[NewMessage]:
     """``messages`` with their sentiment, ready for ``Conversations.append``/``create`` (labels given are kept)."""
-    return [m if m.sentiment is not None else replace(m, sentiment=sentiment.analyze(m.content)) for m in messages]
+    label = labeller or default_labeller()
+    todo = [m for m in messages if m.sentiment is None]
+    found = iter(label.many([m.content for m in todo]))
+    return [m if m.sentiment is not None else replace(m, sentiment=next(found)) for m in messages]
 
 
 def log_exchange(store: DialogueStore, thread_id: str, user_content: str, assistant_content: str,
-                 **fields: Any) -> Exchange:
+                 labeller: Labeller | None = None, **fields: Any) -> Exchange:
     """``store.append_exchange`` with the sentiment of the user turn, the reply and a new system instruction."""
+    label = labeller or default_labeller()
     system = fields.get("system_instruction")
+    user, reply, *rest = label.many([user_content, assistant_content, *([system] if system else [])])
     return store.append_exchange(
         thread_id, user_content, assistant_content,
-        user_sentiment=sentiment.analyze(user_content),
-        reply_sentiment=sentiment.analyze(assistant_content),
-        system_sentiment=sentiment.analyze(system) if system else None,
+        user_sentiment=user, reply_sentiment=reply, system_sentiment=rest[0] if rest else None,
         **fields,
     )
+
+
+def rescore(store: DialogueStore, labeller: Labeller | None = None, *, since: datetime | None = None,
+            batch: int = 200, on_progress: Callable[[int, int], None] | None = None) -> tuple[int, int]:
+    """Label every logged message (written at or after ``since``) again and recompute the reactions, a batch per
+    transaction: safe to interrupt (what is done stays done) and to run again (the same analyzer gives the same
+    labels). ``on_progress(done, total)``. Returns (messages read, labels changed)."""
+    label = labeller or default_labeller()
+    total = store.count_messages(since)
+    done = changed = 0
+    if on_progress is not None:
+        on_progress(0, total)
+    for rows in store.message_batches(since, batch):
+        found = label.many([content for _, content in rows])
+        changed += store.relabel([(message_id, s) for (message_id, _), s in zip(rows, found, strict=True)])
+        done += len(rows)
+        if on_progress is not None:
+            on_progress(min(done, total), total)
+    return done, changed

@@ -15,7 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from tuneloop import ratings, sentiment
+from tuneloop import ratings
 from tuneloop.chat import ChatSession, Reply
 from tuneloop.config import Settings
 from tuneloop.datasets import Dataset, DialogueFilter, build_dataset, from_dialogues, read_csv_text, read_source
@@ -98,7 +98,7 @@ class OpenAIModel:
     def determine_sentiment(self, message: str) -> str:
         """'positive', 'negative' or 'neutral'; 'unknown' for a language the analyzer does not cover (the
         ``sentiment_analyzer`` setting: multilingual by default, English through VADER)."""
-        return sentiment.analyze(message, self.runtime.settings.sentiment_analyzer).label
+        return self.runtime.labeller(message).label
 
     def _reply_id(self, message_id: int | None) -> int:
         if message_id is not None:

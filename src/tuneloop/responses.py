@@ -163,8 +163,9 @@ def response_object(request: ResponseRequest, ident: str, created: int, *, statu
 class ResponseLog:
     """Responses and conversations kept in the dialogue store."""
 
-    def __init__(self, store: DialogueStore) -> None:
+    def __init__(self, store: DialogueStore, labeller: labels.Labeller | None = None) -> None:
         self.store = store
+        self.labeller = labeller
         self.threads = Conversations(store)
         self.objects = ApiObjects(store)
 
@@ -175,11 +176,11 @@ class ResponseLog:
                          ) -> tuple[Thread, list[Message]]:
         """A conversation with its first items, each logged with its sentiment."""
         return self.threads.create(new_conversation_id(), kind="conversation", model="", metadata=metadata,
-                                   messages=labels.labelled(items))
+                                   messages=labels.labelled(items, self.labeller))
 
     def add_items(self, conversation_id: str, items: list[NewMessage]) -> list[Message]:
         """``items`` at the end of the conversation, each logged with its sentiment."""
-        return self.threads.append(conversation_id, labels.labelled(items), kind="conversation")
+        return self.threads.append(conversation_id, labels.labelled(items, self.labeller), kind="conversation")
 
     def history(self, request: ResponseRequest) -> list[dict[str, Any]]:
         """The messages the model reads before the new input: the conversation's items, or the chain's."""
@@ -215,7 +216,7 @@ class ResponseLog:
                     and self.threads.last_id(previous.thread_id) == previous.message_ids[-1]):
                 thread_id = previous.thread_id  # the chain goes on; otherwise it forks into a new thread
         reply = replace(reply, feedback=ratings.rating_of(request.metadata))
-        messages = labels.labelled([*request.items, reply])
+        messages = labels.labelled([*request.items, reply], self.labeller)
         with self.store.db.session(write=True) as session:  # the exchange and the stored response, together
             if thread_id is None:
                 thread, added = self.threads.create_in(session, new_thread_id(), kind=kind, model=request.model,

@@ -21,8 +21,9 @@ LOGGED = "server"  # the thread kind of a completion logged, not stored
 
 
 class StoredCompletions:
-    def __init__(self, store: DialogueStore) -> None:
+    def __init__(self, store: DialogueStore, labeller: labels.Labeller | None = None) -> None:
         self.store = store
+        self.labeller = labeller
         self.threads = Conversations(store)
         self.objects = ApiObjects(store)
 
@@ -36,7 +37,7 @@ class StoredCompletions:
         logged = [NewMessage(m["role"], m["content"] if isinstance(m["content"], str) else _text(m["content"]),
                              item_id=f"{ident}-{i}") for i, m in enumerate(messages)]
         reply = replace(reply, feedback=ratings.rating_of(metadata))
-        labelled = labels.labelled([*logged, reply])
+        labelled = labels.labelled([*logged, reply], self.labeller)
         with self.store.db.session(write=True) as session:
             _, added = self.threads.create_in(session, ident, kind=KIND if stored else LOGGED, model=body["model"],
                                               metadata=metadata, messages=labelled, created_at=created_at,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -14,10 +15,11 @@ from rich.markup import escape
 from rich.table import Column, Table
 
 from tuneloop import ratings
-from tuneloop.cli._output import console, key_values, print_json, sentiment_text, when
+from tuneloop.cli._output import console, error_console, key_values, print_json, sentiment_text, when
 from tuneloop.config import load_settings
 from tuneloop.errors import InputError
 from tuneloop.fileio import atomic_write_text
+from tuneloop.labels import rescore as relabel
 from tuneloop.runtime import Runtime
 from tuneloop.store import DialogueStore, Message, Thread
 from tuneloop.store.search import START, STOP, words
@@ -175,6 +177,40 @@ def correct(
 
 
 EDITOR_HINT = "\n\n# Write the reply the model should have given above this line; this line and below are ignored.\n"
+
+
+class AnalyzerChoice(StrEnum):
+    multilingual = "multilingual"
+    vader = "vader"
+    judge = "judge"
+
+
+@logs_app.command("rescore")
+def rescore(
+    analyzer: Annotated[AnalyzerChoice | None, typer.Option(
+        "--analyzer", help="multilingual (default: offline, many languages; English through VADER), vader (English "
+                           "only; other languages: unknown) or judge (sentiment_judge_model asked; slow). Default: "
+                           "the sentiment_analyzer setting.")] = None,
+    since: Annotated[datetime | None, typer.Option(
+        "--since", help="Only messages written at or after this date (UTC unless it says).")] = None,
+    batch: Annotated[int, typer.Option("--batch", min=1, max=10_000, help="Messages per transaction.")] = 200,
+) -> None:
+    """Label the logged messages again (sentiment and language) and recompute each reply's reaction.
+
+    A batch per transaction: Ctrl-C keeps what is done, and running it again is harmless (the same analyzer gives
+    the same labels). Run it after changing the analyzer, or on a log written before languages were detected."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    settings = load_settings(**({"sentiment_analyzer": analyzer.value} if analyzer else {}))
+    runtime = Runtime(settings)
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=error_console, transient=True, disable=not error_console.is_terminal)
+    with progress:
+        task = progress.add_task(f"relabelling with {settings.sentiment_analyzer}", total=None)
+        done, changed = relabel(runtime.store, runtime.labeller, since=since.replace(tzinfo=since.tzinfo or UTC)
+                                if since else None, batch=batch,
+                                on_progress=lambda d, t: progress.update(task, completed=d, total=t))
+    console.print(f"relabelled {done:,} messages with {settings.sentiment_analyzer}: {changed:,} changed")
 
 
 @logs_app.command("search")

@@ -94,7 +94,7 @@ class OpenAIImport:
         self.client = self.provider.client
         self.jobs = JobStore(runtime.store)
         self.files = FileStore(runtime.store)
-        self.completions = StoredCompletions(runtime.store)
+        self.completions = StoredCompletions(runtime.store, runtime.labeller)
         self.objects = ApiObjects(runtime.store)
         self.progress = progress or (lambda _what, _n: None)
         self.summary = ImportSummary()

@@ -216,9 +216,9 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
         result = generation.result
         reply = NewMessage("assistant", text, model=model, tokens_in=result.tokens_in, tokens_out=result.tokens_out,
                            finish_reason=result.finish_reason, latency_ms=int((time.monotonic() - started) * 1000))
-        StoredCompletions(state.runtime.store).keep(_completion(ident, created, model, text, result, metadata),
-                                                    messages, reply, stored=stored,
-                                                    end_user=body.safety_identifier or body.user)
+        kept = StoredCompletions(state.runtime.store, state.runtime.labeller)
+        kept.keep(_completion(ident, created, model, text, result, metadata), messages, reply, stored=stored,
+                  end_user=body.safety_identifier or body.user)
 
     try:
         await unless_gone(request, generation.started(), generation)

@@ -101,7 +101,7 @@ def _check(body: CreateResponse) -> ResponseRequest:
 
 
 def _log(request: Request) -> ResponseLog:
-    return ResponseLog(state_of(request).runtime.store)
+    return ResponseLog(state_of(request).runtime.store, state_of(request).runtime.labeller)
 
 
 def _size_check(request: Request, messages: list[dict[str, Any]]) -> None:

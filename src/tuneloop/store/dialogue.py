@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -11,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from tuneloop.errors import InputError, MessageNotFoundError, ThreadNotFoundError
 from tuneloop.store.corrections import latest_in, reply_row
-from tuneloop.store.database import Database, Repository
+from tuneloop.store.database import Database, Repository, row_id_in_range
 from tuneloop.store.records import TITLE_LENGTH, Exchange, Label, Message, Thread, language_of
 from tuneloop.store.schema import AssistantRow, MessageRow, ThreadRow, utcnow
 from tuneloop.store.search import SearchHit, search
@@ -237,11 +238,57 @@ class DialogueStore(Repository):
     def get_message(self, message_id: int) -> Message:
         """One logged message, with its correction if it has one."""
         with self.db.session() as session:
-            row = session.get(MessageRow, message_id)
+            row = session.get(MessageRow, message_id) if row_id_in_range(message_id) else None
             if row is None:
                 raise MessageNotFoundError(f"no message #{message_id} in {self.location}; `tuneloop logs show` lists "
                                            "a thread's messages with their numbers", str(message_id))
             return Message.from_row(row, latest_in(session, [row.id]).get(row.id))
+
+    # Relabelling (``tuneloop logs rescore``)
+
+    def count_messages(self, since: datetime | None = None) -> int:
+        statement = select(func.count(MessageRow.id))
+        if since is not None:
+            statement = statement.where(MessageRow.created_at >= since)
+        with self.db.session() as session:
+            return int(session.scalar(statement) or 0)
+
+    def message_batches(self, since: datetime | None = None, batch: int = 500) -> Iterator[list[tuple[int, str]]]:
+        """(id, content) of every message (written at or after ``since``), in id order, ``batch`` at a time; each
+        batch is read in its own short transaction, so writers are never held up."""
+        after = 0
+        while True:
+            statement = select(MessageRow.id, MessageRow.content).where(MessageRow.id > after)
+            if since is not None:
+                statement = statement.where(MessageRow.created_at >= since)
+            with self.db.session() as session:
+                rows = [(int(i), c) for i, c in session.execute(statement.order_by(MessageRow.id).limit(batch))]
+            if not rows:
+                return
+            yield rows
+            after = rows[-1][0]
+
+    def relabel(self, labels: list[tuple[int, Label]]) -> int:
+        """New labels for messages (id, label), in one transaction; a relabelled user turn also becomes the reaction
+        of the reply just before it in its thread, as when it was logged. Returns how many labels changed."""
+        changed = 0
+        with self.db.session(write=True) as session:
+            for message_id, label in labels:
+                row = session.get(MessageRow, message_id)
+                if row is None:  # deleted meanwhile
+                    continue
+                language = language_of(label)
+                if (row.sentiment_label, row.sentiment_score, row.language) != (label.label, label.score, language):
+                    changed += 1
+                row.sentiment_label, row.sentiment_score, row.language = label.label, label.score, language
+                if row.role != "user":
+                    continue
+                before = session.scalars(select(MessageRow).where(
+                    MessageRow.thread_id == row.thread_id, MessageRow.id < row.id).order_by(MessageRow.id.desc())
+                    .limit(1)).first()
+                if before is not None and before.role == "assistant":
+                    before.reaction_label, before.reaction_score = label.label, label.score
+        return changed
 
     def search(self, query: str, limit: int = 50) -> list[SearchHit]:
         """Messages holding every word of ``query`` (as word prefixes), best match first (full-text search)."""
