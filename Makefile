@@ -30,16 +30,22 @@ postgres:
 		echo "the tests need PostgreSQL's server binaries: sudo apt-get install postgresql" >&2; exit 1; \
 	fi
 
+# pytest-xdist: a process per core (TEST_WORKERS=1 for one process), a test file's tests kept in one process (its
+# module-wide servers and models are built once). Half the tests wait on subprocesses, servers and the database, so
+# two processes on 2 cores take about two thirds of the time of one.
+TEST_WORKERS ?= 2
+PYTEST_PARALLEL = $(if $(filter 1,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS) --dist loadfile)
+
 test: setup postgres
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest $(PYTEST_PARALLEL)
 
 # The working loop's tier: the suite less the tests marked slow (jobs, training, the demo, subprocess-heavy runs).
 test-fast: setup postgres
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/pytest -m "not slow and not gpu"
+	$(VENV)/bin/pytest $(PYTEST_PARALLEL) -m "not slow and not gpu"
 
 lint: setup
 	$(VENV)/bin/ruff check .

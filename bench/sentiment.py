@@ -9,7 +9,8 @@ against RSS before, in a fresh subprocess). Targets (issue 25): multilingual >= 
 each language; English equal to VADER.
 
 Run: ``.venv/bin/python bench/sentiment.py [--judge-local] [--errors] [--json]``. ``--judge-local`` adds the judge
-analyzer with the bundled local model (slow: one generation per message).
+analyzer with the bundled local model (slow: one generation per message, so it reads the first
+``--judge-per-language`` reactions of each language, 15 by default).
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ def detection(sets: dict[str, list[dict]]) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--judge-local", action="store_true", help="add the judge with the bundled local model")
+    parser.add_argument("--judge-per-language", type=int, default=15, metavar="N",
+                        help="reactions per language the judge reads (the first N; one generation each; default 15)")
     parser.add_argument("--errors", action="store_true", help="print the multilingual analyzer's misses")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     args = parser.parse_args()
@@ -101,12 +104,13 @@ def main() -> None:
     for name, run in analyzers.items():
         total = elapsed = 0.0
         for lang in languages:
-            texts = [r["text"] for r in sets[lang]]
+            rows = sets[lang][:args.judge_per_language] if name == "judge" else sets[lang]
+            texts = [r["text"] for r in rows]
             start = time.perf_counter()
             labels = run(texts)  # type: ignore[operator]
             elapsed += time.perf_counter() - start
             total += len(texts)
-            right = [got.label == row["label"] for got, row in zip(labels, sets[lang], strict=True)]
+            right = [got.label == row["label"] for got, row in zip(labels, rows, strict=True)]
             results[name][lang] = sum(right) / len(right)
             if name == "multilingual":
                 errors += [(lang, row["label"], got.label, got.language, row["text"])

@@ -53,6 +53,15 @@ def configuration_variables() -> list[str]:
             and not name.upper().startswith(HARNESS_VARIABLE_PREFIXES)]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, the controller converts the bundled model (checkpoint and int8) once before the workers
+    start, so two workers on a fresh clone do not each convert it (the conversions are atomic, but it is time)."""
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        from tuneloop.engine.convert import ensure_fast
+
+        ensure_fast(MODELS_DIR, ensure_checkpoint(MODELS_DIR), None, "int8", model_id="smollm2-135m-instruct")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_developer_configuration(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """The session's fixtures too (engines, module-wide servers) run without the developer's configuration: no

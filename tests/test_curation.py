@@ -179,3 +179,53 @@ def _url(home: Path) -> str:
     import os
 
     return os.environ.get("TUNELOOP_DATABASE_URL") or f"sqlite:///{home / 'tuneloop.db'}"
+
+
+@pytest.mark.slow
+def test_corrections_from_the_cli_and_over_http_reach_a_real_jobs_training_file(
+        any_home: Path, database_url: str, engine: object) -> None:
+    """Ten replies logged through the server (the unmodified SDK), one corrected with `tuneloop logs correct`, the
+    others over HTTP; `tuneloop train --from-dialogues` makes a supervised job and a DPO job, and each job's own
+    training file (read back through the server's Files API, as a worker reads it) teaches both corrections."""
+    import openai
+    from conftest import serving
+
+    key = "sk-curation-job-test-0123456789"
+    questions = {"What is the capital of Australia?": "Canberra is the capital of Australia.",
+                 "How many legs does a spider have?": "A spider has eight legs.",
+                 **{f"What is {n} times {n}?": f"{n} times {n} is {n * n}." for n in range(3, 11)}}  # a job needs 10
+    # spawn_worker off in the server too: reading a queued job back would otherwise start its worker.
+    with serving(any_home, key, settings={"database_url": database_url, "spawn_worker": False}) as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key=key, max_retries=0, timeout=300)
+        replies = {}
+        for question in questions:
+            client.chat.completions.create(model="smollm2-135m-instruct", max_tokens=8,
+                                           messages=[{"role": "user", "content": question}])
+        for thread in server.store.list_threads(limit=100):
+            user, reply = server.store.messages(thread.id)
+            replies[user.content] = reply
+        assert set(replies) == set(questions)
+        by_cli, *by_http = list(questions)
+        made = run_cli("logs", "correct", str(replies[by_cli].id), questions[by_cli])
+        assert made.code == 0, made.stderr
+        for question in by_http:
+            client.post(f"/logs/messages/{replies[question].id}/correction", body={"content": questions[question]},
+                        cast_to=dict)
+        assert ratings.corrections(server.store, replies[by_cli].id)[0].source == "cli"
+
+        taught = {}
+        for method in ("supervised", "dpo"):
+            started = run_cli("train", "--from-dialogues", "--method", method, "--json",
+                              env={"TUNELOOP_SPAWN_WORKER": "0"})
+            assert started.code == 0, started.stderr
+            job = client.fine_tuning.jobs.retrieve(json.loads(started.stdout)["id"])
+            assert job.method.type == method and job.status in ("validating_files", "queued")
+            lines = client.files.content(job.training_file).text.splitlines()
+            taught[method] = [json.loads(line) for line in lines if line.strip()]
+
+    supervised = {ex["messages"][-2]["content"]: ex["messages"][-1]["content"] for ex in taught["supervised"]}
+    assert supervised == questions
+    pairs = {ex["input"]["messages"][-1]["content"]: (ex["preferred_output"][-1]["content"],
+                                                       ex["non_preferred_output"][-1]["content"])
+             for ex in taught["dpo"]}
+    assert pairs == {q: (right, replies[q].content) for q, right in questions.items()}

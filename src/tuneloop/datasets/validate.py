@@ -118,7 +118,8 @@ class ValidationReport:
             return f"{source}: {self.examples} {self.format} examples, no errors"
         listed = ", ".join(f"{name} ×{count}" for name, count in self.errors.most_common())
         first = self.first_errors[0] if self.first_errors else None
-        where = f"; first: line {first.line}, {first.error}: {first.detail}" if first else ""
+        at = f"line {first.line}" if first and first.line else "the whole file"  # line 0: a file-wide problem
+        where = f"; first: {at}, {first.error}: {first.detail}" if first else ""
         return f"{source} has errors: {listed}{where}"
 
     def to_dict(self) -> dict[str, Any]:
