@@ -34,18 +34,21 @@ postgres:
 # module-wide servers and models are built once). Half the tests wait on subprocesses, servers and the database, so
 # two processes on 2 cores take about two thirds of the time of one.
 TEST_WORKERS ?= 2
+# Each worker (and the jobs and commands it starts) uses one thread for torch and onnxruntime: two workers each
+# spinning a thread per core were measured slower than one process (user time 74 min against about 40).
 PYTEST_PARALLEL = $(if $(filter 1,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS) --dist loadfile)
+PYTEST_THREADS = $(if $(filter 1,$(TEST_WORKERS)),,OMP_NUM_THREADS=1)
 
 test: setup postgres
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/pytest $(PYTEST_PARALLEL)
+	$(PYTEST_THREADS) $(VENV)/bin/pytest $(PYTEST_PARALLEL)
 
 # The working loop's tier: the suite less the tests marked slow (jobs, training, the demo, subprocess-heavy runs).
 test-fast: setup postgres
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/pytest $(PYTEST_PARALLEL) -m "not slow and not gpu"
+	$(PYTEST_THREADS) $(VENV)/bin/pytest $(PYTEST_PARALLEL) -m "not slow and not gpu"
 
 lint: setup
 	$(VENV)/bin/ruff check .

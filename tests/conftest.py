@@ -62,6 +62,20 @@ def pytest_configure(config: pytest.Config) -> None:
         ensure_fast(MODELS_DIR, ensure_checkpoint(MODELS_DIR), None, "int8", model_id="smollm2-135m-instruct")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The files with the most tests marked slow (jobs, training, the demo) run first, each file's tests in their own
+    order. Under pytest-xdist's loadfile a worker takes the next file when it is free, so long files started last
+    leave one worker running alone at the end; started first, the short files fill in around them. The order is
+    the same on every worker (xdist checks it), and in a single process it changes nothing but the order."""
+    slow: dict[str, int] = {}
+    first_seen: dict[str, int] = {}
+    for index, item in enumerate(items):
+        first_seen.setdefault(item.nodeid.split("::")[0], index)
+        slow[item.nodeid.split("::")[0]] = slow.get(item.nodeid.split("::")[0], 0) + bool(
+            item.get_closest_marker("slow"))
+    items.sort(key=lambda item: (-slow[item.nodeid.split("::")[0]], first_seen[item.nodeid.split("::")[0]]))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_developer_configuration(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """The session's fixtures too (engines, module-wide servers) run without the developer's configuration: no

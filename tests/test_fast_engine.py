@@ -148,7 +148,8 @@ def test_a_model_that_cannot_be_converted_says_why_once(tmp_path: Path) -> None:
     assert str(again.value) == str(first.value)
 
 
-def test_threads_follow_a_training_job(fast_engine, tmp_path: Path) -> None:  # noqa: ANN001
+def test_threads_follow_a_training_job(fast_engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # `make test` sets it to share the cores between workers
     lock = tmp_path / ".local-training.lock"
     engine = FastEngine(fast_engine.folder, training_lock=lock)
     engine.stream([{"role": "user", "content": "Hi"}], max_tokens=2).read()
@@ -159,6 +160,9 @@ def test_threads_follow_a_training_job(fast_engine, tmp_path: Path) -> None:  # 
         assert engine.threads == 1 and reply.tokens_out >= 1
     engine.stream([{"role": "user", "content": "Hi"}], max_tokens=2).read()
     assert engine.threads is None
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a process told to share the cores
+    engine.stream([{"role": "user", "content": "Hi"}], max_tokens=2).read()
+    assert engine.threads == 1
 
 
 def test_a_cold_ask_imports_neither_torch_nor_transformers(home: Path, fast_engine) -> None:  # noqa: ANN001

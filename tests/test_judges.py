@@ -169,3 +169,45 @@ def test_the_bundled_model_judges_locally(home: Path, engine: Any) -> None:
     assert ("Cohen's kappa" in shown.stdout) or ("no reply is both rated" in shown.stdout)
     print(f"local judge: {report.passed} pass, {report.failed} fail, {len(report.unjudged)} unjudged of 40 "
           f"({os.environ.get('TUNELOOP_ENGINE', 'auto')} engine)")
+
+
+def sentiment_judge(body: dict[str, Any]) -> str:
+    """The remote sentiment judge: thanks are positive, "wrong" negative, anything else neutral; a message that
+    says "riddle" gets prose, not the JSON asked for."""
+    text = body["messages"][-1]["content"].lower()
+    if "riddle" in text:
+        return "What a lovely message!"
+    label = "positive" if ("asante" in text or "kiitos" in text) else "negative" if "wrong" in text else "neutral"
+    return json.dumps({"label": label, "language": "sw"})
+
+
+def test_the_judge_sentiment_analyzer_labels_what_is_logged_and_rescored(
+        vendor: StandIn, any_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """sentiment_analyzer = judge, wired as a user sets it: every logged message is labelled by the judge model (here
+    the stand-in vendor), even in a language the offline analyzer does not cover; an answer that is not the JSON
+    asked for is unknown; `logs rescore --analyzer judge` relabels an existing log and recomputes its reactions."""
+    vendor.reply_for = sentiment_judge
+    store = Runtime().store
+    thread = store.create_thread(model="smollm2-135m-instruct")
+    first = log_exchange(store, thread.id, "Nipe jibu, tafadhali.", "Hili ndilo jibu.", model="smollm2-135m-instruct")
+    log_exchange(store, thread.id, "Asante kwa msaada wako, rafiki.", "Karibu.", model="smollm2-135m-instruct")
+    assert store.get_message(first.assistant.id).reaction == "unknown"  # the offline analyzer has no Swahili
+
+    monkeypatch.setenv("TUNELOOP_SENTIMENT_ANALYZER", "judge")
+    monkeypatch.setenv("TUNELOOP_SENTIMENT_JUDGE_MODEL", "standin-model")
+    rescored = run_cli("logs", "rescore")
+    assert rescored.code == 0, rescored.stderr
+    assert "relabelled 4 messages with judge" in rescored.stdout
+    assert [m.sentiment for m in store.messages(thread.id)] == ["neutral", "neutral", "positive", "neutral"]
+    assert store.get_message(first.assistant.id).reaction == "positive"
+    assert {r["model"] for r in vendor.requests} == {"standin-model"}
+
+    rt = Runtime()
+    later = log_exchange(store, thread.id, "That is wrong.", "A riddle for you.", model="smollm2-135m-instruct",
+                         labeller=rt.labeller)
+    assert (later.user.sentiment, later.assistant.sentiment) == ("negative", "unknown")
+    assert store.messages(thread.id)[3].reaction == "negative"
+    sent = len(vendor.requests)
+    again = run_cli("logs", "rescore", "--analyzer", "judge")
+    assert again.code == 0 and ": 0 changed" in again.stdout, again.stdout
+    assert len(vendor.requests) == sent + 6

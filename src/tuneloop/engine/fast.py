@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -33,6 +34,12 @@ from tuneloop.errors import ModelLoadError
 from tuneloop.generation import GenerationResult
 
 Message = dict[str, Any]
+
+
+def thread_limit() -> int | None:
+    """The threads OMP_NUM_THREADS asks a process to use (a positive whole number), else None."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
 
 
 def training_running(lock: Path | None) -> bool:
@@ -91,7 +98,9 @@ class FastEngine(ChatEngine):
 
     # -- loading -------------------------------------------------------------------------------------------
     def _wanted_threads(self) -> int | None:
-        return 1 if training_running(self.training_lock) else None  # None: onnxruntime's default, every core
+        # One while a training job runs here; else what OMP_NUM_THREADS asks (a process told to share the cores);
+        # else None: onnxruntime's default, every core.
+        return 1 if training_running(self.training_lock) else thread_limit()
 
     def _load(self, threads: int | None) -> Any:
         import onnxruntime as ort

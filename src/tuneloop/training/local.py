@@ -152,7 +152,9 @@ def train(
     plan = plan or choose()
     torch.manual_seed(seed)
     if plan.device == "cpu":
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        # Every core, unless OMP_NUM_THREADS asks this process to share them (torch reads it too).
+        asked = os.environ.get("OMP_NUM_THREADS", "").strip()
+        torch.set_num_threads(int(asked) if asked.isdigit() and int(asked) > 0 else max(1, os.cpu_count() or 1))
 
     tokenizer = AutoTokenizer.from_pretrained(str(checkpoint), local_files_only=True)
     if tokenizer.pad_token is None:  # Llama 3 and others have none; padding is masked out of the loss anyway
