@@ -59,6 +59,13 @@ def mps_available() -> bool:
     return bool(backend is not None and backend.is_available())
 
 
+def thread_limit() -> int | None:
+    """The threads OMP_NUM_THREADS asks this process to use (a positive whole number: a process told to share the
+    cores, as `make test`'s workers are), else None."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
 def choose(requested: str | None = None) -> DevicePlan:
     """The device to use: ``requested`` (cuda, mps, cpu) or, for None/"auto", the best this machine has."""
     wanted = (requested or "auto").lower()

@@ -7,7 +7,7 @@ import sys
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_args
 
 import click
 import typer
@@ -16,7 +16,7 @@ from rich.table import Column, Table
 
 from tuneloop import ratings
 from tuneloop.cli._output import console, error_console, key_values, print_json, sentiment_text, when
-from tuneloop.config import load_settings
+from tuneloop.config import Settings, load_settings
 from tuneloop.errors import InputError
 from tuneloop.fileio import atomic_write_text
 from tuneloop.labels import rescore as relabel
@@ -179,10 +179,9 @@ def correct(
 EDITOR_HINT = "\n\n# Write the reply the model should have given above this line; this line and below are ignored.\n"
 
 
-class AnalyzerChoice(StrEnum):
-    multilingual = "multilingual"
-    vader = "vader"
-    judge = "judge"
+# The analyzers the sentiment_analyzer setting accepts, as the --analyzer choices.
+AnalyzerChoice = StrEnum("AnalyzerChoice", {name: name for name in get_args(
+    Settings.model_fields["sentiment_analyzer"].annotation)})
 
 
 @logs_app.command("rescore")

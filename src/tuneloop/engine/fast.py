@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -32,14 +31,9 @@ from tuneloop.engine.batching import Batcher, Layout
 from tuneloop.engine.tokenizer import ChatTokenizer
 from tuneloop.errors import ModelLoadError
 from tuneloop.generation import GenerationResult
+from tuneloop.hardware import thread_limit
 
 Message = dict[str, Any]
-
-
-def thread_limit() -> int | None:
-    """The threads OMP_NUM_THREADS asks a process to use (a positive whole number), else None."""
-    value = os.environ.get("OMP_NUM_THREADS", "").strip()
-    return int(value) if value.isdigit() and int(value) > 0 else None
 
 
 def training_running(lock: Path | None) -> bool:

@@ -10,8 +10,10 @@ from starlette.requests import Request
 
 from tuneloop.config import Settings
 from tuneloop.providers.vision import VisionProvider
+from tuneloop.responses import ResponseLog
 from tuneloop.runtime import Runtime
 from tuneloop.server._generation import GenerationQueue
+from tuneloop.stored_completions import StoredCompletions
 from tuneloop.training import FineTuning
 
 
@@ -31,6 +33,14 @@ class ServerState:
     @cached_property
     def fine_tuning(self) -> FineTuning:
         return FineTuning(self.runtime)
+
+    def response_log(self) -> ResponseLog:
+        """Responses and conversations in the store, labelled by the runtime's sentiment analyzer."""
+        return ResponseLog(self.runtime.store, self.runtime.labeller)
+
+    def stored_completions(self) -> StoredCompletions:
+        """Chat completions kept or logged in the store, labelled by the runtime's sentiment analyzer."""
+        return StoredCompletions(self.runtime.store, self.runtime.labeller)
 
 
 def state_of(request: Request) -> ServerState:

@@ -21,7 +21,6 @@ from tuneloop.server._errors import APIError
 from tuneloop.server._generation import ClientGone, collect_text, unless_gone
 from tuneloop.server._state import state_of
 from tuneloop.store.conversations import NewMessage
-from tuneloop.stored_completions import StoredCompletions
 
 router = APIRouter()
 
@@ -216,9 +215,8 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
         result = generation.result
         reply = NewMessage("assistant", text, model=model, tokens_in=result.tokens_in, tokens_out=result.tokens_out,
                            finish_reason=result.finish_reason, latency_ms=int((time.monotonic() - started) * 1000))
-        kept = StoredCompletions(state.runtime.store, state.runtime.labeller)
-        kept.keep(_completion(ident, created, model, text, result, metadata), messages, reply, stored=stored,
-                  end_user=body.safety_identifier or body.user)
+        state.stored_completions().keep(_completion(ident, created, model, text, result, metadata), messages, reply,
+                                        stored=stored, end_user=body.safety_identifier or body.user)
 
     try:
         await unless_gone(request, generation.started(), generation)

@@ -26,7 +26,7 @@ class UpdateCompletion(BaseModel):
 
 
 def _stored(request: Request) -> StoredCompletions:
-    return StoredCompletions(state_of(request).runtime.store, state_of(request).runtime.labeller)
+    return state_of(request).stored_completions()
 
 
 @router.get("/v1/chat/completions")

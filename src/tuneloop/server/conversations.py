@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from tuneloop.responses import Invalid, ResponseLog, check_metadata, message_item, read_items
+from tuneloop.responses import Invalid, check_metadata, message_item, read_items
 from tuneloop.server._errors import APIError
 from tuneloop.server._paging import item_list, page
 from tuneloop.server._state import state_of
@@ -58,7 +58,7 @@ def _metadata(value: Any) -> dict[str, str] | None:
 
 @router.post("/v1/conversations")
 def create_conversation(body: CreateConversation, request: Request) -> dict[str, Any]:
-    log = _log(request)
+    log = state_of(request).response_log()
     metadata = _metadata(body.metadata)
     thread, _ = log.new_conversation(metadata, _items(body.items))
     if metadata:
@@ -72,12 +72,12 @@ def create_conversation(body: CreateConversation, request: Request) -> dict[str,
 
 @router.get("/v1/conversations/{conversation_id}")
 def retrieve_conversation(conversation_id: str, request: Request) -> dict[str, Any]:
-    return _conversation(_log(request).threads.get(conversation_id, "conversation"))
+    return _conversation(state_of(request).response_log().threads.get(conversation_id, "conversation"))
 
 
 @router.post("/v1/conversations/{conversation_id}")
 def update_conversation(conversation_id: str, body: UpdateConversation, request: Request) -> dict[str, Any]:
-    log = _log(request)
+    log = state_of(request).response_log()
     metadata = _metadata(body.metadata)
     try:
         log.threads.get(conversation_id, "conversation")
@@ -89,13 +89,13 @@ def update_conversation(conversation_id: str, body: UpdateConversation, request:
 
 @router.delete("/v1/conversations/{conversation_id}")
 def delete_conversation(conversation_id: str, request: Request) -> dict[str, Any]:
-    _log(request).threads.delete(conversation_id, "conversation")
+    state_of(request).response_log().threads.delete(conversation_id, "conversation")
     return {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
 
 
 @router.post("/v1/conversations/{conversation_id}/items")
 async def create_items(conversation_id: str, body: CreateItems, request: Request) -> dict[str, Any]:
-    log = _log(request)
+    log = state_of(request).response_log()
     items = _items(body.items)
     added = await run_in_threadpool(log.add_items, conversation_id, items)
     return item_list([message_item(m) for m in added], False)
@@ -104,26 +104,21 @@ async def create_items(conversation_id: str, body: CreateItems, request: Request
 @router.get("/v1/conversations/{conversation_id}/items")
 def list_items(conversation_id: str, request: Request, after: str | None = None,
                limit: int = Query(default=20, ge=1, le=100), order: Literal["asc", "desc"] = "desc") -> dict[str, Any]:
-    log = _log(request)
+    log = state_of(request).response_log()
     log.threads.get(conversation_id, "conversation")
     return page([message_item(m) for m in log.threads.messages(conversation_id)], after, limit, order)
 
 
 @router.get("/v1/conversations/{conversation_id}/items/{item_id}")
 def retrieve_item(conversation_id: str, item_id: str, request: Request) -> dict[str, Any]:
-    log = _log(request)
+    log = state_of(request).response_log()
     log.threads.get(conversation_id, "conversation")
     return message_item(log.threads.item(conversation_id, item_id))
 
 
 @router.delete("/v1/conversations/{conversation_id}/items/{item_id}")
 def delete_item(conversation_id: str, item_id: str, request: Request) -> dict[str, Any]:
-    log = _log(request)
+    log = state_of(request).response_log()
     thread = log.threads.get(conversation_id, "conversation")
     log.threads.delete_item(conversation_id, item_id)
     return _conversation(thread)
-
-
-def _log(request: Request) -> ResponseLog:
-    runtime = state_of(request).runtime
-    return ResponseLog(runtime.store, runtime.labeller)

@@ -101,7 +101,7 @@ def _check(body: CreateResponse) -> ResponseRequest:
 
 
 def _log(request: Request) -> ResponseLog:
-    return ResponseLog(state_of(request).runtime.store, state_of(request).runtime.labeller)
+    return state_of(request).response_log()
 
 
 def _size_check(request: Request, messages: list[dict[str, Any]]) -> None:

@@ -22,7 +22,7 @@ from tuneloop.engine.reference import greedy_batch
 from tuneloop.engine.template import given_template
 from tuneloop.engine.weights import offline_environment
 from tuneloop.evals import EvalItem
-from tuneloop.hardware import DevicePlan, choose, peak_memory_bytes
+from tuneloop.hardware import DevicePlan, choose, peak_memory_bytes, thread_limit
 from tuneloop.training.hyper import learning_rate
 from tuneloop.training.replay import replay_rows, replay_share
 from tuneloop.training.tokenize import clean, render, supervised_row
@@ -152,9 +152,8 @@ def train(
     plan = plan or choose()
     torch.manual_seed(seed)
     if plan.device == "cpu":
-        # Every core, unless OMP_NUM_THREADS asks this process to share them (torch reads it too).
-        asked = os.environ.get("OMP_NUM_THREADS", "").strip()
-        torch.set_num_threads(int(asked) if asked.isdigit() and int(asked) > 0 else max(1, os.cpu_count() or 1))
+        # Every core, unless OMP_NUM_THREADS asks this process to share them.
+        torch.set_num_threads(thread_limit() or max(1, os.cpu_count() or 1))
 
     tokenizer = AutoTokenizer.from_pretrained(str(checkpoint), local_files_only=True)
     if tokenizer.pad_token is None:  # Llama 3 and others have none; padding is masked out of the loss anyway
