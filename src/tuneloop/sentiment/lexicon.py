@@ -261,22 +261,25 @@ def score(text: str, language: str) -> tuple[float, int]:
 
 
 @lru_cache(maxsize=1)
-def _evidence_index() -> dict[str, tuple[dict[str, float], dict[str, float]]]:
-    return {lang: (load(lang).words, load(lang).stems) for lang in LANGUAGES if lang not in SUBSTRING_LANGUAGES}
+def _evidence_index() -> dict[str, tuple[set[str], dict[str, float]]]:
+    """Per space-separated language: the words that place a text in it (sentiment words, negators, common words),
+    and its stems."""
+    return {lang: (set(load(lang).words) | load(lang).negators | load(lang).common, load(lang).stems)
+            for lang in LANGUAGES if lang not in SUBSTRING_LANGUAGES}
 
 
-def evidence(text: str) -> dict[str, int]:
-    """How many words of ``text`` each space-separated language's lexicon knows (language detection's tie-breaker;
-    stems count from five letters on, so that short stems do not claim words of other languages)."""
+def evidence(text: str) -> dict[str, float]:
+    """How many words of ``text`` each space-separated language's lexicon knows (language detection's tie-breaker).
+    A word of one or two letters that several lexicons know counts as a share in each ("ok", "de", "na", "mi" say
+    little about the language); stems count from five letters on, so that short stems do not claim words of other
+    languages."""
     tokens = [t for t in _TOKENS.findall(normalize(text)) if t[0].isalpha()]
-    found: dict[str, int] = {}
-    for lang, (words, stems) in _evidence_index().items():
-        known = load(lang).negators | load(lang).common
-        hits = 0
-        for token in tokens:
-            if token in words or token in known or any(
-                    token[:end] in stems for end in range(len(token), 4, -1)):
-                hits += 1
-        if hits:
-            found[lang] = hits
+    found: dict[str, float] = {}
+    for token in tokens:
+        knowing = []
+        for lang, (words, stems) in _evidence_index().items():
+            if token in words or any(token[:end] in stems for end in range(len(token), 4, -1)):
+                knowing.append(lang)
+        for lang in knowing:
+            found[lang] = found.get(lang, 0.0) + (1 / len(knowing) if len(token) <= 2 else 1.0)
     return found
