@@ -151,13 +151,23 @@ BAD_BODIES = [
     ("temperature 5", {"model": BASE, "messages": CAPITAL, "temperature": 5}, "temperature"),
     ("max_tokens 0", {"model": BASE, "messages": CAPITAL, "max_tokens": 0}, "max_tokens"),
     ("stream a string", {"model": BASE, "messages": CAPITAL, "stream": "yes"}, "stream"),
-    ("two choices", {"model": BASE, "messages": CAPITAL, "n": 2}, "n"),
-    ("tool message", {"model": BASE, "messages": [{"role": "tool", "content": "x", "tool_call_id": "1"}]},
-     "messages[0].role"),
+    ("too many choices", {"model": BASE, "messages": CAPITAL, "n": 17}, "n"),
+    ("a tool message answering no call", {"model": BASE, "messages": [
+        {"role": "tool", "content": "x", "tool_call_id": "call_1"}]}, "messages[0].tool_call_id"),
+    ("a schema keyword outside the subset", {"model": BASE, "messages": CAPITAL, "response_format": {
+        "type": "json_schema", "json_schema": {"name": "x", "schema": {
+            "type": "object", "properties": {"tags": {"type": "array", "uniqueItems": True}}}}}},
+     "response_format.json_schema.schema.properties.tags.uniqueItems"),
+    ("a tool whose parameters are no schema", {"model": BASE, "messages": CAPITAL, "tools": [
+        {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": 3}}}]},
+     "tools[0].function.parameters.properties"),
+    ("tool_choice naming no tool", {"model": BASE, "messages": CAPITAL, "tools": [
+        {"type": "function", "function": {"name": "f"}}], "tool_choice": {
+            "type": "function", "function": {"name": "g"}}}, "tool_choice.function.name"),
+    ("logit_bias", {"model": BASE, "messages": CAPITAL, "logit_bias": {"50": 10}}, "logit_bias"),
+    ("top_logprobs without logprobs", {"model": BASE, "messages": CAPITAL, "top_logprobs": 2}, "top_logprobs"),
     ("image part", {"model": BASE, "messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]}, "messages[0].content[0]"),
-    ("JSON mode", {"model": BASE, "messages": CAPITAL, "response_format": {"type": "json_object"}},
-     "response_format"),
     ("too long for the context", {"model": BASE, "messages": [{"role": "user", "content": "word " * 9000}]},
      "messages"),
 ]

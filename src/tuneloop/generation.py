@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -14,10 +15,14 @@ class GenerationResult:
     text: str = ""
     tokens_in: int = 0
     tokens_out: int = 0
-    finish_reason: str | None = None  # "stop", "length" or "interrupted"
+    finish_reason: str | None = None  # "stop", "length", "tool_calls" or "interrupted"
     first_token_seconds: float | None = None
     seconds: float = 0.0
     dropped_messages: int = 0  # oldest turns left out to fit the context window
+    # Each token's log-probability in OpenAI's shape ({"token", "logprob", "bytes", "top_logprobs"}), when asked for.
+    logprobs: list[dict[str, Any]] | None = None
+    # The functions the reply calls (chat completions' tool_calls entries); its text is then what came before them.
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass

@@ -7,8 +7,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from tuneloop.engine.sampling import Sampling
 from tuneloop.errors import ContextLengthError
 from tuneloop.generation import GenerationResult, TextStream, first_stop
+from tuneloop.structured import OutputSpec, Tool, hold_back, parse_reply, repeats_a_call
 
 Message = dict[str, Any]
 
@@ -19,17 +21,19 @@ class ChatEngine:
 
     context_window: int
 
-    def encode_chat(self, messages: Sequence[Message]) -> list[int]:
+    def encode_chat(self, messages: Sequence[Message], tools: Sequence[Tool] = ()) -> list[int]:
+        """The prompt's token ids: the conversation (tool calls and results included) and the tools offered, with
+        the model's chat template where it renders tools, else with ``structured.fallback_messages``."""
         raise NotImplementedError
 
-    def _decode(self, prompt_ids: list[int], result: GenerationResult, max_tokens: int, temperature: float,
-                top_p: float, stop: list[str], seed: int | None,
-                should_stop: Callable[[], bool] | None) -> Iterator[str]:
+    def _decode(self, prompt_ids: list[int], result: GenerationResult, max_tokens: int, sampling: Sampling,
+                stop: list[str], should_stop: Callable[[], bool] | None) -> Iterator[str]:
         raise NotImplementedError
 
-    def fit_to_context(self, messages: Sequence[Message], max_tokens: int) -> tuple[list[int], int]:
+    def fit_to_context(self, messages: Sequence[Message], max_tokens: int,
+                       tools: Sequence[Tool] = ()) -> tuple[list[int], int]:
         """Token ids of the prompt, leaving out the oldest turns if the whole would not fit."""
-        return fit_to_context(self.encode_chat, messages, self.context_window, max_tokens)
+        return fit_to_context(lambda m: self.encode_chat(m, tools), messages, self.context_window, max_tokens)
 
     def stream(
         self,
@@ -41,15 +45,57 @@ class ChatEngine:
         stop: Sequence[str] | None = None,
         seed: int | None = None,
         should_stop: Callable[[], bool] | None = None,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        logprobs: int | None = None,
+        output: OutputSpec | None = None,
     ) -> TextStream:
-        """Generate a reply to chat ``messages``; greedy when ``temperature`` is 0."""
+        """Generate a reply to chat ``messages``; greedy when ``temperature`` is 0. ``logprobs``: how many
+        alternatives each token's log-probability lists (None: none); ``output``: JSON or tool calls the reply
+        must be (see ``tuneloop.structured``); a reply that calls tools gets ``result.tool_calls``."""
         if max_tokens < 1:
             raise ValueError("max_tokens must be at least 1")
-        prompt_ids, dropped = self.fit_to_context(messages, max_tokens)
+        tools = output.tools if output is not None and output.calls_tools else ()
+        prompt_ids, dropped = self.fit_to_context(messages, max_tokens, tools)
         result = GenerationResult(tokens_in=len(prompt_ids), dropped_messages=dropped)
-        pieces = self._decode(prompt_ids, result, max_tokens, temperature, top_p, list(stop or []), seed,
-                              should_stop)
-        return TextStream(pieces, result)
+        sampling = Sampling(temperature=max(0.0, temperature), top_p=top_p, seed=seed,
+                            presence_penalty=presence_penalty, frequency_penalty=frequency_penalty,
+                            logprobs=logprobs, output=output)
+        pieces = self._decode(prompt_ids, result, max_tokens, sampling, list(stop or []), should_stop)
+        if output is None or not output.calls_tools:
+            return TextStream(pieces, result)
+        return TextStream(_with_calls(pieces, result, output), result)
+
+
+def _with_calls(pieces: Iterator[str], result: GenerationResult, output: OutputSpec) -> Iterator[str]:
+    """The text of a reply that may call tools, held back once a call starts; at the end the calls are read into
+    ``result.tool_calls`` and ``result.text`` keeps the text before them (the rest of which comes out then). A call
+    repeated word for word ends the reply (small models, allowed several calls, repeat the first until the limit)."""
+
+    def until_repeated() -> Iterator[str]:
+        for piece in pieces:
+            yield piece
+            if repeats_a_call(result.text):
+                result.finish_reason = "stop"
+                return
+
+    shown = ""
+    try:
+        for piece in hold_back(until_repeated(), output):
+            shown += piece
+            yield piece
+    finally:
+        close = getattr(pieces, "close", None)
+        if close is not None:
+            close()  # leaves the batch at once when a repeated call ended the reply
+    content, calls = parse_reply(result.text, output)
+    if calls:
+        result.tool_calls = calls
+        result.text = content or ""
+        if result.finish_reason == "stop":
+            result.finish_reason = "tool_calls"
+    if result.text.startswith(shown) and len(result.text) > len(shown):
+        yield result.text[len(shown):]
 
 
 def emit_pieces(tokens: Iterator[int], decode: Callable[[list[int]], str], eos_token_ids: set[int], stop: list[str],

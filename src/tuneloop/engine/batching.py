@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from tuneloop.engine.sampling import Sampler, Sampling
+
 _END = object()
 STEP_TIMES = 512  # step times kept per number of rows (benches read them; a server runs for days)
 PREFILL_TOKENS = 1024  # the most prompt tokens (padding included) read in one run when several rows join
@@ -51,13 +53,11 @@ class Layout:
 class _Row:
     """One reply in the batch: its slot in the cache, its length there, and the queue its tokens go out by."""
 
-    def __init__(self, prompt: list[int], max_tokens: int, temperature: float, top_p: float, seed: int | None,
+    def __init__(self, prompt: list[int], max_tokens: int, sampler: Sampler,
                  should_stop: Callable[[], bool] | None) -> None:
         self.prompt = prompt
         self.max_tokens = max_tokens
-        self.temperature = temperature
-        self.top_p = top_p
-        self.rng = np.random.default_rng(seed) if temperature > 0 else None
+        self.sampler = sampler
         self.should_stop = should_stop
         self.out: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.slot = -1
@@ -75,25 +75,12 @@ class _Row:
         return self.should_stop is not None and bool(self.should_stop())
 
     def take(self, logits: np.ndarray, eos: set[int]) -> None:
-        token = self.pick(logits)
+        token = self.sampler.pick(logits)
         self.produced += 1
         self.last = token
         self.out.put(token)
         if token in eos or self.produced >= self.max_tokens:
             self.end()
-
-    def pick(self, logits: np.ndarray) -> int:
-        if self.rng is None:
-            return int(np.argmax(logits))
-        z = logits.astype(np.float64) / self.temperature
-        p = np.exp(z - z.max())
-        p /= p.sum()
-        if self.top_p < 1.0:
-            order = np.argsort(-p, kind="stable")
-            sorted_p = p[order]
-            keep = order[np.cumsum(sorted_p) - sorted_p < self.top_p]
-            return int(self.rng.choice(keep, p=p[keep] / p[keep].sum()))
-        return int(self.rng.choice(p.size, p=p))
 
     def end(self, error: BaseException | None = None) -> None:
         if not self.done:
@@ -159,10 +146,11 @@ class Batcher:
                 self._held = False
                 self._cond.notify()
 
-    def submit(self, prompt: Sequence[int], *, max_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
-               seed: int | None = None, should_stop: Callable[[], bool] | None = None) -> Iterator[int]:
-        """The reply's tokens as they come; it joins the batch when first iterated and leaves when closed."""
-        row = _Row(list(prompt), max_tokens, temperature, top_p, seed, should_stop)
+    def submit(self, prompt: Sequence[int], *, max_tokens: int, sampler: Sampler | None = None,
+               should_stop: Callable[[], bool] | None = None) -> Iterator[int]:
+        """The reply's tokens as they come, chosen by ``sampler`` (greedy when None); it joins the batch when first
+        iterated and leaves when closed."""
+        row = _Row(list(prompt), max_tokens, sampler or Sampler(Sampling()), should_stop)
         return self._tokens(row)
 
     def _tokens(self, row: _Row) -> Iterator[int]:

@@ -28,10 +28,13 @@ import numpy as np
 
 from tuneloop.engine.base import ChatEngine, emit_pieces
 from tuneloop.engine.batching import Batcher, Layout
+from tuneloop.engine.grammar import Grammars
+from tuneloop.engine.sampling import Sampling, make_sampler
 from tuneloop.engine.tokenizer import ChatTokenizer
 from tuneloop.errors import ModelLoadError
 from tuneloop.generation import GenerationResult
 from tuneloop.hardware import thread_limit
+from tuneloop.structured import Tool
 
 Message = dict[str, Any]
 
@@ -86,6 +89,7 @@ class FastEngine(ChatEngine):
         self.context_window = int(model.get("context_length", 2048))
         eos = model.get("eos_token_id")
         self.eos_token_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+        self.grammars = Grammars(self.tokenizer.to_json, self.eos_token_ids)
         window = (decoder.get("sliding_window") or {}).get("window_size") or 0
         self.batcher = Batcher(self._current_session, layout, self.eos_token_ids, max_batch=max_batch, dtype=dtype,
                                position_ids="position_ids" in inputs, last_only=last_only, min_capacity=int(window))
@@ -115,25 +119,28 @@ class FastEngine(ChatEngine):
         return self._session
 
     # -- prompts -------------------------------------------------------------------------------------------
-    def encode_chat(self, messages: Sequence[Message]) -> list[int]:
-        return self.tokenizer.encode_chat(messages)
+    def encode_chat(self, messages: Sequence[Message], tools: Sequence[Tool] = ()) -> list[int]:
+        return self.tokenizer.encode_chat(messages, tools)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text))
 
     # -- generation ----------------------------------------------------------------------------------------
-    def _decode(self, prompt_ids: list[int], result: GenerationResult, max_tokens: int, temperature: float,
-                top_p: float, stop: list[str], seed: int | None,
-                should_stop: Callable[[], bool] | None) -> Iterator[str]:
+    def _decode(self, prompt_ids: list[int], result: GenerationResult, max_tokens: int, sampling: Sampling,
+                stop: list[str], should_stop: Callable[[], bool] | None) -> Iterator[str]:
         started = time.perf_counter()
-        tokens = self.batcher.submit(prompt_ids, max_tokens=max_tokens, temperature=max(0.0, temperature),
-                                     top_p=top_p, seed=seed, should_stop=should_stop)
+        sampler = make_sampler(sampling, self.grammars, max_tokens)
+        if sampling.logprobs is not None:
+            result.logprobs = sampler.logprobs
+        tokens = self.batcher.submit(prompt_ids, max_tokens=max_tokens, sampler=sampler, should_stop=should_stop)
         try:
             yield from emit_pieces(tokens, self.tokenizer.decode, self.eos_token_ids, stop, result, started,
                                    max_tokens)
         finally:
             tokens.close()  # leaves the batch (a stop string, or the caller stopped reading)
             result.seconds = time.perf_counter() - started
+            if result.logprobs is not None:  # the reply's tokens: not its end-of-turn token
+                result.logprobs = sampler.logprobs[:result.tokens_out]
 
     def complete_batch(self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 64,
                        batch_size: int = 16, on_answer: Callable[[int], None] | None = None) -> list[str]:

@@ -15,12 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from tuneloop.engine.base import ChatEngine, Message, emit_pieces
+from tuneloop.engine.grammar import Grammars
 from tuneloop.engine.inspection import check_fits, count_parameters
+from tuneloop.engine.sampling import Sampler, Sampling, make_sampler
 from tuneloop.engine.template import as_given
 from tuneloop.engine.weights import offline_environment
 from tuneloop.errors import ModelLoadError
 from tuneloop.generation import GenerationResult
 from tuneloop.hardware import choose
+from tuneloop.structured import Tool, for_template, template_knows_tools
 
 
 class FifoLock:
@@ -99,42 +102,46 @@ class LocalEngine(ChatEngine):
         ends = set(eos if isinstance(eos, list) else [eos])
         ends.add(self.tokenizer.eos_token_id)
         self.eos_token_ids = {e for e in ends if e is not None}
+        self.grammars = Grammars(self._tokenizer_json, self.eos_token_ids)
         self._lock = FifoLock()
 
-    def encode_chat(self, messages: Sequence[Message]) -> list[int]:
+    def encode_chat(self, messages: Sequence[Message], tools: Sequence[Tool] = ()) -> list[int]:
+        messages, tool_list = for_template(messages, tools, template_knows_tools(self.tokenizer.chat_template))
         encoded = self.tokenizer.apply_chat_template(
-            as_given(self.tokenizer, messages), add_generation_prompt=True, tokenize=True, return_dict=True
-        )
+            as_given(self.tokenizer, messages), tools=tool_list, add_generation_prompt=True, tokenize=True,
+            return_dict=True)
         return list(encoded["input_ids"])
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
-    def _decode(
-        self,
-        prompt_ids: list[int],
-        result: GenerationResult,
-        max_tokens: int,
-        temperature: float,
-        top_p: float,
-        stop: list[str],
-        seed: int | None,
-        should_stop: Callable[[], bool] | None,
-    ) -> Iterator[str]:
+    def _tokenizer_json(self) -> str:
+        """The tokenizer as ``tokenizer.json`` would hold it, added tokens included (what llguidance reads)."""
+        import copy
+
+        backend = copy.copy(self.tokenizer.backend_tokenizer)
+        backend.no_padding()
+        backend.no_truncation()
+        return backend.to_str()
+
+    def _decode(self, prompt_ids: list[int], result: GenerationResult, max_tokens: int, sampling: Sampling,
+                stop: list[str], should_stop: Callable[[], bool] | None) -> Iterator[str]:
         torch = self._torch
-        generator = None
-        if temperature > 0 and seed is not None:
-            generator = torch.Generator(device=self.plan.device).manual_seed(seed)
+        sampler = make_sampler(sampling, self.grammars, max_tokens)
+        if sampling.logprobs is not None:
+            result.logprobs = sampler.logprobs
         started = time.perf_counter()
         with self._lock, torch.inference_mode():
             try:
-                yield from emit_pieces(self._tokens(prompt_ids, max_tokens, temperature, top_p, generator, should_stop),
+                yield from emit_pieces(self._tokens(prompt_ids, max_tokens, sampler, should_stop),
                                        lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True),
                                        self.eos_token_ids, stop, result, started, max_tokens)
             finally:
                 result.seconds = time.perf_counter() - started
+                if result.logprobs is not None:  # the reply's tokens: not its end-of-turn token
+                    result.logprobs = sampler.logprobs[:result.tokens_out]
 
-    def _tokens(self, prompt_ids: list[int], max_tokens: int, temperature: float, top_p: float, generator: Any,
+    def _tokens(self, prompt_ids: list[int], max_tokens: int, sampler: Sampler,
                 should_stop: Callable[[], bool] | None) -> Iterator[int]:
         """The next token, one forward pass at a time with a KV cache, until ``max_tokens`` or ``should_stop``."""
         torch = self._torch
@@ -148,7 +155,7 @@ class LocalEngine(ChatEngine):
                 return
             out = self.model(input_ids=inputs, past_key_values=cache, use_cache=True, logits_to_keep=1)
             cache = out.past_key_values
-            token = self._pick(out.logits[0, -1], temperature, top_p, generator)
+            token = sampler.pick(out.logits[0, -1].float().cpu().numpy())
             yield token
             inputs = torch.tensor([[token]], dtype=torch.long, device=device)
 
@@ -169,19 +176,6 @@ class LocalEngine(ChatEngine):
                 if on_answer is not None:
                     on_answer(len(chunk))
         return answers
-
-    def _pick(self, logits: Any, temperature: float, top_p: float, generator: Any) -> int:
-        torch = self._torch
-        if temperature <= 0:
-            return int(torch.argmax(logits).item())
-        probs = torch.softmax(logits.float() / temperature, dim=-1)
-        if top_p < 1.0:
-            sorted_probs, order = torch.sort(probs, descending=True)
-            keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < top_p
-            sorted_probs = sorted_probs * keep
-            choice = torch.multinomial(sorted_probs / sorted_probs.sum(), 1, generator=generator)
-            return int(order[choice].item())
-        return int(torch.multinomial(probs, 1, generator=generator).item())
 
 
 def greedy_batch(model: Any, tokenizer: Any, prompts: Sequence[list[int]], max_tokens: int, device: str, *,

@@ -16,6 +16,7 @@ from typing import Any
 
 from tuneloop.engine.template import injects_default_system
 from tuneloop.errors import ModelLoadError
+from tuneloop.structured import Tool, for_template, template_knows_tools
 
 Message = dict[str, Any]
 _SPECIAL = ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token")
@@ -77,19 +78,26 @@ class ChatTokenizer:
         if not isinstance(template, str):
             raise ModelLoadError(f"model {model_id!r} has no chat template in {folder}; it cannot chat")
         self._template = _environment().from_string(template)
+        self.template_source = template
+        self.knows_tools = template_knows_tools(template)
         self._variables = {name: _token_text(config.get(name)) for name in _SPECIAL}
         self._empty_system = injects_default_system(lambda messages: len(self.encode(self.render(messages))))
 
-    def render(self, messages: Sequence[Message]) -> str:
-        return self._template.render(messages=list(messages), add_generation_prompt=True, tools=None,
+    def render(self, messages: Sequence[Message], tools: list[dict[str, Any]] | None = None) -> str:
+        return self._template.render(messages=list(messages), add_generation_prompt=True, tools=tools,
                                      documents=None, **self._variables)
 
-    def encode_chat(self, messages: Sequence[Message]) -> list[int]:
-        """The prompt's token ids, as given: no default system prompt added (``template.as_given``)."""
-        messages = [{"role": m["role"], "content": m.get("content") or ""} for m in messages]
+    def encode_chat(self, messages: Sequence[Message], tools: Sequence[Tool] = ()) -> list[int]:
+        """The prompt's token ids, as given: no default system prompt added (``template.as_given``); tools and
+        tool calls rendered by the template where it knows them, else by ``structured.fallback_messages``."""
+        messages, tool_list = for_template(messages, tools, self.knows_tools)
         if self._empty_system and (not messages or messages[0]["role"] != "system"):
             messages = [{"role": "system", "content": ""}, *messages]
-        return self.encode(self.render(messages))
+        return self.encode(self.render(messages, tool_list))
+
+    def to_json(self) -> str:
+        """The tokenizer as ``tokenizer.json`` holds it (what llguidance reads)."""
+        return self._tokenizer.to_str()
 
     def encode(self, text: str) -> list[int]:
         return self._tokenizer.encode(text, add_special_tokens=False).ids

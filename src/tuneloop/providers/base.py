@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tuneloop.generation import GenerationResult, TextStream
+from tuneloop.structured import OutputSpec
 
 __all__ = ["GenerationResult", "ModelInfo", "Provider", "TextStream"]
 
@@ -45,9 +46,16 @@ class Provider(ABC):
         retries: int | None = None,
         should_stop: Callable[[], bool] | None = None,
         top_p: float | None = None,
+        seed: int | None = None,
+        presence_penalty: float | None = None,
+        frequency_penalty: float | None = None,
+        logprobs: int | None = None,
+        output: OutputSpec | None = None,
     ) -> TextStream:
         """Start a reply; iterate the stream for text pieces, then read ``stream.result``. ``top_p`` (nucleus
-        sampling) applies when ``temperature`` is above 0."""
+        sampling) applies when ``temperature`` is above 0. ``logprobs``: how many alternatives each token's
+        log-probability lists (None: none); ``output``: JSON or tool calls the reply must be (tool calls come back
+        in ``result.tool_calls``)."""
 
     def complete(self, messages: Sequence[dict[str, Any]], *, model: str, **options: Any) -> GenerationResult:
         return self.stream(messages, model=model, **options).read()

@@ -16,6 +16,7 @@ from tuneloop.errors import ModelError, UnknownModelError
 from tuneloop.generation import TextStream
 from tuneloop.models.registry import ModelRegistry, base_of
 from tuneloop.providers.base import ModelInfo, Provider
+from tuneloop.structured import OutputSpec
 
 _told_fallback: set[str] = set()
 
@@ -120,9 +121,15 @@ class LocalProvider(Provider):
         retries: int | None = None,
         should_stop: Callable[[], bool] | None = None,
         top_p: float | None = None,
+        seed: int | None = None,
+        presence_penalty: float | None = None,
+        frequency_penalty: float | None = None,
+        logprobs: int | None = None,
+        output: OutputSpec | None = None,
     ) -> TextStream:
         # Local generation fails the same way every time, so retries do not apply.
         return self.engine(model).stream(
             messages, max_tokens=max_tokens, temperature=temperature, stop=stop, should_stop=should_stop,
-            top_p=1.0 if top_p is None else top_p,
+            top_p=1.0 if top_p is None else top_p, seed=seed, presence_penalty=presence_penalty or 0.0,
+            frequency_penalty=frequency_penalty or 0.0, logprobs=logprobs, output=output,
         )

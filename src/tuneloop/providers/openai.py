@@ -24,6 +24,7 @@ from tuneloop.errors import (
 from tuneloop.generation import GenerationResult, TextStream
 from tuneloop.providers.base import ModelInfo, Provider
 from tuneloop.retry import RetryPolicy, openai_client
+from tuneloop.structured import OutputSpec
 
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 _KEY_PATTERN = re.compile(r"sk-[A-Za-z0-9_\-*]{4,}")
@@ -206,9 +207,25 @@ class OpenAIProvider(Provider):
         retries: int | None = None,
         should_stop: Callable[[], bool] | None = None,
         top_p: float | None = None,
+        seed: int | None = None,
+        presence_penalty: float | None = None,
+        frequency_penalty: float | None = None,
+        logprobs: int | None = None,
+        output: OutputSpec | None = None,
     ) -> TextStream:
         client = self._client(retries)
         options = self._options(temperature, max_tokens, stop, top_p)
+        # Passed through unchanged: the server at the other end enforces them.
+        for name, value in (("seed", seed), ("presence_penalty", presence_penalty),
+                            ("frequency_penalty", frequency_penalty)):
+            if value is not None:
+                options[name] = value
+        if logprobs is not None:
+            options["logprobs"] = True
+            if logprobs:
+                options["top_logprobs"] = logprobs
+        if output is not None:
+            options.update(output.wire)
         started = time.perf_counter()
         try:
             response = client.chat.completions.create(
@@ -241,6 +258,10 @@ class OpenAIProvider(Provider):
                     result.tokens_in = chunk.usage.prompt_tokens
                     result.tokens_out = chunk.usage.completion_tokens
                 for choice in chunk.choices[:1]:
+                    _collect_calls(result, choice.delta.tool_calls)
+                    if choice.logprobs is not None and choice.logprobs.content:
+                        result.logprobs = (result.logprobs or []) + [
+                            entry.model_dump(exclude_none=True) for entry in choice.logprobs.content]
                     piece = choice.delta.content or ""
                     if piece:
                         if result.first_token_seconds is None:
@@ -268,3 +289,17 @@ class OpenAIProvider(Provider):
             f"the reply from {self.where} was cut off after {len(result.text)} characters ({why}); it is not logged, "
             "send the message again"
         )
+
+
+def _collect_calls(result: GenerationResult, deltas: Any) -> None:
+    """Tool calls streamed in pieces (OpenAI's chunk shape: an index, then the id and name, then the arguments a
+    piece at a time) put together in ``result.tool_calls``."""
+    for delta in deltas or []:
+        while len(result.tool_calls) <= delta.index:
+            result.tool_calls.append({"id": "", "type": "function", "function": {"name": "", "arguments": ""}})
+        call = result.tool_calls[delta.index]
+        if delta.id:
+            call["id"] = delta.id
+        if delta.function is not None:
+            call["function"]["name"] += delta.function.name or ""
+            call["function"]["arguments"] += delta.function.arguments or ""

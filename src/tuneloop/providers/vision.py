@@ -21,6 +21,7 @@ from tuneloop.errors import InputError, ModelLoadError
 from tuneloop.generation import first_stop
 from tuneloop.images import prepare_image
 from tuneloop.providers.base import GenerationResult, ModelInfo, Provider, TextStream
+from tuneloop.structured import OutputSpec
 
 
 class ImageInputError(InputError):
@@ -113,7 +114,16 @@ class VisionProvider(Provider):
         retries: int | None = None,
         should_stop: Callable[[], bool] | None = None,
         top_p: float | None = None,
+        seed: int | None = None,
+        presence_penalty: float | None = None,
+        frequency_penalty: float | None = None,
+        logprobs: int | None = None,
+        output: OutputSpec | None = None,
     ) -> TextStream:
+        for name, value in (("response_format", output), ("logprobs", logprobs),
+                            ("presence_penalty", presence_penalty), ("frequency_penalty", frequency_penalty)):
+            if value:
+                raise InputError(f"{name} is not supported by the local vision model {model!r}", param=name)
         conversation, images = self.conversation(messages)
         prompt = self.processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
         inputs = self.processor(images=images or None, text=prompt, return_tensors="pt")

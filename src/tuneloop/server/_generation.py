@@ -36,9 +36,14 @@ class Generation:
         self._events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._cancelled = threading.Event()
         self.result: GenerationResult | None = None
+        self._live: GenerationResult | None = None  # filled in while it streams (set once the stream is open)
 
     def cancel(self) -> None:
         self._cancelled.set()
+
+    def result_so_far(self) -> GenerationResult | None:
+        """What the reply has produced so far (its log-probabilities, its token count); None before it starts."""
+        return self._live
 
     @property
     def cancelled(self) -> bool:
@@ -57,6 +62,7 @@ class Generation:
         except BaseException as exc:  # noqa: BLE001 - handed to the request, which answers it
             self._put("error", exc)
             return
+        self._live = stream.result
         self._put("started")
         try:
             for piece in stream:

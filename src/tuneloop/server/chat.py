@@ -21,6 +21,7 @@ from tuneloop.server._errors import APIError
 from tuneloop.server._generation import ClientGone, collect_text, unless_gone
 from tuneloop.server._state import state_of
 from tuneloop.store.conversations import NewMessage
+from tuneloop.structured import OutputSpec, check_tool_history, format_call, response_format_spec, tools_spec
 
 router = APIRouter()
 
@@ -32,6 +33,8 @@ class Message(BaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
 
 
 class StreamOptions(BaseModel):
@@ -40,7 +43,9 @@ class StreamOptions(BaseModel):
 
 
 class ChatCompletionRequest(BaseModel):
-    """The parameters this server acts on; others OpenAI defines (service_tier, …) are accepted and ignored.
+    """The parameters this server acts on. Hints that change nothing in what comes back (service_tier,
+    reasoning_effort, verbosity, prompt_cache_key, …) are accepted and ignored; parameters that would
+    (``UNSUPPORTED``) are a 400 naming them.
 
     Logging follows the ``server_log`` setting (see :func:`logged`). ``store: true`` also keeps the completion
     object; ``metadata`` and the end user (``safety_identifier``, else the older ``user``) are kept with the log."""
@@ -55,10 +60,16 @@ class ChatCompletionRequest(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     stop: str | list[str] | None = None
-    n: int | None = Field(default=None, ge=1, le=128)
+    n: int | None = Field(default=None, ge=1, le=16)
     tools: list[Any] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
     response_format: dict[str, Any] | None = None
     logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    seed: int | None = None
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     store: bool | None = None
     metadata: dict[str, Any] | None = None
     user: str | None = Field(default=None, max_length=256)
@@ -88,9 +99,8 @@ def _content_of(message: Message, index: int, images: bool) -> str | list[dict[s
 def _text_of(message: Message, index: int) -> str:
     content = message.content
     if content is None:
-        if message.role == "assistant":
-            raise APIError(400, f"messages[{index}] has no content; tool calls are not supported by this server",
-                           param=f"messages[{index}].content")
+        if message.role == "assistant" and message.tool_calls:
+            return ""
         raise APIError(400, f"messages[{index}].content is required", param=f"messages[{index}].content")
     if isinstance(content, str):
         return content
@@ -112,13 +122,27 @@ def _text_of(message: Message, index: int) -> str:
 
 
 def to_messages(body: ChatCompletionRequest, images: bool = False) -> list[dict[str, Any]]:
+    """The conversation as the providers take it: tool calls and tool results kept; each ``tool`` message must
+    answer a call an earlier assistant message made."""
     messages = []
     for i, message in enumerate(body.messages):
-        if message.role in ("tool", "function"):
-            raise APIError(400, f"messages[{i}] has role {message.role!r}; this server's models do not call tools",
-                           param=f"messages[{i}].role")
+        if message.role == "function":
+            raise APIError(400, f"messages[{i}] has the legacy role 'function'; send the result as a 'tool' message "
+                           "answering the call's id", param=f"messages[{i}].role")
+        if message.role == "tool" and not message.tool_call_id:
+            raise APIError(400, f"messages[{i}].tool_call_id is required for a tool message",
+                           param=f"messages[{i}].tool_call_id")
         role = "system" if message.role == "developer" else message.role
-        messages.append({"role": role, "content": _content_of(message, i, images)})
+        entry: dict[str, Any] = {"role": role, "content": _content_of(message, i, images)}
+        if message.tool_calls:
+            entry["tool_calls"] = message.tool_calls
+        if message.tool_call_id:
+            entry["tool_call_id"] = message.tool_call_id
+        messages.append(entry)
+    try:
+        check_tool_history(messages)
+    except InputError as exc:
+        raise APIError(400, str(exc), param=getattr(exc, "param", None)) from None
     return messages
 
 
@@ -138,45 +162,84 @@ def _check_size(body: ChatCompletionRequest, max_messages: int, max_chars: int) 
                            param=f"messages[{i}].content", code="message_too_long")
 
 
-def _check_supported(body: ChatCompletionRequest) -> None:
-    if body.n not in (None, 1):
-        raise APIError(400, "n must be 1: this server generates one choice per request", param="n")
-    if body.tools:
-        raise APIError(400, "tools are not supported: this server's models do not call tools", param="tools")
-    if body.logprobs:
-        raise APIError(400, "logprobs are not supported by this server", param="logprobs")
-    if body.response_format is not None and body.response_format.get("type") not in (None, "text"):
-        raise APIError(400, "response_format: only {'type': 'text'} is supported; the local model cannot be "
-                       "constrained to JSON", param="response_format")
+# Parameters that would change what comes back and that this server does not do: a 400 rather than ignored.
+UNSUPPORTED = {
+    "logit_bias": "logit_bias is not supported",
+    "audio": "audio output is not supported: the models this server serves write text",
+    "prediction": "predicted outputs are not supported",
+    "web_search_options": "web search is not supported",
+    "functions": "the legacy 'functions' parameter is not supported; send 'tools'",
+    "function_call": "the legacy 'function_call' parameter is not supported; send 'tool_choice'",
+}
+
+
+def _check_supported(body: ChatCompletionRequest) -> OutputSpec | None:
+    """Refuse what this server does not do, naming the parameter; the output spec of what it does."""
+    extra = body.model_extra or {}
+    for name, why in UNSUPPORTED.items():
+        if extra.get(name) not in (None, {}, []):
+            raise APIError(400, why, param=name)
+    modalities = extra.get("modalities")
+    if modalities not in (None, ["text"]):
+        raise APIError(400, "modalities: only ['text'] is supported", param="modalities")
+    if body.top_logprobs is not None and not body.logprobs:
+        raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
     stops = [body.stop] if isinstance(body.stop, str) else body.stop or []
     if len(stops) > 4:
         raise APIError(400, "stop: give up to 4 sequences", param="stop")
+    try:
+        return tools_spec(body.tools, body.tool_choice, body.parallel_tool_calls,
+                          base=response_format_spec(body.response_format))
+    except InputError as exc:
+        raise APIError(400, str(exc), param=getattr(exc, "param", None)) from None
 
 
-def _usage(result: GenerationResult) -> dict[str, int]:
-    return {"prompt_tokens": result.tokens_in, "completion_tokens": result.tokens_out,
-            "total_tokens": result.tokens_in + result.tokens_out}
+def _usage(results: list[GenerationResult]) -> dict[str, int]:
+    prompt = results[0].tokens_in if results else 0
+    completion = sum(r.tokens_out for r in results)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
 def _finish(result: GenerationResult) -> str:
+    if result.tool_calls:
+        return "tool_calls"
     return "length" if result.finish_reason == "length" else "stop"
 
 
-def _chunk(ident: str, created: int, model: str, delta: dict[str, Any], finish: str | None,
-           usage: Any = None, with_usage: bool = False) -> str:
+def _chunk(ident: str, created: int, model: str, index: int, delta: dict[str, Any], finish: str | None,
+           logprobs: list[dict[str, Any]] | None = None, with_usage: bool = False) -> str:
     chunk: dict[str, Any] = {
         "id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
-        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        "choices": [{"index": index, "delta": delta,
+                     "logprobs": None if logprobs is None else {"content": logprobs, "refusal": None},
+                     "finish_reason": finish}],
     }
     if with_usage:
-        chunk["usage"] = usage
+        chunk["usage"] = None
     return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
+
+
+def _logged_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The conversation as the log keeps it (text): a call is written as its <tool_call> block."""
+    out = []
+    for message in messages:
+        content = message["content"]
+        if message.get("tool_calls"):
+            calls = [format_call(c["function"]["name"], c["function"]["arguments"]) for c in message["tool_calls"]]
+            content = "\n".join([content, *calls] if content else calls)
+        out.append({"role": message["role"], "content": content})
+    return out
+
+
+def _reply_text(result: GenerationResult) -> str:
+    calls = [format_call(c["function"]["name"], c["function"]["arguments"]) for c in result.tool_calls]
+    return "\n".join([result.text, *calls] if result.text else calls)
 
 
 @router.post("/v1/chat/completions", response_model=None)
 async def create_chat_completion(body: ChatCompletionRequest, request: Request) -> Response:
     state = state_of(request)
-    _check_supported(body)
+    output = _check_supported(body)
     settings = state_of(request).settings
     _check_size(body, settings.server_max_messages, settings.server_max_message_chars)
     log = logged(settings.server_log, body.store)
@@ -199,78 +262,127 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
         "top_p": body.top_p,
         "max_tokens": body.max_completion_tokens or body.max_tokens or state.settings.max_tokens,
         "stop": stop or None,
+        "presence_penalty": body.presence_penalty,
+        "frequency_penalty": body.frequency_penalty,
+        "logprobs": (body.top_logprobs or 0) if body.logprobs else None,
+        "output": output,
     }
-    generation = state.queue.submit(
-        lambda should_stop: provider.stream(messages, model=model, should_stop=should_stop, **options)
-    )
+    n = body.n or 1
+    # n choices are n replies decoded together; with a seed, choice i samples with seed + i.
+    generations = [state.queue.submit(
+        lambda should_stop, i=i: provider.stream(
+            messages, model=model, should_stop=should_stop,
+            seed=None if body.seed is None else body.seed + i, **options))
+        for i in range(n)]
     ident = f"chatcmpl-{secrets.token_hex(12)}"
     created = int(time.time())
     started = time.monotonic()
 
-    def keep(text: str) -> None:
-        """Log the messages and the reply (after the reply, in one transaction); store=true also keeps the
+    def keep(results: list[GenerationResult]) -> None:
+        """Log the messages and the first choice (after the reply, in one transaction); store=true also keeps the
         completion."""
         if not log:
             return
-        result = generation.result
-        reply = NewMessage("assistant", text, model=model, tokens_in=result.tokens_in, tokens_out=result.tokens_out,
-                           finish_reason=result.finish_reason, latency_ms=int((time.monotonic() - started) * 1000))
-        state.stored_completions().keep(_completion(ident, created, model, text, result, metadata), messages, reply,
-                                        stored=stored, end_user=body.safety_identifier or body.user)
+        result = results[0]
+        reply = NewMessage("assistant", _reply_text(result), model=model, tokens_in=result.tokens_in,
+                           tokens_out=result.tokens_out, finish_reason=_finish(result),
+                           latency_ms=int((time.monotonic() - started) * 1000))
+        state.stored_completions().keep(_completion(ident, created, model, results, metadata),
+                                        _logged_messages(messages), reply, stored=stored,
+                                        end_user=body.safety_identifier or body.user)
 
     try:
-        await unless_gone(request, generation.started(), generation)
+        for generation in generations:
+            await unless_gone(request, generation.started(), generation)
     except ClientGone:
+        for generation in generations:
+            generation.cancel()
         return Response(status_code=499)
+    except BaseException:
+        for generation in generations:
+            generation.cancel()
+        raise
     state.stats["chat.completions"] += 1
     if body.stream:
         with_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(_events(generation, ident, created, model, with_usage, keep),
+        return StreamingResponse(_events(generations, ident, created, model, with_usage, keep),
                                  media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
-    text = await collect_text(request, generation)
-    if text is None:
-        return Response(status_code=499)
-    result = generation.result
-    assert result is not None
-    await run_in_threadpool(keep, text)
-    return JSONResponse(_completion(ident, created, model, text, result, metadata if stored else None))
+    results = []
+    for generation in generations:
+        text = await collect_text(request, generation)
+        if text is None:
+            for other in generations:
+                other.cancel()
+            return Response(status_code=499)
+        assert generation.result is not None
+        results.append(generation.result)
+    await run_in_threadpool(keep, results)
+    return JSONResponse(_completion(ident, created, model, results, metadata if stored else None))
 
 
-def _completion(ident: str, created: int, model: str, text: str, result: GenerationResult,
+def _message(result: GenerationResult) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": result.text if result.text or not result.tool_calls
+                               else None, "refusal": None, "annotations": []}
+    if result.tool_calls:
+        message["tool_calls"] = result.tool_calls
+    return message
+
+
+def _completion(ident: str, created: int, model: str, results: list[GenerationResult],
                 metadata: dict[str, str] | None) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": ident, "object": "chat.completion", "created": created, "model": model,
-        "choices": [{"index": 0, "finish_reason": _finish(result), "logprobs": None,
-                     "message": {"role": "assistant", "content": text, "refusal": None, "annotations": []}}],
-        "usage": _usage(result),
+        "choices": [{"index": i, "finish_reason": _finish(result),
+                     "logprobs": None if result.logprobs is None else {"content": result.logprobs, "refusal": None},
+                     "message": _message(result)} for i, result in enumerate(results)],
+        "usage": _usage(results),
     }
     if metadata is not None:
         body["metadata"] = metadata
     return body
 
 
-async def _events(generation: Any, ident: str, created: int, model: str, with_usage: bool,
+async def _choice_events(generation: Any, index: int, ident: str, created: int, model: str,
+                         with_usage: bool) -> AsyncIterator[str]:
+    """One choice's chunks: its role, its text as it comes (with the log-probabilities of the tokens so far), its
+    tool calls whole once the reply ends (the SDK's helpers put them together the same), its finish reason."""
+    yield _chunk(ident, created, model, index, {"role": "assistant", "content": ""}, None, with_usage=with_usage)
+    sent = 0
+    async for piece in generation.pieces():
+        result = generation.result_so_far()
+        fresh = None
+        if result is not None and result.logprobs is not None:
+            fresh, sent = result.logprobs[sent:result.tokens_out], max(sent, result.tokens_out)
+        yield _chunk(ident, created, model, index, {"content": piece}, None, fresh, with_usage=with_usage)
+    result = generation.result
+    if result.logprobs is not None and sent < len(result.logprobs):
+        yield _chunk(ident, created, model, index, {}, None, result.logprobs[sent:], with_usage=with_usage)
+    if result.tool_calls:
+        calls = [{"index": i, **call} for i, call in enumerate(result.tool_calls)]
+        yield _chunk(ident, created, model, index, {"tool_calls": calls}, None, with_usage=with_usage)
+    yield _chunk(ident, created, model, index, {}, _finish(result), with_usage=with_usage)
+
+
+async def _events(generations: list[Any], ident: str, created: int, model: str, with_usage: bool,
                   keep: Any) -> AsyncIterator[str]:
     try:
-        yield _chunk(ident, created, model, {"role": "assistant", "content": ""}, None, with_usage=with_usage)
-        pieces = []
         try:
-            async for piece in generation.pieces():
-                pieces.append(piece)
-                yield _chunk(ident, created, model, {"content": piece}, None, with_usage=with_usage)
-            await run_in_threadpool(keep, "".join(pieces))
+            for index, generation in enumerate(generations):
+                async for event in _choice_events(generation, index, ident, created, model, with_usage):
+                    yield event
+            results = [g.result for g in generations]
+            await run_in_threadpool(keep, results)
         except Exception as exc:  # noqa: BLE001 - headers are sent: the error goes in the stream, as OpenAI does
             error = {"error": {"message": f"generation failed: {exc}", "type": "server_error", "param": None,
                                "code": None}}
             yield f"data: {json.dumps(error)}\n\n"
             return
-        result = generation.result
-        yield _chunk(ident, created, model, {}, _finish(result), with_usage=with_usage)
         if with_usage:
             usage_chunk = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
-                           "choices": [], "usage": _usage(result)}
+                           "choices": [], "usage": _usage(results)}
             yield f"data: {json.dumps(usage_chunk)}\n\n"
         yield "data: [DONE]\n\n"
     finally:
-        generation.cancel()  # the client left mid-stream: stop between two tokens
+        for generation in generations:
+            generation.cancel()  # the client left mid-stream: stop between two tokens

@@ -1,0 +1,118 @@
+"""How the next token is chosen from a model's logits, the same in both local engines: repetition penalties, the
+grammar of a structured reply, log-probabilities, then greedy or sampled (temperature, top_p, a seed)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from tuneloop.engine.grammar import Constraint, Grammars
+    from tuneloop.structured import OutputSpec
+
+MAX_TOP_LOGPROBS = 20
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """A reply's decoding options. ``logprobs``: None for none, else how many alternatives each token lists (0 to
+    20); ``output``: what the reply must be (JSON, calls), enforced by a grammar."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logprobs: int | None = None
+    output: OutputSpec | None = None
+
+
+class Sampler:
+    """Chooses one reply's tokens. ``constraint`` is the reply's grammar state, if it has one; when log-probabilities
+    were asked for, each choice is appended to ``logprobs`` in OpenAI's shape (``{"token", "logprob", "bytes",
+    "top_logprobs"}``), its text from ``token_bytes``."""
+
+    def __init__(self, sampling: Sampling, constraint: Constraint | None = None,
+                 token_bytes: Callable[[int], bytes] | None = None, max_tokens: int | None = None) -> None:
+        self.sampling = sampling
+        # A structured reply closes its JSON once this few tokens are left (see grammar.Constraint).
+        self.closing_from = None if max_tokens is None else max_tokens - closing_reserve(max_tokens)
+        self.produced = 0
+        self.constraint = constraint
+        self.token_bytes = token_bytes or (lambda token: str(token).encode())
+        self.rng = np.random.default_rng(sampling.seed) if sampling.temperature > 0 else None
+        self.counts: dict[int, int] = {}
+        self.logprobs: list[dict[str, Any]] = []
+        self._penalised = bool(sampling.presence_penalty or sampling.frequency_penalty)
+
+    def pick(self, logits: np.ndarray) -> int:
+        """The next token from one row of logits (1-D; copied before any change)."""
+        if self._penalised or self.constraint is not None:
+            logits = np.array(logits, dtype=np.float32)
+        if self._penalised and self.counts:
+            ids = np.fromiter(self.counts, dtype=np.int64, count=len(self.counts))
+            counts = np.fromiter(self.counts.values(), dtype=np.float32, count=len(self.counts))
+            logits[ids] -= self.sampling.frequency_penalty * counts + self.sampling.presence_penalty
+        if self.constraint is not None:
+            closing = self.closing_from is not None and self.produced >= self.closing_from
+            self.constraint.apply(logits, closing)
+        token = self._choose(logits)
+        self.produced += 1
+        if self.sampling.logprobs is not None:
+            self._record(logits, token)
+        if self._penalised:
+            self.counts[token] = self.counts.get(token, 0) + 1
+        if self.constraint is not None:
+            self.constraint.advance(token)
+        return token
+
+    def _choose(self, logits: np.ndarray) -> int:
+        if self.rng is None:
+            return int(np.argmax(logits))
+        z = logits.astype(np.float64) / self.sampling.temperature
+        p = np.exp(z - z.max())
+        p /= p.sum()
+        if self.sampling.top_p < 1.0:
+            order = np.argsort(-p, kind="stable")
+            sorted_p = p[order]
+            keep = order[np.cumsum(sorted_p) - sorted_p < self.sampling.top_p]
+            return int(self.rng.choice(keep, p=p[keep] / p[keep].sum()))
+        return int(self.rng.choice(p.size, p=p))
+
+    def _record(self, logits: np.ndarray, token: int) -> None:
+        z = logits.astype(np.float64)
+        finite = np.isfinite(z)
+        top = z.max()
+        log_total = top + np.log(np.exp(z[finite] - top).sum())
+        entry = self._entry(token, float(z[token] - log_total))
+        top = []
+        k = min(self.sampling.logprobs or 0, MAX_TOP_LOGPROBS)
+        if k:
+            best = np.argpartition(-z, k)[:k] if z.size > k else np.arange(z.size)
+            best = best[np.argsort(-z[best], kind="stable")]
+            top = [self._entry(int(i), float(z[i] - log_total)) for i in best if np.isfinite(z[i])]
+        entry["top_logprobs"] = top
+        self.logprobs.append(entry)
+
+    def _entry(self, token: int, logprob: float) -> dict[str, Any]:
+        raw = self.token_bytes(token)
+        return {"token": raw.decode("utf-8", errors="replace"), "logprob": max(logprob, -9999.0),
+                "bytes": list(raw)}
+
+
+def closing_reserve(max_tokens: int) -> int:
+    """How many tokens before its limit a JSON reply starts closing: a quarter of the limit, at least 24 (a few
+    required keys still to write), at most half."""
+    return min(max(24, max_tokens // 4), max_tokens // 2)
+
+
+def make_sampler(sampling: Sampling, grammars: Grammars, max_tokens: int) -> Sampler:
+    """A sampler with a fresh grammar state when the reply must follow one (``grammars``: the engine's)."""
+    constraint = None
+    if sampling.output is not None and sampling.output.constrained:
+        constraint = grammars.constraint(sampling.output)
+    token_bytes = grammars.token_bytes if sampling.logprobs is not None else None
+    return Sampler(sampling, constraint, token_bytes, max_tokens)
