@@ -42,8 +42,10 @@ class Constraint:
         self._eos = list(eos)
 
     def apply(self, logits: np.ndarray, closing: bool = False) -> None:
-        """Set the logits of every token the grammar forbids now to -inf (in place); with ``closing``, of every
-        token that does not close something, where one that does is allowed."""
+        """Set the logits of every token the grammar forbids now to -inf (in place). With ``closing``, narrow what
+        is allowed to the first kind of token that is: the end of the reply (once the JSON is whole), a quote that
+        ends a string (with any brackets after it), brackets that end arrays and objects, a comma (the next required
+        key, which the grammar then writes); else leave the model its choice."""
         if self._matcher.is_error():
             return
         self._matcher.unsafe_compute_mask_ptr(self._mask.ctypes.data, self._mask.nbytes)
@@ -54,13 +56,16 @@ class Constraint:
         allowed = allowed[:width]
         if closing and self._closers is not None:
             if self._matcher.is_accepting():
-                narrowed = np.zeros_like(allowed)
-                narrowed[[e for e in self._eos if e < allowed.size]] = True
-                allowed = narrowed & allowed
+                ends = np.zeros_like(allowed)
+                ends[[e for e in self._eos if e < allowed.size]] = True
+                tiers = [ends]
             else:
-                closers = allowed & self._closers[:allowed.size]
-                if closers.any():
-                    allowed = closers
+                tiers = list(self._closers[:, :allowed.size])
+            for tier in tiers:
+                narrowed = allowed & tier
+                if narrowed.any():
+                    allowed = narrowed
+                    break
         logits[:allowed.size][~allowed] = -np.inf
 
     def advance(self, token: int) -> None:
@@ -92,14 +97,21 @@ class Grammars:
             return self._llt
 
     def closers(self) -> np.ndarray:
-        """Which tokens close JSON: their text is only quotes, brackets, braces and white space (one of the first)."""
+        """The tokens that bring JSON to its end, by preference (rows): a quote that ends a string, then brackets
+        and braces (``"``, ``"}``, ``"]}``; ``}``, ``]}``), then a comma, then the shortest values (``null``,
+        ``0``, ``[]``, ``{}``: a nullable object is best left null)."""
         tokenizer = self.tokenizer()
         with self._lock:
             if self._closers is None:
-                closers = np.zeros(tokenizer.vocab_size, dtype=bool)
+                closers = np.zeros((4, tokenizer.vocab_size), dtype=bool)
                 for token in range(tokenizer.vocab_size):
-                    text = tokenizer.decode_bytes([token]).strip()
-                    closers[token] = bool(text) and all(c in b'"]}' for c in text)
+                    text = bytes(tokenizer.decode_bytes([token]))
+                    if text and all(c in b'"]}' for c in text):
+                        closers[0 if text.startswith(b'"') else 1, token] = True
+                    elif text.strip() == b",":
+                        closers[2, token] = True
+                    elif text.strip() in (b"null", b"0", b"false", b"[]", b"{}"):
+                        closers[3, token] = True
                 self._closers = closers
             return self._closers
 
@@ -137,22 +149,29 @@ def _param(spec: OutputSpec) -> str:
     return "tools" if spec.calls_tools else "response_format"
 
 
+# JSON on one line, as json.dumps writes it: white space between tokens is where small models loop ("\n\n\n ...")
+# until the limit cuts the reply.
+LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+
+
 def grammar_of(spec: OutputSpec) -> str:
     """llguidance's grammar for a spec: the JSON Schema alone, or a Lark grammar of text-or-calls embedding the
-    functions' parameter schemas (``%json``)."""
+    functions' parameter schemas (``%json``); JSON laid out on one line (``LAYOUT``)."""
     import llguidance
 
     # Keys a schema does not name are not generated unless additionalProperties asks for them (still valid JSON for
     # the schema; a small model otherwise invents keys).
     reply_schema = strictly(spec.schema) if spec.schema is not None else {"type": "object"} if spec.json_object \
         else None
+    if reply_schema is not None:
+        reply_schema = {**reply_schema, "x-guidance": LAYOUT}
     if not spec.calls_tools:
         assert reply_schema is not None
         return llguidance.LLMatcher.grammar_from_json_schema(reply_schema)
     calls = [{"type": "object", "properties": {"name": {"const": tool.name}, "arguments": strictly(tool.parameters)},
               "required": ["name", "arguments"], "additionalProperties": False}
              for tool in spec.callable_tools()]
-    call_schema = calls[0] if len(calls) == 1 else {"anyOf": calls}
+    call_schema = {**(calls[0] if len(calls) == 1 else {"anyOf": calls}), "x-guidance": LAYOUT}
     rules = [
         f'call: {json.dumps(CALL_OPEN + chr(10))} %json {json.dumps(call_schema)} {json.dumps(chr(10) + CALL_CLOSE)}',
         'calls: call ("\\n" call)*' if spec.parallel else "calls: call",

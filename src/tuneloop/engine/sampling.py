@@ -104,9 +104,9 @@ class Sampler:
 
 
 def closing_reserve(max_tokens: int) -> int:
-    """How many tokens before its limit a JSON reply starts closing: a quarter of the limit, at least 24 (a few
+    """How many tokens before its limit a JSON reply starts closing: a third of the limit, at least 32 (a few
     required keys still to write), at most half."""
-    return min(max(24, max_tokens // 4), max_tokens // 2)
+    return min(max(32, max_tokens // 3), max_tokens // 2)
 
 
 def make_sampler(sampling: Sampling, grammars: Grammars, max_tokens: int) -> Sampler:
