@@ -17,6 +17,8 @@ import pydantic
 import pytest
 from conftest import MODELS_DIR, run_cli, serving
 
+from tuneloop.datasets import token_counter, validate_examples
+
 KEY = "sk-structured-test"
 BASE = "smollm2-135m-instruct"
 WEATHER = {"type": "function", "function": {
@@ -181,23 +183,43 @@ def test_tool_choice_required_and_a_named_function_are_honoured(client: openai.O
     assert none.choices[0].message.tool_calls is None and none.choices[0].message.content
 
 
-def test_a_whole_tool_loop_with_the_fallback_template(client: openai.OpenAI, server: Any) -> None:
-    """The bundled model's template knows no tools: the fallback describes them; call, result, answer."""
+def test_a_whole_tool_loop_with_the_fallback_template_is_logged_and_trainable(
+        client: openai.OpenAI, server: Any, tmp_path: Path) -> None:
+    """The bundled model's template knows no tools: the fallback describes them; call, result, answer. Both exchanges
+    are logged with their calls, results and tools, and `data build` makes OpenAI's function-calling examples."""
     before = len(server.store.list_threads(limit=1000))
-    first = client.chat.completions.create(model=BASE, messages=ASK, tools=[WEATHER], tool_choice="required")
+    up = {"rating": "up"}
+    first = client.chat.completions.create(model=BASE, messages=ASK, tools=[WEATHER], tool_choice="required",
+                                           metadata=up)
     message = first.choices[0].message
     (call,) = message.tool_calls  # one call: a repeated one ends the reply
     history = [*ASK, message.model_dump(exclude_none=True),
                {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temperature": 18, "sky": "sunny"})}]
-    final = client.chat.completions.create(model=BASE, messages=history, tools=[WEATHER], max_tokens=60)
+    final = client.chat.completions.create(model=BASE, messages=history, tools=[WEATHER], max_tokens=60, metadata=up)
     answer = final.choices[0]
     assert answer.finish_reason in ("stop", "length") and answer.message.tool_calls is None
     assert answer.message.content and "<tool_call>" not in answer.message.content
+
     threads = server.store.list_threads(limit=1000)
     assert len(threads) == before + 2  # both exchanges are logged
     logged = server.store.messages(threads[0].id)
     assert [m.role for m in logged] == ["user", "assistant", "tool", "assistant"]
-    assert "get_weather" in logged[1].content and logged[3].content == answer.message.content
+    assert logged[1].tool_calls == [call.model_dump()] and logged[2].tool_call_id == call.id
+    assert logged[3].content == answer.message.content and logged[3].feedback == 1
+    assert logged[3].output_spec["tools"] == [WEATHER]
+
+    out = tmp_path / "tools.jsonl"
+    built = run_cli("data", "build", "--from-dialogues", "-o", str(out), env={"TUNELOOP_HOME": str(server.home)})
+    assert built.code == 0, built.stderr
+    examples = [json.loads(line) for line in out.read_text().splitlines()]
+    calls = [e for e in examples if e["messages"][-1].get("tool_calls")]
+    finals = [e for e in examples if e["messages"][-1].get("content") == answer.message.content]
+    assert len(calls) == 1 and len(finals) == 1, examples
+    assert calls[0]["tools"] == [WEATHER] and calls[0]["messages"][-1]["tool_calls"][0]["function"] == {
+        "name": "get_weather", "arguments": call.function.arguments}
+    assert [m["role"] for m in finals[0]["messages"]] == ["user", "assistant", "tool", "assistant"]
+    report = validate_examples(examples, token_counter(BASE, models_dir=MODELS_DIR))
+    assert set(report.errors) == {"too_few_examples"}, report.first_errors
 
 
 def test_streamed_tool_calls_reassemble_with_the_sdk_helper(client: openai.OpenAI) -> None:

@@ -12,7 +12,11 @@ Graders (``contains`` when none is given):
 
 * ``contains``: the expected text appears in the answer as whole words, ignoring case ("7" does not pass "17");
 * ``exact``: the whole answer is the expected text, ignoring case, surrounding spaces and a final full stop;
-* ``regex``: the expected Python regular expression matches somewhere in the answer (add ``(?i)`` to ignore case).
+* ``regex``: the expected Python regular expression matches somewhere in the answer (add ``(?i)`` to ignore case);
+* ``tool_call``: the item offers ``tools`` (chat completions' function tools) and ``expected`` is the call to make,
+  ``{"name": …, "arguments": {…}}`` (or a list of such calls, any of which passes): the model's first call names
+  that function with equal arguments (the default grader when ``tools`` are given). The answer shown is the call
+  as JSON, or the text when the model made none.
 
 Answers are greedy (temperature 0), so a model gives the same answer every run. Local models answer the
 questions in batches; others one at a time through their provider.
@@ -26,17 +30,19 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuneloop.datasets.readers import COMPLETION_COLUMNS, PROMPT_COLUMNS, SYSTEM_COLUMNS, decode, pick_delimiter
 from tuneloop.errors import DataError, InputError
+from tuneloop.structured import StructuredOutputError, tools_spec
 
 if TYPE_CHECKING:
     from tuneloop.runtime import Runtime
 
-GRADERS = ("contains", "exact", "regex")
+GRADERS = ("contains", "exact", "regex", "tool_call")
 EXPECTED_COLUMNS = ("expected", "expected_answer", "ideal", *COMPLETION_COLUMNS)
 DEFAULT_MAX_TOKENS = 64
 
@@ -50,10 +56,11 @@ class EvalItem:
     """One question (as the chat messages sent) and what a right answer contains."""
 
     messages: tuple[dict[str, str], ...]
-    expected: tuple[str, ...]
+    expected: tuple[str, ...]  # tool_call: each the JSON text of {"name", "arguments"}
     grader: str = "contains"
     source: str = ""
     line: int = 0
+    tools: tuple[dict[str, Any], ...] = ()  # chat completions' function tools the question offers
 
     @property
     def question(self) -> str:
@@ -64,6 +71,14 @@ class EvalItem:
 
 
 def _passes(grader: str, expected: str, answer: str) -> bool:
+    if grader == "tool_call":
+        try:
+            want, got = json.loads(expected), json.loads(answer)
+        except ValueError:
+            return False
+        first = got[0] if isinstance(got, list) and got else got
+        return isinstance(first, dict) and first.get("name") == want["name"] and first.get("arguments") == want.get(
+            "arguments", {})
     if grader == "regex":
         return re.search(expected, answer) is not None
     if grader == "exact":
@@ -79,20 +94,29 @@ def _passes(grader: str, expected: str, answer: str) -> bool:
 
 def make_item(
     *, question: Any = None, messages: Any = None, expected: Any, grader: Any = None, system: Any = None,
-    source: str = "", line: int = 0,
+    source: str = "", line: int = 0, tools: Any = None,
 ) -> EvalItem:
     """One eval item from the fields of a row; :class:`EvalFileError` names the row and what to change."""
 
     def fail(reason: str) -> EvalFileError:
         return EvalFileError(reason, source=source, line=line or None)
 
-    grader = "contains" if grader in (None, "") else grader
+    grader = ("tool_call" if tools else "contains") if grader in (None, "") else grader
     if grader not in GRADERS:
         raise fail(f"grader {grader!r} is unknown; use one of {', '.join(GRADERS)}")
     alternatives = expected if isinstance(expected, list) else [expected]
-    if not alternatives or not all(isinstance(e, str | int | float) and str(e).strip() for e in alternatives):
+    if grader == "tool_call":
+        offered = _offered(tools, fail)
+        for call in alternatives:
+            if not isinstance(call, dict) or call.get("name") not in offered or not isinstance(
+                    call.get("arguments", {}), dict):
+                raise fail("expected must be the call to make, {\"name\": …, \"arguments\": {…}}, naming one of the "
+                           f"tools ({', '.join(sorted(offered))})")
+        alternatives = [json.dumps({"name": c["name"], "arguments": c.get("arguments", {})}) for c in alternatives]
+    elif not alternatives or not all(isinstance(e, str | int | float) and str(e).strip() for e in alternatives):
         raise fail("expected must be a non-empty string (or a list of them)")
-    alternatives = [str(e).strip() for e in alternatives]
+    else:
+        alternatives = [str(e).strip() for e in alternatives]
     if grader == "regex":
         for pattern in alternatives:
             try:
@@ -114,7 +138,18 @@ def make_item(
         raise fail("needs a question (a non-empty string) or messages")
     if isinstance(system, str) and system.strip() and chat[0]["role"] != "system":
         chat.insert(0, {"role": "system", "content": system.strip()})
-    return EvalItem(tuple(chat), tuple(alternatives), grader, source, line)
+    return EvalItem(tuple(chat), tuple(alternatives), grader, source, line, tuple(tools or ()))
+
+
+def _offered(tools: Any, fail: Callable[[str], EvalFileError]) -> set[str]:
+    """The names of the functions ``tools`` offer; the row fails when they are not chat completions' tools."""
+    try:
+        spec = tools_spec(tools if tools else None)
+    except StructuredOutputError as exc:
+        raise fail(f"tools: {exc}") from None
+    if spec is None:
+        raise fail("the tool_call grader needs tools, the functions the question offers")
+    return {tool.name for tool in spec.tools}
 
 
 def _text(content: Any) -> str:
@@ -165,7 +200,8 @@ def read_eval_jsonl(text: str, source: str, *, require_expected: bool = True) ->
             raise EvalFileError("has no \"expected\" answer; add \"expected\": \"…\" (what a right answer contains)",
                                 source=source, line=number)
         items.append(make_item(question=obj.get("question"), messages=obj.get("messages"), expected=obj["expected"],
-                               grader=obj.get("grader"), system=obj.get("system"), source=source, line=number))
+                               grader=obj.get("grader"), system=obj.get("system"), source=source, line=number,
+                               tools=obj.get("tools")))
     return items
 
 
@@ -243,11 +279,40 @@ class EvalReport:
             "questions": len(self.items),
             "models": [{"model": m, "passed": self.score(m), "score": round(self.fraction(m), 4),
                         "seconds": round(self.seconds.get(m, 0.0), 2)} for m in self.models],
-            "items": [{"question": item.question, "expected": list(item.expected), "grader": item.grader,
+            "items": [{"question": item.question, "expected": [json.loads(e) if item.grader == "tool_call" else e
+                                                                for e in item.expected], "grader": item.grader,
                        "answers": {m: {"answer": self.answers[m][i], "passed": self.passed[m][i]}
                                    for m in self.models}}
                       for i, item in enumerate(self.items)],
         }
+
+
+def answer_calls(rt: Runtime, model: str, items: Sequence[EvalItem], *, max_tokens: int,
+                 on_answer: Callable[[int], None] | None = None) -> list[str]:
+    """Greedy answers of ``model`` to questions that offer tools (``tool_choice`` auto: calling is the model's
+    choice): each the JSON of its calls (``[{"name", "arguments"}]``), or its text when it made none. Asked
+    together, so a local model decodes them in one batch."""
+    provider, model_id = rt.resolve(model)
+
+    def answer(item: EvalItem) -> str:
+        result = provider.stream(list(item.messages), model=model_id, max_tokens=max_tokens, temperature=0.0,
+                                 output=tools_spec(list(item.tools))).read()
+        if on_answer is not None:
+            on_answer(1)
+        if result.tool_calls:
+            return json.dumps([{"name": c["function"]["name"], "arguments": _loaded(c["function"]["arguments"])}
+                               for c in result.tool_calls], ensure_ascii=False)
+        return result.text.strip()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(answer, items))
+
+
+def _loaded(arguments: str) -> Any:
+    try:
+        return json.loads(arguments)
+    except ValueError:
+        return arguments
 
 
 def answer_all(rt: Runtime, model: str, conversations: Sequence[Sequence[dict[str, str]]], *, max_tokens: int,
@@ -281,8 +346,15 @@ def run_eval(rt: Runtime, items: Sequence[EvalItem], models: Sequence[str], *,
     report = EvalReport(list(items), list(dict.fromkeys(models)))
     for model in report.models:
         started = time.monotonic()
-        answers = answer_all(rt, model, [item.messages for item in items], max_tokens=max_tokens,
-                             on_answer=on_answer)
+        plain = [i for i, item in enumerate(items) if not item.tools]
+        calling = [i for i, item in enumerate(items) if item.tools]
+        answers = [""] * len(items)
+        for i, answer in zip(plain, answer_all(rt, model, [items[i].messages for i in plain], max_tokens=max_tokens,
+                                               on_answer=on_answer) if plain else [], strict=True):
+            answers[i] = answer
+        for i, answer in zip(calling, answer_calls(rt, model, [items[i] for i in calling], max_tokens=max_tokens,
+                                                   on_answer=on_answer) if calling else [], strict=True):
+            answers[i] = answer
         report.seconds[model] = time.monotonic() - started
         report.answers[model] = answers
         report.passed[model] = [item.grade(answer) for item, answer in zip(items, answers, strict=True)]

@@ -35,7 +35,8 @@ class StoredCompletions:
         ident = body["id"]
         metadata = body.get("metadata") or None
         logged = [NewMessage(m["role"], m["content"] if isinstance(m["content"], str) else _text(m["content"]),
-                             item_id=f"{ident}-{i}") for i, m in enumerate(messages)]
+                             item_id=f"{ident}-{i}", tool_calls=m.get("tool_calls"),
+                             tool_call_id=m.get("tool_call_id")) for i, m in enumerate(messages)]
         reply = replace(reply, feedback=ratings.rating_of(metadata))
         labelled = labels.labelled([*logged, reply], self.labeller)
         with self.store.db.session(write=True) as session:

@@ -29,17 +29,25 @@ def fold(text: str) -> str:
     return _PUNCT.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
 
 
+def _said(message: dict[str, Any]) -> str:
+    """A message's text, with its tool calls (two calls differing in one argument are different answers)."""
+    text = str(message.get("content") or "")
+    if message.get("tool_calls"):
+        text += " " + json.dumps([c.get("function") for c in message["tool_calls"]], sort_keys=True)
+    return text
+
+
 def _parts(example: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
     """(request messages, answers) of a supervised example or a DPO pair."""
     if "messages" in example:
         messages = example["messages"]
-        return messages[:-1], [str(messages[-1].get("content") or "")]
-    answers = [str(example[k][0].get("content") or "") for k in ("preferred_output", "non_preferred_output")]
+        return messages[:-1], [_said(messages[-1])]
+    answers = [_said(example[k][0]) for k in ("preferred_output", "non_preferred_output")]
     return example["input"]["messages"], answers
 
 
 def _request_key(messages: list[dict[str, Any]]) -> str:
-    return "\x1e".join(f"{m.get('role')}\x1f{fold(str(m.get('content') or ''))}" for m in messages)
+    return "\x1e".join(f"{m.get('role')}\x1f{fold(_said(m))}" for m in messages)
 
 
 def collapse_duplicates(examples: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Counter[str]]:

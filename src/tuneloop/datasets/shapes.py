@@ -45,15 +45,21 @@ def chat_messages(system: str | None, *turns: tuple[str, str]) -> list[dict[str,
     return messages
 
 
-def supervised_example(messages: list[dict[str, str]], answer: str) -> dict[str, Any]:
-    return {"messages": [*messages, {"role": "assistant", "content": answer}]}
+def _assistant(answer: str | dict[str, Any]) -> dict[str, Any]:
+    return answer if isinstance(answer, dict) else {"role": "assistant", "content": answer}
 
 
-def preference_example(messages: list[dict[str, str]], preferred: str, avoided: str) -> dict[str, Any]:
+def supervised_example(messages: list[dict[str, Any]], answer: str | dict[str, Any]) -> dict[str, Any]:
+    """A chat example; ``answer`` is the reply's text, or the assistant message itself (one with tool calls)."""
+    return {"messages": [*messages, _assistant(answer)]}
+
+
+def preference_example(messages: list[dict[str, Any]], preferred: str | dict[str, Any],
+                       avoided: str | dict[str, Any]) -> dict[str, Any]:
     return {
         "input": {"messages": messages},
-        "preferred_output": [{"role": "assistant", "content": preferred}],
-        "non_preferred_output": [{"role": "assistant", "content": avoided}],
+        "preferred_output": [_assistant(preferred)],
+        "non_preferred_output": [_assistant(avoided)],
     }
 
 
@@ -230,27 +236,31 @@ def select_from_thread(
     for m in messages:
         if m.role == "system":
             current = m.content
-        elif m.role in ("user", "assistant"):
+        elif m.role in ("user", "assistant", "tool"):
             turns.append(m)
             systems.append(current)
+    tools = _tools_of(turns)
     for i, message in enumerate(turns):
-        if message.role != "assistant" or i == 0 or turns[i - 1].role != "user":
+        if message.role != "assistant" or i == 0 or turns[i - 1].role not in ("user", "tool"):
             continue
         if keep is not None and not keep(message):
             continue
-        context = turns[: i - 1]
+        start = 0
         if max_context_turns is not None:
-            context = context[max(0, len(context) - max_context_turns) :]
-        prompt = chat_messages(systems[i], *[(m.role, m.content) for m in [*context, turns[i - 1]]])
+            start = max(0, i - 1 - max_context_turns)
+            while start < i - 1 and turns[start].role != "user":  # never cut between a call and its results
+                start += 1
+        prompt = ([{"role": "system", "content": systems[i]}] if systems[i] else []) + [
+            m.to_chat() for m in turns[start:i]]
         if message.correction is not None:
             corrected = message.correction.content
-            supervised.append(supervised_example(prompt, corrected))
-            if corrected.strip() != message.content.strip():
-                pairs.append(preference_example(prompt, corrected, message.content))
+            supervised.append(_with_tools(supervised_example(prompt, corrected), tools))
+            if corrected.strip() != message.content.strip() or message.tool_calls:
+                pairs.append(_with_tools(preference_example(prompt, corrected, _reply(message)), tools))
             continue
         label = verdict(message)
         if label == "good":
-            supervised.append(supervised_example(prompt, message.content))
+            supervised.append(_with_tools(supervised_example(prompt, _reply(message)), tools))
         elif (
             label == "bad"
             and i + 2 < len(turns)
@@ -259,8 +269,35 @@ def select_from_thread(
             and verdict(turns[i + 2]) == "good"
             and turns[i + 2].content.strip() != message.content.strip()
         ):
-            pairs.append(preference_example(prompt, turns[i + 2].content, message.content))
+            pairs.append(_with_tools(preference_example(prompt, _reply(turns[i + 2]), _reply(message)), tools))
     return supervised, pairs
+
+
+def _reply(message: Message) -> str | dict[str, Any]:
+    """A reply as an example's assistant message: its text, or the message with its tool calls."""
+    return {"role": "assistant", **{k: v for k, v in message.to_chat().items() if k != "role"}} \
+        if message.tool_calls else message.content
+
+
+def _tools_of(turns: Sequence[Message]) -> dict[str, Any]:
+    """The tools the thread's requests offered (OpenAI's fine-tuning format puts them on the example), from the
+    last reply that recorded them."""
+    for message in reversed(turns):
+        spec = message.output_spec or {}
+        if spec.get("tools"):
+            found = {"tools": spec["tools"]}
+            if spec.get("parallel_tool_calls") is not None:
+                found["parallel_tool_calls"] = spec["parallel_tool_calls"]
+            return found
+    return {}
+
+
+def _with_tools(example: dict[str, Any], tools: dict[str, Any]) -> dict[str, Any]:
+    if not tools:
+        return example
+    if "input" in example:  # a DPO pair: the tools go with its input
+        return {**example, "input": {**example["input"], **tools}}
+    return {**example, **tools}
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,17 @@ Error names (each counted once per example that has it):
 ``dpo_input_not_ending_with_user``  a DPO input's last message is not the user's
 ``dpo_missing_output``              ``preferred_output`` / ``non_preferred_output`` missing or not a list
 ``dpo_output_not_assistant``        an output is not exactly one assistant message
+``invalid_tools``                   ``tools`` is not a list of function tools with a name and a parameters schema
+``invalid_tool_call``               a tool call lacks its id, or a function with a name and arguments that are the
+                                    JSON text of an object
+``unknown_function``                a tool call names a function the example's ``tools`` do not offer
+``tool_message_without_call``       a ``tool`` message answers no call an earlier assistant message made
 ``example_too_long``                more tokens than the model's training context
 ``too_few_examples``                fewer than 10 examples in the file
 ==================================  ===============================================================
 
 Warnings: ``missing_system_message``, ``missing_user_message``, ``dpo_identical_outputs``,
-``duplicate_example``.
+``duplicate_example``, ``tool_calls_without_tools`` (calls made, but no ``tools`` say what the functions are).
 """
 
 from __future__ import annotations
@@ -56,6 +61,10 @@ ERROR_NAMES = (
     "dpo_input_not_ending_with_user",
     "dpo_missing_output",
     "dpo_output_not_assistant",
+    "invalid_tools",
+    "invalid_tool_call",
+    "unknown_function",
+    "tool_message_without_call",
     "example_too_long",
     "too_few_examples",
 )
@@ -221,7 +230,7 @@ def _check_dpo(ex: _Example, obj: dict[str, Any]) -> list[list[Any]]:
         messages = None
     else:
         roles = [_check_message(ex, m, f"input message {i + 1}") for i, m in enumerate(messages)]
-        if roles[-1] != "user":
+        if roles[-1] not in ("user", "tool"):
             ex.error("dpo_input_not_ending_with_user", f"the last input message is {roles[-1] or 'not usable'}")
         if "system" not in roles:
             ex.warnings.add("missing_system_message")
@@ -243,6 +252,56 @@ def _check_dpo(ex: _Example, obj: dict[str, Any]) -> list[list[Any]]:
     if messages is not None:
         conversations = [messages, *outputs]
     return conversations
+
+
+def _check_tools(ex: _Example, holder: dict[str, Any], conversations: list[list[Any]]) -> None:
+    """OpenAI's checks for function calling: ``tools`` (on the example, or a DPO pair's input) well formed, each
+    call well formed and naming an offered function, each ``tool`` message answering an earlier call."""
+    tools = holder.get("tools")
+    names: set[str] | None = None
+    if tools is not None:
+        names = set()
+        if not isinstance(tools, list):
+            ex.error("invalid_tools", "'tools' is not a list")
+            return
+        for i, tool in enumerate(tools):
+            function = tool.get("function") if isinstance(tool, dict) else None
+            if not isinstance(function, dict) or tool.get("type") != "function" or not isinstance(
+                    function.get("name"), str) or not isinstance(function.get("parameters", {}), dict):
+                ex.error("invalid_tools", f"tools[{i}] is not {{'type': 'function', 'function': {{'name', "
+                                          "'parameters'}}")
+                return
+            names.add(function["name"])
+    calls: set[str] = set()
+    made_calls = False
+    for segment in conversations:
+        for j, message in enumerate(segment):
+            if not isinstance(message, dict):
+                continue
+            for call in message.get("tool_calls") or []:
+                made_calls = True
+                function = call.get("function") if isinstance(call, dict) else None
+                arguments = function.get("arguments") if isinstance(function, dict) else None
+                try:
+                    parsed = json.loads(arguments) if isinstance(arguments, str) else None
+                except ValueError:
+                    parsed = None
+                if not isinstance(call, dict) or not isinstance(call.get("id"), str) or not isinstance(
+                        function.get("name") if function else None, str) or not isinstance(parsed, dict):
+                    ex.error("invalid_tool_call", f"message {j + 1} has a tool call without an id, a function name "
+                                                  "or arguments that are the JSON text of an object")
+                    return
+                if names is not None and function["name"] not in names:
+                    ex.error("unknown_function", f"message {j + 1} calls {function['name']!r}, which 'tools' do not "
+                                                 f"offer ({', '.join(sorted(names)) or 'none'})")
+                    return
+                calls.add(call["id"])
+            if message.get("role") == "tool" and message.get("tool_call_id") not in calls:
+                ex.error("tool_message_without_call", f"message {j + 1} answers {message.get('tool_call_id')!r}, no "
+                                                      "call an earlier assistant message made")
+                return
+    if made_calls and tools is None:
+        ex.warnings.add("tool_calls_without_tools")
 
 
 def validate_values(
@@ -273,6 +332,9 @@ def validate_values(
             ex.error("data_type", f"the line is a JSON {type(value).__name__}, not an object")
             continue
         conversations = _check_dpo(ex, value) if fmt == "dpo" else _check_supervised(ex, value)
+        if not ex.errors:
+            _check_tools(ex, value.get("input") if fmt == "dpo" and isinstance(value.get("input"), dict) else value,
+                         conversations)
         if ex.errors:
             continue
         fingerprint = hash(json.dumps(value))

@@ -21,7 +21,7 @@ from tuneloop.server._errors import APIError
 from tuneloop.server._generation import ClientGone, collect_text, unless_gone
 from tuneloop.server._state import state_of
 from tuneloop.store.conversations import NewMessage
-from tuneloop.structured import OutputSpec, check_tool_history, format_call, response_format_spec, tools_spec
+from tuneloop.structured import OutputSpec, check_tool_history, response_format_spec, tools_spec
 
 router = APIRouter()
 
@@ -219,23 +219,6 @@ def _chunk(ident: str, created: int, model: str, index: int, delta: dict[str, An
     return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
 
 
-def _logged_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The conversation as the log keeps it (text): a call is written as its <tool_call> block."""
-    out = []
-    for message in messages:
-        content = message["content"]
-        if message.get("tool_calls"):
-            calls = [format_call(c["function"]["name"], c["function"]["arguments"]) for c in message["tool_calls"]]
-            content = "\n".join([content, *calls] if content else calls)
-        out.append({"role": message["role"], "content": content})
-    return out
-
-
-def _reply_text(result: GenerationResult) -> str:
-    calls = [format_call(c["function"]["name"], c["function"]["arguments"]) for c in result.tool_calls]
-    return "\n".join([result.text, *calls] if result.text else calls)
-
-
 @router.post("/v1/chat/completions", response_model=None)
 async def create_chat_completion(body: ChatCompletionRequest, request: Request) -> Response:
     state = state_of(request)
@@ -284,12 +267,12 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
         if not log:
             return
         result = results[0]
-        reply = NewMessage("assistant", _reply_text(result), model=model, tokens_in=result.tokens_in,
+        reply = NewMessage("assistant", result.text, model=model, tokens_in=result.tokens_in,
                            tokens_out=result.tokens_out, finish_reason=_finish(result),
-                           latency_ms=int((time.monotonic() - started) * 1000))
-        state.stored_completions().keep(_completion(ident, created, model, results, metadata),
-                                        _logged_messages(messages), reply, stored=stored,
-                                        end_user=body.safety_identifier or body.user)
+                           latency_ms=int((time.monotonic() - started) * 1000), tool_calls=result.tool_calls,
+                           output_spec=output.wire if output is not None else None)
+        state.stored_completions().keep(_completion(ident, created, model, results, metadata), messages, reply,
+                                        stored=stored, end_user=body.safety_identifier or body.user)
 
     try:
         for generation in generations:

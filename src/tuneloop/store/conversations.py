@@ -28,7 +28,7 @@ def new_item_id() -> str:
 
 @dataclass(frozen=True)
 class NewMessage:
-    """A message to log: ``role`` is system, user or assistant (developer is logged as system). ``sentiment`` is
+    """A message to log: ``role`` is system, user, assistant or tool (developer is logged as system). ``sentiment`` is
     computed above the store (``tuneloop.sentiment.labelled``) before the message is handed down."""
 
     role: str
@@ -43,6 +43,9 @@ class NewMessage:
     attachments: list[dict[str, Any]] | None = field(default=None)
     feedback: int | None = None  # +1 / -1: rated when it is logged (a rating in the request's metadata)
     sentiment: Label | None = None
+    tool_calls: list[dict[str, Any]] | None = None  # an assistant message's function calls
+    tool_call_id: str | None = None  # the call a tool message answers
+    output_spec: dict[str, Any] | None = None  # on a reply: the tools, tool_choice, response_format asked for
 
 
 class Conversations(Repository):
@@ -131,7 +134,8 @@ class Conversations(Repository):
                              model=new.model, tokens_in=new.tokens_in, tokens_out=new.tokens_out,
                              latency_ms=new.latency_ms, finish_reason=new.finish_reason, attachments=new.attachments,
                              metadata_=new.metadata, sentiment_label=said.label, sentiment_score=said.score,
-                             language=language_of(said), created_at=now)
+                             language=language_of(said), tool_calls=new.tool_calls or None,
+                             tool_call_id=new.tool_call_id, output_spec=new.output_spec or None, created_at=now)
             session.add(row)
             rows.append(row)
             last = row

@@ -101,10 +101,16 @@ class Message:
     language: str | None = None
     feedback_note: str | None = None
     correction: Correction | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+    output_spec: dict[str, Any] | None = None
 
     @classmethod
     def from_row(cls, row: MessageRow, correction: Correction | None = None) -> Message:
         return cls(
+            tool_calls=row.tool_calls,
+            tool_call_id=row.tool_call_id,
+            output_spec=row.output_spec,
             language=row.language,
             feedback_note=row.feedback_note,
             correction=correction,
@@ -155,7 +161,22 @@ class Message:
             "language": self.language,
             "feedback_note": self.feedback_note,
             "correction": self.correction.to_dict() if self.correction else None,
+            "tool_calls": self.tool_calls,
+            "tool_call_id": self.tool_call_id,
+            "output_spec": self.output_spec,
         }
+
+    def to_chat(self) -> dict[str, Any]:
+        """The message as chat completions' messages are written: role and content, a reply's tool calls, the call
+        a tool result answers."""
+        message: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            message["tool_calls"] = self.tool_calls
+            if not self.content:
+                message["content"] = None
+        if self.tool_call_id:
+            message["tool_call_id"] = self.tool_call_id
+        return message
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,11 @@ class MessageRow(Base):
     feedback_note: Mapped[str | None] = mapped_column(Text)  # why, in the rater's words
     item_id: Mapped[str | None] = mapped_column(String(64), index=True)  # msg_…: the message as an API item
     metadata_: Mapped[dict[str, str] | None] = mapped_column("metadata", JSON)  # the response's, on its reply
+    # Function calling: an assistant message's calls (chat completions' tool_calls), the call a tool message answers,
+    # and on a reply what its request asked of it (tools, tool_choice, parallel_tool_calls, response_format).
+    tool_calls: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    tool_call_id: Mapped[str | None] = mapped_column(String(64))
+    output_spec: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

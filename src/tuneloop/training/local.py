@@ -25,7 +25,7 @@ from tuneloop.evals import EvalItem
 from tuneloop.hardware import DevicePlan, choose, peak_memory_bytes, thread_limit
 from tuneloop.training.hyper import learning_rate
 from tuneloop.training.replay import replay_rows, replay_share
-from tuneloop.training.tokenize import clean, render, supervised_row
+from tuneloop.training.tokenize import as_text, render, supervised_row, tools_of
 
 # LoRA goes on every linear layer (found per architecture) of the upper half of the blocks; never on the embeddings
 # or lm_head. Measured on two made-up fact sets: as many held-out phrasings learned as with every block, more general
@@ -96,9 +96,9 @@ def _checkpointing_option() -> str:
 def dpo_rows(examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [
         {
-            "prompt": clean(e["input"]["messages"]),
-            "chosen": clean(e["preferred_output"]),
-            "rejected": clean(e["non_preferred_output"]),
+            "prompt": as_text(e["input"]["messages"], tools_of(e["input"])),
+            "chosen": as_text(e["preferred_output"]),
+            "rejected": as_text(e["non_preferred_output"]),
         }
         for e in examples
     ]
