@@ -207,6 +207,8 @@ def test_a_whole_tool_loop_with_the_fallback_template_is_logged_and_trainable(
     assert logged[1].tool_calls == [call.model_dump()] and logged[2].tool_call_id == call.id
     assert logged[3].content == answer.message.content and logged[3].feedback == 1
     assert logged[3].output_spec["tools"] == [WEATHER]
+    shown = run_cli("logs", "show", threads[0].id, env={"TUNELOOP_HOME": str(server.home)})
+    assert shown.code == 0 and "calls get_weather" in shown.stdout and f"answers {call.id}" in shown.stdout
 
     out = tmp_path / "tools.jsonl"
     built = run_cli("data", "build", "--from-dialogues", "-o", str(out), env={"TUNELOOP_HOME": str(server.home)})

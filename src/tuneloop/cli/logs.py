@@ -123,7 +123,14 @@ def show(
             if m.feedback_note:
                 extra += f" [dim]({escape(m.feedback_note)})[/]"
         console.print(f"\n[bold]{m.role}[/] [dim]#{m.id}[/] {sentiment_text(m.sentiment, m.sentiment_score)}{extra}")
-        console.print(escape(m.content))
+        if m.content:
+            console.print(escape(m.content))
+        for call in m.tool_calls or []:
+            function = call.get("function") or {}
+            console.print(f"[magenta]calls {escape(str(function.get('name')))}[/] "
+                          f"{escape(str(function.get('arguments')))} [dim]{escape(str(call.get('id')))}[/]")
+        if m.tool_call_id:
+            console.print(f"[dim]answers {escape(m.tool_call_id)}[/]")
         if m.correction is not None:
             console.print(f"[bold cyan]corrected[/] [dim]{when(m.correction.created_at)} via "
                           f"{escape(m.correction.source)}[/]")
