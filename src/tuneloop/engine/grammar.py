@@ -68,6 +68,10 @@ class Constraint:
                     break
         logits[:allowed.size][~allowed] = -np.inf
 
+    def allows(self, token: int) -> bool:
+        """Whether the grammar allows ``token`` next (a fraction of the cost of a whole mask)."""
+        return self._matcher.is_error() or self._matcher.validate_tokens([token]) == 1
+
     def advance(self, token: int) -> None:
         if not self._matcher.is_error():
             self._matcher.consume_token(token)

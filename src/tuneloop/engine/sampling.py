@@ -56,10 +56,17 @@ class Sampler:
             ids = np.fromiter(self.counts, dtype=np.int64, count=len(self.counts))
             counts = np.fromiter(self.counts.values(), dtype=np.float32, count=len(self.counts))
             logits[ids] -= self.sampling.frequency_penalty * counts + self.sampling.presence_penalty
+        token = None
         if self.constraint is not None:
             closing = self.closing_from is not None and self.produced >= self.closing_from
-            self.constraint.apply(logits, closing)
-        token = self._choose(logits)
+            if self.rng is None and self.sampling.logprobs is None and not closing:
+                # Greedy: the model's own first choice is most often allowed; the whole mask only when it is not.
+                first = int(np.argmax(logits))
+                token = first if self.constraint.allows(first) else None
+            if token is None:
+                self.constraint.apply(logits, closing)
+        if token is None:
+            token = self._choose(logits)
         self.produced += 1
         if self.sampling.logprobs is not None:
             self._record(logits, token)
