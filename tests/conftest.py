@@ -63,7 +63,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The files with the most tests marked slow (jobs, training, the demo) run first, each file's tests in their own
+    """The files with the most tests marked slow (jobs, training, the demo; a test marked ``slow(minutes=N)`` counts
+    N) run first, each file's tests in their own
     order. Under pytest-xdist's loadfile a worker takes the next file when it is free, so long files started last
     leave one worker running alone at the end; started first, the short files fill in around them. The order is
     the same on every worker (xdist checks it), and in a single process it changes nothing but the order."""
@@ -71,8 +72,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     first_seen: dict[str, int] = {}
     for index, item in enumerate(items):
         first_seen.setdefault(item.nodeid.split("::")[0], index)
-        slow[item.nodeid.split("::")[0]] = slow.get(item.nodeid.split("::")[0], 0) + bool(
-            item.get_closest_marker("slow"))
+        marker = item.get_closest_marker("slow")
+        # A slow test counts once, or its minutes when it says how long it runs (a training job: slow(minutes=6)).
+        weight = marker.kwargs.get("minutes", 1) if marker is not None else 0
+        slow[item.nodeid.split("::")[0]] = slow.get(item.nodeid.split("::")[0], 0) + weight
     items.sort(key=lambda item: (-slow[item.nodeid.split("::")[0]], first_seen[item.nodeid.split("::")[0]]))
 
 

@@ -370,10 +370,27 @@ class StandIn:
                         "created": int(time.time()), "model": body["model"]}
                 words = text.split(" ")
                 chunks = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}]
+                tools = body.get("tools") or []
+                if tools and body.get("tool_choice") != "none":
+                    # A call of the first tool, streamed as OpenAI does: id and name, then the arguments in pieces.
+                    name = tools[0]["function"]["name"]
+                    arguments = json.dumps({"city": "Paris"})
+                    chunks.append({**base, "choices": [{"index": 0, "delta": {"tool_calls": [
+                        {"index": 0, "id": "call_standin", "type": "function",
+                         "function": {"name": name, "arguments": ""}}]}}]})
+                    for piece in (arguments[:5], arguments[5:]):
+                        chunks.append({**base, "choices": [{"index": 0, "delta": {"tool_calls": [
+                            {"index": 0, "function": {"arguments": piece}}]}}]})
+                    chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+                    words = []
                 for i, word in enumerate(words):
                     piece = word if i == 0 else " " + word
-                    chunks.append({**base, "choices": [{"index": 0, "delta": {"content": piece}}]})
-                chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+                    logprobs = {"content": [{"token": piece, "logprob": -0.5, "bytes": list(piece.encode()),
+                                             "top_logprobs": []}]} if body.get("logprobs") else None
+                    chunks.append({**base, "choices": [{"index": 0, "delta": {"content": piece},
+                                                        "logprobs": logprobs}]})
+                if words:
+                    chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
                 if (body.get("stream_options") or {}).get("include_usage"):
                     chunks.append({**base, "choices": [], "usage": {
                         "prompt_tokens": 7, "completion_tokens": len(words), "total_tokens": 7 + len(words)}})

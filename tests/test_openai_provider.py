@@ -90,3 +90,30 @@ def test_unreachable_provider(home: Path, monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
     with pytest.raises(ProviderConnectionError, match="127.0.0.1:9"):
         OpenAIModel().ask("hi", attempts=1)
+
+
+def test_tools_json_logprobs_seed_and_penalties_pass_through(vendor: StandIn) -> None:
+    """The remote provider sends what the request asked for unchanged, and reads streamed calls and log-probabilities
+    back; the stand-in validates the body against the SDK's own types."""
+    from tuneloop.structured import response_format_spec, tools_spec
+
+    provider, model = Runtime().resolve("standin-model")
+    weather = {"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+    called = provider.stream([{"role": "user", "content": "Weather in Paris?"}], model=model,
+                             output=tools_spec([weather], "required", False), seed=5, presence_penalty=0.5).read()
+    body = vendor.requests[-1]
+    assert body["tools"] == [weather] and body["tool_choice"] == "required" and body["parallel_tool_calls"] is False
+    assert body["seed"] == 5 and body["presence_penalty"] == 0.5
+    call = {"id": "call_standin", "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+    assert called.finish_reason == "tool_calls" and called.tool_calls == [call]
+
+    schema = {"type": "json_schema", "json_schema": {"name": "answer", "strict": True, "schema": {
+        "type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"], "additionalProperties": False}}}
+    texted = provider.stream([{"role": "user", "content": "hi"}], model=model, logprobs=2,
+                             output=response_format_spec(schema), frequency_penalty=0.1).read()
+    body = vendor.requests[-1]
+    assert body["response_format"] == schema and body["logprobs"] is True and body["top_logprobs"] == 2
+    assert body["frequency_penalty"] == 0.1 and "tools" not in body
+    assert [entry["token"] for entry in texted.logprobs] == ["Stand-in", " reply", " to:", " hi"]
