@@ -137,15 +137,16 @@ def test_unsupported_response_parameters_are_named(client: openai.OpenAI, http: 
     conversation = client.conversations.create()
     first = client.responses.create(model=BASE, input="Hi", max_output_tokens=2)
     cases = [
-        ({"tools": [{"type": "web_search"}]}, "tools"),
+        ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
         ({"reasoning": {"effort": "high"}}, "reasoning"),
         ({"background": True}, "background"),
-        ({"text": {"format": {"type": "json_object"}}}, "text.format"),
+        ({"text": {"format": {"type": "xml"}}}, "text.format.type"),
         ({"previous_response_id": first.id, "conversation": conversation.id}, "previous_response_id"),
         ({"previous_response_id": "resp_nope"}, "previous_response_id"),
         ({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "file-x"}]}]},
          "input[0].content[0]"),
-        ({"input": [{"type": "function_call_output", "call_id": "c", "output": "{}"}]}, "input[0].type"),
+        ({"input": [{"type": "function_call_output", "call_id": "c", "output": "{}"}]}, "input[0].call_id"),
+        ({"input": [{"type": "item_reference", "id": "msg_x"}]}, "input[0].type"),
         ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
     ]
     for extra, param in cases:

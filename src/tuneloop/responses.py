@@ -5,13 +5,19 @@ else the thread of its ``previous_response_id`` chain (a chain that forks contin
 response remembers is read back by following ``previous_response_id`` through the stored responses, each of which
 lists the messages it logged, so a fork never sees the other branch. ``instructions`` are never carried over to
 the next response (as OpenAI): they are the thread's system instruction while they are in force.
+
+Function calling: a ``function_call`` input item (or a reply's call) is logged as an assistant message's
+``tool_calls`` (consecutive calls in one message), a ``function_call_output`` as a ``tool`` message answering its
+``call_id``; read back, they are those items again (``items_of``), the call's item id derived from its call id.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 import secrets
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tuneloop import labels, ratings
@@ -19,6 +25,7 @@ from tuneloop.errors import InputError, ObjectNotFoundError, ThreadNotFoundError
 from tuneloop.store.api_objects import ApiObject, ApiObjects
 from tuneloop.store.conversations import Conversations, NewMessage, new_item_id
 from tuneloop.store.dialogue import DialogueStore, Message, Thread, new_thread_id
+from tuneloop.structured import OutputSpec, check_tool_history
 
 MAX_METADATA_KEYS = 16
 
@@ -81,38 +88,174 @@ def _text_of(content: Any, where: str) -> str:
 
 
 def read_items(items: Any, param: str = "input") -> list[NewMessage]:
-    """Message items (a string is one user message) as messages to log, each with a new item id."""
+    """Input items as messages to log, each with a new item id: message items (a string is one user message),
+    ``function_call`` items (consecutive calls, and a message the assistant wrote just before them, are one
+    assistant message with ``tool_calls``) and ``function_call_output`` items (a ``tool`` message answering its
+    ``call_id``)."""
+    return [message for message, _ in read_input(items, param)]
+
+
+def read_input(items: Any, param: str = "input") -> list[tuple[NewMessage, list[str]]]:
+    """``read_items`` with, for each message, the params of the items it was made of (for a function_call_output:
+    the item; for an assistant message with calls: one per call, in order)."""
     if isinstance(items, str):
-        return [NewMessage("user", items, item_id=new_item_id())]
+        return [(NewMessage("user", items, item_id=new_item_id()), [param])]
     if not isinstance(items, list):
         raise Invalid(f"{param} must be a string or a list of message items", param)
-    out = []
+    out: list[tuple[NewMessage, list[str]]] = []
     for i, item in enumerate(items):
         at = f"{param}[{i}]"
         if not isinstance(item, dict):
             raise Invalid(f"{at} must be a message item (an object with role and content)", at)
         kind = item.get("type", "message")
+        if kind == "function_call":
+            call = _call_of(item, at)
+            if out and out[-1][0].role == "assistant":  # the same assistant turn: one message, its calls together
+                message, sources = out[-1]
+                out[-1] = (replace(message, tool_calls=[*(message.tool_calls or []), call]), [*sources, at])
+            else:
+                out.append((NewMessage("assistant", "", item_id=new_item_id(), tool_calls=[call]), [at]))
+            continue
+        if kind == "function_call_output":
+            call_id = _call_id(item, at)
+            output = item.get("output")
+            text = output if isinstance(output, str) else _text_of(output, f"{at}.output")
+            out.append((NewMessage("tool", text, item_id=new_item_id(), tool_call_id=call_id), [at]))
+            continue
         if kind != "message":
-            raise Invalid(f"{at} has type {kind!r}; this server takes message items only (no tools, reasoning "
-                          "or item references)", f"{at}.type")
+            raise Invalid(f"{at} has type {kind!r}; this server takes message, function_call and "
+                          "function_call_output items (no reasoning, other tools' calls or item references)",
+                          f"{at}.type")
         role = item.get("role")
         if role not in ("user", "assistant", "system", "developer"):
             raise Invalid(f"{at}.role is {role!r}; use user, assistant, system or developer", f"{at}.role")
-        out.append(NewMessage(role, _text_of(item.get("content"), f"{at}.content"), item_id=new_item_id()))
+        out.append((NewMessage(role, _text_of(item.get("content"), f"{at}.content"), item_id=new_item_id()), [at]))
     return out
+
+
+def _call_id(item: dict[str, Any], at: str) -> str:
+    call_id = item.get("call_id")
+    if not isinstance(call_id, str) or not 0 < len(call_id) <= 64:
+        raise Invalid(f"{at}.call_id must be the call's id (a string of 1 to 64 characters)", f"{at}.call_id")
+    return call_id
+
+
+def _call_of(item: dict[str, Any], at: str) -> dict[str, Any]:
+    """A function_call item as chat completions' tool call."""
+    call_id = _call_id(item, at)
+    name = item.get("name")
+    if not isinstance(name, str) or not name:
+        raise Invalid(f"{at}.name must be the called function's name", f"{at}.name")
+    arguments = item.get("arguments")
+    if not isinstance(arguments, str):
+        raise Invalid(f"{at}.arguments must be the call's arguments as a JSON string", f"{at}.arguments")
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+_WHERE = re.compile(r"^messages\[(\d+)\](?:\.tool_calls\[(\d+)\])?(\.tool_call_id)?")
+
+
+def chat_messages(request: ResponseRequest, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What the model reads: the instructions, the history, then the input items, as chat completions' messages.
+    Each function_call_output must answer a call made before it (in the input or the history): else ``Invalid``
+    naming the input item's ``call_id``."""
+    system = [{"role": "system", "content": request.instructions}] if request.instructions else []
+    added = [_chat(m) for m in request.items]
+    messages = system + history + added
+    try:
+        check_tool_history(messages)
+    except InputError as exc:
+        raise _named(exc, len(system) + len(history), request) from None
+    return messages
+
+
+def _chat(message: NewMessage | Message) -> dict[str, Any]:
+    entry: dict[str, Any] = {"role": "system" if message.role == "developer" else message.role,
+                             "content": message.content}
+    if message.tool_calls:
+        entry["tool_calls"] = message.tool_calls
+    if message.tool_call_id:
+        entry["tool_call_id"] = message.tool_call_id
+    return entry
+
+
+def _named(exc: InputError, offset: int, request: ResponseRequest) -> Invalid:
+    """check_tool_history's error (naming ``messages[i]…``) naming the input item it is about."""
+    param = str(getattr(exc, "param", "") or "")
+    found = _WHERE.match(param)
+    index = int(found.group(1)) - offset if found else -1
+    if found is None or not 0 <= index < len(request.sources):
+        where = "conversation" if request.conversation else (
+            "previous_response_id" if request.previous_response_id else "input")
+        return Invalid(str(exc), where)
+    sources = request.sources[index]
+    if found.group(3):
+        where = f"{sources[0]}.call_id"
+    elif found.group(2) is not None:  # a call: the last sources are the calls' (a message item may come first)
+        calls = len(request.items[index].tool_calls or [])
+        where = sources[max(0, len(sources) - calls + int(found.group(2)))]
+    else:
+        where = sources[0]
+    return Invalid(str(exc).replace(found.group(0), where, 1), where)
 
 
 # --- objects in OpenAI's shapes ---------------------------------------------------------------------------
 
 
 def message_item(message: Message, *, status: str = "completed") -> dict[str, Any]:
-    """A logged message as a Responses/Conversations message item."""
+    """A logged message as one Responses/Conversations item: a tool result as its function_call_output item, a
+    reply that only calls one function as its function_call item, else a message item (see ``items_of`` for all
+    the items of a reply with text and calls)."""
+    if message.role == "tool":
+        return _output_item(message)
+    if message.role == "assistant" and message.tool_calls and not message.content and len(message.tool_calls) == 1:
+        return function_call_item(message.tool_calls[0])
     if message.role == "assistant":
         content = [{"type": "output_text", "text": message.content, "annotations": [], "logprobs": []}]
     else:
         content = [{"type": "input_text", "text": message.content}]
     return {"type": "message", "id": message.item_id or f"msg_{message.id}", "status": status, "role": message.role,
             "content": content}
+
+
+def items_of(message: Message) -> list[dict[str, Any]]:
+    """A logged message as the items it was: a reply's text (when it has any) and then one function_call item per
+    call; a tool result as its function_call_output item; any other message as a message item."""
+    if message.role == "assistant" and message.tool_calls:
+        text = [message_item(replace(message, tool_calls=None))] if message.content else []
+        return text + [function_call_item(call) for call in message.tool_calls]
+    return [message_item(message)]
+
+
+def _output_item(message: Message) -> dict[str, Any]:
+    return {"type": "function_call_output", "id": message.item_id or f"fco_{message.id}",
+            "call_id": message.tool_call_id, "output": message.content, "status": "completed"}
+
+
+def function_call_item(call: dict[str, Any], status: str = "completed") -> dict[str, Any]:
+    """A chat-completions tool call as a Responses function_call item. Its id is the call id's: the same call reads
+    back with the same id (``call_<hex>`` is ``fc_<hex>``)."""
+    call_id = call["id"]
+    hexed = call_id.removeprefix("call_") if call_id.startswith("call_") else hashlib.sha256(
+        call_id.encode()).hexdigest()[:24]
+    return {"type": "function_call", "id": f"fc_{hexed}", "call_id": call_id, "name": call["function"]["name"],
+            "arguments": call["function"]["arguments"], "status": status}
+
+
+def logged_spec(output: OutputSpec | None) -> dict[str, Any] | None:
+    """What a request asked for (text.format, tools, tool_choice, parallel_tool_calls), kept with its reply in chat
+    completions' shapes, as chat completions keeps them (so `data build` writes OpenAI's fine-tuning examples)."""
+    if output is None:
+        return None
+    wire = dict(output.wire)
+    if "tools" in wire:
+        wire["tools"] = [{"type": "function", "function": {k: t[k] for k in ("name", "description", "parameters",
+                                                                              "strict") if t.get(k) is not None}}
+                         for t in wire["tools"]]
+    choice = wire.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        wire["tool_choice"] = {"type": "function", "function": {"name": choice.get("name")}}
+    return wire or None
 
 
 def usage(tokens_in: int, tokens_out: int) -> dict[str, Any]:
@@ -135,6 +278,14 @@ class ResponseRequest:
     max_output_tokens: int | None
     temperature: float | None
     top_p: float | None
+    # What the reply must be (text.format, tools), and how the response echoes them.
+    output: OutputSpec | None = None
+    text: dict[str, Any] = field(default_factory=lambda: {"format": {"type": "text"}})
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    tool_choice: Any = "auto"
+    parallel_tool_calls: bool = True
+    # For each of ``items``, the params of the input items it was made of (see read_input).
+    sources: list[list[str]] = field(default_factory=list)
 
 
 def response_object(request: ResponseRequest, ident: str, created: int, *, status: str,
@@ -144,12 +295,13 @@ def response_object(request: ResponseRequest, ident: str, created: int, *, statu
         "id": ident, "object": "response", "created_at": created, "status": status, "background": False,
         "error": None, "incomplete_details": {"reason": incomplete} if incomplete else None,
         "instructions": request.instructions, "max_output_tokens": request.max_output_tokens,
-        "metadata": request.metadata or {}, "model": request.model, "output": output, "parallel_tool_calls": False,
+        "metadata": request.metadata or {}, "model": request.model, "output": output,
+        "parallel_tool_calls": request.parallel_tool_calls,
         "previous_response_id": request.previous_response_id,
         "conversation": {"id": request.conversation} if request.conversation else None,
         "temperature": request.temperature if request.temperature is not None else 0.0,
         "top_p": request.top_p if request.top_p is not None else 1.0,
-        "text": {"format": {"type": "text"}}, "tool_choice": "none", "tools": [], "truncation": "disabled",
+        "text": request.text, "tool_choice": request.tool_choice, "tools": request.tools, "truncation": "disabled",
         "usage": usage(*tokens) if tokens else None,
     }
     if status in ("completed", "incomplete"):
@@ -189,7 +341,7 @@ class ResponseLog:
                 self.threads.get(request.conversation, "conversation")
             except ThreadNotFoundError as exc:
                 raise exc.named_by("conversation") from None  # the request's conversation, not a path's id
-            return [{"role": m.role, "content": m.content} for m in self.threads.messages(request.conversation)]
+            return [_chat(m) for m in self.threads.messages(request.conversation)]
         if not request.previous_response_id:
             return []
         try:
@@ -202,7 +354,7 @@ class ResponseLog:
                           "previous_response_id")
         ids = [i for r in reversed(chain) for i in r.message_ids]
         by_id = self.threads.by_ids(ids)
-        return [{"role": by_id[i].role, "content": by_id[i].content} for i in ids if i in by_id]
+        return [_chat(by_id[i]) for i in ids if i in by_id]
 
     def record(self, request: ResponseRequest, body: dict[str, Any], reply: NewMessage) -> None:
         """Log the input items and the reply, and keep the response (``store``)."""
