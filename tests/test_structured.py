@@ -266,6 +266,21 @@ def test_logprobs_n_seed_and_penalties(client: openai.OpenAI) -> None:
     assert plain.lower().count("apple") > penalised.lower().count("apple"), (plain, penalised)
 
 
+def test_any_seed_and_top_p_zero_sample_without_failing_the_batch(client: openai.OpenAI) -> None:
+    """A negative seed, top_p 0 and a temperature too low for the arithmetic: each reply is sampled (top_p 0 and the
+    tiny temperature take the likeliest token), and replies decoded beside them are unharmed."""
+    def ask(options: dict[str, Any]) -> str:
+        response = client.chat.completions.create(model=BASE, messages=[{"role": "user", "content": "Say hello."}],
+                                                  max_tokens=8, **options)
+        return response.choices[0].message.content
+
+    greedy = ask({})
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(ask, [{"temperature": 0.9, "seed": -7}, {"temperature": 1.0, "top_p": 0.0},
+                                      {"temperature": 1e-30}, {}]))
+    assert all(answers) and answers[1] == answers[2] == answers[3] == greedy
+
+
 def test_bad_structured_requests_are_400_and_log_nothing(client: openai.OpenAI, server: Any) -> None:
     before = len(server.store.list_threads(limit=1000))
     bad = [
@@ -278,6 +293,15 @@ def test_bad_structured_requests_are_400_and_log_nothing(client: openai.OpenAI, 
          "tool_choice.function.name"),
         ({"tools": [WEATHER], "messages": [*ASK, {"role": "tool", "tool_call_id": "call_x", "content": "18"}]},
          "messages[1].tool_call_id"),
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": {"a": 1}}}}},
+         "response_format.json_schema.schema.type"),
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": True}}},
+         "response_format.json_schema.schema"),
+        ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": "get_weather"}},
+         "tool_choice.function.name"),
+        # Python's re takes a lookahead, the grammar cannot: refused before the stream starts, not inside it.
+        ({"stream": True, "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {
+            "type": "object", "properties": {"a": {"type": "string", "pattern": "(?=a)b"}}}}}}, "response_format"),
     ]
     for extra, param in bad:
         body = {"model": BASE, "messages": ASK, **extra}

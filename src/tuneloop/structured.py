@@ -122,11 +122,11 @@ def check_schema(schema: Any, where: str) -> None:
                 f"{', '.join(sorted(SUPPORTED))}", param=path)
         if key == "type":
             kinds = value if isinstance(value, list) else [value]
-            bad = [k for k in kinds if k not in TYPES]
+            bad = [k for k in kinds if not isinstance(k, str) or k not in TYPES]
             if bad or not kinds:
                 raise StructuredOutputError(f"{path}: {bad[0] if bad else value!r} is not a JSON Schema type; use one "
                                             f"of {', '.join(sorted(TYPES))}", param=path)
-        elif key == "format" and value not in FORMATS:
+        elif key == "format" and (not isinstance(value, str) or value not in FORMATS):
             raise StructuredOutputError(f"{path}: the string format {value!r} is not supported; supported: "
                                         f"{', '.join(sorted(FORMATS))}", param=path)
         elif key in _SCHEMA_MAPS:
@@ -192,6 +192,9 @@ def response_format_spec(response_format: Any, where: str = "response_format") -
         raise StructuredOutputError(f"{where}.json_schema.name must be 1 to 64 letters, digits, _ or -",
                                     param=f"{where}.json_schema.name")
     schema = spec.get("schema", {"type": "object"})
+    if not isinstance(schema, dict):
+        raise StructuredOutputError(f"{where}.json_schema.schema must be a JSON Schema object",
+                                    param=f"{where}.json_schema.schema")
     check_schema(schema, f"{where}.json_schema.schema")
     return OutputSpec(schema=strictly(schema) if spec.get("strict") else schema, schema_name=name,
                       wire={"response_format": response_format})
@@ -270,7 +273,8 @@ def _tool_choice(value: Any, names: list[str], responses: bool) -> tuple[str, st
     if value in ("auto", "none", "required"):
         return value, None
     if isinstance(value, dict) and value.get("type") == "function":
-        name = value.get("name") if responses else (value.get("function") or {}).get("name")
+        function = value if responses else value.get("function")
+        name = function.get("name") if isinstance(function, dict) else None
         where = "tool_choice.name" if responses else "tool_choice.function.name"
         if name not in names:
             raise StructuredOutputError(f"{where}: no tool is named {name!r}; the tools are {', '.join(names)}",
@@ -295,7 +299,7 @@ def check_tool_history(messages: Sequence[dict[str, Any]]) -> None:
             calls.add(call["id"])
         if message.get("role") == "tool":
             answered = message.get("tool_call_id")
-            if answered not in calls:
+            if not isinstance(answered, str) or answered not in calls:
                 where = f"messages[{i}].tool_call_id"
                 raise StructuredOutputError(
                     f"{where}: {answered!r} answers no tool call of an earlier assistant message"
@@ -381,6 +385,10 @@ def template_knows_tools(template: str | None) -> bool:
 
 
 # -- reading calls back -------------------------------------------------------------------------------------------
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
 def new_call_id() -> str:
     return f"call_{secrets.token_hex(12)}"
 
@@ -398,10 +406,10 @@ def parse_reply(text: str, spec: OutputSpec | None) -> tuple[str | None, list[di
             continue  # the same call twice is one call
         seen.add(match.group(1))
         try:
-            body = json.loads(match.group(1))
+            body = json.loads(match.group(1), parse_constant=_not_json)
         except ValueError:
             return text, []
-        if not isinstance(body, dict) or body.get("name") not in names:
+        if not isinstance(body, dict) or not isinstance(body.get("name"), str) or body["name"] not in names:
             return text, []
         arguments = body.get("arguments", body.get("parameters", {}))
         calls.append({"id": new_call_id(), "type": "function",

@@ -296,7 +296,8 @@ def _check_tools(ex: _Example, holder: dict[str, Any], conversations: list[list[
                                                  f"offer ({', '.join(sorted(names)) or 'none'})")
                     return
                 calls.add(call["id"])
-            if message.get("role") == "tool" and message.get("tool_call_id") not in calls:
+            answered = message.get("tool_call_id")
+            if message.get("role") == "tool" and (not isinstance(answered, str) or answered not in calls):
                 ex.error("tool_message_without_call", f"message {j + 1} answers {message.get('tool_call_id')!r}, no "
                                                       "call an earlier assistant message made")
                 return

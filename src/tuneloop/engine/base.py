@@ -56,6 +56,11 @@ class ChatEngine:
         if max_tokens < 1:
             raise ValueError("max_tokens must be at least 1")
         tools = output.tools if output is not None and output.calls_tools else ()
+        grammars = getattr(self, "grammars", None)
+        if output is not None and output.constrained and grammars is not None:
+            # Compiled now, not at the first token: a schema llguidance refuses is refused before the reply starts
+            # (a 400 over HTTP, never an error in the middle of a stream). Compiled grammars are cached.
+            grammars.constraint(output)
         prompt_ids, dropped = self.fit_to_context(messages, max_tokens, tools)
         result = GenerationResult(tokens_in=len(prompt_ids), dropped_messages=dropped)
         sampling = Sampling(temperature=max(0.0, temperature), top_p=top_p, seed=seed,

@@ -75,7 +75,11 @@ class _Row:
         return self.should_stop is not None and bool(self.should_stop())
 
     def take(self, logits: np.ndarray, eos: set[int]) -> None:
-        token = self.sampler.pick(logits)
+        try:
+            token = self.sampler.pick(logits)
+        except Exception as exc:  # noqa: BLE001 - this reply's own choice failed: it ends, the batch goes on
+            self.end(exc)
+            return
         self.produced += 1
         self.last = token
         self.out.put(token)

@@ -36,6 +36,7 @@ class Constraint:
 
     def __init__(self, matcher: Any, vocab: int, closers: np.ndarray | None, eos: Sequence[int]) -> None:
         self._matcher = matcher
+        self._vocab = vocab
         self._words = (vocab + 31) // 32
         self._mask = np.full(self._words, -1, dtype=np.int32)
         self._closers = closers  # None: the reply may be free text, which never closes this way
@@ -70,6 +71,8 @@ class Constraint:
 
     def allows(self, token: int) -> bool:
         """Whether the grammar allows ``token`` next (a fraction of the cost of a whole mask)."""
+        if token >= self._vocab:  # a padding id past the tokenizer's vocabulary: never allowed
+            return False
         return self._matcher.is_error() or self._matcher.validate_tokens([token]) == 1
 
     def advance(self, token: int) -> None:

@@ -43,7 +43,9 @@ class Sampler:
         self.produced = 0
         self.constraint = constraint
         self.token_bytes = token_bytes or (lambda token: str(token).encode())
-        self.rng = np.random.default_rng(sampling.seed) if sampling.temperature > 0 else None
+        # Any integer seeds (OpenAI's seed may be negative); numpy takes non-negative ones.
+        seed = None if sampling.seed is None else sampling.seed % 2**64
+        self.rng = np.random.default_rng(seed) if sampling.temperature > 0 else None
         self.counts: dict[int, int] = {}
         self.logprobs: list[dict[str, Any]] = []
         self._penalised = bool(sampling.presence_penalty or sampling.frequency_penalty)
@@ -82,10 +84,14 @@ class Sampler:
         z = logits.astype(np.float64) / self.sampling.temperature
         p = np.exp(z - z.max())
         p /= p.sum()
+        if not np.isfinite(p).all():  # a temperature so low that the sum overflows: the likeliest token
+            return int(np.argmax(logits))
         if self.sampling.top_p < 1.0:
             order = np.argsort(-p, kind="stable")
             sorted_p = p[order]
             keep = order[np.cumsum(sorted_p) - sorted_p < self.sampling.top_p]
+            if keep.size == 0:  # top_p 0: only the likeliest token is left
+                return int(order[0])
             return int(self.rng.choice(keep, p=p[keep] / p[keep].sum()))
         return int(self.rng.choice(p.size, p=p))
 

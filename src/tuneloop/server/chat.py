@@ -292,14 +292,19 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
                                  media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     results = []
-    for generation in generations:
-        text = await collect_text(request, generation)
-        if text is None:
-            for other in generations:
-                other.cancel()
-            return Response(status_code=499)
-        assert generation.result is not None
-        results.append(generation.result)
+    try:
+        for generation in generations:
+            text = await collect_text(request, generation)
+            if text is None:
+                for other in generations:
+                    other.cancel()
+                return Response(status_code=499)
+            assert generation.result is not None
+            results.append(generation.result)
+    except BaseException:
+        for generation in generations:  # one choice failed: the others stop too
+            generation.cancel()
+        raise
     await run_in_threadpool(keep, results)
     return JSONResponse(_completion(ident, created, model, results, metadata if stored else None))
 
