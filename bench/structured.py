@@ -41,19 +41,9 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from batching import PROMPTS  # bench/batching.py, beside this file: the same long-text prompts
 
 from tuneloop.structured import OutputSpec, response_format_spec, tools_spec
-
-PROMPTS = [
-    "Write a short story about a lighthouse keeper who finds a message in a bottle.",
-    "Explain how a bicycle works to a ten-year-old, step by step.",
-    "List ten ideas for a weekend trip and say why each is fun.",
-    "Write a long story about a dragon who learns to bake bread.",
-    "Describe a busy market in the morning, with sounds and smells.",
-    "Explain why the sky is blue, in detail.",
-    "Write a letter to a friend about a trip to the mountains.",
-    "Describe how to plant a vegetable garden, step by step.",
-]
 
 # The decode bench's schema: a few string, integer, enum and array fields.
 STORY = {

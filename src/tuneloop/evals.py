@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from tuneloop.datasets.readers import COMPLETION_COLUMNS, PROMPT_COLUMNS, SYSTEM_COLUMNS, decode, pick_delimiter
 from tuneloop.errors import DataError, InputError
-from tuneloop.structured import StructuredOutputError, tools_spec
+from tuneloop.structured import StructuredOutputError, loaded_arguments, tools_spec
 
 if TYPE_CHECKING:
     from tuneloop.runtime import Runtime
@@ -300,19 +300,13 @@ def answer_calls(rt: Runtime, model: str, items: Sequence[EvalItem], *, max_toke
         if on_answer is not None:
             on_answer(1)
         if result.tool_calls:
-            return json.dumps([{"name": c["function"]["name"], "arguments": _loaded(c["function"]["arguments"])}
-                               for c in result.tool_calls], ensure_ascii=False)
+            calls = [c["function"] for c in result.tool_calls]
+            return json.dumps([{"name": f["name"], "arguments": loaded_arguments(f["arguments"])} for f in calls],
+                              ensure_ascii=False)
         return result.text.strip()
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         return list(pool.map(answer, items))
-
-
-def _loaded(arguments: str) -> Any:
-    try:
-        return json.loads(arguments)
-    except ValueError:
-        return arguments
 
 
 def answer_all(rt: Runtime, model: str, conversations: Sequence[Sequence[dict[str, str]]], *, max_tokens: int,

@@ -315,7 +315,7 @@ def fallback_messages(messages: Sequence[dict[str, Any]], tools: Sequence[Tool])
         role = message.get("role")
         content = message.get("content") or ""
         if role == "assistant" and message.get("tool_calls"):
-            blocks = [format_call(c["function"]["name"], _arguments(c["function"]["arguments"]))
+            blocks = [format_call(c["function"]["name"], loaded_arguments(c["function"]["arguments"]))
                       for c in message["tool_calls"]]
             out.append({"role": "assistant", "content": "\n".join([content, *blocks] if content else blocks)})
         elif role == "tool":
@@ -356,7 +356,7 @@ def for_template(messages: Sequence[dict[str, Any]], tools: Sequence[Tool], know
         entry: dict[str, Any] = {"role": message["role"], "content": message.get("content") or ""}
         if message.get("tool_calls"):
             entry["tool_calls"] = [{"id": c["id"], "type": "function", "function": {
-                "name": c["function"]["name"], "arguments": _arguments(c["function"]["arguments"])}}
+                "name": c["function"]["name"], "arguments": loaded_arguments(c["function"]["arguments"])}}
                 for c in message["tool_calls"]]
         for key in ("tool_call_id", "name"):
             if message.get(key):
@@ -365,7 +365,8 @@ def for_template(messages: Sequence[dict[str, Any]], tools: Sequence[Tool], know
     return out, [t.as_openai() for t in tools] or None
 
 
-def _arguments(text: str) -> Any:
+def loaded_arguments(text: str) -> Any:
+    """A call's arguments (JSON text) as the object they stand for; text that is not JSON as it is."""
     try:
         return json.loads(text)
     except ValueError:
@@ -375,7 +376,7 @@ def _arguments(text: str) -> Any:
 def format_call(name: str, arguments: Any) -> str:
     """A call as a model writes it; ``arguments`` as an object, or as the JSON text of one."""
     if isinstance(arguments, str):
-        arguments = _arguments(arguments)
+        arguments = loaded_arguments(arguments)
     return f"{CALL_OPEN}\n{json.dumps({'name': name, 'arguments': arguments}, ensure_ascii=False)}\n{CALL_CLOSE}"
 
 

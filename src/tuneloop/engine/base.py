@@ -7,7 +7,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from tuneloop.engine.sampling import Sampling
+from tuneloop.engine.grammar import Grammars
+from tuneloop.engine.sampling import Sampler, Sampling, make_sampler
 from tuneloop.errors import ContextLengthError
 from tuneloop.generation import GenerationResult, TextStream, first_stop
 from tuneloop.structured import OutputSpec, Tool, hold_back, parse_reply, repeats_a_call
@@ -20,13 +21,14 @@ class ChatEngine:
     first), then the engine's ``_decode`` streams the reply to its prompt."""
 
     context_window: int
+    grammars: Grammars  # the engine's tokenizer's grammars (constrained decoding)
 
     def encode_chat(self, messages: Sequence[Message], tools: Sequence[Tool] = ()) -> list[int]:
         """The prompt's token ids: the conversation (tool calls and results included) and the tools offered, with
         the model's chat template where it renders tools, else with ``structured.fallback_messages``."""
         raise NotImplementedError
 
-    def _decode(self, prompt_ids: list[int], result: GenerationResult, max_tokens: int, sampling: Sampling,
+    def _decode(self, prompt_ids: list[int], result: GenerationResult, max_tokens: int, sampler: Sampler,
                 stop: list[str], should_stop: Callable[[], bool] | None) -> Iterator[str]:
         raise NotImplementedError
 
@@ -56,20 +58,30 @@ class ChatEngine:
         if max_tokens < 1:
             raise ValueError("max_tokens must be at least 1")
         tools = output.tools if output is not None and output.calls_tools else ()
-        grammars = getattr(self, "grammars", None)
-        if output is not None and output.constrained and grammars is not None:
-            # Compiled now, not at the first token: a schema llguidance refuses is refused before the reply starts
-            # (a 400 over HTTP, never an error in the middle of a stream). Compiled grammars are cached.
-            grammars.constraint(output)
-        prompt_ids, dropped = self.fit_to_context(messages, max_tokens, tools)
-        result = GenerationResult(tokens_in=len(prompt_ids), dropped_messages=dropped)
         sampling = Sampling(temperature=max(0.0, temperature), top_p=top_p, seed=seed,
                             presence_penalty=presence_penalty, frequency_penalty=frequency_penalty,
                             logprobs=logprobs, output=output)
-        pieces = self._decode(prompt_ids, result, max_tokens, sampling, list(stop or []), should_stop)
+        # Made now, not at the first token: a schema llguidance refuses is refused before the reply starts (a 400
+        # over HTTP, never an error in the middle of a stream).
+        sampler = make_sampler(sampling, self.grammars, max_tokens)
+        prompt_ids, dropped = self.fit_to_context(messages, max_tokens, tools)
+        result = GenerationResult(tokens_in=len(prompt_ids), dropped_messages=dropped)
+        pieces = self._decode(prompt_ids, result, max_tokens, sampler, list(stop or []), should_stop)
+        if logprobs is not None:
+            result.logprobs = sampler.logprobs  # filled in as the tokens come
+            pieces = _reply_logprobs(pieces, result, sampler)
         if output is None or not output.calls_tools:
             return TextStream(pieces, result)
         return TextStream(_with_calls(pieces, result, output), result)
+
+
+def _reply_logprobs(pieces: Iterator[str], result: GenerationResult, sampler: Sampler) -> Iterator[str]:
+    """The reply's pieces; once it ends, ``result.logprobs`` keeps the reply's tokens only (not its end of turn, nor
+    a token past a stop string)."""
+    try:
+        yield from pieces
+    finally:
+        result.logprobs = sampler.logprobs[:result.tokens_out]
 
 
 def _with_calls(pieces: Iterator[str], result: GenerationResult, output: OutputSpec) -> Iterator[str]:

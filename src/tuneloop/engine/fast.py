@@ -29,7 +29,7 @@ import numpy as np
 from tuneloop.engine.base import ChatEngine, emit_pieces
 from tuneloop.engine.batching import Batcher, Layout
 from tuneloop.engine.grammar import Grammars
-from tuneloop.engine.sampling import Sampling, make_sampler
+from tuneloop.engine.sampling import Sampler
 from tuneloop.engine.tokenizer import ChatTokenizer
 from tuneloop.errors import ModelLoadError
 from tuneloop.generation import GenerationResult
@@ -126,12 +126,9 @@ class FastEngine(ChatEngine):
         return len(self.tokenizer.encode(text))
 
     # -- generation ----------------------------------------------------------------------------------------
-    def _decode(self, prompt_ids: list[int], result: GenerationResult, max_tokens: int, sampling: Sampling,
+    def _decode(self, prompt_ids: list[int], result: GenerationResult, max_tokens: int, sampler: Sampler,
                 stop: list[str], should_stop: Callable[[], bool] | None) -> Iterator[str]:
         started = time.perf_counter()
-        sampler = make_sampler(sampling, self.grammars, max_tokens)
-        if sampling.logprobs is not None:
-            result.logprobs = sampler.logprobs
         tokens = self.batcher.submit(prompt_ids, max_tokens=max_tokens, sampler=sampler, should_stop=should_stop)
         try:
             yield from emit_pieces(tokens, self.tokenizer.decode, self.eos_token_ids, stop, result, started,
@@ -139,8 +136,6 @@ class FastEngine(ChatEngine):
         finally:
             tokens.close()  # leaves the batch (a stop string, or the caller stopped reading)
             result.seconds = time.perf_counter() - started
-            if result.logprobs is not None:  # the reply's tokens: not its end-of-turn token
-                result.logprobs = sampler.logprobs[:result.tokens_out]
 
     def complete_batch(self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 64,
                        batch_size: int = 16, on_answer: Callable[[int], None] | None = None) -> list[str]:

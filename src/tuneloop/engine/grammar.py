@@ -79,10 +79,6 @@ class Constraint:
         if not self._matcher.is_error():
             self._matcher.consume_token(token)
 
-    @property
-    def finished(self) -> bool:
-        return self._matcher.is_stopped() or self._matcher.is_accepting()
-
 
 class Grammars:
     """The grammars of one tokenizer: ``constraint(spec)`` for each reply that must follow one."""

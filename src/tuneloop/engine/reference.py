@@ -17,7 +17,7 @@ from typing import Any
 from tuneloop.engine.base import ChatEngine, Message, emit_pieces
 from tuneloop.engine.grammar import Grammars
 from tuneloop.engine.inspection import check_fits, count_parameters
-from tuneloop.engine.sampling import Sampler, Sampling, make_sampler
+from tuneloop.engine.sampling import Sampler
 from tuneloop.engine.template import as_given
 from tuneloop.engine.weights import offline_environment
 from tuneloop.errors import ModelLoadError
@@ -124,12 +124,9 @@ class LocalEngine(ChatEngine):
         backend.no_truncation()
         return backend.to_str()
 
-    def _decode(self, prompt_ids: list[int], result: GenerationResult, max_tokens: int, sampling: Sampling,
+    def _decode(self, prompt_ids: list[int], result: GenerationResult, max_tokens: int, sampler: Sampler,
                 stop: list[str], should_stop: Callable[[], bool] | None) -> Iterator[str]:
         torch = self._torch
-        sampler = make_sampler(sampling, self.grammars, max_tokens)
-        if sampling.logprobs is not None:
-            result.logprobs = sampler.logprobs
         started = time.perf_counter()
         with self._lock, torch.inference_mode():
             try:
@@ -138,8 +135,6 @@ class LocalEngine(ChatEngine):
                                        self.eos_token_ids, stop, result, started, max_tokens)
             finally:
                 result.seconds = time.perf_counter() - started
-                if result.logprobs is not None:  # the reply's tokens: not its end-of-turn token
-                    result.logprobs = sampler.logprobs[:result.tokens_out]
 
     def _tokens(self, prompt_ids: list[int], max_tokens: int, sampler: Sampler,
                 should_stop: Callable[[], bool] | None) -> Iterator[int]:

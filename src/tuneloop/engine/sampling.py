@@ -51,10 +51,10 @@ class Sampler:
         self._penalised = bool(sampling.presence_penalty or sampling.frequency_penalty)
 
     def pick(self, logits: np.ndarray) -> int:
-        """The next token from one row of logits (1-D; copied before any change)."""
-        if self._penalised or self.constraint is not None:
-            logits = np.array(logits, dtype=np.float32)
+        """The next token from one row of logits (1-D; copied before any change: a batch's logits are shared)."""
+        copied = False
         if self._penalised and self.counts:
+            logits, copied = np.array(logits, dtype=np.float32), True
             ids = np.fromiter(self.counts, dtype=np.int64, count=len(self.counts))
             counts = np.fromiter(self.counts.values(), dtype=np.float32, count=len(self.counts))
             logits[ids] -= self.sampling.frequency_penalty * counts + self.sampling.presence_penalty
@@ -66,6 +66,8 @@ class Sampler:
                 first = int(np.argmax(logits))
                 token = first if self.constraint.allows(first) else None
             if token is None:
+                if not copied:
+                    logits = np.array(logits, dtype=np.float32)
                 self.constraint.apply(logits, closing)
         if token is None:
             token = self._choose(logits)

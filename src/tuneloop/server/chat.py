@@ -206,12 +206,17 @@ def _finish(result: GenerationResult) -> str:
     return "length" if result.finish_reason == "length" else "stop"
 
 
+def _logprobs(entries: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    """A choice's ``logprobs``: its tokens' entries, or None when they were not asked for."""
+    return None if entries is None else {"content": entries, "refusal": None}
+
+
 def _chunk(ident: str, created: int, model: str, index: int, delta: dict[str, Any], finish: str | None,
            logprobs: list[dict[str, Any]] | None = None, with_usage: bool = False) -> str:
     chunk: dict[str, Any] = {
         "id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
         "choices": [{"index": index, "delta": delta,
-                     "logprobs": None if logprobs is None else {"content": logprobs, "refusal": None},
+                     "logprobs": _logprobs(logprobs),
                      "finish_reason": finish}],
     }
     if with_usage:
@@ -322,7 +327,7 @@ def _completion(ident: str, created: int, model: str, results: list[GenerationRe
     body: dict[str, Any] = {
         "id": ident, "object": "chat.completion", "created": created, "model": model,
         "choices": [{"index": i, "finish_reason": _finish(result),
-                     "logprobs": None if result.logprobs is None else {"content": result.logprobs, "refusal": None},
+                     "logprobs": _logprobs(result.logprobs),
                      "message": _message(result)} for i, result in enumerate(results)],
         "usage": _usage(results),
     }
