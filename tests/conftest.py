@@ -223,7 +223,8 @@ def serving(home: Path, key: str, settings: dict[str, Any] | None = None, **opti
     ``key``; ``settings`` override the server's settings, ``options`` go to ``create_app``. The handle also has
     ``home``, ``state`` (the app's) and ``store``."""
     from tuneloop.runtime import Runtime
-    from tuneloop.server import ServerThread, create_app, server_settings
+    from tuneloop.server import ServerThread, server_settings
+    from tuneloop.web import create_app
 
     settings = server_settings(**{"home": home, "models_dir": MODELS_DIR, "database_url": None, "model": None,
                                   **(settings or {})})

@@ -70,6 +70,12 @@ def rate(store: DialogueStore, message_id: int, rating: str | int, note: str | N
     return store.set_feedback(message_id, value, note)
 
 
+def exclude(store: DialogueStore, message_id: int, excluded: bool = True) -> Message:
+    """Leave assistant reply ``message_id`` out of training (``excluded=False`` lets it back in): `data build
+    --from-dialogues` and ``dynamic_train`` then never select it, whatever its rating, reaction or correction."""
+    return store.set_excluded(message_id, excluded)
+
+
 def correct(store: DialogueStore, message_id: int, text: str, *, source: str = "library") -> Correction:
     """Write the reply assistant message ``message_id`` should have been; the original stays as it was."""
     return Corrections(store).add(message_id, text, source=source)

@@ -243,7 +243,7 @@ def select_from_thread(
     for i, message in enumerate(turns):
         if message.role != "assistant" or i == 0 or turns[i - 1].role not in ("user", "tool"):
             continue
-        if keep is not None and not keep(message):
+        if message.excluded or (keep is not None and not keep(message)):
             continue
         start = 0
         if max_context_turns is not None:
@@ -267,6 +267,7 @@ def select_from_thread(
             and turns[i + 1].role == "user"
             and turns[i + 2].role == "assistant"
             and verdict(turns[i + 2]) == "good"
+            and not turns[i + 2].excluded
             and turns[i + 2].content.strip() != message.content.strip()
         ):
             pairs.append(_with_tools(preference_example(prompt, _reply(turns[i + 2]), _reply(message)), tools))

@@ -5,10 +5,11 @@
 ...     client = openai.OpenAI(base_url=server.base_url, api_key="unused")
 """
 
+from tuneloop.server._state import ServerState, state_of
 from tuneloop.server._run import ServerThread, base_url, bind, is_loopback, uvicorn_server
 from tuneloop.server.app import create_app, served_models, server_settings
 
 __all__ = [
-    "ServerThread", "base_url", "bind", "create_app", "is_loopback", "served_models", "server_settings",
-    "uvicorn_server",
+    "ServerState", "ServerThread", "base_url", "bind", "create_app", "is_loopback", "served_models", "server_settings",
+    "state_of", "uvicorn_server",
 ]

@@ -235,6 +235,15 @@ class DialogueStore(Repository):
             session.flush()
             return Message.from_row(row, latest_in(session, [row.id]).get(row.id))
 
+    def set_excluded(self, message_id: int, excluded: bool) -> Message:
+        """Leave an assistant reply out of training (``excluded``), or let it back in: `data build` and
+        ``dynamic_train`` never select an excluded reply, nor make it either side of a DPO pair."""
+        with self.db.session(write=True) as session:
+            row = reply_row(session, message_id, self.location, "leaving out of training")
+            row.excluded = bool(excluded)
+            session.flush()
+            return Message.from_row(row, latest_in(session, [row.id]).get(row.id))
+
     def get_message(self, message_id: int) -> Message:
         """One logged message, with its correction if it has one."""
         with self.db.session() as session:

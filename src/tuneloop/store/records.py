@@ -104,10 +104,12 @@ class Message:
     tool_calls: list[dict[str, Any]] | None = None
     tool_call_id: str | None = None
     output_spec: dict[str, Any] | None = None
+    excluded: bool = False  # left out of training by someone
 
     @classmethod
     def from_row(cls, row: MessageRow, correction: Correction | None = None) -> Message:
         return cls(
+            excluded=bool(row.excluded),
             tool_calls=row.tool_calls,
             tool_call_id=row.tool_call_id,
             output_spec=row.output_spec,
@@ -164,6 +166,7 @@ class Message:
             "tool_calls": self.tool_calls,
             "tool_call_id": self.tool_call_id,
             "output_spec": self.output_spec,
+            "excluded": self.excluded,
         }
 
     def to_chat(self) -> dict[str, Any]:

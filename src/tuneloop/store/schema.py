@@ -33,6 +33,7 @@ class AssistantRow(Base):
 
 class ThreadRow(Base):
     __tablename__ = "threads"
+    __table_args__ = (Index("ix_threads_kind_updated", "kind", "updated_at"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     assistant_id: Mapped[str | None] = mapped_column(String(128), ForeignKey("assistants.id"))
@@ -79,7 +80,9 @@ class MessageRow(Base):
     tool_calls: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     tool_call_id: Mapped[str | None] = mapped_column(String(64))
     output_spec: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Left out of training by someone (the dashboard's "exclude"): never selected as an example or a pair's side.
+    excluded: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 
 
 class CorrectionRow(Base):

@@ -1,0 +1,208 @@
+"""Browsing the log: threads filtered by what their messages say and what people and judges said of them, paged
+by the database, with a per-day sentiment count of the same set (the dashboard's log page).
+
+Every filter is a condition the database evaluates (an indexed column, or EXISTS over a thread's messages), so a
+page reads its page of threads and a few rows more, never the whole log.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import Date, and_, case, cast, exists, func, literal_column, select, text
+from sqlalchemy.sql import ColumnElement, Select
+
+from tuneloop.store.database import Repository
+from tuneloop.store.records import Thread
+from tuneloop.store.schema import CorrectionRow, MessageRow, ThreadRow, VerdictRow
+from tuneloop.store.search import words
+
+# Where a thread came from, as the log page names it; the values of ThreadRow.kind (None: tuneloop's own chat).
+SOURCES = {"chat": None, "conversation": "conversation", "response": "response",
+           "chat.completion": "chat.completion"}
+RATINGS = {"up": 1, "down": -1}
+SENTIMENTS = ("positive", "negative", "neutral", "unknown")
+
+
+@dataclass(frozen=True)
+class LogFilter:
+    """Which threads the log shows; every given field must hold. ``query``: every word appears in one of the thread's
+    messages (full text, word prefixes); ``language``, ``sentiment``: some message has it (sentiment: a user turn's);
+    ``rating``: some reply was rated ``up``/``down`` (``any``: either, ``none``: no reply rated); ``corrected``,
+    ``judged``, ``excluded``: some reply was (True) or none was (False); ``since``/``until``: last active in
+    [since, until)."""
+
+    query: str | None = None
+    model: str | None = None
+    assistant: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    since: datetime | None = None
+    until: datetime | None = None
+    language: str | None = None
+    sentiment: str | None = None
+    rating: str | None = None
+    corrected: bool | None = None
+    judged: bool | None = None
+    excluded: bool | None = None
+    source: str | None = None
+
+
+@dataclass(frozen=True)
+class ThreadSummary:
+    thread: Thread
+    messages: int
+    first_user: str  # the first user turn (what the thread is about), cut short
+    rated_up: int
+    rated_down: int
+    corrected: int
+
+
+@dataclass(frozen=True)
+class LogPage:
+    threads: list[ThreadSummary]
+    total: int
+    offset: int
+    limit: int
+
+    @property
+    def has_more(self) -> bool:
+        return self.offset + len(self.threads) < self.total
+
+
+def _has_message(*conditions: ColumnElement[bool]) -> ColumnElement[bool]:
+    return exists().where(MessageRow.thread_id == ThreadRow.id, *conditions)
+
+
+class LogBrowser(Repository):
+    def _conditions(self, where: LogFilter) -> list[ColumnElement[bool]]:
+        found: list[ColumnElement[bool]] = []
+        if where.model:
+            found.append(ThreadRow.model == where.model)
+        if where.assistant:
+            found.append(ThreadRow.assistant_id == where.assistant)
+        for key, value in where.metadata.items():
+            found.append(ThreadRow.metadata_[key].as_string() == value)
+        if where.since is not None:
+            found.append(ThreadRow.updated_at >= where.since)
+        if where.until is not None:
+            found.append(ThreadRow.updated_at < where.until)
+        if where.source is not None:
+            kind = SOURCES[where.source]
+            found.append(ThreadRow.kind.is_(None) if kind is None else ThreadRow.kind == kind)
+        if where.language:
+            found.append(_has_message(MessageRow.language == where.language))
+        if where.sentiment:
+            found.append(_has_message(MessageRow.role == "user", MessageRow.sentiment_label == where.sentiment))
+        if where.rating in RATINGS:
+            found.append(_has_message(MessageRow.feedback == RATINGS[where.rating]))
+        elif where.rating == "any":
+            found.append(_has_message(MessageRow.feedback.in_((1, -1))))
+        elif where.rating == "none":
+            found.append(~_has_message(MessageRow.feedback.in_((1, -1))))
+        if where.excluded is not None:
+            test = _has_message(MessageRow.excluded.is_(True))
+            found.append(test if where.excluded else ~test)
+        if where.corrected is not None:
+            test = exists().where(CorrectionRow.message_id == MessageRow.id, MessageRow.thread_id == ThreadRow.id)
+            found.append(test if where.corrected else ~test)
+        if where.judged is not None:
+            test = exists().where(VerdictRow.message_id == MessageRow.id, MessageRow.thread_id == ThreadRow.id)
+            found.append(test if where.judged else ~test)
+        if where.query and (matched := self._matching_threads(where.query)) is not None:
+            found.append(ThreadRow.id.in_(matched))
+        return found
+
+    def _matching_threads(self, query: str) -> Select[Any] | None:
+        terms = words(query)
+        if not terms:
+            return None
+        if self.db.dialect == "sqlite":
+            ids = text("SELECT rowid FROM messages_fts WHERE messages_fts MATCH :fts").bindparams(
+                fts=" ".join(f'"{t}"*' for t in terms)).columns(literal_column("rowid"))
+            return select(MessageRow.thread_id).where(MessageRow.id.in_(ids.subquery().select()))
+        if self.db.dialect == "postgresql":
+            tsquery = func.to_tsquery("simple", " & ".join(f"{t}:*" for t in terms))
+            return select(MessageRow.thread_id).where(literal_column("messages.search").op("@@")(tsquery))
+        escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return select(MessageRow.thread_id).where(MessageRow.content.ilike(f"%{escaped}%", escape="\\"))
+
+    def threads(self, where: LogFilter, *, offset: int = 0, limit: int = 25) -> LogPage:
+        """One page of the threads ``where`` keeps, most recently active first, with how many it keeps in all."""
+        conditions = self._conditions(where)
+        with self.db.session() as session:
+            total = session.scalar(select(func.count()).select_from(ThreadRow).where(*conditions)) or 0
+            newest = (ThreadRow.updated_at.desc(), ThreadRow.id)
+            rows = list(session.scalars(select(ThreadRow).where(*conditions).order_by(*newest)
+                                        .offset(offset).limit(limit)))
+            ids = [r.id for r in rows]
+            stats: dict[str, tuple[int, int, int]] = {}
+            if ids:
+                for thread_id, n, up, down in session.execute(
+                        select(MessageRow.thread_id, func.count(MessageRow.id),
+                               func.sum(case((MessageRow.feedback == 1, 1), else_=0)),
+                               func.sum(case((MessageRow.feedback == -1, 1), else_=0)))
+                        .where(MessageRow.thread_id.in_(ids)).group_by(MessageRow.thread_id)):
+                    stats[thread_id] = (int(n), int(up or 0), int(down or 0))
+            corrected = dict(session.execute(
+                select(MessageRow.thread_id, func.count(func.distinct(CorrectionRow.message_id)))
+                .join(MessageRow, MessageRow.id == CorrectionRow.message_id)
+                .where(MessageRow.thread_id.in_(ids)).group_by(MessageRow.thread_id)).all()) if ids else {}
+            firsts = self._first_user_turns(session, ids)
+            summaries = []
+            for r in rows:
+                n, up, down = stats.get(r.id, (0, 0, 0))
+                summaries.append(ThreadSummary(Thread.from_row(r, n), n, firsts.get(r.id, ""), up, down,
+                                               int(corrected.get(r.id, 0))))
+            return LogPage(summaries, int(total), offset, limit)
+
+    def thread_ids(self, where: LogFilter, *, limit: int | None = None) -> list[str]:
+        """The ids of every thread ``where`` keeps (the newest ``limit`` when given), most recently active first:
+        what a training set is built from."""
+        statement = select(ThreadRow.id).where(*self._conditions(where)).order_by(ThreadRow.updated_at.desc(),
+                                                                                  ThreadRow.id)
+        if limit is not None:
+            statement = statement.limit(limit)
+        with self.db.session() as session:
+            return list(session.scalars(statement))
+
+    @staticmethod
+    def _first_user_turns(session: Any, ids: list[str], length: int = 160) -> dict[str, str]:
+        if not ids:
+            return {}
+        first = (select(MessageRow.thread_id, func.min(MessageRow.id).label("id"))
+                 .where(MessageRow.thread_id.in_(ids), MessageRow.role == "user")
+                 .group_by(MessageRow.thread_id).subquery())
+        rows = session.execute(select(MessageRow.thread_id, func.substr(MessageRow.content, 1, length))
+                               .join(first, and_(first.c.id == MessageRow.id)))
+        return {thread_id: content for thread_id, content in rows}
+
+    def sentiment_by_day(self, where: LogFilter, *, days: int = 60) -> list[tuple[date, dict[str, int]]]:
+        """How many user turns of the kept threads were positive, negative, neutral or unknown, per day, for the
+        last ``days`` days that had any (oldest first)."""
+        conditions = self._conditions(where)
+        day = (func.date(MessageRow.created_at) if self.db.dialect == "sqlite"
+               else cast(MessageRow.created_at, Date))
+        kept = select(ThreadRow.id).where(*conditions) if conditions else None
+        statement = (select(day.label("day"), MessageRow.sentiment_label, func.count())
+                     .where(MessageRow.role == "user").group_by(day, MessageRow.sentiment_label))
+        if kept is not None:
+            statement = statement.where(MessageRow.thread_id.in_(kept))
+        counts: dict[date, dict[str, int]] = defaultdict(dict)
+        with self.db.session() as session:
+            for when, label, n in session.execute(statement):
+                when = date.fromisoformat(when) if isinstance(when, str) else when
+                counts[when][label] = int(n)
+        return sorted(counts.items())[-days:]
+
+    def facets(self) -> dict[str, list[str]]:
+        """The values the filters can take in this log: models, assistants, languages (distinct, sorted)."""
+        with self.db.session() as session:
+            models = session.scalars(select(ThreadRow.model).distinct().order_by(ThreadRow.model))
+            assistants = session.scalars(select(ThreadRow.assistant_id).where(ThreadRow.assistant_id.is_not(None))
+                                         .distinct().order_by(ThreadRow.assistant_id))
+            languages = session.scalars(select(MessageRow.language).where(MessageRow.language.is_not(None))
+                                        .distinct().order_by(MessageRow.language))
+            return {"models": list(models), "assistants": list(assistants), "languages": list(languages)}

@@ -1,0 +1,120 @@
+"""The dashboard mounted on the server's app: /ui/ beside /v1/, one process, one store, one key."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import RedirectResponse, Response
+
+from tuneloop.errors import NotFoundError, TuneloopError
+from tuneloop.server import ServerState
+from tuneloop.server import create_app as create_server_app
+from tuneloop.web import log as log_pages
+from tuneloop.web._pages import (
+    BadForm,
+    LoginRequired,
+    PageError,
+    error_page,
+    guard_of,
+    local_path,
+    login_redirect,
+    posted,
+    render,
+    signed_in,
+    wants_page,
+)
+from tuneloop.web._security import PREFIX, Guard, SecurityHeaders
+
+log = logging.getLogger("tuneloop.web")
+STATIC = Path(__file__).parent / "static"
+
+public = APIRouter(prefix=PREFIX)
+
+
+@public.get("")
+@public.get("/")
+def home() -> RedirectResponse:
+    return RedirectResponse(f"{PREFIX}/log", status_code=303)
+
+
+@public.get("/login")
+def login_form(request: Request, next: str | None = None) -> Response:  # noqa: A002 - the query's name
+    if guard_of(request).key is None or guard_of(request).signed_in(request):
+        return RedirectResponse(local_path(next), status_code=303)
+    return render(request, "login.html", next=local_path(next), failed=False)
+
+
+@public.post("/login")
+async def login(request: Request) -> Response:
+    form = await posted(request)
+    guard = guard_of(request)
+    target = local_path(str(form.get("next") or ""))
+    if not guard.key_matches(str(form.get("key") or "")):
+        return render(request, "login.html", status=401, next=target, failed=True)
+    response = RedirectResponse(target, status_code=303)
+    guard.set_session(response, request)
+    return response
+
+
+@public.post("/logout")
+async def logout(request: Request) -> Response:
+    await posted(request)
+    response = RedirectResponse(f"{PREFIX}/login", status_code=303)
+    guard_of(request).end_session(response)
+    return response
+
+
+def _status_of(exc: TuneloopError) -> int:
+    return 404 if isinstance(exc, NotFoundError) else 400
+
+
+def mount(app: FastAPI, api_key: str | None) -> FastAPI:
+    """Serve the dashboard from ``app`` (the server's) under /ui/, guarded by ``api_key``."""
+    app.state.tuneloop_ui = Guard(api_key)
+    app.add_middleware(SecurityHeaders)
+    app.mount(f"{PREFIX}/static", StaticFiles(directory=STATIC), name="ui-static")
+    app.include_router(public)
+    guarded = [Depends(signed_in)]
+    for router in log_pages.ROUTERS:
+        app.include_router(router, prefix=PREFIX, dependencies=guarded)
+    _install_errors(app)
+    return app
+
+
+def _install_errors(app: FastAPI) -> None:
+    """Pages get one line of HTML for what goes wrong; the API keeps its JSON answers."""
+    api = dict(app.exception_handlers)
+
+    def dispatch(kind: type[BaseException], page: Any) -> None:
+        async def handler(request: Request, exc: Any) -> Response:
+            if wants_page(request):
+                return page(request, exc)
+            return await api[kind](request, exc)
+        app.add_exception_handler(kind, handler)
+
+    app.add_exception_handler(LoginRequired, lambda request, exc: login_redirect(request))
+    app.add_exception_handler(BadForm, lambda request, exc: error_page(
+        request, "This form was not sent by this dashboard (its security token is missing or stale): reload the "
+                 "page and send it again.", 403))
+    app.add_exception_handler(PageError, lambda request, exc: error_page(request, str(exc), exc.status))
+    dispatch(TuneloopError, lambda request, exc: error_page(request, str(exc), _status_of(exc)))
+    dispatch(RequestValidationError, lambda request, exc: error_page(
+        request, "That address has a value this page cannot read: "
+                 + "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in exc.errors()), 400))
+    dispatch(StarletteHTTPException, lambda request, exc: error_page(
+        request, f"There is no page at {request.url.path}." if exc.status_code == 404
+        else f"{request.method} is not allowed here." if exc.status_code == 405 else str(exc.detail),
+        exc.status_code))
+
+
+def create_app(*args: Any, **kwargs: Any) -> FastAPI:
+    """The server's app (``tuneloop.server.create_app``'s arguments) with the dashboard at /ui/."""
+    app = create_server_app(*args, **kwargs)
+    state: ServerState = app.state.tuneloop
+    return mount(app, state.api_key)

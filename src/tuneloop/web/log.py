@@ -1,0 +1,154 @@
+"""The log pages: threads with search and filters (paged by the database), a thread with everything said of each
+turn, and the forms that rate, correct or exclude a reply."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from tuneloop import ratings
+from tuneloop.server import state_of
+from tuneloop.store import DialogueStore
+from tuneloop.store.browse import RATINGS, SENTIMENTS, SOURCES, LogBrowser, LogFilter
+from tuneloop.store.judgments import Judgments
+from tuneloop.web._pages import PageError, back_to, posted, render
+
+router = APIRouter()
+ROUTERS = [router]
+PER_PAGE = 25
+YES_NO = {"yes": True, "no": False}
+FIELDS = ("q", "model", "assistant", "metadata", "since", "until", "language", "sentiment", "rating", "corrected",
+          "judged", "excluded", "source")
+
+
+def _day(value: str, name: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise PageError(f"{name} {value!r} is not a date: write it as YYYY-MM-DD") from None
+
+
+def _choice(value: str, name: str, allowed: Any) -> str:
+    if value not in allowed:
+        raise PageError(f"{name} {value!r} is not one of: {', '.join(allowed)}")
+    return value
+
+
+def parse_filter(params: dict[str, str]) -> LogFilter:
+    """The log's filter from a page's query (the names of FIELDS); a PageError names a value it cannot read."""
+    given = {k: v.strip() for k, v in params.items() if k in FIELDS and v and v.strip()}
+    metadata: dict[str, str] = {}
+    for pair in filter(None, (p.strip() for p in given.get("metadata", "").split(","))):
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise PageError(f"metadata {pair!r} is not key=value: write pairs such as team=support, separated by "
+                            "commas")
+        metadata[key.strip()] = value.strip()
+    since = _day(given["since"], "since") if "since" in given else None
+    until = _day(given["until"], "until") if "until" in given else None
+
+    def flag(name: str) -> bool | None:
+        return YES_NO[_choice(given[name], name, YES_NO)] if name in given else None
+
+    return LogFilter(
+        query=given.get("q"), model=given.get("model"), assistant=given.get("assistant"), metadata=metadata,
+        since=datetime.combine(since, time(), UTC) if since else None,
+        until=datetime.combine(until + timedelta(days=1), time(), UTC) if until else None,
+        language=given.get("language"),
+        sentiment=_choice(given["sentiment"], "sentiment", SENTIMENTS) if "sentiment" in given else None,
+        rating=_choice(given["rating"], "rating", [*RATINGS, "any", "none"]) if "rating" in given else None,
+        corrected=flag("corrected"), judged=flag("judged"), excluded=flag("excluded"),
+        source=_choice(given["source"], "source", SOURCES) if "source" in given else None,
+    )
+
+
+def _page_number(value: str | None) -> int:
+    if value is None or value == "":
+        return 1
+    if not value.isdigit() or not 1 <= int(value) <= 100_000:
+        raise PageError(f"page {value!r} is not a page number (1, 2, …)")
+    return int(value)
+
+
+@router.get("/log")
+def log_page(request: Request) -> Response:
+    store = state_of(request).runtime.store
+    params = dict(request.query_params)
+    browser = LogBrowser(store)
+    facets = browser.facets()
+    try:
+        where = parse_filter(params)
+        page = _page_number(params.get("page"))
+    except PageError as exc:
+        return render(request, "log.html", status=400, error=str(exc), params=params, facets=facets, result=None,
+                      chart=[], sentiments=SENTIMENTS, sources=SOURCES, page=1, query_without_page="")
+    result = browser.threads(where, offset=(page - 1) * PER_PAGE, limit=PER_PAGE)
+    chart = browser.sentiment_by_day(where)
+    kept = {k: v for k, v in params.items() if k in FIELDS and v}
+    return render(request, "log.html", params=params, facets=facets, result=result, chart=_bars(chart),
+                  sentiments=SENTIMENTS, sources=SOURCES, page=page, query_without_page=urlencode(kept),
+                  error=None)
+
+
+def _bars(days: list[tuple[date, dict[str, int]]]) -> list[dict[str, Any]]:
+    """The sentiment chart's columns: per day, stacked counts scaled to the busiest day (SVG units, 0–100)."""
+    if not days:
+        return []
+    busiest = max(sum(counts.values()) for _, counts in days) or 1
+    columns = []
+    for day, counts in days:
+        y = 100.0
+        parts = []
+        for label in ("negative", "neutral", "unknown", "positive"):
+            height = 100.0 * counts.get(label, 0) / busiest
+            y -= height
+            parts.append({"label": label, "y": round(y, 2), "height": round(height, 2), "n": counts.get(label, 0)})
+        columns.append({"day": day.isoformat(), "total": sum(counts.values()), "parts": parts})
+    return columns
+
+
+@router.get("/log/{thread_id}")
+def thread_page(thread_id: str, request: Request) -> Response:
+    store = state_of(request).runtime.store
+    dialogue = DialogueStore(store)
+    thread = dialogue.get_thread(thread_id)
+    messages = dialogue.messages(thread_id)
+    verdicts = Judgments(store).verdicts_of(m.id for m in messages if m.role == "assistant")
+    results = {m.tool_call_id: m for m in messages if m.role == "tool" and m.tool_call_id}
+    return render(request, "thread.html", thread=thread, messages=messages, verdicts=verdicts, results=results,
+                  notice=request.query_params.get("done"))
+
+
+def _reply_target(store: Any, message_id: int) -> tuple[DialogueStore, str]:
+    dialogue = DialogueStore(store)
+    return dialogue, dialogue.get_message(message_id).thread_id
+
+
+@router.post("/messages/{message_id}/rate")
+async def rate(message_id: int, request: Request) -> Response:
+    form = await posted(request)
+    dialogue, thread_id = _reply_target(state_of(request).runtime.store, message_id)
+    ratings.rate(dialogue, message_id, str(form.get("rating") or ""), str(form.get("note") or "").strip() or None)
+    return back_to(f"/ui/log/{quote(thread_id, safe='')}", f"m{message_id}", done="rated")
+
+
+@router.post("/messages/{message_id}/correct")
+async def correct(message_id: int, request: Request) -> Response:
+    form = await posted(request)
+    dialogue, thread_id = _reply_target(state_of(request).runtime.store, message_id)
+    ratings.correct(dialogue, message_id, str(form.get("correction") or ""), source="ui")
+    return back_to(f"/ui/log/{quote(thread_id, safe='')}", f"m{message_id}", done="corrected")
+
+
+@router.post("/messages/{message_id}/exclude")
+async def exclude(message_id: int, request: Request) -> Response:
+    form = await posted(request)
+    dialogue, thread_id = _reply_target(state_of(request).runtime.store, message_id)
+    excluded = str(form.get("excluded") or "") == "yes"
+    ratings.exclude(dialogue, message_id, excluded)
+    done = "excluded" if excluded else "included"
+    return back_to(f"/ui/log/{quote(thread_id, safe='')}", f"m{message_id}", done=done)
