@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tuneloop-installed
 
-.PHONY: setup postgres demo test test-fast lint bench bench-llamacpp bench-learning bench-faults bench-stateful bench-batching bench-quantization clean
+.PHONY: setup test-deps demo test test-fast lint bench bench-llamacpp bench-learning bench-faults bench-stateful bench-batching bench-quantization clean
 
 setup: $(STAMP)
 
@@ -20,14 +20,19 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(VENV)/bin/tuneloop demo
 
-# The tests start their own throw-away PostgreSQL cluster on 127.0.0.1; they need Debian's server binaries.
-postgres:
-	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
-	if [ "$$(id -u)" = 0 ]; then \
-		echo "installing Debian's postgresql (the tests run a throw-away cluster)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
-	else \
-		echo "the tests need PostgreSQL's server binaries: sudo apt-get install postgresql" >&2; exit 1; \
+# The tests start their own throw-away PostgreSQL cluster on 127.0.0.1 and drive the dashboard in headless chromium
+# (Playwright, never `playwright install`): they need Debian's postgresql server binaries and chromium.
+test-deps:
+	@missing=""; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || missing="postgresql"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing Debian's$$missing for the tests"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		else \
+			echo "the tests need Debian's$$missing: sudo apt-get install$$missing" >&2; exit 1; \
+		fi; \
 	fi
 
 # pytest-xdist: a process per core (TEST_WORKERS=1 for one process), a test file's tests kept in one process (its
@@ -39,13 +44,13 @@ TEST_WORKERS ?= 2
 PYTEST_PARALLEL = $(if $(filter 1,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS) --dist loadfile)
 PYTEST_THREADS = $(if $(filter 1,$(TEST_WORKERS)),,OMP_NUM_THREADS=1)
 
-test: setup postgres
+test: setup test-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	$(PYTEST_THREADS) $(VENV)/bin/pytest $(PYTEST_PARALLEL)
 
 # The working loop's tier: the suite less the tests marked slow (jobs, training, the demo, subprocess-heavy runs).
-test-fast: setup postgres
+test-fast: setup test-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	$(PYTEST_THREADS) $(VENV)/bin/pytest $(PYTEST_PARALLEL) -m "not slow and not gpu"

@@ -26,6 +26,7 @@ from tuneloop.cli.judges import judge_app
 from tuneloop.cli.logs import logs_app
 from tuneloop.cli.models import models_app
 from tuneloop.cli.serve import serve as serve_command
+from tuneloop.cli.serve import ui as ui_command
 from tuneloop.cli.train import train as train_command
 from tuneloop.cli.worker import worker as worker_command
 from tuneloop.config import load_settings
@@ -57,6 +58,7 @@ app.add_typer(import_app, name="import")
 app.add_typer(judge_app, name="judge")
 app.command("train")(train_command)
 app.command("serve")(serve_command)
+app.command("ui")(ui_command)
 app.command("worker")(worker_command)
 app.command("export")(export_command)
 app.command("eval")(eval_command)

@@ -87,17 +87,23 @@ def log_page(request: Request) -> Response:
         return render(request, "log.html", status=400, error=str(exc), params=params, facets=facets, result=None,
                       chart=[], sentiments=SENTIMENTS, sources=SOURCES, page=1, query_without_page="")
     result = browser.threads(where, offset=(page - 1) * PER_PAGE, limit=PER_PAGE)
-    chart = browser.sentiment_by_day(where)
+    chart = browser.sentiment_by_day(where, days=CHART_DAYS)
     kept = {k: v for k, v in params.items() if k in FIELDS and v}
     return render(request, "log.html", params=params, facets=facets, result=result, chart=_bars(chart),
                   sentiments=SENTIMENTS, sources=SOURCES, page=page, query_without_page=urlencode(kept),
                   error=None)
 
 
+CHART_DAYS = 60  # the chart's width in days: the newest on the right
+
+
 def _bars(days: list[tuple[date, dict[str, int]]]) -> list[dict[str, Any]]:
-    """The sentiment chart's columns: per day, stacked counts scaled to the busiest day (SVG units, 0–100)."""
+    """The sentiment chart's columns: per day, stacked counts scaled to the busiest day (SVG units: 10 a day across
+    the CHART_DAYS up to the newest day with any, 0–100 up; a day without user turns is a gap)."""
     if not days:
         return []
+    newest = days[-1][0]
+    days = [(day, counts) for day, counts in days if (newest - day).days < CHART_DAYS]
     busiest = max(sum(counts.values()) for _, counts in days) or 1
     columns = []
     for day, counts in days:
@@ -107,7 +113,8 @@ def _bars(days: list[tuple[date, dict[str, int]]]) -> list[dict[str, Any]]:
             height = 100.0 * counts.get(label, 0) / busiest
             y -= height
             parts.append({"label": label, "y": round(y, 2), "height": round(height, 2), "n": counts.get(label, 0)})
-        columns.append({"day": day.isoformat(), "total": sum(counts.values()), "parts": parts})
+        columns.append({"day": day.isoformat(), "total": sum(counts.values()), "parts": parts,
+                        "x": (CHART_DAYS - 1 - (newest - day).days) * 10 + 1})
     return columns
 
 
