@@ -67,6 +67,26 @@ def test_a_corrected_reply_is_not_taught_as_it_was_even_when_praised(database_ur
     assert [p["non_preferred_output"][0]["content"] for p in dataset.preference] == [WRONG]
 
 
+def test_an_excluded_reply_is_never_taught_nor_a_side_of_a_pair(database_url: str) -> None:
+    store = DialogueStore(database_url)
+    first, second = logged(store, (QUESTION, WRONG), ("No, that is wrong.", RIGHT))
+    store.set_feedback(first, -1)
+    store.set_feedback(second, 1)
+    assert len(from_dialogues(store).preference) == 1  # RIGHT over WRONG
+    assert ratings.exclude(store, second).excluded
+    dataset = from_dialogues(store)
+    assert (dataset.supervised, dataset.preference) == ([], [])  # neither taught, nor the better side of a pair
+    ratings.correct(store, first, RIGHT)
+    ratings.exclude(store, first)
+    assert len(from_dialogues(store)) == 0  # excluded wins over a correction too
+    assert not ratings.exclude(store, first, False).excluded
+    assert from_dialogues(store).supervised[0]["messages"][-1]["content"] == RIGHT
+    with pytest.raises(NotAReplyError):
+        ratings.exclude(store, first - 1)
+    with pytest.raises(MessageNotFoundError):
+        ratings.exclude(store, 10**6)
+
+
 def test_bad_corrections_and_ratings_are_refused_and_store_nothing(database_url: str) -> None:
     store = DialogueStore(database_url)
     (reply,) = logged(store, (QUESTION, WRONG))
