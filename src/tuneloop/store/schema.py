@@ -231,6 +231,20 @@ class CheckpointRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class EvalRunRow(Base):
+    """An eval run kept for the dashboard: which file, the models' totals (for the list) and every answer graded."""
+
+    __tablename__ = "eval_runs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(Text)  # the eval file's name as given (an upload's, or the bundled demo's)
+    questions: Mapped[int] = mapped_column(Integer)
+    max_tokens: Mapped[int] = mapped_column(Integer)
+    summary: Mapped[list[dict[str, Any]]] = mapped_column(JSON)  # EvalReport.to_json()["models"]
+    items: Mapped[list[dict[str, Any]]] = mapped_column(JSON)  # EvalReport.to_json()["items"]
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
 def schema_head() -> str:
     """The newest migration's revision: migrations are named ``NNNN_what.py`` with revision ``"NNNN"``."""
     versions = Path(__file__).parent / "migrations" / "versions"

@@ -15,7 +15,13 @@ from starlette.responses import RedirectResponse, Response
 from tuneloop.errors import NotFoundError, TuneloopError
 from tuneloop.server import ServerState
 from tuneloop.server import create_app as create_server_app
+from tuneloop.web import data as data_pages
+from tuneloop.web import evals as evals_pages
+from tuneloop.web import jobs as jobs_pages
+from tuneloop.web import judges as judges_pages
 from tuneloop.web import log as log_pages
+from tuneloop.web import models as models_pages
+from tuneloop.web import playground as playground_pages
 from tuneloop.web._pages import (
     BadForm,
     LoginRequired,
@@ -81,7 +87,8 @@ def mount(app: FastAPI, api_key: str | None) -> FastAPI:
     app.mount(f"{PREFIX}/static", StaticFiles(directory=STATIC), name="ui-static")
     app.include_router(public)
     guarded = [Depends(signed_in)]
-    for router in log_pages.ROUTERS:
+    for router in [*log_pages.ROUTERS, *playground_pages.ROUTERS, *judges_pages.ROUTERS, *models_pages.ROUTERS,
+                   *evals_pages.ROUTERS, *data_pages.ROUTERS, *jobs_pages.ROUTERS]:
         app.include_router(router, prefix=PREFIX, dependencies=guarded)
     _install_errors(app)
     return app

@@ -1,0 +1,143 @@
+"""The evals page: an eval file (uploaded, or the bundled demo) asked of two or more models side by side, as
+`tuneloop eval FILE -m A -m B` does; each run is kept in the store and listed newest first, and a run's page shows
+every question with each model's answer graded and what changed against the baseline (right to wrong, wrong to
+right)."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.responses import Response
+
+from tuneloop.datasets.readers import decode
+from tuneloop.errors import TuneloopError
+from tuneloop.evals import DEFAULT_MAX_TOKENS, EvalFileError, EvalItem, check_models, read_eval_csv, read_eval_jsonl
+from tuneloop.evals import run_eval as ask_models
+from tuneloop.server import served_models, state_of
+from tuneloop.store.eval_runs import EvalRun, EvalRuns
+from tuneloop.web._pages import PageError, back_to, posted, render
+
+router = APIRouter()
+ROUTERS = [router]
+DEMO = "demo_eval.jsonl"
+MAX_TOKENS = 1024
+LISTED = 50
+
+
+def demo_items() -> list[EvalItem]:
+    """The bundled demo eval (questions on made-up products that the demo fine-tune learns)."""
+    text = resources.files("tuneloop.data").joinpath(DEMO).read_text("utf-8")
+    return read_eval_jsonl(text, f"{DEMO} (bundled)")
+
+
+def read_items(data: bytes, name: str) -> list[EvalItem]:
+    """The questions of an uploaded eval file, JSONL or CSV by content (as ``read_eval_file`` reads a path)."""
+    text = decode(data, name)
+    if not text.strip():
+        raise EvalFileError("is empty; put one question with its expected answer per line", source=name)
+    items = read_eval_jsonl(text, name) if text.lstrip().startswith("{") else read_eval_csv(text, name)
+    if not items:
+        raise EvalFileError("has no questions", source=name)
+    return items
+
+
+def _max_tokens(value: str) -> int:
+    if not value:
+        return DEFAULT_MAX_TOKENS
+    if not value.isdigit() or not 1 <= int(value) <= MAX_TOKENS:
+        raise PageError(f"most tokens per answer {value!r}: give a whole number from 1 to {MAX_TOKENS}")
+    return int(value)
+
+
+def _page(request: Request, *, status: int = 200, **context: Any) -> Response:
+    rt = state_of(request).runtime
+    runs = EvalRuns(rt.store)
+    given = {"error": None, "chosen": [], "max_tokens": DEFAULT_MAX_TOKENS, **context}
+    return render(request, "evals.html", status=status, models=[m["id"] for m in served_models(rt)],
+                  runs=runs.recent(LISTED), total=runs.count(), max_tokens_limit=MAX_TOKENS, **given)
+
+
+@router.get("/evals")
+def evals_page(request: Request) -> Response:
+    return _page(request)
+
+
+async def _eval_file(request: Request, form: Any, source: str) -> tuple[str, list[EvalItem]]:
+    if source == "demo":
+        return f"{DEMO} (bundled)", demo_items()
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile) or not upload.filename:
+        raise PageError("choose a JSONL or CSV eval file first, or run the bundled demo eval")
+    limit = state_of(request).max_file_bytes
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise PageError(f"{upload.filename} is larger than this server's limit of {limit:,} bytes; split it")
+    return upload.filename, read_items(data, upload.filename)
+
+
+@router.post("/evals")
+async def run_eval(request: Request) -> Response:
+    form = await posted(request)
+    chosen = list(dict.fromkeys(str(m) for m in form.getlist("model") if str(m).strip()))
+    source = str(form.get("source") or "upload")
+    max_tokens_given = str(form.get("max_tokens") or "").strip()
+    rt = state_of(request).runtime
+    try:
+        if source not in ("demo", "upload"):
+            raise PageError(f"eval file {source!r}: use the bundled demo eval or upload a file")
+        max_tokens = _max_tokens(max_tokens_given)
+        if len(chosen) < 2:
+            raise PageError("choose at least two models to compare (hold Ctrl or ⌘ to choose more than one)")
+        name, items = await _eval_file(request, form, source)
+        check_models(rt, chosen)
+        report = await run_in_threadpool(ask_models, rt, items, chosen, max_tokens=max_tokens)
+    except (PageError, TuneloopError) as exc:
+        return _page(request, status=400, error=str(exc), chosen=chosen,
+                     max_tokens=max_tokens_given or DEFAULT_MAX_TOKENS)
+    run = EvalRuns(rt.store).add(name, report.to_json(), max_tokens=max_tokens)
+    return back_to(f"/ui/evals/{quote(run.id, safe='')}")
+
+
+def _shown(expected: Any) -> str:
+    return expected if isinstance(expected, str) else json.dumps(expected, ensure_ascii=False)
+
+
+def compare(run: EvalRun, baseline: str) -> dict[str, Any]:
+    """The run's rows with each other model's change against ``baseline`` ("worse": right to wrong, "better":
+    wrong to right, "same"), and per model how many went each way."""
+    others = [m for m in run.models if m != baseline]
+    counts = {m: {"worse": 0, "better": 0} for m in others}
+    rows = []
+    for number, item in enumerate(run.items or [], start=1):
+        answers = item["answers"]
+        changes = {}
+        for model in others:
+            was, now = answers[baseline]["passed"], answers[model]["passed"]
+            change = "worse" if was and not now else "better" if now and not was else "same"
+            changes[model] = change
+            if change != "same":
+                counts[model][change] += 1
+        rows.append({"number": number, "question": item["question"], "grader": item["grader"],
+                     "expected": [_shown(e) for e in item["expected"]], "answers": answers, "changes": changes,
+                     "changed": any(c != "same" for c in changes.values())})
+    return {"others": others, "counts": counts, "rows": rows}
+
+
+@router.get("/evals/{run_id}")
+def eval_run_page(run_id: str, request: Request) -> Response:
+    run = EvalRuns(state_of(request).runtime.store).get(run_id)
+    baseline = request.query_params.get("baseline") or run.models[0]
+    if baseline not in run.models:
+        raise PageError(f"baseline {baseline!r} was not asked in this run (asked: {', '.join(run.models)})")
+    only_changed = request.query_params.get("show") == "changed"
+    compared = compare(run, baseline)
+    rows = [r for r in compared["rows"] if r["changed"]] if only_changed else compared["rows"]
+    return render(request, "evals_run.html", run=run, baseline=baseline, others=compared["others"],
+                  counts=compared["counts"], rows=rows, only_changed=only_changed,
+                  scores={m["model"]: m for m in run.summary})

@@ -1,0 +1,186 @@
+"""The judges page: the criteria (instruction, judge model, pass rule), a form to define one (``tuneloop judge add``'s
+checks), a run of a criterion over the log in the background with its progress, the recent verdicts, and how each
+criterion agrees with people's ratings (``judges.align``)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from tuneloop import judges
+from tuneloop.errors import TuneloopError
+from tuneloop.runtime import Runtime
+from tuneloop.server import served_models, state_of
+from tuneloop.store import DialogueStore
+from tuneloop.store.judgments import Judgments, Verdict
+from tuneloop.web._pages import PageError, back_to, posted, render
+
+log = logging.getLogger("tuneloop.web")
+router = APIRouter()
+ROUTERS = [router]
+RECENT = 20
+MAX_LIMIT = 100_000
+RULES = ["pass", *(f"score>={n}" for n in range(1, 6))]
+NOTICES = {"defined": "Criterion {name} saved: run it over the log below.",
+           "started": "Judging with {name} has started; this page follows it."}
+
+
+@dataclass
+class JudgeRun:
+    """A run of one criterion in a background thread; the page reads its progress."""
+
+    name: str
+    limit: int | None
+    done: int = 0
+    total: int | None = None
+    report: judges.RunReport | None = None
+    error: str | None = None
+    started: float = 0.0
+    finished: float | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.finished is None
+
+
+class JudgeRuns:
+    """The runs of this server (one at a time per criterion), kept in memory with the last of each."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.runs: dict[str, JudgeRun] = {}
+
+    def start(self, runtime: Runtime, name: str, limit: int | None) -> JudgeRun:
+        with self._lock:
+            current = self.runs.get(name)
+            if current is not None and current.running:
+                raise PageError(f"{name} is already judging the log ({current.done} of {current.total or '?'} "
+                                "done); wait for it to finish", 409)
+            run = self.runs[name] = JudgeRun(name, limit, started=time.monotonic())
+        threading.Thread(target=self._run, args=(runtime, run), name=f"tuneloop-judge-{name}", daemon=True).start()
+        return run
+
+    @staticmethod
+    def _run(runtime: Runtime, run: JudgeRun) -> None:
+        def progress(done: int, total: int) -> None:
+            run.done, run.total = done, total
+
+        try:
+            run.report = judges.run(runtime, run.name, limit=run.limit, on_progress=progress)
+        except TuneloopError as exc:
+            run.error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        except Exception as exc:  # noqa: BLE001 - one line on the page, the traceback in the server's log
+            log.exception("judge run %s failed", run.name)
+            run.error = f"the run failed: {type(exc).__name__}: {exc}".splitlines()[0]
+        finally:
+            run.finished = time.monotonic()
+
+
+def runs_of(request: Request) -> JudgeRuns:
+    state = request.app.state
+    runs = getattr(state, "tuneloop_judge_runs", None)
+    if runs is None:
+        runs = state.tuneloop_judge_runs = JudgeRuns()
+    return runs
+
+
+def _share(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def _recent(store: Any, names: list[str]) -> list[dict[str, Any]]:
+    """The newest verdicts of every criterion, with the reply each is about."""
+    judgments = Judgments(store)
+    found: list[Verdict] = []
+    for name in names:
+        found.extend(judgments.verdicts(name))
+    found.sort(key=lambda v: (v.created_at, v.message_id), reverse=True)
+    dialogue = DialogueStore(store)
+    rows = []
+    for verdict in found[:RECENT]:
+        try:
+            message = dialogue.get_message(verdict.message_id)
+        except TuneloopError:
+            continue
+        rows.append({"verdict": verdict, "message": message, "excerpt": message.content[:240],
+                     "href": f"/ui/log/{quote(message.thread_id, safe='')}#m{message.id}"})
+    return rows
+
+
+def _page(request: Request, *, error: str | None = None, status: int = 200, form: dict[str, str] | None = None
+          ) -> Response:
+    state = state_of(request)
+    store = state.runtime.store
+    criteria = Judgments(store).judges()
+    agreement = {}
+    for judge in criteria:
+        report = judges.align(store, judge.name)
+        agreement[judge.name] = {"count": report.count, "both_pass": report.both_pass,
+                                 "judge_only": report.judge_only, "people_only": report.people_only,
+                                 "both_fail": report.both_fail, "precision": _share(report.precision),
+                                 "recall": _share(report.recall), "agreement": _share(report.agreement),
+                                 "kappa": _share(report.kappa)}
+    runs = runs_of(request).runs
+    names = {j.name for j in criteria}
+    notice = request.query_params.get("done")
+    name = request.query_params.get("name", "")
+    response = render(
+        request, "judges.html", status=status, criteria=criteria, agreement=agreement, rules=RULES,
+        models=[m["id"] for m in served_models(state.runtime)], recent=_recent(store, sorted(names)),
+        runs=[runs[n] for n in sorted(runs) if n in names], error=error, form=form or {},
+        notice=NOTICES[notice].format(name=name) if notice in NOTICES and name in names else None)
+    if any(run.running for run in runs.values()):
+        # Follows the run's progress without a script (the address given: a refresh of one with a #fragment would
+        # only scroll).
+        query = f"?{request.url.query}" if request.url.query else ""
+        response.headers["refresh"] = f"2; url={request.url.path}{query}"
+    return response
+
+
+@router.get("/judges")
+def judges_page(request: Request) -> Response:
+    return _page(request)
+
+
+def _define(runtime: Runtime, fields: dict[str, str]) -> judges.Judge:
+    return judges.define(runtime, fields["name"], fields["instruction"], model=fields["model"] or None,
+                         rule=fields["rule"] or "pass", replace=fields["replace"] == "yes")
+
+
+@router.post("/judges")
+async def define(request: Request) -> Response:
+    form = await posted(request)
+    fields = {k: str(form.get(k) or "").strip() for k in ("name", "instruction", "model", "rule", "replace")}
+    runtime = state_of(request).runtime
+    try:
+        judge = await run_in_threadpool(_define, runtime, fields)
+    except TuneloopError as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return await run_in_threadpool(_page, request, error=message, status=400, form=fields)
+    return back_to("/ui/judges", "criteria", done="defined", name=judge.name)
+
+
+def _limit(value: str) -> int | None:
+    value = value.strip()
+    if not value:
+        return None
+    if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
+        raise PageError(f"limit {value!r} is not a number of replies from 1 to {MAX_LIMIT:,}")
+    return int(value)
+
+
+@router.post("/judges/{name}/run")
+async def run_judge(name: str, request: Request) -> Response:
+    form = await posted(request)
+    runtime = state_of(request).runtime
+    judge = await run_in_threadpool(Judgments(runtime.store).judge, name)  # JudgeNotFoundError: one line
+    runs_of(request).start(runtime, judge.name, _limit(str(form.get("limit") or "")))
+    return back_to("/ui/judges", done="started", name=judge.name)
