@@ -1,7 +1,7 @@
 """The dashboard's data and jobs pages in a real browser: a training set previewed from the log's filters (and a
 judge's criterion), downloaded and saved as a training file; a job created from it with the form, listed, paged and
-cancelled; result files served only when the job names them; and one real tiny job watched to the end over
-server-sent events, its loss chart drawn. Each step is checked in the store."""
+cancelled; result files served only when the job names them. A real job watched to the end over server-sent events,
+its loss chart drawn, is test_web_journey.py's. Each step is checked in the store."""
 
 from __future__ import annotations
 
@@ -214,47 +214,6 @@ def test_job_pages_refuse_what_they_do_not_name(site: Any) -> None:
     assert body.index("event: job-event") < body.index("event: status") < body.index("event: end")
     assert '"status": "cancelled"' in body
     assert page.request.get(ui_url(site, f"/ui/jobs/{job.id}/events/stream?after=x")).status == 400
-
-
-@pytest.mark.slow(minutes=3)
-def test_a_real_job_from_the_log_is_watched_to_the_end(site: Any, tmp_path: Path) -> None:
-    """From the data page to a trained model: the job page follows the job over server-sent events (status,
-    events, chart) and shows its chart, checkpoint and result file once it succeeds."""
-    with serving(tmp_path / "home", KEY) as server:
-        seed(DialogueStore(server.store))
-        page = open_page(site.browser, server, "/ui/data?q=gadget")
-        page.get_by_role("button", name="Save as a training file and create a job").click()
-        page.wait_for_url("**/ui/jobs/new?*")
-        page.get_by_label("Epochs").fill("1")
-        page.get_by_label("Suffix").fill("gadgets")
-        page.get_by_role("button", name="Create the job").click()
-        page.wait_for_url("**/ui/jobs/ftjob-*")
-        job_id = page.url.rsplit("/", 1)[-1]
-        loads = []
-        page.on("load", lambda: loads.append(page.url))
-        # Live: the steps arrive as events and the chart is drawn from them, without reloading the page.
-        page.get_by_text(re.compile(r"Step 2/\d+: training loss")).wait_for(timeout=600_000)
-        assert len(page.locator("#chart-train").get_attribute("points").split()) >= 2 or loads
-        # At the end the script reloads the page once: finished, with no stream.
-        page.locator("#job-status", has_text="succeeded").wait_for(timeout=600_000)
-        page.wait_for_load_state()
-        assert loads, "the page was not reloaded at the job's end"
-        job = JobStore(server.store).get_job(job_id)
-        assert job.status == "succeeded" and job.fine_tuned_model and job.fine_tuned_model.endswith(job_id)
-        assert page.locator("[data-job-stream]").count() == 0
-        steps = job.progress["total_steps"]
-        assert len(page.locator("#chart-train").get_attribute("points").split()) == steps
-        assert page.get_by_role("img", name=re.compile(rf"Training loss [\d.]+ at step 1 to [\d.]+ at step {steps}")) \
-            .is_visible()
-        assert page.locator("#job-model").inner_text() == job.fine_tuned_model
-        assert page.get_by_role("cell", name=f"{job.fine_tuned_model}:ckpt-step-{steps}").is_visible()
-        link = page.get_by_role("link", name=re.compile(r"^Download "))
-        with page.expect_download() as info:
-            link.first.click()
-        assert Path(info.value.path()).stat().st_size > 0
-        shot(page, "job")
-        assert page.problems == []
-        page.context.close()
 
 
 def test_the_chart_draws_training_and_validation_from_metric_events() -> None:
