@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Date, and_, case, cast, exists, func, literal_column, select, text
+from sqlalchemy import Date, and_, case, cast, func, literal_column, select, text
 from sqlalchemy.sql import ColumnElement, Select
 
 from tuneloop.store.database import Repository
@@ -72,12 +72,26 @@ class LogPage:
         return self.offset + len(self.threads) < self.total
 
 
-def _has_message(*conditions: ColumnElement[bool]) -> ColumnElement[bool]:
-    return exists().where(MessageRow.thread_id == ThreadRow.id, *conditions)
+def _in_kept(test: Select[Any], keep: bool, thread_id: Any) -> ColumnElement[bool]:
+    """The thread (``thread_id``) is (``keep``) or is not among those ``test`` (a select of thread ids) names: a
+    semi-join the database drives from the index on the tested column, where EXISTS per thread would read every
+    thread's messages. messages.thread_id is never NULL, so NOT IN means NOT EXISTS. Never correlated: the outer
+    query may read messages too (the sentiment chart)."""
+    test = test.correlate(None)
+    return thread_id.in_(test) if keep else thread_id.not_in(test)
+
+
+def _messages_where(*conditions: ColumnElement[bool]) -> Select[Any]:
+    return select(MessageRow.thread_id).where(*conditions)
 
 
 class LogBrowser(Repository):
     def _conditions(self, where: LogFilter) -> list[ColumnElement[bool]]:
+        return self._thread_conditions(where) + self._id_conditions(where, ThreadRow.id)
+
+    @staticmethod
+    def _thread_conditions(where: LogFilter) -> list[ColumnElement[bool]]:
+        """The conditions on the threads' own columns."""
         found: list[ColumnElement[bool]] = []
         if where.model:
             found.append(ThreadRow.model == where.model)
@@ -92,27 +106,35 @@ class LogBrowser(Repository):
         if where.source is not None:
             kind = SOURCES[where.source]
             found.append(ThreadRow.kind.is_(None) if kind is None else ThreadRow.kind == kind)
+        return found
+
+    def _id_conditions(self, where: LogFilter, thread_id: Any) -> list[ColumnElement[bool]]:
+        """The conditions on what was said in the thread ``thread_id`` (threads.id, or messages.thread_id where a
+        query needs no thread's column)."""
+        found: list[ColumnElement[bool]] = []
+
+        def _in_threads(test: Select[Any], keep: bool = True) -> ColumnElement[bool]:
+            return _in_kept(test, keep, thread_id)
+
         if where.language:
-            found.append(_has_message(MessageRow.language == where.language))
+            found.append(_in_threads(_messages_where(MessageRow.language == where.language)))
         if where.sentiment:
-            found.append(_has_message(MessageRow.role == "user", MessageRow.sentiment_label == where.sentiment))
+            found.append(_in_threads(_messages_where(MessageRow.role == "user",
+                                                     MessageRow.sentiment_label == where.sentiment)))
         if where.rating in RATINGS:
-            found.append(_has_message(MessageRow.feedback == RATINGS[where.rating]))
-        elif where.rating == "any":
-            found.append(_has_message(MessageRow.feedback.in_((1, -1))))
-        elif where.rating == "none":
-            found.append(~_has_message(MessageRow.feedback.in_((1, -1))))
+            found.append(_in_threads(_messages_where(MessageRow.feedback == RATINGS[where.rating])))
+        elif where.rating in ("any", "none"):
+            found.append(_in_threads(_messages_where(MessageRow.feedback.in_((1, -1))), where.rating == "any"))
         if where.excluded is not None:
-            test = _has_message(MessageRow.excluded.is_(True))
-            found.append(test if where.excluded else ~test)
+            found.append(_in_threads(_messages_where(MessageRow.excluded.is_(True)), where.excluded))
         if where.corrected is not None:
-            test = exists().where(CorrectionRow.message_id == MessageRow.id, MessageRow.thread_id == ThreadRow.id)
-            found.append(test if where.corrected else ~test)
+            found.append(_in_threads(select(MessageRow.thread_id).join(
+                CorrectionRow, CorrectionRow.message_id == MessageRow.id), where.corrected))
         if where.judged is not None:
-            test = exists().where(VerdictRow.message_id == MessageRow.id, MessageRow.thread_id == ThreadRow.id)
-            found.append(test if where.judged else ~test)
+            found.append(_in_threads(select(MessageRow.thread_id).join(
+                VerdictRow, VerdictRow.message_id == MessageRow.id), where.judged))
         if where.query and (matched := self._matching_threads(where.query)) is not None:
-            found.append(ThreadRow.id.in_(matched))
+            found.append(_in_threads(matched))
         return found
 
     def _matching_threads(self, query: str) -> Select[Any] | None:
@@ -182,14 +204,14 @@ class LogBrowser(Repository):
     def sentiment_by_day(self, where: LogFilter, *, days: int = 60) -> list[tuple[date, dict[str, int]]]:
         """How many user turns of the kept threads were positive, negative, neutral or unknown, per day, for the
         last ``days`` days that had any (oldest first)."""
-        conditions = self._conditions(where)
+        by_thread = self._thread_conditions(where)
+        by_id = self._id_conditions(where, MessageRow.thread_id)
         day = (func.date(MessageRow.created_at) if self.db.dialect == "sqlite"
                else cast(MessageRow.created_at, Date))
-        kept = select(ThreadRow.id).where(*conditions) if conditions else None
         statement = (select(day.label("day"), MessageRow.sentiment_label, func.count())
-                     .where(MessageRow.role == "user").group_by(day, MessageRow.sentiment_label))
-        if kept is not None:
-            statement = statement.where(MessageRow.thread_id.in_(kept))
+                     .where(MessageRow.role == "user", *by_id).group_by(day, MessageRow.sentiment_label))
+        if by_thread:  # a join: each thread's columns are tested once, not once per message
+            statement = statement.join(ThreadRow, ThreadRow.id == MessageRow.thread_id).where(*by_thread)
         counts: dict[date, dict[str, int]] = defaultdict(dict)
         with self.db.session() as session:
             for when, label, n in session.execute(statement):
@@ -203,6 +225,21 @@ class LogBrowser(Repository):
             models = session.scalars(select(ThreadRow.model).distinct().order_by(ThreadRow.model))
             assistants = session.scalars(select(ThreadRow.assistant_id).where(ThreadRow.assistant_id.is_not(None))
                                          .distinct().order_by(ThreadRow.assistant_id))
-            languages = session.scalars(select(MessageRow.language).where(MessageRow.language.is_not(None))
-                                        .distinct().order_by(MessageRow.language))
-            return {"models": list(models), "assistants": list(assistants), "languages": list(languages)}
+            return {"models": list(models), "assistants": list(assistants),
+                    "languages": self._distinct_languages(session)}
+
+    @staticmethod
+    def _distinct_languages(session: Any, most: int = 500) -> list[str]:
+        """messages.language's values, in order, one index seek each (the next value above the last), where
+        SELECT DISTINCT would read every message: a log has a few languages and many messages."""
+        found: list[str] = []
+        while len(found) < most:
+            following = (select(MessageRow.language).where(MessageRow.language.is_not(None))
+                         .order_by(MessageRow.language).limit(1))
+            if found:
+                following = following.where(MessageRow.language > found[-1])
+            value = session.scalar(following)
+            if value is None:
+                break
+            found.append(value)
+        return found

@@ -21,9 +21,14 @@ def upgrade() -> None:
     op.add_column("messages", sa.Column("excluded", sa.Boolean(), nullable=False, server_default=sa.false()))
     op.create_index("ix_messages_created_at", "messages", ["created_at"])
     op.create_index("ix_threads_kind_updated", "threads", ["kind", "updated_at"])
+    op.create_index("ix_messages_language", "messages", ["language", "thread_id"])
+    op.create_index("ix_messages_feedback", "messages", ["feedback", "thread_id"],
+                    sqlite_where=sa.text("feedback IS NOT NULL"), postgresql_where=sa.text("feedback IS NOT NULL"))
 
 
 def downgrade() -> None:
+    op.drop_index("ix_messages_feedback", "messages")
+    op.drop_index("ix_messages_language", "messages")
     op.drop_index("ix_threads_kind_updated", "threads")
     op.drop_index("ix_messages_created_at", "messages")
     op.drop_column("messages", "excluded")
