@@ -207,3 +207,26 @@ def test_tuneloop_ui_prints_the_address_and_opens_a_browser(home: Path, tmp_path
         out, err = proc.communicate(timeout=HANG)
     assert proc.returncode == 0 and "Traceback" not in err, err
     assert "tuneloop ui: stopped" in out
+
+
+def test_odd_values_are_one_line_never_a_500(site: Any) -> None:
+    import httpx
+
+    page = signed_in(site.browser, site, KEY)
+    cookies = {c["name"]: c["value"] for c in page.context.cookies()}
+    token = page.locator('meta[name="csrf-token"]').get_attribute("content")
+    with httpx.Client(base_url=ui_url(site, ""), cookies=cookies, timeout=HANG) as client:
+        for path in ("/ui/log?page=²", "/ui/log?page=99999999999999999999", "/ui/log?rating=sideways",
+                     "/ui/log/no%2Fsuch%2Fthread", "/ui/jobs/ftjob-x/events/stream?after=1e99"):
+            answer = client.get(path)
+            assert answer.status_code in (400, 404), (path, answer.status_code)
+            assert "text/html" in answer.headers["content-type"] and "Traceback" not in answer.text
+            assert len(re.findall(r'role="alert"', answer.text)) == 1
+        for form in ({"rating": "up", "csrf_token": "é"}, {"rating": "up", "csrf_token": token, "note": "x" * 5000}):
+            answer = client.post(f"/ui/messages/{site.ids['riga']}/rate", data=form)
+            assert answer.status_code in (400, 403), answer.text
+        answer = client.post("/ui/messages/99999999999999999999/rate", data={"rating": "up", "csrf_token": token})
+        assert answer.status_code == 404
+        stranger = httpx.get(ui_url(site, "/ui/log"), headers={"cookie": b"tuneloop_session=v1.1.\xc3\xa9"},
+                             timeout=HANG)
+        assert stranger.status_code == 303 and stranger.headers["location"].startswith("/ui/login")  # sign in

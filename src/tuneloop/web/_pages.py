@@ -13,7 +13,7 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from tuneloop.web._security import CSRF_FIELD, CSRF_HEADER, PREFIX, Guard
+from tuneloop.web._security import CSRF_FIELD, CSRF_HEADER, HEADERS, PREFIX, Guard
 
 NAV = [("log", "Log"), ("data", "Data"), ("jobs", "Jobs"), ("models", "Models"), ("evals", "Evals"),
        ("playground", "Playground"), ("judges", "Judges")]
@@ -56,6 +56,15 @@ class PageError(Exception):
         self.status = status
 
 
+def whole_number(value: str, name: str, low: int, high: int) -> int:
+    """``value`` as a whole number from ``low`` to ``high``, or a PageError naming ``name`` (ASCII digits only:
+    ``"²".isdigit()`` is true, and int() refuses it)."""
+    text = value.strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 12) or not low <= int(text) <= high:
+        raise PageError(f"{name} {value!r} is not a whole number from {low:,} to {high:,}")
+    return int(text)
+
+
 def guard_of(request: Request) -> Guard:
     return request.app.state.tuneloop_ui
 
@@ -89,7 +98,11 @@ def render(request: Request, template: str, *, status: int = 200, **context: Any
 
 
 def error_page(request: Request, message: str, status: int) -> HTMLResponse:
-    return render(request, "error.html", status=status, message=message, status_code=status)
+    response = render(request, "error.html", status=status, message=message, status_code=status)
+    # Also where the security middleware does not reach (an unexpected error is answered outside it).
+    for name, value in HEADERS:
+        response.headers[name.decode()] = value.decode()
+    return response
 
 
 def back_to(path: str, anchor: str | None = None, **query: Any) -> RedirectResponse:

@@ -84,7 +84,8 @@ class Guard:
             return True
         version, _, rest = request.cookies.get(SESSION_COOKIE, "").partition(".")
         issued, _, signature = rest.partition(".")
-        if version != "v1" or not issued.isdigit() or not hmac.compare_digest(signature, self._sign(issued)):
+        if version != "v1" or not (issued.isascii() and issued.isdigit() and len(issued) <= 12) \
+                or not hmac.compare_digest(signature.encode(), self._sign(issued).encode()):
             return False
         return 0 <= time.time() - int(issued) < SESSION_SECONDS
 
@@ -116,4 +117,5 @@ class Guard:
         seed = request.cookies.get(CSRF_COOKIE, "")
         if not seed or not isinstance(sent, str) or not sent:
             return False
-        return hmac.compare_digest(sent, self.csrf_token(seed))
+        # Bytes: compare_digest refuses a str with characters outside ASCII (a TypeError, not a "no").
+        return hmac.compare_digest(sent.encode(), self.csrf_token(seed).encode())

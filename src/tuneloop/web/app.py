@@ -76,6 +76,12 @@ async def logout(request: Request) -> Response:
     return response
 
 
+def _unexpected(request: Request, exc: Exception) -> Response:
+    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return error_page(request, "Something unexpected went wrong on the server; its log has the details. Reload the "
+                               "page to try again.", 500)
+
+
 def _status_of(exc: TuneloopError) -> int:
     return 404 if isinstance(exc, NotFoundError) else 400
 
@@ -114,6 +120,7 @@ def _install_errors(app: FastAPI) -> None:
     dispatch(RequestValidationError, lambda request, exc: error_page(
         request, "That address has a value this page cannot read: "
                  + "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in exc.errors()), 400))
+    dispatch(Exception, _unexpected)
     dispatch(StarletteHTTPException, lambda request, exc: error_page(
         request, f"There is no page at {request.url.path}." if exc.status_code == 404
         else f"{request.method} is not allowed here." if exc.status_code == 405 else str(exc.detail),

@@ -21,7 +21,7 @@ from tuneloop.evals import DEFAULT_MAX_TOKENS, EvalFileError, EvalItem, check_mo
 from tuneloop.evals import run_eval as ask_models
 from tuneloop.server import served_models, state_of
 from tuneloop.store.eval_runs import EvalRun, EvalRuns
-from tuneloop.web._pages import PageError, back_to, posted, render
+from tuneloop.web._pages import PageError, back_to, posted, render, whole_number
 
 router = APIRouter()
 ROUTERS = [router]
@@ -50,9 +50,7 @@ def read_items(data: bytes, name: str) -> list[EvalItem]:
 def _max_tokens(value: str) -> int:
     if not value:
         return DEFAULT_MAX_TOKENS
-    if not value.isdigit() or not 1 <= int(value) <= MAX_TOKENS:
-        raise PageError(f"most tokens per answer {value!r}: give a whole number from 1 to {MAX_TOKENS}")
-    return int(value)
+    return whole_number(value, "most tokens per answer", 1, MAX_TOKENS)
 
 
 def _page(request: Request, *, status: int = 200, **context: Any) -> Response:
@@ -95,12 +93,13 @@ async def run_eval(request: Request) -> Response:
         if len(chosen) < 2:
             raise PageError("choose at least two models to compare (hold Ctrl or ⌘ to choose more than one)")
         name, items = await _eval_file(request, form, source)
-        check_models(rt, chosen)
+        await run_in_threadpool(check_models, rt, chosen)
         report = await run_in_threadpool(ask_models, rt, items, chosen, max_tokens=max_tokens)
     except (PageError, TuneloopError) as exc:
-        return _page(request, status=400, error=str(exc), chosen=chosen,
-                     max_tokens=max_tokens_given or DEFAULT_MAX_TOKENS)
-    run = EvalRuns(rt.store).add(name, report.to_json(), max_tokens=max_tokens)
+        message = str(exc)
+        return await run_in_threadpool(lambda: _page(request, status=400, error=message, chosen=chosen,
+                                                     max_tokens=max_tokens_given or DEFAULT_MAX_TOKENS))
+    run = await run_in_threadpool(EvalRuns(rt.store).add, name, report.to_json(), max_tokens=max_tokens)
     return back_to(f"/ui/evals/{quote(run.id, safe='')}")
 
 

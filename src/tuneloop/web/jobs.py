@@ -22,7 +22,7 @@ from tuneloop.errors import DatasetInvalidError, JobNotFoundError, TuneloopError
 from tuneloop.hardware import DEVICES
 from tuneloop.server import ServerState, state_of
 from tuneloop.store.jobs import Job, JobEvent
-from tuneloop.web._pages import PageError, back_to, posted, render
+from tuneloop.web._pages import PageError, back_to, posted, render, whole_number
 
 router = APIRouter()
 ROUTERS = [router]
@@ -165,7 +165,8 @@ async def create_job(request: Request) -> Response:
     try:
         job = await run_in_threadpool(create, state, form)
     except (PageError, TuneloopError) as exc:
-        return render(request, "jobs_new.html", status=400, values=form, error=str(exc), **_form_context(state))
+        context = await run_in_threadpool(_form_context, state)
+        return render(request, "jobs_new.html", status=400, values=form, error=str(exc), **context)
     return back_to(f"/ui/jobs/{quote(job.id, safe='')}")
 
 
@@ -231,9 +232,7 @@ def _sse(kind: str, data: Any, event_id: int | None = None) -> str:
 
 def _cursor(request: Request, after: str | None) -> int:
     given = request.headers.get("last-event-id") or after or "0"
-    if not given.isdigit():
-        raise PageError(f"after {given!r} is not an event number")
-    return int(given)
+    return whole_number(given, "after (the last event seen)", 0, 2**63 - 1)
 
 
 @router.get("/jobs/{job_id}/events/stream")

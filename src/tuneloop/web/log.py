@@ -3,11 +3,13 @@ turn, and the forms that rate, correct or exclude a reply."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from tuneloop import ratings
@@ -15,7 +17,7 @@ from tuneloop.server import state_of
 from tuneloop.store import DialogueStore
 from tuneloop.store.browse import RATINGS, SENTIMENTS, SOURCES, LogBrowser, LogFilter
 from tuneloop.store.judgments import Judgments
-from tuneloop.web._pages import PageError, back_to, posted, render
+from tuneloop.web._pages import PageError, back_to, posted, render, whole_number
 
 router = APIRouter()
 ROUTERS = [router]
@@ -67,11 +69,7 @@ def parse_filter(params: dict[str, str]) -> LogFilter:
 
 
 def _page_number(value: str | None) -> int:
-    if value is None or value == "":
-        return 1
-    if not value.isdigit() or not 1 <= int(value) <= 100_000:
-        raise PageError(f"page {value!r} is not a page number (1, 2, …)")
-    return int(value)
+    return 1 if value is None or value == "" else whole_number(value, "page", 1, 100_000)
 
 
 @router.get("/log")
@@ -118,7 +116,7 @@ def _bars(days: list[tuple[date, dict[str, int]]]) -> list[dict[str, Any]]:
     return columns
 
 
-@router.get("/log/{thread_id}")
+@router.get("/log/{thread_id:path}")
 def thread_page(thread_id: str, request: Request) -> Response:
     store = state_of(request).runtime.store
     dialogue = DialogueStore(store)
@@ -130,32 +128,46 @@ def thread_page(thread_id: str, request: Request) -> Response:
                   notice=request.query_params.get("done"))
 
 
-def _reply_target(store: Any, message_id: int) -> tuple[DialogueStore, str]:
-    dialogue = DialogueStore(store)
-    return dialogue, dialogue.get_message(message_id).thread_id
+def _on_reply(request: Request, message_id: int, change: Callable[[DialogueStore], str]) -> Response:
+    """Apply ``change`` to reply ``message_id`` (in a worker thread: the store may wait on a lock) and go back to
+    its turn in its thread, saying what was done."""
+    dialogue = DialogueStore(state_of(request).runtime.store)
+    done = change(dialogue)
+    thread_id = dialogue.get_message(message_id).thread_id
+    return back_to(f"/ui/log/{quote(thread_id, safe='')}", f"m{message_id}", done=done)
+
+
+def _text(form: Any, name: str) -> str:
+    value = form.get(name)
+    return value if isinstance(value, str) else ""
 
 
 @router.post("/messages/{message_id}/rate")
 async def rate(message_id: int, request: Request) -> Response:
     form = await posted(request)
-    dialogue, thread_id = _reply_target(state_of(request).runtime.store, message_id)
-    ratings.rate(dialogue, message_id, str(form.get("rating") or ""), str(form.get("note") or "").strip() or None)
-    return back_to(f"/ui/log/{quote(thread_id, safe='')}", f"m{message_id}", done="rated")
+
+    def change(dialogue: DialogueStore) -> str:
+        ratings.rate(dialogue, message_id, _text(form, "rating"), _text(form, "note").strip() or None)
+        return "rated"
+    return await run_in_threadpool(_on_reply, request, message_id, change)
 
 
 @router.post("/messages/{message_id}/correct")
 async def correct(message_id: int, request: Request) -> Response:
     form = await posted(request)
-    dialogue, thread_id = _reply_target(state_of(request).runtime.store, message_id)
-    ratings.correct(dialogue, message_id, str(form.get("correction") or ""), source="ui")
-    return back_to(f"/ui/log/{quote(thread_id, safe='')}", f"m{message_id}", done="corrected")
+
+    def change(dialogue: DialogueStore) -> str:
+        ratings.correct(dialogue, message_id, _text(form, "correction"), source="ui")
+        return "corrected"
+    return await run_in_threadpool(_on_reply, request, message_id, change)
 
 
 @router.post("/messages/{message_id}/exclude")
 async def exclude(message_id: int, request: Request) -> Response:
     form = await posted(request)
-    dialogue, thread_id = _reply_target(state_of(request).runtime.store, message_id)
-    excluded = str(form.get("excluded") or "") == "yes"
-    ratings.exclude(dialogue, message_id, excluded)
-    done = "excluded" if excluded else "included"
-    return back_to(f"/ui/log/{quote(thread_id, safe='')}", f"m{message_id}", done=done)
+    excluded = _text(form, "excluded") == "yes"
+
+    def change(dialogue: DialogueStore) -> str:
+        ratings.exclude(dialogue, message_id, excluded)
+        return "excluded" if excluded else "included"
+    return await run_in_threadpool(_on_reply, request, message_id, change)

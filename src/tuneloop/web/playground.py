@@ -26,7 +26,7 @@ from tuneloop.chat import ChatSession, Reply, ReplyStream
 from tuneloop.errors import TuneloopError
 from tuneloop.server import ClientGone, Generation, ServerState, collect_text, served_models, state_of, unless_gone
 from tuneloop.store import DialogueStore, Message
-from tuneloop.web._pages import PageError, posted, render
+from tuneloop.web._pages import PageError, posted, render, whole_number
 
 log = logging.getLogger("tuneloop.web")
 router = APIRouter()
@@ -73,9 +73,7 @@ def _number(value: str, default: int) -> int:
     value = value.strip()
     if not value:
         return default
-    if not value.isdigit() or not 1 <= int(value) <= MAX_REPLY_TOKENS:
-        raise PageError(f"max tokens {value!r} is not a number from 1 to {MAX_REPLY_TOKENS}")
-    return int(value)
+    return whole_number(value, "max tokens", 1, MAX_REPLY_TOKENS)
 
 
 def _read(state: ServerState, form: FormData, need_text: bool) -> Ask:
