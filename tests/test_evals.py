@@ -28,6 +28,48 @@ def test_graders(grader: str, expected: str, answer: str, passes: bool) -> None:
     assert make_item(question="q", expected=expected, grader=grader).grade(answer) is passes
 
 
+@pytest.mark.parametrize(("question", "expected", "answer", "passes"), [
+    ("What colour is the Zorblat 12?", "The Zorblat 12 is teal.", "TEAL, always", True),
+    ("What colour is the Zorblat 12?", "The Zorblat 12 is teal.", "The Zorblat 12 is a type of", False),
+    ("Who designed it?", "Ottilie Brandvik designed the Zorblat.", "The Zorblat: by Ottilie Brandvik.", True),
+    ("Who designed it?", "Ottilie Brandvik designed the Zorblat.", "Brandvik.", False),  # 1 of 4 new words
+    ("Say it thrice", "teal teal teal", "teal", False),  # a word counts as often as the expected answer has it
+    ("Capital of Lithuania?", "Vilnius.", "Vilnius, of course.", True),
+    ("Say the Zorblat", "the Zorblat", "the Zorblat!", True),  # adds no word: all of its words count
+])
+def test_the_similar_grader_wants_what_the_answer_adds_to_the_question(question: str, expected: str, answer: str,
+                                                                       passes: bool) -> None:
+    assert make_item(question=question, expected=expected, grader="similar").grade(answer) is passes
+
+
+def test_an_eval_from_the_log_asks_corrected_and_praised_replies_again(database_url: str) -> None:
+    from tuneloop import ratings
+    from tuneloop.evals import from_log
+    from tuneloop.labels import log_exchange
+    from tuneloop.store import DialogueStore
+
+    store = DialogueStore(database_url)
+    thread = store.create_thread(model="m")
+    first = log_exchange(store, thread.id, "Capital of Lithuania?", "Riga.", model="m").assistant.id
+    second = log_exchange(store, thread.id, "And of Latvia?", "Riga is the capital of Latvia.", model="m").assistant.id
+    third = log_exchange(store, thread.id, "And of Estonia?", "Tallinn.", model="m").assistant.id
+    ratings.correct(store, first, "Vilnius.")
+    ratings.rate(store, second, "up")
+    ratings.rate(store, third, "down")
+    other = store.create_thread(model="m")
+    excluded = log_exchange(store, other.id, "Capital of Finland?", "Helsinki.", model="m").assistant.id
+    ratings.rate(store, excluded, "up")
+    ratings.exclude(store, excluded)
+
+    items = from_log(store)
+    assert [(i.line, i.expected, i.grader) for i in items] == [
+        (first, ("Vilnius.",), "similar"), (second, ("Riga is the capital of Latvia.",), "similar")]
+    # The question comes with the turns before it, as they were said.
+    assert [m["content"] for m in items[1].messages] == ["Capital of Lithuania?", "Riga.", "And of Latvia?"]
+    assert items[0].grade("It is Vilnius") and not items[0].grade("Riga")
+    assert len(from_log(store, limit=1)) == 1 and from_log(store, [other.id]) == []
+
+
 def test_expected_may_list_alternatives_and_messages_drop_the_reference_answer() -> None:
     item = make_item(messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Legs?"},
                                {"role": "assistant", "content": "Eight."}], expected=["eight", "8"])

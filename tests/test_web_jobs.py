@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from browser import chromium, shot, ui_url
@@ -21,6 +22,7 @@ from tuneloop.store import DialogueStore
 from tuneloop.store.files import FileStore
 from tuneloop.store.jobs import JobStore
 from tuneloop.store.judgments import Judgments
+from tuneloop.web import data as data_pages
 from tuneloop.web import jobs as jobs_pages
 
 KEY = "ui-jobs-test-key-93d2"
@@ -94,10 +96,22 @@ def no_script_ran(page: Any) -> None:
     assert page.problems == []
 
 
-def test_preview_download_and_save_a_training_set(site: Any) -> None:
+def test_preview_download_and_save_a_training_set(site: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[str] = []
+    build = data_pages.build
+    monkeypatch.setattr(data_pages, "build", lambda request, choice: built.append(request.url.path) or build(
+        request, choice))
     page = open_page(site.browser, site, "/ui/log?q=gadget")
     page.get_by_role("link", name="Build training data from these threads").click()
     page.wait_for_url("**/ui/data?q=gadget*")
+    # A plain visit counts the threads and shows the options; it builds nothing (a large log would take long).
+    assert page.get_by_test_id("threads").inner_text() == "12 threads to build from."
+    assert page.get_by_test_id("supervised").count() == 0 and built == []
+    form = page.get_by_role("form", name="Build the training set")
+    assert form.get_attribute("data-busy") == "Building the preview…"
+    page.get_by_role("button", name="Preview").click()
+    page.wait_for_url("**/ui/data?*preview=1*")
+    assert built == ["/ui/data"]
     assert page.get_by_test_id("supervised").inner_text() == "12"
     assert page.get_by_test_id("pairs").inner_text() == "0"
     assert page.get_by_text("No errors: this set can train as it is.").is_visible()
@@ -140,7 +154,14 @@ def test_a_bad_value_is_one_line_on_the_data_page(site: Any) -> None:
     assert "since 'someday' is not a date" in page.get_by_role("alert").inner_text()
     page.goto(ui_url(site, "/ui/data?criterion=nobody"))
     assert "criterion 'nobody' is not a judge here" in page.get_by_role("alert").inner_text()
+    for turns in ("²", "0", "1001", "1" * 5000, "-3", "2.5"):  # '²'.isdigit() is true; int() refuses it
+        page.goto(ui_url(site, f"/ui/data?preview=1&max_turns={quote(turns)}"))
+        alert = page.get_by_role("alert").inner_text()
+        assert "is not a number from 1 to 1000" in alert and "\n" not in alert.strip(), turns
+        assert page.request.get(ui_url(site, f"/ui/data/download?max_turns={quote(turns)}")).status == 400, turns
     page.goto(ui_url(site, "/ui/data?q=nothing-matches-this"))
+    assert page.get_by_test_id("threads").inner_text().startswith("No thread matches these filters")
+    page.get_by_role("button", name="Preview").click()
     assert page.get_by_text("No usable training examples").is_visible()
     assert page.get_by_role("link", name="Download the JSONL").count() == 0
     assert [p for p in page.problems if "status of 400" not in p] == []  # the pages' own status: no script ran

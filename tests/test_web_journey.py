@@ -21,10 +21,9 @@ from tuneloop.store.jobs import JobStore
 KEY = "journey-key-6b0e9a"
 BASE = "smollm2-135m-instruct"
 FACTS = [(f"What colour is the Zorblat {n}?", f"The Zorblat {n} is teal.") for n in range(1, 12)]
-EVAL = "\n".join(f'{{"question": "What colour is the Zorblat {n}?", "expected": "teal"}}' for n in (2, 5, 9)) + "\n"
 
 
-def test_the_loop_from_the_log_to_a_tuned_model_in_the_browser(home: Path, tmp_path: Path) -> None:
+def test_the_loop_from_the_log_to_a_tuned_model_in_the_browser(home: Path) -> None:
     with serving(home, KEY) as server, chromium() as browser:
         store = DialogueStore(server.store)
         for question, answer in FACTS:  # well-received exchanges, as a chat app logs them
@@ -105,21 +104,23 @@ def test_the_loop_from_the_log_to_a_tuned_model_in_the_browser(home: Path, tmp_p
         assert page.get_by_text(job.fine_tuned_model).first.is_visible()
         shot(page, "readme-models")
 
-        # 6. An eval of the tuned model against the base.
-        eval_file = tmp_path / "zorblat-eval.jsonl"
-        eval_file.write_text(EVAL)
-        page.goto(ui_url(server, "/ui/evals"))
-        page.get_by_label("Eval file (JSONL or CSV)").set_input_files(str(eval_file))
+        # 6. An eval of the tuned model against the base, built from the log: the corrected reply and the one rated up
+        # are asked again.
+        page.goto(ui_url(server, "/ui/log?q=Zorblat"))
+        page.get_by_role("link", name="Build an eval from these threads").click()
         page.get_by_label(re.compile("Models to compare")).select_option([BASE, job.fine_tuned_model])
         page.get_by_label("Most tokens per answer").fill("16")
-        page.get_by_role("button", name="Run the eval file").click()
-        page.wait_for_url("**/ui/evals/*")
+        page.get_by_role("button", name="Run an eval built from the log").click()
+        page.wait_for_url("**/ui/evals/evalrun-*")
         (listed,) = EvalRuns(server.store).recent(5)
         run = EvalRuns(server.store).get(listed.id)
-        assert run.models == [BASE, job.fine_tuned_model] and len(run.items) == 3
+        assert run.models == [BASE, job.fine_tuned_model] and run.name == "the log (q=Zorblat)"
+        assert sorted(item["question"] for item in run.items) == ["What colour is the Zorblat 12?",
+                                                                  "What colour is the Zorblat 3?"]
+        assert [e for item in run.items for e in item["expected"]] != [] and run.items[0]["grader"] == "similar"
         scores = page.locator("table.scores tbody tr")
         for row, kept in zip(scores.all(), run.summary, strict=True):  # the page shows what the store kept
-            assert kept["model"] in row.inner_text() and f"{kept['passed']}/3" in row.inner_text()
+            assert kept["model"] in row.inner_text() and f"{kept['passed']}/2" in row.inner_text()
         shot(page, "readme-eval")
 
         # 7. Chat with the tuned model in the playground: streamed, logged.

@@ -6,6 +6,8 @@ text in eval files, answers, file names and model ids that stays text."""
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -81,9 +83,11 @@ def test_models_are_listed_registered_and_exported_with_a_recipe_to_copy(site: A
     assert "is a base model" in page.get_by_role("alert").inner_text()
     assert not (site.home / "exports" / "twin-peft").exists()
     page.get_by_label("Format").select_option("merged")
-    page.get_by_label("Output folder").fill("/proc/no-such-folder/twin")  # a folder the server cannot write
+    (site.home / "exports").mkdir(exist_ok=True)
+    (site.home / "exports" / "a-file").write_text("not a folder")
+    page.get_by_label("Output folder").fill("a-file/twin")  # a folder the server cannot write
     page.get_by_role("button", name="Export").click()
-    assert page.get_by_role("alert").inner_text().startswith("cannot write /proc/no-such-folder")
+    assert page.get_by_role("alert").inner_text().startswith(f"cannot write {site.home / 'exports' / 'a-file'}")
 
     form = page.get_by_role("form", name="Export a model")
     assert form.get_attribute("data-busy") == "Exporting…"
@@ -92,8 +96,9 @@ def test_models_are_listed_registered_and_exported_with_a_recipe_to_copy(site: A
     page.get_by_label("Output folder").fill("twin-gguf")
     page.get_by_role("button", name="Export").click()
     page.get_by_role("heading", name=f"Exported {TWIN} as gguf").wait_for()
-    gguf = site.home / "exports" / "twin-gguf" / f"{TWIN}.q8_0.gguf"
+    gguf = site.home.resolve() / "exports" / "twin-gguf" / f"{TWIN}.q8_0.gguf"
     assert gguf.stat().st_size > 50_000_000  # the weights, written where the page says
+    assert page.get_by_text(f"In {gguf.parent} (").is_visible()  # the full path
     recipe = page.locator("pre").filter(has_text="llama-server")
     assert recipe.inner_text().startswith(f"llama-server -m {gguf}")
     page.get_by_role("button", name="Copy the llama.cpp command").click()
@@ -103,18 +108,26 @@ def test_models_are_listed_registered_and_exported_with_a_recipe_to_copy(site: A
     assert page.problems == []
 
 
-def test_fine_tunes_are_listed_with_their_job_and_export_as_peft(site: Any) -> None:
-    """A job that succeeded (its adapter a stand-in: a peft export copies the folder, it never loads it)."""
+def _stand_in(site: Any) -> tuple[str, Path]:
+    """A job that succeeded (its adapter a stand-in: a peft export copies the folder, it never loads it): its model
+    id and adapter folder."""
     adapter = site.home / "stand-in-adapter"
+    model = f"ft:{BASE}:ui:ftjob-uitest"
+    if adapter.exists():
+        return model, adapter
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text(json.dumps({"r": 8, "peft_type": "LORA"}))
     (adapter / "adapter_model.safetensors").write_bytes(b"\0" * 4096)
-    model = f"ft:{BASE}:ui:ftjob-uitest"
     jobs = JobStore(site.store)
     jobs.create_job(id="ftjob-uitest", backend="local", model=BASE, method="supervised", status="succeeded",
                     training_file="file-x", hyperparameters={}, seed=1, fine_tuned_model=model,
                     model_path=str(adapter))
     jobs.add_checkpoint("ftjob-uitest", step=3, metrics={}, model=f"{model}:ckpt-step-3", path=str(adapter))
+    return model, adapter
+
+
+def test_fine_tunes_are_listed_with_their_job_and_export_as_peft(site: Any) -> None:
+    model, adapter = _stand_in(site)
     page = signed_in(site.browser, site, KEY, "/ui/models")
     tuned = page.get_by_role("region", name="Fine-tuned models").get_by_role("row")
     row = tuned.filter(has_text=model).first
@@ -124,12 +137,55 @@ def test_fine_tunes_are_listed_with_their_job_and_export_as_peft(site: Any) -> N
 
     page.get_by_label("Model to export").select_option(model)
     page.get_by_label("Format").select_option("peft")
-    page.get_by_label("Output folder").fill(str(site.home / "peft-out"))
+    page.get_by_label("Output folder").fill("adapters/peft-out")
     page.get_by_role("button", name="Export").click()
     page.get_by_role("heading", name=f"Exported {model} as peft").wait_for()
-    assert (site.home / "peft-out" / "adapter_model.safetensors").stat().st_size == 4096
+    out = site.home.resolve() / "exports" / "adapters" / "peft-out"
+    assert (out / "adapter_model.safetensors").stat().st_size == 4096
+    assert page.get_by_text(f"In {out} (").is_visible()  # the full path it resolved to
     vllm = page.locator("pre").filter(has_text="vllm serve").inner_text()
-    assert "--enable-lora --max-lora-rank 8" in vllm and f"{model}={site.home / 'peft-out'}" in vllm
+    assert "--enable-lora --max-lora-rank 8" in vllm and f"{model}={out}" in vllm
+    assert page.problems == []
+
+
+def test_export_writes_only_under_home_exports_and_replaces_nothing_else(site: Any) -> None:
+    """"Replace the folder" deletes what the folder holds: the output is a folder name under HOME/exports, and a path
+    anywhere else (given as such, climbed to with '..', or reached through a link) is refused before anything is
+    written or deleted."""
+    model, _ = _stand_in(site)
+    exports = site.home / "exports"
+    exports.mkdir(exist_ok=True)
+    victim = site.home / "victim"  # in the home, outside exports: what a wrong path would delete
+    victim.mkdir(exist_ok=True)
+    (victim / "keep.txt").write_text("kept")
+    (exports / "outside").symlink_to(victim, target_is_directory=True)
+    (exports / "itself").symlink_to(exports, target_is_directory=True)
+    in_user_home = f"~/tuneloop-test-{os.getpid()}-{id(site)}"
+    page = signed_in(site.browser, site, KEY, "/ui/models")
+    assert f"{exports}/" in page.locator("#exp-output-help").inner_text()
+
+    def refused(output: str, model: str = model, form: str = "peft") -> str:
+        page.get_by_label("Model to export").select_option(model)
+        page.get_by_label("Format").select_option(form)
+        page.get_by_label("Output folder").fill(output)
+        page.get_by_label("Replace the folder if it is not empty").check()
+        page.get_by_role("button", name="Export").click()
+        alert = page.get_by_role("alert").inner_text().strip()
+        assert "type a folder name, such as my-model-gguf" in alert and str(exports) in alert, output
+        assert "\n" not in alert and page.get_by_role("heading", name=re.compile("^Exported ")).count() == 0, output
+        return alert
+
+    # /etc: a base model with peft (refused by the export itself, before any folder is touched, were the output
+    # folder ever let through): the test never risks /etc.
+    assert "is a full path" in refused("/etc", model=BASE)
+    assert Path("/etc/passwd").exists()
+    for output in ("../victim", "a/../../victim", str(victim), str(site.home / "exports" / "x"), "outside",
+                   "outside/sub", "itself", in_user_home, "~", "./x", "a//b", "a/", "."):
+        refused(output)
+        assert (victim / "keep.txt").read_text() == "kept", output
+        assert sorted(p.name for p in victim.iterdir()) == ["keep.txt"], output
+    assert not Path(in_user_home).expanduser().exists()
+    assert (exports / "outside").is_symlink() and (exports / "itself").is_symlink()
     assert page.problems == []
 
 

@@ -13,6 +13,10 @@ Graders (``contains`` when none is given):
 * ``contains``: the expected text appears in the answer as whole words, ignoring case ("7" does not pass "17");
 * ``exact``: the whole answer is the expected text, ignoring case, surrounding spaces and a final full stop;
 * ``regex``: the expected Python regular expression matches somewhere in the answer (add ``(?i)`` to ignore case);
+* ``similar``: the answer holds at least 60 % of the words the expected answer adds to the question (ignoring case
+  and punctuation; a word counts as often as the expected answer has it; all its words when it adds none): for
+  whole replies, such as those an eval built from the log expects (:func:`from_log`). "What colour is the Zorblat
+  12?" expecting "The Zorblat 12 is teal." needs "teal";
 * ``tool_call``: the item offers ``tools`` (chat completions' function tools) and ``expected`` is the call to make,
   ``{"name": …, "arguments": {…}}`` (or a list of such calls, any of which passes): the model's first call names
   that function with equal arguments (the default grader when ``tools`` are given). The answer shown is the call
@@ -29,6 +33,7 @@ import io
 import json
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -41,8 +46,11 @@ from tuneloop.structured import StructuredOutputError, loaded_arguments, tools_s
 
 if TYPE_CHECKING:
     from tuneloop.runtime import Runtime
+    from tuneloop.store import DialogueStore
 
-GRADERS = ("contains", "exact", "regex", "tool_call")
+GRADERS = ("contains", "exact", "regex", "similar", "tool_call")
+SIMILAR_SHARE = 0.6  # the share of the expected answer's words a "similar" answer holds
+_WORDS = re.compile(r"[^\W_]+")
 EXPECTED_COLUMNS = ("expected", "expected_answer", "ideal", *COMPLETION_COLUMNS)
 DEFAULT_MAX_TOKENS = 64
 
@@ -67,10 +75,10 @@ class EvalItem:
         return next((m["content"] for m in reversed(self.messages) if m["role"] == "user"), "")
 
     def grade(self, answer: str) -> bool:
-        return any(_passes(self.grader, expected, answer) for expected in self.expected)
+        return any(_passes(self.grader, expected, answer, self.question) for expected in self.expected)
 
 
-def _passes(grader: str, expected: str, answer: str) -> bool:
+def _passes(grader: str, expected: str, answer: str, question: str = "") -> bool:
     if grader == "tool_call":
         try:
             want, got = json.loads(expected), json.loads(answer)
@@ -81,6 +89,13 @@ def _passes(grader: str, expected: str, answer: str) -> bool:
             "arguments", {})
     if grader == "regex":
         return re.search(expected, answer) is not None
+    if grader == "similar":
+        want = Counter(_WORDS.findall(expected.casefold()))
+        asked = set(_WORDS.findall(question.casefold()))
+        want = Counter({word: n for word, n in want.items() if word not in asked}) or want
+        got = Counter(_WORDS.findall(answer.casefold()))
+        held = sum(min(n, got[word]) for word, n in want.items())
+        return bool(want) and held / sum(want.values()) >= SIMILAR_SHARE
     if grader == "exact":
         def norm(text: str) -> str:
             return " ".join(text.split()).rstrip(".").strip().casefold()
@@ -156,6 +171,38 @@ def _text(content: Any) -> str:
     if isinstance(content, list):
         return "".join(p.get("text", "") for p in content if isinstance(p, dict))
     return content if isinstance(content, str) else ""
+
+
+def from_log(store: DialogueStore, thread_ids: Sequence[str] | None = None, *, limit: int = 100,
+             context_turns: int = 4) -> list[EvalItem]:
+    """An eval from what people said of logged replies: each corrected reply asks its question again expecting the
+    correction, each reply rated up expects itself (grader ``similar``), with the thread's system instruction and up
+    to ``context_turns`` turns before the question; replies left out of training, calls and tool results are not
+    used. At most ``limit`` items, from ``thread_ids`` (default: every thread)."""
+    items: list[EvalItem] = []
+    for thread, messages in store.export(list(thread_ids) if thread_ids is not None else None):
+        system = thread.system_instruction
+        turns: list[dict[str, str]] = []
+        for message in messages:
+            if message.role == "system":
+                system = message.content
+                continue
+            if message.role not in ("user", "assistant") or message.tool_calls or message.tool_call_id:
+                turns = []  # a call and its results are not plain text to ask again: start after them
+                continue
+            wanted = message.correction.content if message.correction else (
+                message.content if message.feedback == 1 else None)
+            if (message.role == "assistant" and wanted and wanted.strip() and not message.excluded and turns
+                    and turns[-1]["role"] == "user"):
+                context = turns[-(context_turns + 1):]
+                while context[0]["role"] != "user":
+                    context = context[1:]
+                chat = ([{"role": "system", "content": system}] if system else []) + context
+                items.append(EvalItem(tuple(chat), (wanted.strip(),), "similar", "the log", message.id))
+                if len(items) >= limit:
+                    return items
+            turns.append({"role": message.role, "content": message.content})
+    return items
 
 
 def read_eval_file(path: str | Path) -> list[EvalItem]:

@@ -59,7 +59,8 @@ def choice_of(params: dict[str, str], bases: list[str], judges: list[str]) -> Ch
     if criterion is not None and criterion not in judges:
         raise PageError(f"criterion {criterion!r} is not a judge here; define it on the judges page, or choose none")
     turns = (params.get("max_turns") or "").strip()
-    if turns and (not turns.isdigit() or not 1 <= int(turns) <= 1000):
+    # ASCII digits only ("²".isdigit() is true, and int() refuses it), and few of them (int() refuses thousands).
+    if turns and (not (turns.isascii() and turns.isdigit() and len(turns) <= 4) or not 1 <= int(turns) <= 1000):
         raise PageError(f"max context turns {turns!r} is not a number from 1 to 1000 (blank: every turn)")
     method = params.get("method") or "auto"
     if method not in METHODS:
@@ -149,15 +150,22 @@ def _context(request: Request) -> dict[str, Any]:
 
 @router.get("/data")
 def data_page(request: Request) -> Response:
+    """The filters, how many threads they keep and the options; the set is built (and its tokens counted) only when
+    the Preview button asks (``preview=1``): a plain visit (the nav's link) over a large log stays quick. A ``def``
+    route: its store calls run in a worker thread, not on the event loop."""
     context = _context(request)
     params = dict(request.query_params)
+    wanted = params.get("preview") == "1"
+    shown = None
     try:
         choice = choice_of(params, context["bases"], context["judges"])
-        shown = preview(request, choice)
+        threads = LogBrowser(state_of(request).runtime.store).threads(parse_filter(params), limit=1).total
+        if wanted:
+            shown = preview(request, choice)
     except (PageError, DataError) as exc:
         return render(request, "data.html", status=400, error=str(exc), params=params, choice=None, preview=None,
-                      filters=_filters(params), **context)
-    return render(request, "data.html", error=None, params=params, choice=choice, preview=shown,
+                      threads=None, filters=_filters(params), **context)
+    return render(request, "data.html", error=None, params=params, choice=choice, preview=shown, threads=threads,
                   filters=_filters(params), **context)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from importlib import resources
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
@@ -17,17 +17,30 @@ from starlette.responses import Response
 
 from tuneloop.datasets.readers import decode
 from tuneloop.errors import TuneloopError
-from tuneloop.evals import DEFAULT_MAX_TOKENS, EvalFileError, EvalItem, check_models, read_eval_csv, read_eval_jsonl
+from tuneloop.evals import (
+    DEFAULT_MAX_TOKENS,
+    EvalFileError,
+    EvalItem,
+    check_models,
+    from_log,
+    read_eval_csv,
+    read_eval_jsonl,
+)
 from tuneloop.evals import run_eval as ask_models
 from tuneloop.server import served_models, state_of
+from tuneloop.store import DialogueStore
+from tuneloop.store.browse import LogBrowser
 from tuneloop.store.eval_runs import EvalRun, EvalRuns
 from tuneloop.web._pages import PageError, back_to, posted, render, whole_number
+from tuneloop.web.log import parse_filter
 
 router = APIRouter()
 ROUTERS = [router]
 DEMO = "demo_eval.jsonl"
 MAX_TOKENS = 1024
 LISTED = 50
+LOG_THREADS = 2000  # an eval from the log reads the newest threads its filter keeps, up to this many
+LOG_QUESTIONS = 100
 
 
 def demo_items() -> list[EvalItem]:
@@ -56,19 +69,34 @@ def _max_tokens(value: str) -> int:
 def _page(request: Request, *, status: int = 200, **context: Any) -> Response:
     rt = state_of(request).runtime
     runs = EvalRuns(rt.store)
-    given = {"error": None, "chosen": [], "max_tokens": DEFAULT_MAX_TOKENS, **context}
+    given = {"error": None, "chosen": [], "max_tokens": DEFAULT_MAX_TOKENS, "log_query": "", **context}
     return render(request, "evals.html", status=status, models=[m["id"] for m in served_models(rt)],
                   runs=runs.recent(LISTED), total=runs.count(), max_tokens_limit=MAX_TOKENS, **given)
 
 
 @router.get("/evals")
 def evals_page(request: Request) -> Response:
-    return _page(request)
+    return _page(request, log_query=request.query_params.get("log", ""))
+
+
+def log_items(store: Any, log_query: str) -> tuple[str, list[EvalItem]]:
+    """The eval built from the log's threads that ``log_query`` (the log page's query string) keeps."""
+    where = parse_filter(dict(parse_qsl(log_query)))
+    threads = LogBrowser(store).thread_ids(where, limit=LOG_THREADS)
+    items = from_log(DialogueStore(store), threads, limit=LOG_QUESTIONS)
+    if not items:
+        raise PageError("these threads have no corrected reply and no reply rated up to ask again: rate or correct "
+                        "replies on the log page first")
+    return "the log" + (f" ({log_query})" if log_query else ""), items
 
 
 async def _eval_file(request: Request, form: Any, source: str) -> tuple[str, list[EvalItem]]:
     if source == "demo":
         return f"{DEMO} (bundled)", demo_items()
+    if source == "log":
+        query = form.get("log_query")
+        return await run_in_threadpool(log_items, state_of(request).runtime.store,
+                                       query if isinstance(query, str) else "")
     upload = form.get("file")
     if not isinstance(upload, UploadFile) or not upload.filename:
         raise PageError("choose a JSONL or CSV eval file first, or run the bundled demo eval")
@@ -87,7 +115,7 @@ async def run_eval(request: Request) -> Response:
     max_tokens_given = str(form.get("max_tokens") or "").strip()
     rt = state_of(request).runtime
     try:
-        if source not in ("demo", "upload"):
+        if source not in ("demo", "upload", "log"):
             raise PageError(f"eval file {source!r}: use the bundled demo eval or upload a file")
         max_tokens = _max_tokens(max_tokens_given)
         if len(chosen) < 2:
@@ -97,8 +125,10 @@ async def run_eval(request: Request) -> Response:
         report = await run_in_threadpool(ask_models, rt, items, chosen, max_tokens=max_tokens)
     except (PageError, TuneloopError) as exc:
         message = str(exc)
+        log_query = form.get("log_query") if isinstance(form.get("log_query"), str) else ""
         return await run_in_threadpool(lambda: _page(request, status=400, error=message, chosen=chosen,
-                                                     max_tokens=max_tokens_given or DEFAULT_MAX_TOKENS))
+                                                     max_tokens=max_tokens_given or DEFAULT_MAX_TOKENS,
+                                                     log_query=log_query))
     run = await run_in_threadpool(EvalRuns(rt.store).add, name, report.to_json(), max_tokens=max_tokens)
     return back_to(f"/ui/evals/{quote(run.id, safe='')}")
 

@@ -91,10 +91,11 @@ def catalog(rt: Runtime) -> dict[str, Any]:
 
 
 def _page(request: Request, *, status: int = 200, **context: Any) -> Response:
+    """The page (blocking: it lists the models and sizes their files; async routes run it in a thread)."""
     rt = state_of(request).runtime
     given = {"form": {}, "error": None, "exported": None, "notice": None, **context}
     return render(request, "models.html", status=status, formats=FORMATS, gguf_types=GGUF_TYPES,
-                  exports_dir=str(rt.settings.home / "exports"), **catalog(rt), **given)
+                  exports_dir=str(exports_dir(rt)), **catalog(rt), **given)
 
 
 @router.get("/models")
@@ -106,41 +107,68 @@ def models_page(request: Request) -> Response:
 @router.post("/models")
 async def register(request: Request) -> Response:
     form = await posted(request)
-    model_id = str(form.get("id") or "").strip()
-    path = str(form.get("path") or "").strip()
+    given = {k: str(form.get(k) or "").strip() for k in ("id", "path")}
+    return await run_in_threadpool(_register, request, given)
+
+
+def _register(request: Request, given: dict[str, str]) -> Response:
     rt = state_of(request).runtime
     try:
-        if not model_id or not path:
+        if not given["id"] or not given["path"]:
             raise PageError("give both an id and the path of a model folder or .gguf file to register")
-        entry = await run_in_threadpool(rt.registry.add, model_id, path)
+        entry = rt.registry.add(given["id"], given["path"])
     except (PageError, TuneloopError) as exc:
-        return _page(request, status=400, error=str(exc), form={"id": model_id, "path": path}, failed="register")
+        return _page(request, status=400, error=str(exc), form=given, failed="register")
     return back_to("/ui/models", "base-models", added=entry.id)
 
 
-def _output_folder(rt: Runtime, given: str) -> Path:
-    """The export's folder: an absolute path as given (``~`` expanded), a relative one under HOME/exports."""
+def exports_dir(rt: Runtime) -> Path:
+    """Where the dashboard exports: HOME/exports (the page's output folder is a name under it, nothing else)."""
+    return rt.settings.home / "exports"
+
+
+def output_folder(rt: Runtime, given: str) -> Path:
+    """The export's folder: ``given`` is a folder name (a relative path without ``..``), resolved (symlinks
+    followed) under HOME/exports; a PageError for anything else, as replacing the folder deletes what it holds."""
+    exports = exports_dir(rt)
+    what = f"type a folder name, such as my-model-gguf: the export goes in a folder under {exports}"
     if not given:
-        raise PageError("give the folder to export to (a new or empty folder; a relative path is under "
-                        f"{rt.settings.home / 'exports'})")
-    path = Path(given).expanduser()
-    return path if path.is_absolute() else rt.settings.home / "exports" / path
+        raise PageError(f"give the folder to export to: {what}")
+    parts = given.split("/")
+    if given.startswith(("/", "~")) or Path(given).is_absolute():
+        raise PageError(f"output folder {given!r} is a full path; {what}")
+    if any(part in ("", ".", "..") for part in parts) or "\\" in given \
+            or any(ord(c) < 32 or ord(c) == 127 for c in given):
+        raise PageError(f"output folder {given!r} is not a plain folder name ('..', '.', empty parts, "
+                        f"backslashes and control characters are refused); {what}")
+    try:
+        root = exports.resolve()
+        out = (root / given).resolve()
+    except (OSError, RuntimeError) as exc:  # a loop of links, a name too long
+        raise PageError(f"output folder {given!r} cannot be used ({exc}); {what}") from exc
+    if out == root or not out.is_relative_to(root):
+        raise PageError(f"output folder {given!r} is not a folder under {exports} (a link leads elsewhere); {what}")
+    return out
 
 
 @router.post("/models/export")
 async def export(request: Request) -> Response:
     form = await posted(request)
     given = {k: str(form.get(k) or "").strip() for k in ("model", "format", "gguf_type", "output", "replace")}
+    return await run_in_threadpool(_export, request, given)
+
+
+def _export(request: Request, given: dict[str, str]) -> Response:
     rt = state_of(request).runtime
     try:
         if given["format"] not in dict(FORMATS):
             raise PageError(f"export format {given['format']!r}: choose peft, merged or gguf")
-        out = _output_folder(rt, given["output"])
+        out = output_folder(rt, given["output"])
         # Lazy: exporting loads transformers, peft and gguf; the page itself does not.
         from tuneloop.export import export_model
 
-        result = await run_in_threadpool(export_model, rt, given["model"], given["format"], out,
-                                         gguf_type=given["gguf_type"] or "f16", overwrite=given["replace"] == "yes")
+        result = export_model(rt, given["model"], given["format"], out, gguf_type=given["gguf_type"] or "f16",
+                              overwrite=given["replace"] == "yes")
     except (PageError, TuneloopError) as exc:
         return _page(request, status=400, error=str(exc), form=given, failed="export")
     except OSError as exc:  # a folder this server may not write
