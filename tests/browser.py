@@ -18,6 +18,15 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOTS = Path(os.environ.get("TUNELOOP_SCREENSHOTS", ROOT / "test-output" / "screenshots"))
+# Text that would run as script if a page let it through; a test that shows it checks that window.pwned stays unset.
+PAYLOADS = [
+    "<script>window.pwned = 'script'</script>",
+    "<img src=x onerror=\"window.pwned='img'\">",
+    "<svg onload=\"window.pwned='svg'\"><circle r=1></circle></svg>",
+    "<a href=\"javascript:window.pwned='link'\">click me</a>",
+    "\"><script>window.pwned='attr'</script>",
+]
+HOSTILE = " ".join(PAYLOADS)
 CHROMIUM = os.environ.get("TUNELOOP_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 
 

@@ -15,21 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser import chromium, new_page, shot, signed_in, ui_url
+from browser import HOSTILE, PAYLOADS, chromium, new_page, shot, signed_in, ui_url
 from conftest import HANG, serving, wait_until
 
 from tuneloop.store import DialogueStore
 from tuneloop.store.judgments import Judgments
 
 KEY = "ui-test-key-4f1c"
-PAYLOADS = [
-    "<script>window.pwned = 'script'</script>",
-    "<img src=x onerror=\"window.pwned='img'\">",
-    "<svg onload=\"window.pwned='svg'\"><circle r=1></circle></svg>",
-    "<a href=\"javascript:window.pwned='link'\">click me</a>",
-    "\"><script>window.pwned='attr'</script>",
-]
-HOSTILE = " ".join(PAYLOADS)
 
 
 @dataclass

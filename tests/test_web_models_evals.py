@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser import chromium, shot, signed_in, ui_url
+from browser import HOSTILE, PAYLOADS, chromium, shot, signed_in, ui_url
 from conftest import MODELS_DIR, serving
 
 from tuneloop.store.eval_runs import EvalRuns
@@ -21,14 +21,6 @@ from tuneloop.store.jobs import JobStore
 KEY = "ui-test-key-models-evals"
 BASE = "smollm2-135m-instruct"
 TWIN = "smol-twin"  # the bundled model's folder registered under another id
-PAYLOADS = [
-    "<script>window.pwned = 'script'</script>",
-    "<img src=x onerror=\"window.pwned='img'\">",
-    "<svg onload=\"window.pwned='svg'\"><circle r=1></circle></svg>",
-    "<a href=\"javascript:window.pwned='link'\">click me</a>",
-    "\"><script>window.pwned='attr'</script>",
-]
-HOSTILE = " ".join(PAYLOADS)
 TINY_EVAL = [
     {"question": "What is the capital of France?", "expected": "Paris"},
     {"question": "What is the capital of France?", "expected": "Berlin"},

@@ -218,6 +218,11 @@ def read_eval_file(path: str | Path) -> list[EvalItem]:
         raise EvalFileError("is a directory; give a JSONL or CSV file", source=source) from None
     except OSError as exc:
         raise EvalFileError(f"cannot be read: {exc.strerror or exc}", source=source) from None
+    return read_eval_bytes(data, source)
+
+
+def read_eval_bytes(data: bytes, source: str) -> list[EvalItem]:
+    """The questions of an eval file's bytes (an upload named ``source``): JSONL or CSV, told by the content."""
     text = decode(data, source)
     if not text.strip():
         raise EvalFileError("is empty; put one question with its expected answer per line", source=source)

@@ -15,15 +15,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
-from tuneloop.datasets.readers import decode
 from tuneloop.errors import TuneloopError
 from tuneloop.evals import (
     DEFAULT_MAX_TOKENS,
-    EvalFileError,
     EvalItem,
     check_models,
     from_log,
-    read_eval_csv,
+    read_eval_bytes,
     read_eval_jsonl,
 )
 from tuneloop.evals import run_eval as ask_models
@@ -47,17 +45,6 @@ def demo_items() -> list[EvalItem]:
     """The bundled demo eval (questions on made-up products that the demo fine-tune learns)."""
     text = resources.files("tuneloop.data").joinpath(DEMO).read_text("utf-8")
     return read_eval_jsonl(text, f"{DEMO} (bundled)")
-
-
-def read_items(data: bytes, name: str) -> list[EvalItem]:
-    """The questions of an uploaded eval file, JSONL or CSV by content (as ``read_eval_file`` reads a path)."""
-    text = decode(data, name)
-    if not text.strip():
-        raise EvalFileError("is empty; put one question with its expected answer per line", source=name)
-    items = read_eval_jsonl(text, name) if text.lstrip().startswith("{") else read_eval_csv(text, name)
-    if not items:
-        raise EvalFileError("has no questions", source=name)
-    return items
 
 
 def _max_tokens(value: str) -> int:
@@ -104,7 +91,7 @@ async def _eval_file(request: Request, form: Any, source: str) -> tuple[str, lis
     data = await upload.read(limit + 1)
     if len(data) > limit:
         raise PageError(f"{upload.filename} is larger than this server's limit of {limit:,} bytes; split it")
-    return upload.filename, read_items(data, upload.filename)
+    return upload.filename, read_eval_bytes(data, upload.filename)
 
 
 @router.post("/evals")
