@@ -8,11 +8,13 @@ import json
 import os
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import assert_one_line_error, run_cli
+from sqlalchemy import update
 from standin import StandIn
 
 from tuneloop import judges, ratings
@@ -20,7 +22,9 @@ from tuneloop.errors import InputError, JudgeNotFoundError, UnknownModelError
 from tuneloop.labels import log_exchange
 from tuneloop.runtime import Runtime
 from tuneloop.store import DialogueStore
-from tuneloop.store.judgments import Judgments
+from tuneloop.store.corrections import Corrections
+from tuneloop.store.judgments import Agreement, Judgments
+from tuneloop.store.schema import MessageRow, VerdictRow
 
 KEY = "sk-standin-judges-0123456789"
 CRITERION = "The reply gives the capital city asked for; 'I do not know' fails."
@@ -109,6 +113,94 @@ def test_a_remote_judge_over_forty_replies(vendor: StandIn, any_home: Path, tmp_
     taught = [json.loads(line)["messages"][-1]["content"] for line in out.read_text().splitlines()]
     assert taught and all("do not know" not in t for t in taught)
     assert all(i in judges.passing(rt.store, "capital") for i in ids[0:20:2])
+
+
+def aligned_by_reading_the_log(store: DialogueStore, name: str, judge_model: str | None) -> tuple[int, ...]:
+    """What align counted before it asked the database: every thread read, each rated reply's newest verdict."""
+    verdicts = judges.latest_verdicts(store, name, judge_model)
+    counts = [0, 0, 0, 0]
+    for _, messages in store.export():
+        for m in messages:
+            if m.id in verdicts and m.feedback:
+                up, passed = m.feedback > 0, bool(verdicts[m.id].passed)
+                counts[0 if up and passed else 1 if passed else 2 if up else 3] += 1
+    return tuple(counts)
+
+
+def test_align_counts_in_the_database_the_same_on_both(database_url: str) -> None:
+    """A small log by hand: verdicts by three judge models on one reply, a re-judged reply, unreadable verdicts,
+    unrated, cleared and corrected replies, another judge's verdicts; align's counts are the same on SQLite and
+    PostgreSQL, and what reading the whole log gave."""
+    store = DialogueStore(database_url)
+    r = []
+    for i in range(11):
+        thread = store.create_thread(model="m")
+        r.append(log_exchange(store, thread.id, f"Question {i}?", f"Answer {i}.", model="m").assistant.id)
+    for i, rating in [(0, "up"), (1, "up"), (2, "down"), (3, "down"), (4, "up"), (6, "down"), (7, "up"),
+                      (8, "up"), (9, "down"), (10, "up")]:
+        ratings.rate(store, r[i], rating, note=f"note {i}")
+    ratings.rate(store, r[7], "none")  # rated, then cleared
+    Corrections(store).add(r[8], "A better answer.")
+    with store.db.session(write=True) as session:  # a zero rating, as an older store may hold
+        session.execute(update(MessageRow).where(MessageRow.id == r[9]).values(feedback=0))
+    judgments = Judgments(store)
+    judgments.save_judge("helpful", "Helpful?", model=None, rule="pass")
+    judgments.save_judge("other", "Other?", model=None, rule="pass")
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def verdict(i: int, model: str, passed: bool | None, minute: int, name: str = "helpful") -> None:
+        judgments.record(name, model, [(r[i], passed, None, f"{model} at {minute}")])
+        with store.db.session(write=True) as session:
+            session.execute(update(VerdictRow).where(
+                VerdictRow.message_id == r[i], VerdictRow.judge == name, VerdictRow.judge_model == model
+            ).values(created_at=start + timedelta(minutes=minute)))
+
+    verdict(0, "a-model", True, 1)
+    verdict(0, "b-model", False, 2)  # newest: fail, rated up
+    verdict(1, "a-model", False, 1)
+    verdict(1, "c-model", False, 2)
+    verdict(1, "b-model", True, 3)  # newest: pass, rated up
+    verdict(2, "a-model", True, 1)
+    verdict(2, "b-model", True, 2)
+    verdict(2, "a-model", False, 4)  # re-judged by a-model: fail, the newest, rated down
+    verdict(3, "a-model", True, 1)  # the newest readable one: pass, rated down
+    verdict(3, "b-model", None, 5)  # unreadable, newer
+    verdict(4, "a-model", None, 1)  # only unreadable: not compared
+    verdict(5, "a-model", True, 1)  # unrated
+    verdict(6, "c-model", True, 1)  # pass, rated down
+    verdict(7, "a-model", True, 1)  # its rating cleared
+    verdict(8, "a-model", True, 1)  # pass, rated up, corrected
+    verdict(9, "a-model", False, 1)  # rated 0
+    verdict(10, "a-model", True, 1, name="other")  # another judge's only
+    verdict(0, "a-model", True, 9, name="other")
+
+    expected = {None: (2, 2, 1, 1), "a-model": (2, 1, 1, 1), "b-model": (1, 1, 1, 0), "c-model": (0, 1, 1, 0),
+                "no-model": (0, 0, 0, 0)}
+    for model, counts in expected.items():
+        aligned = judges.align(store, "helpful", model)
+        assert (aligned.both_pass, aligned.judge_only, aligned.people_only, aligned.both_fail) == counts, model
+        assert aligned_by_reading_the_log(store, "helpful", model) == counts, model
+        assert Judgments(store).agreement("helpful", model) == Agreement(*counts)
+    aligned = judges.align(store, "helpful")
+    assert [(m.id, v.judge_model, v.passed) for m, v in aligned.disagreements] == [
+        (r[0], "b-model", False), (r[3], "a-model", True), (r[6], "c-model", True)]
+    assert aligned.disagreements[0][0].feedback_note == "note 0" and aligned.count == 6
+    assert aligned.kappa == pytest.approx((3 / 6 - 0.5) / 0.5)
+    assert [m.id for m, _ in judges.align(store, "helpful", disagreements=1).disagreements] == [r[0]]
+    assert judges.align(store, "helpful", disagreements=0).disagreements == []
+    assert judges.align(store, "helpful", "a-model").disagreements[0][0].id == r[1]
+    assert judges.align(store, "other").both_pass == 2  # its own verdicts only: r[0] and r[10], rated up
+    with pytest.raises(JudgeNotFoundError):
+        judges.align(store, "nobody")
+
+    # The newest verdicts, across judges, newest first, as many as asked for.
+    newest = judgments.recent(["helpful", "other"], 3)
+    assert [(v.message_id, v.judge, v.judge_model) for v in newest] == [
+        (r[0], "other", "a-model"), (r[3], "helpful", "b-model"), (r[2], "helpful", "a-model")]
+    assert newest[1].passed is None
+    assert [v.judge for v in judgments.recent(["other"], 10)] == ["other", "other"]
+    assert judgments.recent([], 10) == [] and len(judgments.recent(None, 100)) == 17
+    store.close()
 
 
 def test_judge_input_errors_are_clear_and_store_nothing(vendor: StandIn, any_home: Path) -> None:

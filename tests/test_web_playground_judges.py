@@ -4,6 +4,7 @@ server with the bundled model; every step is checked in the store as well as on 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,11 @@ import pytest
 from browser import chromium, shot, signed_in, ui_url
 from conftest import serving, wait_until
 
-from tuneloop import labels, ratings
+from tuneloop import judges, labels, ratings
+from tuneloop.store import DialogueStore
 from tuneloop.store.dialogue import new_thread_id
 from tuneloop.store.judgments import Judgments
+from tuneloop.web.judges import JudgeRun
 
 KEY = "sk-playground-judges"
 MODEL = "smollm2-135m-instruct"
@@ -222,4 +225,45 @@ def test_judges_define_run_verdicts_and_agreement(server: Any, browser: Any) -> 
     cells = [c.inner_text() for c in row.locator("td").all()]
     assert cells == ["3", "1", "0", "1", "1", "1.00", "0.50", "0.67", "0.40"]
     shot(page, "judges")
+    assert page.problems == []
+
+
+def test_judges_page_reads_no_whole_log_refreshes_only_while_running_and_refuses_odd_limits(
+        server: Any, browser: Any) -> None:
+    Judgments(server.store).save_judge("waits", "The reply waits.", model=None, rule="pass")
+    page = signed_in(browser, server, KEY, "/ui/judges")
+    runs = server.app.state.tuneloop_judge_runs
+    wait_until(lambda: not any(r.running for r in runs.runs.values()), timeout=120, every=0.1)
+
+    # The page counts agreement in the database and asks for the newest verdicts only: the log and a criterion's
+    # every verdict are never read.
+    def whole(*_: Any, **__: Any) -> Any:
+        raise AssertionError("the judges page read the whole log")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(DialogueStore, "export", whole)
+        patch.setattr(Judgments, "verdicts", whole)
+        patch.setattr(judges, "latest_verdicts", whole)
+        idle = page.request.get(ui_url(server, "/ui/judges"))
+    assert idle.status == 200 and "refresh" not in idle.headers
+
+    # While a run is in progress (and only then) the page follows it, no oftener than every 5 seconds.
+    runs.runs["waits"] = JudgeRun("waits", None, done=1, total=3, started=time.monotonic())
+    try:
+        going = page.request.get(ui_url(server, "/ui/judges?done=started&name=waits"))
+        assert going.headers["refresh"] == "5; url=/ui/judges?done=started&name=waits"
+        assert "judging… 1 of 3 replies" in going.text() and "reloads itself every 5 seconds" in going.text()
+    finally:
+        runs.runs["waits"].finished = time.monotonic()
+    assert "refresh" not in page.request.get(ui_url(server, "/ui/judges")).headers
+
+    # A limit that is not ASCII digits from 1 to 100,000 (superscript two: isdigit() says yes, int() refuses it):
+    # one line and a 400, no run.
+    token = page.locator('input[name="csrf_token"]').first.input_value()
+    for limit in ["²", "٣", "0", "100001", "9" * 5000, "-1", "1e3"]:
+        refused = page.request.post(ui_url(server, "/ui/judges/waits/run"),
+                                    form={"csrf_token": token, "limit": limit}, max_redirects=0)
+        assert refused.status == 400, (limit, refused.status)
+        assert "is not a whole number from 1 to 100,000" in refused.text() and "Traceback" not in refused.text()
+    assert Judgments(server.store).verdicts("waits") == [] and not runs.runs["waits"].running
     assert page.problems == []

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tuneloop.datasets import DialogueFilter
-from tuneloop.errors import InputError, ProviderAuthError, ProviderError, UnknownModelError
+from tuneloop.errors import InputError, MessageNotFoundError, ProviderAuthError, ProviderError, UnknownModelError
 from tuneloop.evals import answer_all
 from tuneloop.providers.base import Provider
 from tuneloop.runtime import Runtime
@@ -287,22 +287,20 @@ class Alignment:
                                   for m, v in self.disagreements]}
 
 
-def align(store: DialogueStore, name: str, judge_model: str | None = None) -> Alignment:
-    """How judge ``name`` agrees with the ratings people gave (``logs rate``, metadata, the dashboard)."""
-    verdicts = latest_verdicts(store, name, judge_model)
-    report = Alignment(name, judge_model)
-    messages = {m.id: m for _, ms in store.export() for m in ms if m.id in verdicts and m.feedback}
-    for message_id, message in sorted(messages.items()):
-        verdict = verdicts[message_id]
-        up = (message.feedback or 0) > 0
-        if up and verdict.passed:
-            report.both_pass += 1
-        elif verdict.passed:
-            report.judge_only += 1
-        elif up:
-            report.people_only += 1
-        else:
-            report.both_fail += 1
-        if up != bool(verdict.passed):
-            report.disagreements.append((message, verdict))
+def align(store: DialogueStore, name: str, judge_model: str | None = None, *, disagreements: int | None = None
+          ) -> Alignment:
+    """How judge ``name`` agrees with the ratings people gave (``logs rate``, metadata, the dashboard): each rated
+    reply's newest readable verdict (by ``judge_model`` only, when given) against its rating, counted in the database;
+    the disagreements listed oldest reply first (the first ``disagreements`` of them, when given)."""
+    judgments = Judgments(store)
+    judgments.judge(name)  # JudgeNotFoundError
+    counts = judgments.agreement(name, judge_model)
+    report = Alignment(name, judge_model, both_pass=counts.both_pass, judge_only=counts.judge_only,
+                       people_only=counts.people_only, both_fail=counts.both_fail)
+    if disagreements is None or disagreements > 0:
+        for verdict in judgments.disagreements(name, judge_model, limit=disagreements):
+            try:
+                report.disagreements.append((store.get_message(verdict.message_id), verdict))
+            except MessageNotFoundError:  # deleted meanwhile
+                continue
     return report

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import Select, case, delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from tuneloop.errors import InputError, JudgeNotFoundError
@@ -45,6 +45,17 @@ class Verdict:
         return {"message_id": self.message_id, "judge": self.judge, "judge_model": self.judge_model,
                 "passed": self.passed, "score": self.score, "reason": self.reason,
                 "created_at": self.created_at.isoformat()}
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """The replies people rated (up: a positive rating, down: a negative one) that judge has a readable verdict on,
+    counted by rating and its newest readable verdict."""
+
+    both_pass: int = 0  # rated up, judged pass
+    judge_only: int = 0  # rated down, judged pass
+    people_only: int = 0  # rated up, judged fail
+    both_fail: int = 0
 
 
 def _judge(row: JudgeRow) -> Judge:
@@ -129,6 +140,56 @@ class Judgments(Repository):
                                                                                  VerdictRow.judge_model)
         if judge_model is not None:
             statement = statement.where(VerdictRow.judge_model == judge_model)
+        with self.db.session() as session:
+            return [_verdict(r) for r in session.scalars(statement)]
+
+    def _latest(self, name: str, judge_model: str | None) -> Select[Any]:
+        """Each rated reply's newest readable verdict by judge ``name`` (``judge_model`` only, when given) with
+        whether people rated it up: what :func:`tuneloop.judges.latest_verdicts` keeps (the newest ``created_at``,
+        then the last judge model in the database's order), of the replies rated up or down. The rated replies
+        lead (an index holds them; far fewer than the verdicts, as a rule), each verdict found by its index."""
+        rated = select(MessageRow.id).where(MessageRow.feedback.is_not(None), MessageRow.feedback != 0)
+        rank = func.row_number().over(partition_by=VerdictRow.message_id,
+                                      order_by=(VerdictRow.created_at.desc(), VerdictRow.judge_model.desc()))
+        where = [VerdictRow.judge == name, VerdictRow.message_id.in_(rated), VerdictRow.passed.is_not(None)]
+        if judge_model is not None:
+            where.append(VerdictRow.judge_model == judge_model)
+        ranked = select(VerdictRow.id, VerdictRow.message_id, VerdictRow.passed, rank.label("rank")) \
+            .where(*where).subquery()
+        up = case((MessageRow.feedback > 0, True), else_=False).label("up")
+        return (select(ranked.c.id, ranked.c.message_id, ranked.c.passed, up)
+                .join(MessageRow, MessageRow.id == ranked.c.message_id).where(ranked.c.rank == 1))
+
+    def agreement(self, name: str, judge_model: str | None = None) -> Agreement:
+        """How judge ``name``'s newest readable verdicts (by ``judge_model`` only, when given) meet people's
+        ratings, counted in the database (the rated replies are never read)."""
+        latest = self._latest(name, judge_model).subquery()
+        statement = select(latest.c.up, latest.c.passed, func.count()).group_by(latest.c.up, latest.c.passed)
+        counts: dict[tuple[bool, bool], int] = {}
+        with self.db.session() as session:
+            for up, passed, n in session.execute(statement):
+                counts[bool(up), bool(passed)] = counts.get((bool(up), bool(passed)), 0) + n
+        return Agreement(both_pass=counts.get((True, True), 0), judge_only=counts.get((False, True), 0),
+                         people_only=counts.get((True, False), 0), both_fail=counts.get((False, False), 0))
+
+    def disagreements(self, name: str, judge_model: str | None = None, limit: int | None = None) -> list[Verdict]:
+        """The newest readable verdicts of judge ``name`` (by ``judge_model`` only, when given) that contradict the
+        rating (up or down) people gave the reply, oldest reply first (the first ``limit`` of them, when given)."""
+        latest = self._latest(name, judge_model).subquery()
+        statement = (select(VerdictRow).join(latest, latest.c.id == VerdictRow.id)
+                     .where(latest.c.up != latest.c.passed).order_by(VerdictRow.message_id))
+        if limit is not None:
+            statement = statement.limit(limit)
+        with self.db.session() as session:
+            return [_verdict(r) for r in session.scalars(statement)]
+
+    def recent(self, names: Iterable[str] | None = None, limit: int = 20) -> list[Verdict]:
+        """The ``limit`` newest verdicts (of judges ``names`` only, when given), unreadable ones included, newest
+        first."""
+        statement = select(VerdictRow).order_by(VerdictRow.created_at.desc(), VerdictRow.message_id.desc(),
+                                                VerdictRow.id.desc()).limit(max(0, limit))
+        if names is not None:
+            statement = statement.where(VerdictRow.judge.in_(list(names)))
         with self.db.session() as session:
             return [_verdict(r) for r in session.scalars(statement)]
 

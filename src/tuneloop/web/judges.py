@@ -20,13 +20,14 @@ from tuneloop.errors import TuneloopError
 from tuneloop.runtime import Runtime
 from tuneloop.server import served_models, state_of
 from tuneloop.store import DialogueStore
-from tuneloop.store.judgments import Judgments, Verdict
-from tuneloop.web._pages import PageError, back_to, posted, render
+from tuneloop.store.judgments import Judgments
+from tuneloop.web._pages import PageError, back_to, posted, render, whole_number
 
 log = logging.getLogger("tuneloop.web")
 router = APIRouter()
 ROUTERS = [router]
 RECENT = 20
+REFRESH_S = 5  # while a run is in progress, the page reloads itself this often (never oftener: each is a full page)
 MAX_LIMIT = 100_000
 RULES = ["pass", *(f"score>={n}" for n in range(1, 6))]
 NOTICES = {"defined": "Criterion {name} saved: run it over the log below.",
@@ -96,16 +97,15 @@ def _share(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}"
 
 
-def _recent(store: Any, names: list[str]) -> list[dict[str, Any]]:
-    """The newest verdicts of every criterion, with the reply each is about."""
-    judgments = Judgments(store)
-    found: list[Verdict] = []
-    for name in names:
-        found.extend(judgments.verdicts(name))
-    found.sort(key=lambda v: (v.created_at, v.message_id), reverse=True)
+def _recent(store: Any, names: set[str]) -> list[dict[str, Any]]:
+    """The RECENT newest verdicts (one query, newest first, bounded), with the reply each is about. Every verdict is
+    a criterion's (removing one removes its verdicts), so the query does not filter by ``names`` (a filter makes
+    SQLite walk the judge index row by row); a stray one is only left off."""
     dialogue = DialogueStore(store)
     rows = []
-    for verdict in found[:RECENT]:
+    for verdict in Judgments(store).recent(None, RECENT) if names else []:
+        if verdict.judge not in names:
+            continue
         try:
             message = dialogue.get_message(verdict.message_id)
         except TuneloopError:
@@ -117,12 +117,16 @@ def _recent(store: Any, names: list[str]) -> list[dict[str, Any]]:
 
 def _page(request: Request, *, error: str | None = None, status: int = 200, form: dict[str, str] | None = None
           ) -> Response:
+    """The page; synchronous (store calls): run it in a worker thread (a ``def`` route, or run_in_threadpool)."""
     state = state_of(request)
     store = state.runtime.store
-    criteria = Judgments(store).judges()
+    judgments = Judgments(store)
+    criteria = judgments.judges()
     agreement = {}
     for judge in criteria:
-        report = judges.align(store, judge.name)
+        counts = judgments.agreement(judge.name)  # counted in the database: the log is never read whole
+        report = judges.Alignment(judge.name, None, both_pass=counts.both_pass, judge_only=counts.judge_only,
+                                  people_only=counts.people_only, both_fail=counts.both_fail)
         agreement[judge.name] = {"count": report.count, "both_pass": report.both_pass,
                                  "judge_only": report.judge_only, "people_only": report.people_only,
                                  "both_fail": report.both_fail, "precision": _share(report.precision),
@@ -130,18 +134,20 @@ def _page(request: Request, *, error: str | None = None, status: int = 200, form
                                  "kappa": _share(report.kappa)}
     runs = runs_of(request).runs
     names = {j.name for j in criteria}
+    shown = [runs[n] for n in sorted(runs) if n in names]
+    following = any(run.running for run in shown)
     notice = request.query_params.get("done")
     name = request.query_params.get("name", "")
     response = render(
         request, "judges.html", status=status, criteria=criteria, agreement=agreement, rules=RULES,
-        models=[m["id"] for m in served_models(state.runtime)], recent=_recent(store, sorted(names)),
-        runs=[runs[n] for n in sorted(runs) if n in names], error=error, form=form or {},
+        models=[m["id"] for m in served_models(state.runtime)], recent=_recent(store, names),
+        runs=shown, error=error, form=form or {}, refresh=REFRESH_S if following else None,
         notice=NOTICES[notice].format(name=name) if notice in NOTICES and name in names else None)
-    if any(run.running for run in runs.values()):
-        # Follows the run's progress without a script (the address given: a refresh of one with a #fragment would
-        # only scroll).
+    if following:
+        # Follows a run in progress without a script, no oftener than every REFRESH_S seconds, and only while one
+        # is (the address given: a refresh of one with a #fragment would only scroll).
         query = f"?{request.url.query}" if request.url.query else ""
-        response.headers["refresh"] = f"2; url={request.url.path}{query}"
+        response.headers["refresh"] = f"{REFRESH_S}; url={request.url.path}{query}"
     return response
 
 
@@ -169,18 +175,19 @@ async def define(request: Request) -> Response:
 
 
 def _limit(value: str) -> int | None:
-    value = value.strip()
-    if not value:
-        return None
-    if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
-        raise PageError(f"limit {value!r} is not a number of replies from 1 to {MAX_LIMIT:,}")
-    return int(value)
+    """The run's limit from the form: empty for all replies, else ASCII digits from 1 to MAX_LIMIT."""
+    return whole_number(value, "limit", 1, MAX_LIMIT) if value.strip() else None
+
+
+def _start(request: Request, runtime: Runtime, name: str, limit: int | None) -> str:
+    judge = Judgments(runtime.store).judge(name)  # JudgeNotFoundError: one line
+    runs_of(request).start(runtime, judge.name, limit)
+    return judge.name
 
 
 @router.post("/judges/{name}/run")
 async def run_judge(name: str, request: Request) -> Response:
     form = await posted(request)
-    runtime = state_of(request).runtime
-    judge = await run_in_threadpool(Judgments(runtime.store).judge, name)  # JudgeNotFoundError: one line
-    runs_of(request).start(runtime, judge.name, _limit(str(form.get("limit") or "")))
-    return back_to("/ui/judges", done="started", name=judge.name)
+    limit = _limit(str(form.get("limit") or ""))
+    started = await run_in_threadpool(_start, request, state_of(request).runtime, name, limit)
+    return back_to("/ui/judges", done="started", name=started)
