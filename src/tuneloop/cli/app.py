@@ -351,7 +351,8 @@ def demo_training(rt: Runtime, max_tokens: int) -> None:
     console.print(
         f"\nUse it: tuneloop ask -m {escape(job.fine_tuned_model)} \"What does the Quibbler kettle cost?\"\n"
         f"Measure it: tuneloop eval YOUR_QUESTIONS.jsonl -m {escape(job.fine_tuned_model)} -m {BASE_MODEL_ID}\n"
-        f"Loss curve: {escape(str(ft.results_dir(job.id) / 'loss_curve.png'))}"
+        f"Loss curve: {escape(str(ft.results_dir(job.id) / 'loss_curve.png'))}\n"
+        "See it all in your browser (the log, this job's chart, an eval, a playground): tuneloop ui"
     )
 
 

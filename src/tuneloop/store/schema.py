@@ -137,6 +137,7 @@ class VerdictRow(Base):
     __table_args__ = (
         UniqueConstraint("message_id", "judge", "judge_model", name="uq_verdicts_message_judge_model"),
         Index("ix_verdicts_judge", "judge", "message_id"),
+        Index("ix_verdicts_created_at", "created_at"),  # the judges page's recent verdicts
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

@@ -1,8 +1,9 @@
-"""Eval runs kept for the dashboard: the file, the models' totals, and every question's answers graded
+"""Eval runs kept for the dashboard: the file, the models' totals, and every question's answers graded; verdicts by
+time (the judges page's recent verdicts)
 
 Revision ID: 0009
 Revises: 0008
-Create Date: 2026-12-05
+Create Date: 2026-12-04
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_eval_runs_created_at", "eval_runs", ["created_at"])
+    op.create_index("ix_verdicts_created_at", "verdicts", ["created_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_verdicts_created_at", "verdicts")
     op.drop_index("ix_eval_runs_created_at", "eval_runs")
     op.drop_table("eval_runs")
