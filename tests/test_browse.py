@@ -91,3 +91,11 @@ def test_pages_facets_and_the_sentiment_chart(browser: LogBrowser) -> None:
         (date(2026, 11, 1), {"negative": 1}), (date(2026, 11, 4), {"negative": 1})]
     assert browser.sentiment_by_day(LogFilter(), days=2) == [
         (date(2026, 11, 3), {"neutral": 1}), (date(2026, 11, 4), {"negative": 1})]
+
+
+def test_server_traffic_is_a_source_of_its_own(browser: LogBrowser) -> None:
+    with browser.db.engine.begin() as conn:
+        conn.execute(insert(ThreadRow.__table__), [{"id": "e", "kind": "server", "model": "m1", "created_at": DAY,
+                                                    "updated_at": DAY}])
+    assert browser.thread_ids(LogFilter(source="server")) == ["e"]
+    assert "e" not in browser.thread_ids(LogFilter(source="chat"))

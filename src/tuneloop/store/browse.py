@@ -22,7 +22,7 @@ from tuneloop.store.search import words
 
 # Where a thread came from, as the log page names it; the values of ThreadRow.kind (None: tuneloop's own chat).
 SOURCES = {"chat": None, "conversation": "conversation", "response": "response",
-           "chat.completion": "chat.completion"}
+           "chat.completion": "chat.completion", "server": "server"}  # server: an app's traffic, logged not stored
 RATINGS = {"up": 1, "down": -1}
 SENTIMENTS = ("positive", "negative", "neutral", "unknown")
 
