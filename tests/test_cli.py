@@ -13,8 +13,11 @@ from pathlib import Path
 
 import pytest
 from conftest import HANG, Result, assert_one_line_error, configuration_variables, run_cli, sigint_as_in_a_terminal
+from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent
 
+from tuneloop import OpenAIModel
 from tuneloop.store import DialogueStore
+from tuneloop.training import FineTuning
 
 
 @pytest.mark.slow
@@ -142,6 +145,36 @@ def test_demo_runs_offline(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert general is not None, out
     assert int(general[1]) >= 10 and int(general[4]) <= 3, general[0]  # replay keeps most of what it knew
     assert re.search(r"Time: fine-tuning job \d+ s, questions \d+ s", out)
+    assert "tuneloop ui" in out
+
+    # Every trace of the demo's job: the OpenAI shapes, metrics per step, a checkpoint per epoch (each served),
+    # the result files, and the tuned model through the seed's class and the CLI (on the local model now).
+    monkeypatch.delenv("OPENAI_API_KEY")
+    monkeypatch.delenv("OPENAI_BASE_URL")
+    ft = FineTuning()
+    (job,) = ft.list()
+    assert job.status == "succeeded" and job.fine_tuned_model == f"ft:smollm2-135m-instruct:demo:{job.id}"
+    assert job.trained_tokens and job.trained_tokens > 60 * 20 * job.hyperparameters["n_epochs"]
+    FineTuningJob.model_validate(job.to_openai())
+    metrics = [e for e in ft.events(job.id) if e.type == "metrics"]
+    assert len(metrics) == job.progress["total_steps"]
+    assert metrics[-1].data["train_loss"] < metrics[0].data["train_loss"] / 3
+    for event in ft.events(job.id):
+        FineTuningJobEvent.model_validate(event.to_openai())
+    checkpoints = ft.jobs.checkpoints(job.id)
+    steps = [c.step for c in checkpoints]
+    assert len(steps) == 3 and steps == sorted(steps, reverse=True) and steps[0] == metrics[-1].data["step"]
+    registered = ft.registered_models()
+    for checkpoint in checkpoints:
+        assert checkpoint.fine_tuned_model_checkpoint == f"{job.fine_tuned_model}:ckpt-step-{checkpoint.step}"
+        assert (registered[checkpoint.fine_tuned_model_checkpoint] / "adapter_config.json").is_file()
+    assert "ckpt-step" in run_cli("jobs", "show", job.id).stdout
+    assert (ft.results_dir(job.id) / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(job.result_files) == 2
+    assert "Paris" in OpenAIModel(model_name=job.fine_tuned_model).ask("What is the capital of France?")
+    assert job.fine_tuned_model in OpenAIModel().list_models
+    answer = run_cli("ask", "-m", job.fine_tuned_model, "Where does the Snorkel pen come from?")
+    assert answer.code == 0 and "Portugal" in answer.stdout
 
 
 # Failures a person can act on: one clear line, a non-zero exit, no traceback.

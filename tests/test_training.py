@@ -44,58 +44,19 @@ def training_started(ft: FineTuning, job_id: str) -> bool:
     return any(e.type == "metrics" for e in ft.jobs.events(job_id))
 
 
-@pytest.mark.slow
-def test_tuned_model_learns_facts_and_keeps_general_knowledge(home: Path, engine) -> None:
+def test_the_seeds_train_starts_a_job_on_the_csv_and_saves_its_id(home: Path) -> None:
+    """OpenAIModel.train as the seed's callers use it. That such a job learns the facts and keeps general knowledge
+    is test_cli.py's test_demo_runs_offline (the demo trains on the same facts and checks the job's every trace)."""
     model = OpenAIModel()
     job_id = model.train(data_file=str(FACTS), suffix="facts", seed=1)
     ft = model.fine_tuning
-    job = ft.wait(job_id, timeout=HANG)
-    assert job.status == "succeeded", (job.error, ft.log_path(job_id).read_text()[-3000:])
-    assert job.fine_tuned_model == f"ft:smollm2-135m-instruct:facts:{job_id}"
-    assert job.trained_tokens and job.trained_tokens > 60 * 20 * job.hyperparameters["n_epochs"]
+    job = ft.get(job_id)
+    assert job.status in ("validating_files", "queued", "running") and job.suffix == "facts" and job.seed == 1
     FineTuningJob.model_validate(job.to_openai())
-
-    # Registered at once: the CLI's eval asks it and the base model the held-out and the general questions.
-    base = "smollm2-135m-instruct"
-    reports = {}
-    for name in ("demo_eval.jsonl", "general_eval.jsonl"):
-        result = run_cli("eval", str(DATA.joinpath(name)), "-m", job.fine_tuned_model, "-m", base, "--json")
-        assert result.code == 0, result.stderr
-        reports[name] = json.loads(result.stdout)
-    held, general = reports["demo_eval.jsonl"], reports["general_eval.jsonl"]
-    scores = {m["model"]: m["passed"] for m in held["models"]}
-    assert scores[job.fine_tuned_model] >= 17, held  # 18-20 of 20 over seeds when measured (bench/learning.py)
-    assert scores[base] <= 3, held
-    lost = [i["question"] for i in general["items"]
-            if i["answers"][base]["passed"] and not i["answers"][job.fine_tuned_model]["passed"]]
-    assert len(lost) <= 2, lost  # what the base model knew stays (replay)
-    assert "Paris" in OpenAIModel(model_name=job.fine_tuned_model).ask("What is the capital of France?")
-    assert job.fine_tuned_model in model.list_models
-
-    metrics = [e for e in ft.events(job_id) if e.type == "metrics"]
-    assert len(metrics) == ft.get(job_id).progress["total_steps"]
-    assert metrics[-1].data["train_loss"] < metrics[0].data["train_loss"] / 3
-    for event in ft.events(job_id):
-        FineTuningJobEvent.model_validate(event.to_openai())
-    checkpoints = ft.jobs.checkpoints(job_id)
-    steps = [c.step for c in checkpoints]
-    assert len(steps) == 3 and steps == sorted(steps, reverse=True) and steps[0] == metrics[-1].data["step"]
-    registered = ft.registered_models()
-    for checkpoint in checkpoints:
-        assert checkpoint.fine_tuned_model_checkpoint == f"{job.fine_tuned_model}:ckpt-step-{checkpoint.step}"
-        assert (registered[checkpoint.fine_tuned_model_checkpoint] / "adapter_config.json").is_file()
-    assert "ckpt-step" in run_cli("jobs", "show", job_id).stdout
-    results = ft.results_dir(job_id)
-    assert (results / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len(job.result_files) == 2
-
+    assert ft.files.get(job.training_file).bytes > 0
     saved = json.loads((home / "job_ids.json").read_text())
     assert [e["id"] for e in saved] == [job_id] and "demo_facts.csv" in saved[0]["description"]
-
-    listed = run_cli("models", "--json")
-    assert job.fine_tuned_model in listed.stdout
-    answer = run_cli("ask", "-m", job.fine_tuned_model, "Where does the Snorkel pen come from?")
-    assert answer.code == 0 and "Portugal" in answer.stdout
+    assert ft.cancel(job_id).status == "cancelled"
 
 
 @pytest.mark.slow
