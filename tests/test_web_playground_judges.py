@@ -180,6 +180,18 @@ def test_hostile_replies_and_reasons_run_no_script(server: Any, browser: Any) ->
     assert page.problems == []
 
 
+def test_an_apps_threads_are_never_continued_from_the_playground(server: Any, browser: Any) -> None:
+    from tuneloop.store.schema import ThreadRow
+
+    thread_id = logged(server, hostile_reply(server)).thread_id
+    with server.store.db.session(write=True) as session:  # as the server logs an app's traffic
+        session.get(ThreadRow, thread_id).kind = "server"
+    page = signed_in(browser, server, KEY, f"/ui/playground?model={MODEL}&thread_a={thread_id}")
+    assert page.locator(f'input[name="thread_a"][value="{thread_id}"]').count() == 0
+    assert page.locator("article").count() == 0  # a new conversation, not the app's
+    assert page.problems == []
+
+
 def test_judges_define_run_verdicts_and_agreement(server: Any, browser: Any) -> None:
     store = server.store
     rated = []

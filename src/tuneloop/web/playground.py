@@ -59,14 +59,15 @@ def _models(state: ServerState) -> list[str]:
 
 
 def _thread_of(store: Any, thread_id: str | None, model: str) -> str | None:
-    """``thread_id`` when it is a thread of ``model`` (a model changed in the page starts a new one)."""
+    """``thread_id`` when it is a chat thread of ``model`` (a model changed in the page starts a new one; an app's
+    conversations, response chains, stored completions and server traffic are never continued from here)."""
     if not thread_id:
         return None
     try:
         thread = DialogueStore(store).get_thread(thread_id)
     except TuneloopError:
         return None
-    return thread.id if thread.model == model else None
+    return thread.id if thread.model == model and thread.kind is None else None
 
 
 def _number(value: str, default: int) -> int:
