@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tuneloop-installed
 
-.PHONY: setup test-deps demo test test-fast lint bench bench-llamacpp bench-learning bench-faults bench-stateful bench-batching bench-quantization clean
+.PHONY: setup test-deps demo test test-fast lint bench bench-llamacpp bench-learning bench-faults bench-stateful bench-batching bench-pages bench-quantization clean
 
 setup: $(STAMP)
 
@@ -88,6 +88,9 @@ bench-stateful: setup
 # Eight streaming clients on `tuneloop serve`, decoded together, against one client and one reply at a time.
 bench-batching: setup
 	$(PY) bench/batching.py
+
+bench-pages: setup
+	$(PY) bench/pages.py
 
 # Each way of quantizing the weights against fp32 (flips, answers, speed): about 2 minutes a variant.
 bench-quantization: setup
