@@ -10,6 +10,7 @@ from rich.table import Column, Table
 
 from tuneloop.cli._output import console, conversion_progress, error_console, print_json
 from tuneloop.config import load_settings
+from tuneloop.models import parameters_text
 from tuneloop.runtime import Runtime
 
 models_app = typer.Typer(
@@ -22,15 +23,6 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 def _runtime() -> Runtime:
     return Runtime(load_settings(), progress=conversion_progress())
-
-
-def size(parameters: int | None) -> str:
-    if not parameters:
-        return ""
-    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if parameters >= scale:
-            return f"{parameters / scale:.3g}{unit}"
-    return str(parameters)
 
 
 @models_app.callback()
@@ -58,7 +50,7 @@ def list_models(json_: JsonOption = False) -> None:
     for info in infos:
         marker = " [bold green](default)[/]" if info.id == default else ""
         table.add_row(escape(info.id) + marker, info.provider, info.kind, escape(info.architecture),
-                      size(info.parameters), {True: "yes", False: "no", None: "?"}[info.vision],
+                      parameters_text(info.parameters), {True: "yes", False: "no", None: "?"}[info.vision],
                       escape(info.path), escape(info.note))
     console.print(table)
     if any(info.vision is None for info in infos):
@@ -93,7 +85,7 @@ def add_model(
                     "architecture": found.architecture if found else None,
                     "parameters": found.parameters if found else None})
         return
-    shape = f"{found.architecture}, {size(found.parameters) or '?'} parameters" if found else entry.format
+    shape = f"{found.architecture}, {parameters_text(found.parameters) or '?'} parameters" if found else entry.format
     console.print(f"Registered [bold]{escape(entry.id)}[/] ({escape(shape)}) → {escape(str(entry.path))}")
     console.print(f"Try it: tuneloop ask -m {escape(entry.id)} \"Hello\"   ·   fine-tune: tuneloop train FILE --base "
                   f"{escape(entry.id)}")

@@ -161,6 +161,16 @@ def has_chat_template(folder: Path) -> bool:
     return bool(isinstance(config, dict) and config.get("chat_template"))
 
 
+def parameters_text(count: int | None) -> str:
+    """A parameter count as people write it: 134515008 → "135M" ("" when unknown)."""
+    if not count:
+        return ""
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.3g}{unit}"
+    return str(count)
+
+
 def count_parameters(folder: Path) -> int:
     """Parameters of the model in ``folder``, from the safetensors headers or, failing that, its config."""
     safetensors = [f for f in weight_files(folder) if f.suffix == ".safetensors"]

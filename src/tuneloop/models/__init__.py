@@ -8,6 +8,7 @@ from tuneloop.engine.inspection import (
     check_usable,
     describe,
     lora_targets,
+    parameters_text,
 )
 from tuneloop.models.registry import BaseModel, ModelRegistry, base_of, check_id
 
@@ -23,4 +24,5 @@ __all__ = [
     "check_usable",
     "describe",
     "lora_targets",
+    "parameters_text",
 ]

@@ -8,9 +8,10 @@
 from tuneloop.server._generation import ClientGone, Generation, GenerationQueue, collect_text, unless_gone
 from tuneloop.server._run import ServerThread, base_url, bind, is_loopback, uvicorn_server
 from tuneloop.server._state import ServerState, state_of
-from tuneloop.server.app import create_app, served_models, server_settings
+from tuneloop.server.app import create_app, key_matches, served_models, server_settings
 
 __all__ = [
     "ClientGone", "Generation", "GenerationQueue", "ServerState", "ServerThread", "base_url", "bind", "collect_text",
-    "create_app", "is_loopback", "served_models", "server_settings", "state_of", "unless_gone", "uvicorn_server",
+    "create_app", "is_loopback", "key_matches", "served_models", "server_settings", "state_of", "unless_gone",
+    "uvicorn_server",
 ]

@@ -9,10 +9,12 @@ from functools import cached_property
 from starlette.requests import Request
 
 from tuneloop.config import Settings
+from tuneloop.errors import JobNotFoundError
 from tuneloop.providers.vision import VisionProvider
 from tuneloop.responses import ResponseLog
 from tuneloop.runtime import Runtime
 from tuneloop.server._generation import GenerationQueue
+from tuneloop.store.jobs import Job
 from tuneloop.stored_completions import StoredCompletions
 from tuneloop.training import FineTuning
 
@@ -33,6 +35,13 @@ class ServerState:
     @cached_property
     def fine_tuning(self) -> FineTuning:
         return FineTuning(self.runtime)
+
+    def local_job(self, job_id: str) -> Job:
+        """A job this server trains: one this store tracks at a remote platform is not its to serve or show."""
+        job = self.fine_tuning.get(job_id)
+        if job.backend != "local":
+            raise JobNotFoundError(f"no fine-tuning job {job_id!r} on this server", job_id)
+        return job
 
     def response_log(self) -> ResponseLog:
         """Responses and conversations in the store, labelled by the runtime's sentiment analyzer."""

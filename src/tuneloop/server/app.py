@@ -40,6 +40,12 @@ def server_settings(**overrides: Any) -> Settings:
     return load_settings(provider="local", **overrides)
 
 
+def key_matches(given: str, key: str) -> bool:
+    """Whether ``given`` is the server's ``key``. Digests have one length, so the comparison takes the same time
+    whatever was sent."""
+    return hmac.compare_digest(hashlib.sha256(given.encode()).digest(), hashlib.sha256(key.encode()).digest())
+
+
 def _authorize(request: Request) -> None:
     key = state_of(request).api_key
     if key is None:
@@ -49,9 +55,7 @@ def _authorize(request: Request) -> None:
     if scheme.lower() != "bearer" or not given.strip():
         raise APIError(401, "You didn't provide an API key. Send it as the header 'Authorization: Bearer KEY' "
                        "(the openai SDK's api_key does this)", code="missing_api_key")
-    # Digests have one length, so the comparison takes the same time whatever was sent.
-    if not hmac.compare_digest(hashlib.sha256(given.strip().encode()).digest(),
-                               hashlib.sha256(key.encode()).digest()):
+    if not key_matches(given.strip(), key):
         raise APIError(401, "Incorrect API key provided; use the key the server was started with",
                        code="invalid_api_key")
 

@@ -8,11 +8,10 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from tuneloop.datasets.validate import ValidationReport
-from tuneloop.errors import DatasetInvalidError, FileNotFoundInStoreError, JobNotFoundError
+from tuneloop.errors import DatasetInvalidError, FileNotFoundInStoreError
 from tuneloop.server._errors import APIError
 from tuneloop.server._paging import page_after
-from tuneloop.server._state import ServerState, state_of
-from tuneloop.store.jobs import Job
+from tuneloop.server._state import state_of
 
 router = APIRouter()
 
@@ -67,13 +66,6 @@ def _hyperparameters(body: JobCreateRequest) -> tuple[str, dict[str, Any]]:
     return method, values
 
 
-def _local_job(state: ServerState, job_id: str) -> Job:
-    job = state.fine_tuning.get(job_id)
-    if job.backend != "local":  # a job this store tracks at a remote platform is not this server's to serve
-        raise JobNotFoundError(f"no fine-tuning job {job_id!r} on this server", job_id)
-    return job
-
-
 @router.post("/v1/fine_tuning/jobs")
 def create_job(body: JobCreateRequest, request: Request) -> dict[str, Any]:
     state = state_of(request)
@@ -110,13 +102,13 @@ def list_jobs(request: Request, after: str | None = None, limit: int = Query(20,
 
 @router.get("/v1/fine_tuning/jobs/{job_id}")
 def retrieve_job(job_id: str, request: Request) -> dict[str, Any]:
-    return _local_job(state_of(request), job_id).to_openai()
+    return state_of(request).local_job(job_id).to_openai()
 
 
 @router.post("/v1/fine_tuning/jobs/{job_id}/cancel")
 def cancel_job(job_id: str, request: Request) -> dict[str, Any]:
     state = state_of(request)
-    _local_job(state, job_id)
+    state.local_job(job_id)
     return state.fine_tuning.cancel(job_id).to_openai()
 
 
@@ -133,7 +125,7 @@ def _event_cursor(after: str | None) -> int | None:
 def list_events(job_id: str, request: Request, after: str | None = None,
                 limit: int = Query(20, ge=1, le=1000)) -> dict[str, Any]:
     state = state_of(request)
-    _local_job(state, job_id)
+    state.local_job(job_id)
     events = state.fine_tuning.events(job_id, after=_event_cursor(after), limit=limit + 1, newest_first=True)
     return {"object": "list", "data": [e.to_openai() for e in events[:limit]], "has_more": len(events) > limit}
 
@@ -142,7 +134,7 @@ def list_events(job_id: str, request: Request, after: str | None = None,
 def list_checkpoints(job_id: str, request: Request, after: str | None = None,
                      limit: int = Query(10, ge=1, le=100)) -> dict[str, Any]:
     state = state_of(request)
-    _local_job(state, job_id)
+    state.local_job(job_id)
     page, more = page_after(state.fine_tuning.jobs.checkpoints(job_id), after, limit,
                             f"after: no checkpoint {after!r} in job {job_id}")
     return {"object": "list", "data": [c.to_openai() for c in page], "has_more": more,

@@ -17,6 +17,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tuneloop.server import key_matches
+
 PREFIX = "/ui"
 SESSION_COOKIE = "tuneloop_session"
 CSRF_COOKIE = "tuneloop_csrf"
@@ -68,9 +70,7 @@ class Guard:
     # Sessions
 
     def key_matches(self, given: str) -> bool:
-        if self.key is None:
-            return True
-        return hmac.compare_digest(hashlib.sha256(given.encode()).digest(), hashlib.sha256(self.key.encode()).digest())
+        return self.key is None or key_matches(given, self.key)
 
     def new_session(self) -> str:
         issued = str(int(time.time()))

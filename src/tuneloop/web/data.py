@@ -13,7 +13,15 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from tuneloop.datasets import Dataset, DialogueFilter, from_dialogues, price_table, token_counter, validate_examples
+from tuneloop.datasets import (
+    Dataset,
+    DialogueFilter,
+    from_dialogues,
+    price_table,
+    token_counter,
+    validate_examples,
+)
+from tuneloop.datasets.shapes import METHODS
 from tuneloop.datasets.validate import ValidationReport
 from tuneloop.errors import DataError
 from tuneloop.server import state_of
@@ -27,7 +35,6 @@ from tuneloop.web.log import FIELDS, parse_filter
 router = APIRouter()
 ROUTERS = [router]
 SHOWN = 5  # examples rendered in the preview
-METHODS = ("auto", "supervised", "dpo")
 OPTIONS = ("criterion", "max_turns", "redact", "method", "model", "platform")
 DEFAULT_PLATFORM = "gpt-4.1-mini-2025-04-14"
 

@@ -17,8 +17,9 @@ from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
+from tuneloop.datasets.shapes import METHODS
 from tuneloop.datasets.validate import ValidationReport
-from tuneloop.errors import DatasetInvalidError, JobNotFoundError, TuneloopError
+from tuneloop.errors import DatasetInvalidError, TuneloopError
 from tuneloop.hardware import DEVICES
 from tuneloop.server import ServerState, state_of
 from tuneloop.store.jobs import Job, JobEvent
@@ -87,14 +88,6 @@ def chart(points: list[dict[str, Any]]) -> dict[str, Any]:
             "summary": _sentence("; ".join(summary)) if summary else "No training step has been measured yet."}
 
 
-def local_job(state: ServerState, job_id: str) -> Job:
-    """A job this server trains (as the API's ``_local_job``): a remote platform's job is not its to show."""
-    job = state.fine_tuning.get(job_id)
-    if job.backend != "local":
-        raise JobNotFoundError(f"no fine-tuning job {job_id!r} on this server", job_id)
-    return job
-
-
 @router.get("/jobs")
 def jobs_page(request: Request, after: str | None = None) -> Response:
     state = state_of(request)
@@ -141,7 +134,7 @@ def create(state: ServerState, form: dict[str, str]) -> Job:
     if validation:
         state.fine_tuning.files.get(validation)
     method = form.get("method") or "auto"
-    if method not in ("auto", "supervised", "dpo"):
+    if method not in METHODS:
         raise PageError(f"method {method!r}: use supervised or dpo")
     device = form.get("device") or "auto"
     if device not in DEVICES:
@@ -186,7 +179,7 @@ def _status_view(job: Job) -> dict[str, Any]:
 @router.get("/jobs/{job_id}")
 def job_page(job_id: str, request: Request) -> Response:
     state = state_of(request)
-    job = local_job(state, job_id)
+    job = state.local_job(job_id)
     events = state.fine_tuning.jobs.events(job_id)
     files = []
     for file_id in job.result_files:
@@ -205,7 +198,7 @@ def job_page(job_id: str, request: Request) -> Response:
 async def cancel_job(job_id: str, request: Request) -> Response:
     await posted(request)
     state = state_of(request)
-    await run_in_threadpool(local_job, state, job_id)
+    await run_in_threadpool(state.local_job, job_id)
     await run_in_threadpool(state.fine_tuning.cancel, job_id)
     return back_to(f"/ui/jobs/{quote(job_id, safe='')}", done="cancelled")
 
@@ -214,7 +207,7 @@ async def cancel_job(job_id: str, request: Request) -> Response:
 def result_file(job_id: str, file_id: str, request: Request) -> Response:
     """A result file of the job: only one its row names, served from where the store keeps it."""
     state = state_of(request)
-    job = local_job(state, job_id)
+    job = state.local_job(job_id)
     if file_id not in job.result_files:
         raise PageError(f"job {job_id} has no result file {file_id!r}", 404)
     stored = state.fine_tuning.files.get(file_id)
@@ -240,7 +233,7 @@ async def event_stream(job_id: str, request: Request, after: str | None = None) 
     """New events, status changes and the redrawn chart as server-sent events, until the job is finished (then an
     ``end`` event) or the page goes away; the store is read at most once a second per connected page."""
     state = state_of(request)
-    await run_in_threadpool(local_job, state, job_id)
+    await run_in_threadpool(state.local_job, job_id)
     cursor = _cursor(request, after)
     events = await run_in_threadpool(state.fine_tuning.jobs.events, job_id)
     points = metric_points([e for e in events if e.id <= cursor])
@@ -253,7 +246,7 @@ async def event_stream(job_id: str, request: Request, after: str | None = None) 
         while time.monotonic() - started < STREAM_SECONDS:
             if await request.is_disconnected():
                 return
-            job = await run_in_threadpool(local_job, state, job_id)
+            job = await run_in_threadpool(state.local_job, job_id)
             new = await run_in_threadpool(state.fine_tuning.jobs.events, job_id, after=cursor)
             for event in new:
                 cursor = event.id

@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from tuneloop.engine.weights import BASE_MODEL_ID
 from tuneloop.errors import TuneloopError
+from tuneloop.models import parameters_text
 from tuneloop.models.registry import base_of
 from tuneloop.providers import ModelInfo
 from tuneloop.runtime import Runtime
@@ -25,16 +26,6 @@ FORMATS = (("peft", "peft: the LoRA adapter (fine-tunes only)"), ("merged", "mer
            ("gguf", "gguf: one GGUF file (llama.cpp, Ollama)"))
 GGUF_TYPES = (("f16", "f16"), ("q8_0", "q8_0 (half the size)"), ("f32", "f32 (exact)"))
 RECIPE_NAMES = {"vllm": "vLLM", "llama.cpp": "llama.cpp", "ollama": "Ollama", "transformers": "transformers"}
-
-
-def parameters(count: int | None) -> str:
-    """134515008 → "135M" (as `tuneloop models` shows it)."""
-    if not count:
-        return ""
-    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if count >= scale:
-            return f"{count / scale:.3g}{unit}"
-    return str(count)
 
 
 def disk_size(where: str) -> int | None:
@@ -66,7 +57,7 @@ def _row(info: ModelInfo, default: str, models_dir: Path) -> dict[str, Any]:
     # The bundled model's weights: the folder it is converted into (none before its first use).
     where = str(models_dir / BASE_MODEL_ID) if info.id == BASE_MODEL_ID and info.kind == "base" else info.path
     return {"id": info.id, "kind": info.kind, "provider": info.provider, "architecture": info.architecture,
-            "parameters": parameters(info.parameters), "disk": human_bytes(disk_size(where)), "path": info.path,
+            "parameters": parameters_text(info.parameters), "disk": human_bytes(disk_size(where)), "path": info.path,
             "note": info.note, "default": info.id == default, "base": base_of(info.id) if info.kind != "base" else "",
             "job": _job_of(info.id)}
 
