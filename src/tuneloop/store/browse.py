@@ -18,7 +18,7 @@ from sqlalchemy.sql import ColumnElement, Select
 from tuneloop.store.database import Repository
 from tuneloop.store.records import Thread
 from tuneloop.store.schema import CorrectionRow, MessageRow, ThreadRow, VerdictRow
-from tuneloop.store.search import words
+from tuneloop.store.search import fts5_query, like_pattern, tsquery_text, words
 
 # Where a thread came from, as the log page names it; the values of ThreadRow.kind (None: tuneloop's own chat).
 SOURCES = {"chat": None, "conversation": "conversation", "response": "response",
@@ -143,13 +143,12 @@ class LogBrowser(Repository):
             return None
         if self.db.dialect == "sqlite":
             ids = text("SELECT rowid FROM messages_fts WHERE messages_fts MATCH :fts").bindparams(
-                fts=" ".join(f'"{t}"*' for t in terms)).columns(literal_column("rowid"))
+                fts=fts5_query(terms)).columns(literal_column("rowid"))
             return select(MessageRow.thread_id).where(MessageRow.id.in_(ids.subquery().select()))
         if self.db.dialect == "postgresql":
-            tsquery = func.to_tsquery("simple", " & ".join(f"{t}:*" for t in terms))
+            tsquery = func.to_tsquery("simple", tsquery_text(terms))
             return select(MessageRow.thread_id).where(literal_column("messages.search").op("@@")(tsquery))
-        escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        return select(MessageRow.thread_id).where(MessageRow.content.ilike(f"%{escaped}%", escape="\\"))
+        return select(MessageRow.thread_id).where(MessageRow.content.ilike(like_pattern(query), escape="\\"))
 
     def threads(self, where: LogFilter, *, offset: int = 0, limit: int = 25) -> LogPage:
         """One page of the threads ``where`` keeps, most recently active first, with how many it keeps in all."""

@@ -46,6 +46,22 @@ def words(query: str) -> list[str]:
     return _WORD.findall(query)
 
 
+# What "every word, each as a prefix" is in each database's language (the log page's search says it the same way).
+
+def fts5_query(terms: list[str]) -> str:
+    return " ".join(f'"{t}"*' for t in terms)
+
+
+def tsquery_text(terms: list[str]) -> str:
+    return " & ".join(f"{t}:*" for t in terms)
+
+
+def like_pattern(query: str) -> str:
+    """A case-insensitive substring pattern for LIKE with escape character backslash (other databases)."""
+    escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
 def search(db: Database, query: str, limit: int) -> list[SearchHit]:
     """Up to ``limit`` messages matching every word of ``query``, best first."""
     terms = words(query)
@@ -58,14 +74,14 @@ def search(db: Database, query: str, limit: int) -> list[SearchHit]:
             "snippet(messages_fts, 0, char(2), char(3), '…', 24) FROM messages_fts "
             "WHERE messages_fts MATCH :q ORDER BY bm25(messages_fts), messages_fts.rowid DESC LIMIT :limit"
         )
-        params: dict[str, Any] = {"q": " ".join(f'"{t}"*' for t in terms), "limit": limit}
+        params: dict[str, Any] = {"q": fts5_query(terms), "limit": limit}
     elif dialect == "postgresql":
         statement = text(
             "SELECT id, ts_rank(search, q), ts_headline('simple', content, q, :options) "
             "FROM messages, to_tsquery('simple', :q) q WHERE search @@ q "
             "ORDER BY ts_rank(search, q) DESC, id DESC LIMIT :limit"
         )
-        params = {"q": " & ".join(f"{t}:*" for t in terms), "limit": limit,
+        params = {"q": tsquery_text(terms), "limit": limit,
                   "options": f"StartSel={START}, StopSel={STOP}, MaxWords=30, MinWords=12, MaxFragments=2, "
                              "FragmentDelimiter=\" … \""}
     else:
@@ -78,8 +94,7 @@ def search(db: Database, query: str, limit: int) -> list[SearchHit]:
 
 
 def _substring(db: Database, query: str, limit: int) -> list[SearchHit]:
-    escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    statement = (select(MessageRow).where(MessageRow.content.ilike(f"%{escaped}%", escape="\\"))
+    statement = (select(MessageRow).where(MessageRow.content.ilike(like_pattern(query), escape="\\"))
                  .order_by(MessageRow.id.desc()).limit(limit))
     pattern = re.compile(re.escape(query), re.IGNORECASE)
     with db.session() as session:
