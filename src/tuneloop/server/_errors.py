@@ -102,6 +102,11 @@ def from_library(exc: TuneloopError) -> APIError:
     return APIError(500, message, type="server_error")
 
 
+def http_status(exc: TuneloopError) -> int:
+    """The status the server answers a library error with (the dashboard's pages use the same)."""
+    return from_library(exc).status
+
+
 _TYPE_TAGS = {"str", "int", "float", "bool", "none", "list", "dict", "is-instance", "model-fields"}
 
 

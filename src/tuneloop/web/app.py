@@ -12,8 +12,8 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import RedirectResponse, Response
 
-from tuneloop.errors import NotFoundError, TuneloopError
-from tuneloop.server import ServerState
+from tuneloop.errors import TuneloopError
+from tuneloop.server import ServerState, http_status
 from tuneloop.server import create_app as create_server_app
 from tuneloop.web import data as data_pages
 from tuneloop.web import evals as evals_pages
@@ -82,10 +82,6 @@ def _unexpected(request: Request, exc: Exception) -> Response:
                                "page to try again.", 500)
 
 
-def _status_of(exc: TuneloopError) -> int:
-    return 404 if isinstance(exc, NotFoundError) else 400
-
-
 def mount(app: FastAPI, api_key: str | None) -> FastAPI:
     """Serve the dashboard from ``app`` (the server's) under /ui/, guarded by ``api_key``."""
     app.state.tuneloop_ui = Guard(api_key)
@@ -116,7 +112,7 @@ def _install_errors(app: FastAPI) -> None:
         request, "This form was not sent by this dashboard (its security token is missing or stale): reload the "
                  "page and send it again.", 403))
     app.add_exception_handler(PageError, lambda request, exc: error_page(request, str(exc), exc.status))
-    dispatch(TuneloopError, lambda request, exc: error_page(request, str(exc), _status_of(exc)))
+    dispatch(TuneloopError, lambda request, exc: error_page(request, str(exc), http_status(exc)))
     dispatch(RequestValidationError, lambda request, exc: error_page(
         request, "That address has a value this page cannot read: "
                  + "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in exc.errors()), 400))
