@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from standin import StandIn  # noqa: E402
 
-from tuneloop.chat import ChatSession  # noqa: E402
+from tuneloop.conversation.chat import ChatSession  # noqa: E402
 from tuneloop.errors import TuneloopError  # noqa: E402
 from tuneloop.runtime import Runtime  # noqa: E402
 

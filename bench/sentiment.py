@@ -6,9 +6,9 @@ counts as a miss), the agreement over every non-English message, how often the l
 detector against fastText's lid.176 alone), how many of ``bench/data/uncovered.jsonl``'s reactions in 12 languages
 tuneloop does not cover (sw, fi, id, vi, hu, cs, ro, sv, da, tl, el, hi) come out ``unknown`` rather than a silent
 label (against taking fastText's top language as the message's), messages per second, and the memory
-the analyzer adds to a process (RSS after ``import tuneloop.sentiment; analyze(...)`` in every covered language,
-against RSS before, in a fresh subprocess). Targets (issue 25): multilingual >= 0.85 over non-English and >= 0.7 in
-each language; English equal to VADER.
+the analyzer adds to a process (RSS after ``import tuneloop.curation.sentiment; analyze(...)`` in every covered
+language, against RSS before, in a fresh subprocess). Targets (issue 25): multilingual >= 0.85 over non-English
+and >= 0.7 in each language; English equal to VADER.
 
 Run: ``.venv/bin/python bench/sentiment.py [--judge-local] [--errors] [--json]``. ``--judge-local`` adds the judge
 analyzer with the bundled local model (slow: one generation per message, so it reads the first
@@ -36,7 +36,7 @@ def rss():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
 before = rss()
-import tuneloop.sentiment as s
+import tuneloop.curation.sentiment as s
 for text in sys.argv[1:]:
     s.analyze(text)
 print(rss() - before)
@@ -71,7 +71,7 @@ def _fasttext():  # noqa: ANN202 - fasttext's model has no type to name
 def detection(sets: dict[str, list[dict]]) -> dict[str, float]:
     """Share of reactions placed in the language of their file: tuneloop's detector against fastText's lid.176 alone
     (the baseline it builds on: the same model file, top-1, no script or word rules)."""
-    from tuneloop.sentiment import detect_language
+    from tuneloop.curation.sentiment import detect_language
 
     model = _fasttext()
     rows = [(lang, row["text"]) for lang, rows in sets.items() for row in rows]
@@ -85,7 +85,7 @@ def uncovered() -> dict[str, float]:
     """Share of reactions in uncovered languages labelled ``unknown``: the multilingual analyzer against taking
     fastText's top language as the message's (the detector's baseline: then a message is ``unknown`` exactly when
     that language is not covered)."""
-    from tuneloop import sentiment
+    from tuneloop.curation import sentiment
 
     rows = [json.loads(line) for line in UNCOVERED.read_text(encoding="utf-8").splitlines() if line.strip()]
     ours = sum(sentiment.analyze(row["text"]).label == "unknown" for row in rows)
@@ -104,7 +104,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     args = parser.parse_args()
 
-    from tuneloop import sentiment
+    from tuneloop.curation import sentiment
 
     sets = load()
     if not sets:
@@ -115,9 +115,10 @@ def main() -> None:
     if args.judge_local:
         # The bundled local model (the default model) as the judge, wired as `sentiment_analyzer = judge` wires it.
         from tuneloop.config import load_settings
+        from tuneloop.curation.labels import labeller_for
         from tuneloop.runtime import Runtime
 
-        analyzers["judge"] = Runtime(load_settings(sentiment_analyzer="judge")).labeller.many
+        analyzers["judge"] = labeller_for(Runtime(load_settings(sentiment_analyzer="judge"))).many
 
     sentiment.analyze("warm up")  # loads the detector and lexicons before the clock starts
     results: dict[str, dict[str, float]] = {name: {} for name in analyzers}

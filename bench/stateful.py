@@ -23,11 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from tuneloop.responses import ResponseLog, ResponseRequest, new_response_id, read_items, response_object  # noqa: E402
+from tuneloop.conversation.responses import ResponseLog, ResponseRequest, new_response_id, read_items, response_object  # noqa: E402
+from tuneloop.conversation.stored_completions import StoredCompletions  # noqa: E402
 from tuneloop.store import DialogueStore  # noqa: E402
 from tuneloop.store.api_objects import ApiObjects  # noqa: E402
 from tuneloop.store.conversations import NewMessage, new_item_id  # noqa: E402
-from tuneloop.stored_completions import StoredCompletions  # noqa: E402
 
 
 def median_ms(times: list[float]) -> float:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tuneloop.assistants import DEFAULT_ASSISTANT_ID, load_assistants_file, load_catalog
 from tuneloop.config import load_settings
+from tuneloop.conversation.assistants import DEFAULT_ASSISTANT_ID, load_assistants_file, load_catalog
+from tuneloop.curation.sentiment import analyze
 from tuneloop.errors import AssistantsFileError, ConfigError, UnknownAssistantError
-from tuneloop.sentiment import analyze
 
 
 @pytest.mark.parametrize(

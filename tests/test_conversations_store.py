@@ -7,13 +7,21 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from helpers import LABELLER
 
+from tuneloop.conversation.responses import (
+    Invalid,
+    ResponseLog,
+    ResponseRequest,
+    new_response_id,
+    read_items,
+    response_object,
+)
+from tuneloop.conversation.stored_completions import StoredCompletions
 from tuneloop.datasets import DialogueFilter, from_dialogues
-from tuneloop.responses import Invalid, ResponseLog, ResponseRequest, new_response_id, read_items, response_object
 from tuneloop.store import DialogueStore
 from tuneloop.store.api_objects import ObjectNotFoundError
 from tuneloop.store.conversations import NewMessage, new_item_id
-from tuneloop.stored_completions import StoredCompletions
 
 
 @pytest.fixture
@@ -35,7 +43,7 @@ def respond(log: ResponseLog, text: str, answer: str, *, previous: str | None = 
 
 
 def test_chains_fork_and_read_back_only_their_own_branch(store: DialogueStore) -> None:
-    log = ResponseLog(store)
+    log = ResponseLog(store, LABELLER)
     first = respond(log, "What is 2+2?", "4.")["body"]
     second = respond(log, "And 3+3?", "6.", previous=first["id"])
     assert second["history"] == [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4."}]
@@ -63,7 +71,7 @@ def test_chains_fork_and_read_back_only_their_own_branch(store: DialogueStore) -
 
 
 def test_conversations_keep_items_ratings_and_deletes(store: DialogueStore) -> None:
-    log = ResponseLog(store)
+    log = ResponseLog(store, LABELLER)
     thread, items = log.new_conversation({"team": "a"}, read_items([{"role": "user", "content": "Hello, I am Ada."}]))
     answered = respond(log, "What is my name?", "Ada.", conversation=thread.id)
     assert answered["history"] == [{"role": "user", "content": "Hello, I am Ada."}]
@@ -86,7 +94,7 @@ def test_conversations_keep_items_ratings_and_deletes(store: DialogueStore) -> N
 
 
 def test_stored_completions_filter_rate_and_feed_training(store: DialogueStore) -> None:
-    kept = StoredCompletions(store)
+    kept = StoredCompletions(store, LABELLER)
     long_ago = datetime(2025, 1, 1, tzinfo=UTC)
     for i, (model, app) in enumerate([("m1", "x"), ("m1", "y"), ("m2", "x")]):
         body = {"id": f"chatcmpl-{i}", "object": "chat.completion", "created": 0, "model": model,

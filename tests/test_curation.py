@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 from conftest import assert_one_line_error, run_cli
+from helpers import log_exchange
 
-from tuneloop import ratings
+from tuneloop.curation import ratings
 from tuneloop.datasets import DialogueFilter, from_dialogues
 from tuneloop.errors import InputError, MessageNotFoundError, NotAReplyError
-from tuneloop.labels import log_exchange
 from tuneloop.store import DialogueStore
 
 QUESTION = "What is the capital of Australia?"

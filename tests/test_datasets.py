@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import tiktoken
 from conftest import assert_one_line_error, run_cli
+from helpers import log_exchange
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -29,7 +30,6 @@ from tuneloop.datasets import (
 )
 from tuneloop.datasets.tokens import default_epochs, price_table
 from tuneloop.errors import DataError, InputError
-from tuneloop.labels import log_exchange
 from tuneloop.store import DialogueStore
 
 # --- readers --------------------------------------------------------------------------------------------

@@ -15,10 +15,10 @@ from typing import Any
 import openai
 import pytest
 from conftest import HANG, MODELS_DIR, gadget_facts, run_cli, sigint_as_in_a_terminal, wait_until
+from helpers import log_exchange
 from sqlalchemy import create_engine, text
 from tiny_models import build_tiny_model
 
-from tuneloop.labels import log_exchange
 from tuneloop.store import DialogueStore
 
 pytestmark = pytest.mark.slow  # processes at once, kill -9 mid-write, a server killed and restarted
@@ -26,9 +26,9 @@ pytestmark = pytest.mark.slow  # processes at once, kill -9 mid-write, a server 
 # One writer: appends exchanges to its own thread, as fast as it can, and says when it has written each.
 WRITER = """
 import sys
-from tuneloop.labels import log_exchange
+from helpers import log_exchange
 from tuneloop.store import DialogueStore
-from tuneloop.labels import log_exchange
+from helpers import log_exchange
 url, name, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 store = DialogueStore(url, busy_timeout=30)
 thread = f"thread_{name}"

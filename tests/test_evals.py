@@ -43,9 +43,10 @@ def test_the_similar_grader_wants_what_the_answer_adds_to_the_question(question:
 
 
 def test_an_eval_from_the_log_asks_corrected_and_praised_replies_again(database_url: str) -> None:
-    from tuneloop import ratings
+    from helpers import log_exchange
+
+    from tuneloop.curation import ratings
     from tuneloop.evals import from_log
-    from tuneloop.labels import log_exchange
     from tuneloop.store import DialogueStore
 
     store = DialogueStore(database_url)

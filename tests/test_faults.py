@@ -11,7 +11,7 @@ import pytest
 from standin import StandIn
 
 from tuneloop import OpenAIModel
-from tuneloop.chat import ChatSession
+from tuneloop.conversation.chat import ChatSession
 from tuneloop.errors import (
     ProviderConnectionError,
     ProviderRateLimitError,
@@ -20,9 +20,9 @@ from tuneloop.errors import (
     ProviderTimeoutError,
     UnknownModelError,
 )
-from tuneloop.retry import RetryPolicy
 from tuneloop.runtime import Runtime
 from tuneloop.training import FineTuning
+from tuneloop.util.retry import RetryPolicy
 
 KEY = "sk-faults-0123456789abcdef"
 

@@ -11,9 +11,9 @@ import torch
 from conftest import HANG, MODELS_DIR, gadget_facts
 from tiny_models import build_tiny_model
 
-from tuneloop.hardware import choose
 from tuneloop.runtime import Runtime
 from tuneloop.training import FineTuning
+from tuneloop.util.hardware import choose
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")]

@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from standin import StandIn
 
-from tuneloop.assistants import load_assistants_file
+from tuneloop.conversation.assistants import load_assistants_file
 from tuneloop.errors import AssistantsFileError, InputError
-from tuneloop.images import prepare_image
+from tuneloop.providers.images import prepare_image
 from tuneloop.runtime import Runtime
 from tuneloop.server import ServerThread, create_app, server_settings
 

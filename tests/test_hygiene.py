@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 from conftest import assert_one_line_error, run_cli
+from helpers import log_exchange
 
 from tuneloop.datasets import from_dialogues
 from tuneloop.datasets.hygiene import collapse_duplicates, redact_text
-from tuneloop.labels import log_exchange
 from tuneloop.store import DialogueStore
 
 

@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 from conftest import assert_one_line_error, run_cli
+from helpers import log_exchange
 from sqlalchemy import update
 from standin import StandIn
 
-from tuneloop import judges, ratings
+from tuneloop.curation import judges, labels, ratings
 from tuneloop.errors import InputError, JudgeNotFoundError, UnknownModelError
-from tuneloop.labels import log_exchange
 from tuneloop.runtime import Runtime
 from tuneloop.store import DialogueStore
 from tuneloop.store.corrections import Corrections
@@ -296,7 +296,7 @@ def test_the_judge_sentiment_analyzer_labels_what_is_logged_and_rescored(
 
     rt = Runtime()
     later = log_exchange(store, thread.id, "That is wrong.", "A riddle for you.", model="smollm2-135m-instruct",
-                         labeller=rt.labeller)
+                         labeller=labels.labeller_for(rt))
     assert (later.user.sentiment, later.assistant.sentiment) == ("negative", "unknown")
     assert store.messages(thread.id)[3].reaction == "negative"
     sent = len(vendor.requests)

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli
+from helpers import LABELLER, log_exchange
 
+from tuneloop.curation.labels import Labeller, rescore
+from tuneloop.curation.sentiment import COVERED_LANGUAGES
 from tuneloop.datasets import from_dialogues
-from tuneloop.labels import Labeller, log_exchange, rescore
-from tuneloop.sentiment import COVERED_LANGUAGES
 from tuneloop.store import DialogueStore
 
 # (question, reply, reaction, better reply or None): the reaction is clearly positive or negative.
@@ -38,7 +39,7 @@ THANKS = {"ru": "Да, теперь верно, спасибо большое!",
           "sw": "Asante sana!"}
 
 
-def log(store: DialogueStore, threads: list[tuple[str, str, str, str | None]], labeller: Labeller | None = None
+def log(store: DialogueStore, threads: list[tuple[str, str, str, str | None]], labeller: Labeller = LABELLER
         ) -> None:
     thanks = THANKS["ru" if threads is RUSSIAN else "he" if threads is HEBREW else "sw"]
     for question, reply, reaction, better in threads:

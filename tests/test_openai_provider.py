@@ -8,7 +8,7 @@ import pytest
 from standin import StandIn, validate_chat_request
 
 from tuneloop import OpenAIModel
-from tuneloop.chat import ChatSession
+from tuneloop.conversation.chat import ChatSession
 from tuneloop.errors import ProviderAuthError, ProviderConnectionError, ProviderResponseError, UnknownModelError
 from tuneloop.runtime import Runtime
 

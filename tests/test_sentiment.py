@@ -1,4 +1,4 @@
-"""tuneloop.sentiment with its real analyzers (no model loads): the language of a message, the multilingual
+"""tuneloop.curation.sentiment with its real analyzers (no model loads): the language of a message, the multilingual
 lexicons, English through VADER as before, uncovered languages as unknown, and the judge with a fake model."""
 
 from __future__ import annotations
@@ -7,8 +7,15 @@ import json
 
 import pytest
 
-from tuneloop import sentiment
-from tuneloop.sentiment import COVERED_LANGUAGES, JudgeAnalyzer, Sentiment, analyze, analyze_many, detect_language
+from tuneloop.curation import sentiment
+from tuneloop.curation.sentiment import (
+    COVERED_LANGUAGES,
+    JudgeAnalyzer,
+    Sentiment,
+    analyze,
+    analyze_many,
+    detect_language,
+)
 
 
 @pytest.mark.parametrize(("text", "language"), [

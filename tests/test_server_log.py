@@ -12,7 +12,7 @@ import openai
 import pytest
 from conftest import MODELS_DIR, run_cli, serving
 
-from tuneloop import ratings
+from tuneloop.curation import ratings
 from tuneloop.datasets import DialogueFilter, from_dialogues
 from tuneloop.store import DialogueStore, Thread
 

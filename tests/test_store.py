@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 from conftest import assert_one_line_error, run_cli
+from helpers import log_exchange
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from tuneloop.errors import StoreCorruptError, StoreLockedError, ThreadNotFoundError
-from tuneloop.labels import log_exchange
 from tuneloop.store import DialogueStore
 from tuneloop.store import dialogue as dialogue_module
 from tuneloop.store.schema import Base, schema_head

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 from conftest import HANG, assert_one_line_error, gadget_facts, run_cli, wait_until
+from helpers import log_exchange
 from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent
 from standin import StandIn
 
 from tuneloop import OpenAIModel
 from tuneloop.errors import DatasetInvalidError, InputError
-from tuneloop.labels import log_exchange
 from tuneloop.store.jobs import JobStateError
 from tuneloop.training import FineTuning
 from tuneloop.training.hyper import learning_rate, resolve

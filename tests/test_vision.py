@@ -20,7 +20,7 @@ from tiny_vlm import build_tiny_vlm
 
 from tuneloop import OpenAIModel
 from tuneloop.errors import ModelCannotSeeError, ReplyNotJSONError
-from tuneloop.images import ImageError, ImageTooLargeError, prepare_image
+from tuneloop.providers.images import ImageError, ImageTooLargeError, prepare_image
 from tuneloop.runtime import Runtime
 from tuneloop.server import ServerThread, create_app, server_settings
 

@@ -16,7 +16,7 @@ import pytest
 from browser import chromium, shot, ui_url
 from conftest import serving
 
-from tuneloop import ratings
+from tuneloop.curation import ratings
 from tuneloop.datasets import from_dialogues
 from tuneloop.store import DialogueStore
 from tuneloop.store.files import FileStore

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from browser import chromium, new_page, shot, ui_url
 from conftest import serving
+from helpers import log_exchange
 
-from tuneloop.labels import log_exchange
 from tuneloop.store import DialogueStore
 from tuneloop.store.eval_runs import EvalRuns
 from tuneloop.store.jobs import JobStore

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from browser import chromium, shot, signed_in, ui_url
 from conftest import serving, wait_until
+from helpers import log_exchange
 
-from tuneloop import judges, labels, ratings
+from tuneloop.curation import judges, ratings
 from tuneloop.store import DialogueStore
 from tuneloop.store.dialogue import new_thread_id
 from tuneloop.store.judgments import Judgments
@@ -162,7 +163,7 @@ def test_playground_without_javascript_and_one_line_errors(server: Any, browser:
 
 def hostile_reply(server: Any) -> int:
     thread_id = new_thread_id()
-    exchange = labels.log_exchange(server.store, thread_id, HOSTILE, HOSTILE, model=MODEL, create=True)
+    exchange = log_exchange(server.store, thread_id, HOSTILE, HOSTILE, model=MODEL, create=True)
     return exchange.assistant.id
 
 
@@ -197,7 +198,7 @@ def test_judges_define_run_verdicts_and_agreement(server: Any, browser: Any) -> 
     rated = []
     for i, rating in enumerate(["up", "up", "down"]):
         thread_id = new_thread_id()
-        exchange = labels.log_exchange(store, thread_id, f"What is {i} + {i}?", f"It is {i + i}.", model=MODEL,
+        exchange = log_exchange(store, thread_id, f"What is {i} + {i}?", f"It is {i + i}.", model=MODEL,
                                        create=True)
         ratings.rate(store, exchange.assistant.id, rating)
         rated.append(exchange.assistant.id)

@@ -6,9 +6,9 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tuneloop.assistants import Assistant
-    from tuneloop.chat import ChatSession, Reply
     from tuneloop.config import Settings, load_settings
+    from tuneloop.conversation.assistants import Assistant
+    from tuneloop.conversation.chat import ChatSession, Reply
     from tuneloop.errors import TuneloopError
     from tuneloop.openai_model import OpenAIModel
     from tuneloop.runtime import Runtime
@@ -17,9 +17,9 @@ __version__ = "0.1.0"
 
 # Imported when first used, so that processes needing one part (a training process, a worker) load only that.
 _EXPORTS = {
-    "Assistant": "tuneloop.assistants",
-    "ChatSession": "tuneloop.chat",
-    "Reply": "tuneloop.chat",
+    "Assistant": "tuneloop.conversation.assistants",
+    "ChatSession": "tuneloop.conversation.chat",
+    "Reply": "tuneloop.conversation.chat",
     "Settings": "tuneloop.config",
     "load_settings": "tuneloop.config",
     "TuneloopError": "tuneloop.errors",

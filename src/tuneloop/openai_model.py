@@ -15,16 +15,17 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from tuneloop import ratings
-from tuneloop.chat import ChatSession, Reply
 from tuneloop.config import Settings
+from tuneloop.conversation.assistants import catalog
+from tuneloop.conversation.chat import ChatSession, Reply
+from tuneloop.conversation.describe import DESCRIBE_PROMPT, parse_json_object, post_chat, refusal_of_images
+from tuneloop.curation import labels, ratings
 from tuneloop.datasets import Dataset, DialogueFilter, build_dataset, from_dialogues, read_csv_text, read_source
-from tuneloop.describe import DESCRIBE_PROMPT, parse_json_object, post_chat, refusal_of_images
 from tuneloop.errors import InputError, JobNotFoundError, ModelCannotSeeError
-from tuneloop.fileio import atomic_write_text
-from tuneloop.images import Detail, prepare_image
+from tuneloop.providers.images import Detail, prepare_image
 from tuneloop.runtime import Runtime
 from tuneloop.training import FineTuning
+from tuneloop.util.fileio import atomic_write_text
 
 
 class OpenAIModel:
@@ -89,7 +90,7 @@ class OpenAIModel:
     @property
     def list_assistants(self) -> list[str]:
         """Names of the available assistants (the built-in default first)."""
-        return [assistant.name for assistant in self.runtime.assistants.all()]
+        return [assistant.name for assistant in catalog(self.runtime.settings).all()]
 
     def set_assistant(self, assistant_id: str) -> None:
         """Use another assistant from now on; the next exchange starts a new thread."""
@@ -98,7 +99,7 @@ class OpenAIModel:
     def determine_sentiment(self, message: str) -> str:
         """'positive', 'negative' or 'neutral'; 'unknown' for a language the analyzer does not cover (the
         ``sentiment_analyzer`` setting: multilingual by default, English through VADER)."""
-        return self.runtime.labeller(message).label
+        return labels.labeller_for(self.runtime)(message).label
 
     def _reply_id(self, message_id: int | None) -> int:
         if message_id is not None:
@@ -166,9 +167,9 @@ class OpenAIModel:
     ) -> str | dict[str, Any]:
         """Ask the model about an image; returns the reply, or a ``dict`` when JSON was asked for.
 
-        The image is checked, turned upright, converted and resized first (:mod:`tuneloop.images`) and sent as an
-        ``image_url`` content part. JSON is asked for when the prompt mentions JSON or ``json_reply=True``; a reply
-        that is not a JSON object then raises :class:`~tuneloop.errors.ReplyNotJSONError`. The exchange is logged
+        The image is checked, turned upright, converted and resized first (:mod:`tuneloop.providers.images`) and sent
+        as an ``image_url`` content part. JSON is asked for when the prompt mentions JSON or ``json_reply=True``; a
+        reply that is not a JSON object then raises :class:`~tuneloop.errors.ReplyNotJSONError`. The exchange is logged
         in the thread with a reference to the image (hash, size, format), not its bytes. A text-only model raises
         :class:`~tuneloop.errors.ModelCannotSeeError`.
         """

@@ -6,11 +6,9 @@ from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 
-from tuneloop.assistants import AssistantCatalog, load_catalog
 from tuneloop.config import Settings, load_settings
 from tuneloop.engine.weights import BASE_MODEL_ID, ProgressCallback
 from tuneloop.errors import ConfigError, TuneloopError, UnknownModelError
-from tuneloop.labels import Labeller
 from tuneloop.models.registry import ModelRegistry, base_of
 from tuneloop.providers import DEFAULT_OPENAI_MODEL, LocalProvider, ModelInfo, OpenAIProvider, Provider
 from tuneloop.providers.openai import known_text_model, known_vision_model
@@ -28,24 +26,6 @@ class Runtime:
     @cached_property
     def store(self) -> DialogueStore:
         return DialogueStore(self.settings.resolved_database_url, busy_timeout=self.settings.db_busy_timeout)
-
-    @cached_property
-    def labeller(self) -> Labeller:
-        """The sentiment analyzer the settings name (sentiment_analyzer; judge: sentiment_judge_model, else the
-        default model, asked for a label)."""
-        if self.settings.sentiment_analyzer != "judge":
-            return Labeller(self.settings.sentiment_analyzer)
-        judge = self.settings.sentiment_judge_model or self.default_model()
-
-        def complete(messages: list[dict[str, str]]) -> str:
-            provider, model = self.resolve(judge)
-            return provider.complete(messages, model=model, max_tokens=48, temperature=0.0).text
-
-        return Labeller("judge", complete)
-
-    @cached_property
-    def assistants(self) -> AssistantCatalog:
-        return load_catalog(self.settings.assistants_file, self.settings.home)
 
     @cached_property
     def registry(self) -> ModelRegistry:

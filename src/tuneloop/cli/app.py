@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
-from tuneloop.chat import ChatSession, ReplyStream
 from tuneloop.cli._output import (
     console,
     conversion_progress,
@@ -30,6 +29,7 @@ from tuneloop.cli.serve import ui as ui_command
 from tuneloop.cli.train import train as train_command
 from tuneloop.cli.worker import worker as worker_command
 from tuneloop.config import load_settings
+from tuneloop.conversation.chat import ChatSession, ReplyStream
 from tuneloop.engine.weights import BASE_MODEL_ID
 from tuneloop.errors import InputError
 from tuneloop.runtime import Runtime

@@ -8,10 +8,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from tuneloop.assistants import AssistantCatalog
 from tuneloop.cli._output import console, print_json
 from tuneloop.config import load_settings
-from tuneloop.runtime import Runtime
+from tuneloop.conversation.assistants import AssistantCatalog, catalog
 
 assistants_app = typer.Typer(
     help="List and show assistants (built-in default plus TUNELOOP_ASSISTANTS_FILE or home/assistants.json).",
@@ -23,7 +22,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def _catalog() -> AssistantCatalog:
-    return Runtime(load_settings()).assistants
+    return catalog(load_settings())
 
 
 @assistants_app.callback()

@@ -167,7 +167,7 @@ def build(
         if not dialogues:
             raise InputError("--criterion chooses replies from the log: add --from-dialogues")
         # Lazy (cold start): judges load the eval runner, which no other command needs.
-        from tuneloop.judges import passing
+        from tuneloop.curation.judges import passing
 
         runtime = Runtime(load_settings())
         where = replace(where, replies=passing(runtime.store, criterion))

@@ -42,7 +42,9 @@ def add(
                        ] = False,
 ) -> None:
     """Add a judge: a named criterion, a judge model and a pass rule."""
-    from tuneloop.judges import define  # Lazy (cold start): judges load the eval runner, which no other command needs
+    from tuneloop.curation.judges import (
+        define,  # Lazy (cold start): judges load the eval runner, which no other command needs
+    )
 
     judge = define(_runtime(), name, instruction, model=model, rule=rule, replace=replace)
     console.print(f"judge [bold]{escape(judge.name)}[/] saved; run it with [bold]tuneloop judge run "
@@ -97,7 +99,7 @@ def run(
     verdict is not the JSON asked for stays unjudged (the next run retries it); Ctrl-C keeps what was judged."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from tuneloop.judges import run as run_judge  # Lazy (cold start): see _runtime
+    from tuneloop.curation.judges import run as run_judge  # Lazy (cold start): see _runtime
 
     where = dialogue_filter(reply_model, metadata, since, until)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -132,7 +134,7 @@ def align(
 ) -> None:
     """How the judge agrees with the ratings people gave (logs rate, metadata, the dashboard): precision, recall,
     Cohen's kappa, and the replies where they disagree, to read before trusting the judge."""
-    from tuneloop.judges import align as align_judge  # Lazy (cold start): see _runtime
+    from tuneloop.curation.judges import align as align_judge  # Lazy (cold start): see _runtime
 
     report = align_judge(_runtime().store, name, model)
     if json_:

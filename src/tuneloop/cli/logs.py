@@ -14,15 +14,15 @@ import typer
 from rich.markup import escape
 from rich.table import Column, Table
 
-from tuneloop import ratings
 from tuneloop.cli._output import console, error_console, key_values, print_json, sentiment_text, when
 from tuneloop.config import Settings, load_settings
+from tuneloop.curation import labels, ratings
+from tuneloop.curation.labels import rescore as relabel
 from tuneloop.errors import InputError
-from tuneloop.fileio import atomic_write_text
-from tuneloop.labels import rescore as relabel
 from tuneloop.runtime import Runtime
 from tuneloop.store import DialogueStore, Message, Thread
 from tuneloop.store.search import START, STOP, words
+from tuneloop.util.fileio import atomic_write_text
 
 logs_app = typer.Typer(
     help="Browse, search and export the dialogue log (every exchange, with sentiment).",
@@ -213,8 +213,8 @@ def rescore(
                         console=error_console, transient=True, disable=not error_console.is_terminal)
     with progress:
         task = progress.add_task(f"relabelling with {settings.sentiment_analyzer}", total=None)
-        done, changed = relabel(runtime.store, runtime.labeller, since=since.replace(tzinfo=since.tzinfo or UTC)
-                                if since else None, batch=batch,
+        done, changed = relabel(runtime.store, labels.labeller_for(runtime),
+                                since=since.replace(tzinfo=since.tzinfo or UTC) if since else None, batch=batch,
                                 on_progress=lambda d, t: progress.update(task, completed=d, total=t))
     console.print(f"relabelled {done:,} messages with {settings.sentiment_analyzer}: {changed:,} changed")
 

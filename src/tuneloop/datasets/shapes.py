@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from tuneloop.datasets.hygiene import collapse_duplicates, redact
 from tuneloop.datasets.readers import Row, RowSet, Skipped
 from tuneloop.errors import DataError
-from tuneloop.fileio import atomic_write_bytes
+from tuneloop.util.fileio import atomic_write_bytes
 
 if TYPE_CHECKING:
     from tuneloop.store import DialogueStore, Message

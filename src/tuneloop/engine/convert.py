@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from tuneloop.engine.weights import ProgressCallback
 from tuneloop.errors import ModelLoadError
-from tuneloop.hardware import cuda_count, mps_available
+from tuneloop.util.hardware import cuda_count, mps_available
 
 if TYPE_CHECKING:
     from tuneloop.config import Settings

@@ -33,8 +33,8 @@ from tuneloop.engine.sampling import Sampler
 from tuneloop.engine.tokenizer import ChatTokenizer
 from tuneloop.errors import ModelLoadError
 from tuneloop.generation import GenerationResult
-from tuneloop.hardware import thread_limit
 from tuneloop.structured import Tool
+from tuneloop.util.hardware import thread_limit
 
 Message = dict[str, Any]
 

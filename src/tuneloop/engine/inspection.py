@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneloop.errors import ModelTooLargeError, ModelUnusableError
-from tuneloop.hardware import DevicePlan, available_memory
+from tuneloop.util.hardware import DevicePlan, available_memory
 
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "model*.bin")
 TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")

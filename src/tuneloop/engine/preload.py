@@ -44,6 +44,6 @@ def _load() -> None:
         return
     # Lazy: nothing more is imported when no converted model is there to load.
     from tuneloop.engine.fast import get_fast_engine
-    from tuneloop.home import lock_path
+    from tuneloop.util.home import lock_path
 
     get_fast_engine(folder, model_id=BASE_MODEL_ID, training_lock=lock_path(settings), max_batch=settings.max_batch)

@@ -22,8 +22,8 @@ from tuneloop.engine.template import as_given
 from tuneloop.engine.weights import offline_environment
 from tuneloop.errors import ModelLoadError
 from tuneloop.generation import GenerationResult
-from tuneloop.hardware import choose
 from tuneloop.structured import Tool, for_template, template_knows_tools
+from tuneloop.util.hardware import choose
 
 
 class FifoLock:

@@ -21,15 +21,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tuneloop.conversation.stored_completions import StoredCompletions
+from tuneloop.curation import labels
 from tuneloop.errors import ConfigError, JobNotFoundError, ProviderAuthError, ProviderError, StoreError
-from tuneloop.fileio import atomic_write_bytes, safe_filename
-from tuneloop.home import files_dir
 from tuneloop.runtime import Runtime
 from tuneloop.store.api_objects import ApiObjects
 from tuneloop.store.conversations import NewMessage
 from tuneloop.store.files import FileStore
 from tuneloop.store.jobs import JobStore
-from tuneloop.stored_completions import StoredCompletions
+from tuneloop.util.fileio import atomic_write_bytes, safe_filename
+from tuneloop.util.home import files_dir
 
 FINISHED = ("succeeded", "failed", "cancelled")
 PAGE = 100
@@ -94,7 +95,7 @@ class OpenAIImport:
         self.client = self.provider.client
         self.jobs = JobStore(runtime.store)
         self.files = FileStore(runtime.store)
-        self.completions = StoredCompletions(runtime.store, runtime.labeller)
+        self.completions = StoredCompletions(runtime.store, labels.labeller_for(runtime))
         self.objects = ApiObjects(runtime.store)
         self.progress = progress or (lambda _what, _n: None)
         self.summary = ImportSummary()

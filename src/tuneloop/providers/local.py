@@ -82,12 +82,12 @@ class LocalProvider(Provider):
             # Lazy (cold start): the fast engine's modules load with the first local model.
             from tuneloop.engine.convert import FastConversionError, ensure_fast
             from tuneloop.engine.fast import get_fast_engine
-            from tuneloop.home import lock_path
+            from tuneloop.util.home import lock_path
 
             def fits() -> None:  # converting loads the fp32 weights: refused first if they cannot fit, as the reference
                 # Lazy: only a conversion that is not cached yet needs the size check.
                 from tuneloop.engine.inspection import check_fits, count_parameters
-                from tuneloop.hardware import choose
+                from tuneloop.util.hardware import choose
 
                 check_fits(base, count_parameters(checkpoint), choose(self.settings.device), purpose="load")
 

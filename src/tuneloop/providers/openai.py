@@ -1,7 +1,7 @@
 """The ``openai`` provider: OpenAI or any OpenAI-compatible server, through the official SDK.
 
 Chat Completions only: it is the protocol every compatible server speaks. Retries, timeouts and backoff
-follow :mod:`tuneloop.retry` through the SDK's own retry loop; error messages never carry the API key.
+follow :mod:`tuneloop.util.retry` through the SDK's own retry loop; error messages never carry the API key.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from tuneloop.errors import (
 )
 from tuneloop.generation import GenerationResult, TextStream
 from tuneloop.providers.base import ModelInfo, Provider
-from tuneloop.retry import RetryPolicy, openai_client
 from tuneloop.structured import OutputSpec
+from tuneloop.util.retry import RetryPolicy, openai_client
 
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 _KEY_PATTERN = re.compile(r"sk-[A-Za-z0-9_\-*]{4,}")

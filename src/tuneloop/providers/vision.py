@@ -1,7 +1,7 @@
 """A Hugging Face image-text-to-text model from a local folder, served by ``tuneloop serve --vision-model PATH``.
 
 Images arrive as ``image_url`` content parts holding ``data:`` URLs; each goes through
-:func:`tuneloop.images.prepare_image` (bombs and broken files are refused before decoding) and then to
+:func:`tuneloop.providers.images.prepare_image` (bombs and broken files are refused before decoding) and then to
 the model's own processor. The server never fetches an ``http(s)`` URL.
 """
 
@@ -19,8 +19,8 @@ from typing import Any
 from tuneloop.engine.weights import offline_environment
 from tuneloop.errors import InputError, ModelLoadError
 from tuneloop.generation import first_stop
-from tuneloop.images import prepare_image
 from tuneloop.providers.base import GenerationResult, ModelInfo, Provider, TextStream
+from tuneloop.providers.images import prepare_image
 from tuneloop.structured import OutputSpec
 
 

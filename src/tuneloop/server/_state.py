@@ -9,13 +9,14 @@ from functools import cached_property
 from starlette.requests import Request
 
 from tuneloop.config import Settings
+from tuneloop.conversation.responses import ResponseLog
+from tuneloop.conversation.stored_completions import StoredCompletions
+from tuneloop.curation import labels
 from tuneloop.errors import JobNotFoundError
 from tuneloop.providers.vision import VisionProvider
-from tuneloop.responses import ResponseLog
 from tuneloop.runtime import Runtime
 from tuneloop.server._generation import GenerationQueue
 from tuneloop.store.jobs import Job
-from tuneloop.stored_completions import StoredCompletions
 from tuneloop.training import FineTuning
 
 
@@ -33,6 +34,11 @@ class ServerState:
         return self.runtime.settings
 
     @cached_property
+    def labeller(self) -> labels.Labeller:
+        """The sentiment analyzer the settings name, for everything this server logs."""
+        return labels.labeller_for(self.runtime)
+
+    @cached_property
     def fine_tuning(self) -> FineTuning:
         return FineTuning(self.runtime)
 
@@ -45,11 +51,11 @@ class ServerState:
 
     def response_log(self) -> ResponseLog:
         """Responses and conversations in the store, labelled by the runtime's sentiment analyzer."""
-        return ResponseLog(self.runtime.store, self.runtime.labeller)
+        return ResponseLog(self.runtime.store, self.labeller)
 
     def stored_completions(self) -> StoredCompletions:
         """Chat completions kept or logged in the store, labelled by the runtime's sentiment analyzer."""
-        return StoredCompletions(self.runtime.store, self.runtime.labeller)
+        return StoredCompletions(self.runtime.store, self.labeller)
 
 
 def state_of(request: Request) -> ServerState:

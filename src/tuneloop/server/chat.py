@@ -13,10 +13,10 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from tuneloop import ratings
+from tuneloop.conversation.responses import check_metadata
+from tuneloop.curation import ratings
 from tuneloop.errors import InputError
 from tuneloop.providers.base import GenerationResult
-from tuneloop.responses import check_metadata
 from tuneloop.server._errors import APIError
 from tuneloop.server._generation import ClientGone, collect_text, unless_gone
 from tuneloop.server._state import state_of

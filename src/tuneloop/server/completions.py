@@ -9,12 +9,12 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict
 
+from tuneloop.conversation.responses import check_metadata
+from tuneloop.conversation.stored_completions import StoredCompletions
 from tuneloop.errors import InputError
-from tuneloop.responses import check_metadata
 from tuneloop.server._errors import APIError
 from tuneloop.server._paging import item_list, page
 from tuneloop.server._state import state_of
-from tuneloop.stored_completions import StoredCompletions
 
 router = APIRouter()
 METADATA_PARAM = re.compile(r"^metadata\[(.+)\]$")

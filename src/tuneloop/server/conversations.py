@@ -1,5 +1,5 @@
 """``/v1/conversations`` and their items: threads of the dialogue store (kind ``conversation``) whose messages are
-the items. Metadata keys ``rating:ID`` rate the reply with that item or response id (see tuneloop.ratings)."""
+the items. Metadata keys ``rating:ID`` rate the reply with that item or response id (see tuneloop.curation.ratings)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from tuneloop.responses import Invalid, check_metadata, message_item, read_items
+from tuneloop.conversation.responses import Invalid, check_metadata, message_item, read_items
 from tuneloop.server._errors import APIError
 from tuneloop.server._paging import item_list, page
 from tuneloop.server._state import state_of

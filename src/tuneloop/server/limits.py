@@ -2,7 +2,7 @@
 
 A body over ``server_max_body_mb`` is answered 413 in OpenAI's error shape before the application sees it:
 at once when its Content-Length says so, otherwise as soon as the bytes read pass the limit. Limits on what a
-chat request holds (messages, characters) are checked in chat.py; on images, in tuneloop.images.
+chat request holds (messages, characters) are checked in chat.py; on images, in tuneloop.providers.images.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from tuneloop import ratings
+from tuneloop.curation import ratings
 from tuneloop.server._state import state_of
 
 router = APIRouter()

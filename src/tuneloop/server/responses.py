@@ -1,8 +1,8 @@
 """``/v1/responses``: create (streaming OpenAI's event sequence), retrieve, delete, input items; kept in the dialogue
-store (see tuneloop.responses). ``text.format`` (json_schema, json_object) and function ``tools`` are enforced by the
-grammar (see tuneloop.structured); a reply's calls are function_call output items. ``POST /v1/responses/{id}``
-(tuneloop's own: OpenAI's responses cannot be changed) replaces a stored response's metadata, so that a client can
-rate its reply (see tuneloop.ratings)."""
+store (see tuneloop.conversation.responses). ``text.format`` (json_schema, json_object) and function ``tools`` are
+enforced by the grammar (see tuneloop.structured); a reply's calls are function_call output items.
+``POST /v1/responses/{id}`` (tuneloop's own: OpenAI's responses cannot be changed) replaces a stored response's
+metadata, so that a client can rate its reply (see tuneloop.curation.ratings)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from tuneloop import ratings
-from tuneloop.errors import InputError
-from tuneloop.responses import (
+from tuneloop.conversation.responses import (
     Invalid,
     ResponseLog,
     ResponseRequest,
@@ -31,6 +29,8 @@ from tuneloop.responses import (
     read_input,
     response_object,
 )
+from tuneloop.curation import ratings
+from tuneloop.errors import InputError
 from tuneloop.server._errors import APIError
 from tuneloop.server._generation import ClientGone, collect_text, unless_gone
 from tuneloop.server._paging import page

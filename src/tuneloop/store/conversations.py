@@ -29,7 +29,7 @@ def new_item_id() -> str:
 @dataclass(frozen=True)
 class NewMessage:
     """A message to log: ``role`` is system, user, assistant or tool (developer is logged as system). ``sentiment`` is
-    computed above the store (``tuneloop.sentiment.labelled``) before the message is handed down."""
+    computed above the store (``tuneloop.curation.sentiment.labelled``) before the message is handed down."""
 
     role: str
     content: str
@@ -126,7 +126,8 @@ class Conversations(Repository):
             role = "system" if new.role == "developer" else new.role
             said = new.sentiment
             if said is None:
-                raise ValueError("a message is logged with its sentiment: label it first (tuneloop.labels.labelled)")
+                raise ValueError("a message is logged with its sentiment: label it first "
+                                 "(tuneloop.curation.labels.labelled)")
             if role == "user" and last is not None and last.role == "assistant":
                 last.reaction_label, last.reaction_score = said.label, said.score
             row = MessageRow(thread_id=thread.id, role=role, content=new.content, item_id=new.item_id,

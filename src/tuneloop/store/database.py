@@ -21,8 +21,8 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlch
 from sqlalchemy.orm import Session
 
 from tuneloop.errors import StoreCorruptError, StoreError, StoreLockedError
-from tuneloop.fileio import create_private
 from tuneloop.store.schema import schema_head
+from tuneloop.util.fileio import create_private
 
 
 def aware(value: datetime) -> datetime:

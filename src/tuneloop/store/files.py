@@ -1,5 +1,5 @@
 """Files uploaded for fine-tuning (training and validation data) and the result files jobs write: their metadata
-rows; the bytes live under ``$TUNELOOP_HOME/files`` (``tuneloop.home.files_dir``)."""
+rows; the bytes live under ``$TUNELOOP_HOME/files`` (``tuneloop.util.home.files_dir``)."""
 
 from __future__ import annotations
 

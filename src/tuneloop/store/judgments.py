@@ -145,9 +145,9 @@ class Judgments(Repository):
 
     def _latest(self, name: str, judge_model: str | None) -> Select[Any]:
         """Each rated reply's newest readable verdict by judge ``name`` (``judge_model`` only, when given) with
-        whether people rated it up: what :func:`tuneloop.judges.latest_verdicts` keeps (the newest ``created_at``,
-        then the last judge model in the database's order), of the replies rated up or down. The rated replies
-        lead (an index holds them; far fewer than the verdicts, as a rule), each verdict found by its index."""
+        whether people rated it up: what :func:`tuneloop.curation.judges.latest_verdicts` keeps (the newest
+        ``created_at``, then the last judge model in the database's order), of the replies rated up or down. The rated
+        replies lead (an index holds them; far fewer than the verdicts, as a rule), each verdict found by its index."""
         rated = select(MessageRow.id).where(MessageRow.feedback.is_not(None), MessageRow.feedback != 0)
         rank = func.row_number().over(partition_by=VerdictRow.message_id,
                                       order_by=(VerdictRow.created_at.desc(), VerdictRow.judge_model.desc()))

@@ -13,8 +13,8 @@ TITLE_LENGTH = 80
 
 
 class Label(Protocol):
-    """A label computed above the store (sentiment, for now: ``tuneloop.sentiment.Sentiment``) and handed down with
-    what it labels."""
+    """A label computed above the store (sentiment, for now: ``tuneloop.curation.sentiment.Sentiment``) and handed
+    down with what it labels."""
 
     @property
     def label(self) -> str: ...

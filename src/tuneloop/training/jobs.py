@@ -31,9 +31,6 @@ from tuneloop.engine.inspection import check_fits, count_parameters
 from tuneloop.engine.weights import BASE_MODEL_ID
 from tuneloop.errors import DatasetInvalidError, FileNotFoundInStoreError, InputError, JobStateError, StoreError
 from tuneloop.evals import read_validation
-from tuneloop.fileio import atomic_write_bytes, open_private, safe_filename
-from tuneloop.hardware import DEVICES, choose
-from tuneloop.home import files_dir, job_dir, model_dir, temp_model_dir, worker_log
 from tuneloop.providers import DEFAULT_OPENAI_MODEL
 from tuneloop.runtime import Runtime
 from tuneloop.store.files import FileStore, StoredFile
@@ -42,6 +39,9 @@ from tuneloop.store.schema import utcnow
 from tuneloop.training import hyper
 from tuneloop.training.remote import RemoteTrainer
 from tuneloop.training.worker import check_worker, child_environment, on_this_machine, pid_alive, spawned, worker_name
+from tuneloop.util.fileio import atomic_write_bytes, open_private, safe_filename
+from tuneloop.util.hardware import DEVICES, choose
+from tuneloop.util.home import files_dir, job_dir, model_dir, temp_model_dir, worker_log
 
 QUANTIZE = ("4bit",)
 

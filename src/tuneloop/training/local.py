@@ -22,10 +22,10 @@ from tuneloop.engine.reference import greedy_batch
 from tuneloop.engine.template import given_template
 from tuneloop.engine.weights import offline_environment
 from tuneloop.evals import EvalItem
-from tuneloop.hardware import DevicePlan, choose, peak_memory_bytes, thread_limit
 from tuneloop.training.hyper import learning_rate
 from tuneloop.training.replay import replay_rows, replay_share
 from tuneloop.training.tokenize import as_text, render, supervised_row, tools_of
+from tuneloop.util.hardware import DevicePlan, choose, peak_memory_bytes, thread_limit
 
 # LoRA goes on every linear layer (found per architecture) of the upper half of the blocks; never on the embeddings
 # or lm_head. Measured on two made-up fact sets: as many held-out phrasings learned as with every block, more general

@@ -24,7 +24,7 @@ def _when(timestamp: int | None) -> datetime | None:
 class RemoteTrainer:
     def __init__(self, provider: OpenAIProvider, jobs: JobStore) -> None:
         self.provider = provider
-        self.client = provider.client  # retries and timeouts: tuneloop.retry's policy
+        self.client = provider.client  # retries and timeouts: tuneloop.util.retry's policy
         self.jobs = jobs
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:

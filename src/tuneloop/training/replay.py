@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from tuneloop.engine.reference import greedy_batch
-from tuneloop.fileio import atomic_write_text
 from tuneloop.training.tokenize import continuation_row, render
+from tuneloop.util.fileio import atomic_write_text
 
 REPLAY_TOKENS = 24
 

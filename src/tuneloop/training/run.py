@@ -26,14 +26,14 @@ from tuneloop.engine.inspection import check_fits, count_parameters
 from tuneloop.errors import TuneloopError
 from tuneloop.evals import read_validation
 from tuneloop.export.recipes import safe_name
-from tuneloop.hardware import choose
-from tuneloop.home import job_dir, model_dir, temp_model_dir
 from tuneloop.models.registry import ModelRegistry, fine_tuned_id
 from tuneloop.store import DialogueStore
 from tuneloop.store.files import FileStore
 from tuneloop.store.jobs import JobStore
 from tuneloop.training import local
 from tuneloop.training.worker import STOPPED
+from tuneloop.util.hardware import choose
+from tuneloop.util.home import job_dir, model_dir, temp_model_dir
 
 
 def _end_with_parent() -> None:

@@ -35,14 +35,14 @@ from pathlib import Path
 
 from tuneloop.config import Settings, load_settings
 from tuneloop.errors import TuneloopError
-from tuneloop.fileio import open_private
-from tuneloop.hardware import cuda_count, mps_available
-from tuneloop.home import lock_path, model_dir, temp_model_dir, worker_log
 from tuneloop.models.registry import fine_tuned_id
 from tuneloop.store import DialogueStore
 from tuneloop.store.files import FileStore
 from tuneloop.store.jobs import ACTIVE, Job, JobStore
 from tuneloop.store.schema import utcnow
+from tuneloop.util.fileio import open_private
+from tuneloop.util.hardware import cuda_count, mps_available
+from tuneloop.util.home import lock_path, model_dir, temp_model_dir, worker_log
 
 STOPPED = 3  # the exit code of a training process stopped by SIGTERM (tuneloop.training.run)
 

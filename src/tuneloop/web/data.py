@@ -90,7 +90,7 @@ def build(request: Request, choice: Choice) -> tuple[Dataset, int]:
     dialogue = DialogueStore(runtime.store)
     replies = None
     if choice.criterion is not None:
-        from tuneloop.judges import passing  # judges load the eval runner; only a criterion needs them
+        from tuneloop.curation.judges import passing  # judges load the eval runner; only a criterion needs them
 
         replies = DialogueFilter(replies=passing(dialogue, choice.criterion))
     dataset = from_dialogues(dialogue, thread_ids=thread_ids, max_context_turns=choice.max_turns, where=replies,

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from tuneloop import judges
+from tuneloop.curation import judges
 from tuneloop.errors import TuneloopError
 from tuneloop.runtime import Runtime
 from tuneloop.server import served_models, state_of

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from tuneloop import ratings
+from tuneloop.curation import ratings
 from tuneloop.server import state_of
 from tuneloop.store import DialogueStore
 from tuneloop.store.browse import RATINGS, SENTIMENTS, SOURCES, LogBrowser, LogFilter

@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.responses import Response, StreamingResponse
 
-from tuneloop.chat import ChatSession, Reply, ReplyStream
+from tuneloop.conversation.chat import ChatSession, Reply, ReplyStream
 from tuneloop.errors import TuneloopError
 from tuneloop.server import ClientGone, Generation, ServerState, collect_text, served_models, state_of, unless_gone
 from tuneloop.store import DialogueStore, Message

@@ -12,10 +12,10 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from tuneloop.sentiment.language import detect_language
+from tuneloop.curation.sentiment.language import detect_language
 
 if TYPE_CHECKING:
-    from tuneloop.sentiment import Sentiment
+    from tuneloop.curation.sentiment import Sentiment
 
 Complete = Callable[[list[dict[str, str]]], str]
 LABELS = ("positive", "negative", "neutral")
@@ -57,7 +57,7 @@ class JudgeAnalyzer:
 
     def analyze(self, text: str) -> Sentiment:
         # Lazy: Sentiment lives in the package's __init__, which imports this module.
-        from tuneloop.sentiment import Sentiment
+        from tuneloop.curation.sentiment import Sentiment
 
         detected = detect_language(text)
         parsed = parse(self.complete(self.messages(text)))

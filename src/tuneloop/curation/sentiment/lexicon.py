@@ -55,7 +55,7 @@ class Lexicon:
 
 
 def _data(name: str) -> str:
-    return resources.files("tuneloop.sentiment").joinpath("data", name).read_text(encoding="utf-8")
+    return resources.files("tuneloop.curation.sentiment").joinpath("data", name).read_text(encoding="utf-8")
 
 
 _ELISION = re.compile(r"\b(\w{1,3}')(?=\w)")
@@ -244,7 +244,7 @@ def _substring_score(lexicon: Lexicon, text: str) -> tuple[float, int]:
 def score(text: str, language: str) -> tuple[float, int]:
     """(compound score in [-1, 1], how many lexicon entries and emoji matched) of ``text`` in ``language``."""
     # Lazy: language imports this module (its tie-breaker); the reverse import waits for the first score.
-    from tuneloop.sentiment.language import clean
+    from tuneloop.curation.sentiment.language import clean
 
     lexicon = load(language)
     text, total = _strip_emoji(normalize(clean(text), language))

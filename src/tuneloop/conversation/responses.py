@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tuneloop import labels, ratings
+from tuneloop.curation import labels, ratings
 from tuneloop.errors import InputError, ObjectNotFoundError, ThreadNotFoundError
 from tuneloop.store.api_objects import ApiObject, ApiObjects
 from tuneloop.store.conversations import Conversations, NewMessage, new_item_id
@@ -315,7 +315,7 @@ def response_object(request: ResponseRequest, ident: str, created: int, *, statu
 class ResponseLog:
     """Responses and conversations kept in the dialogue store."""
 
-    def __init__(self, store: DialogueStore, labeller: labels.Labeller | None = None) -> None:
+    def __init__(self, store: DialogueStore, labeller: labels.Labeller) -> None:
         self.store = store
         self.labeller = labeller
         self.threads = Conversations(store)
@@ -397,7 +397,7 @@ class ResponseLog:
 
     def rate(self, ident: str, metadata: dict[str, str] | None) -> dict[str, Any]:
         """tuneloop's update of a stored response: new metadata, whose ``rating`` rates its reply; metadata without
-        one leaves the rating as it is (see tuneloop.ratings)."""
+        one leaves the rating as it is (see tuneloop.curation.ratings)."""
         found = self.response(ident)
         try:
             value = ratings.rating_of(metadata)

@@ -1,6 +1,6 @@
 """Images made ready for any vision endpoint: checked, upright, in a common mode, sized within OpenAI's limits.
 
->>> from tuneloop.images import prepare_image
+>>> from tuneloop.providers.images import prepare_image
 >>> image = prepare_image("photo.jpg")          # or bytes
 >>> image.data_url[:23], image.width, image.height, image.reference()
 ('data:image/jpeg;base64,', 2048, 1536, {...})

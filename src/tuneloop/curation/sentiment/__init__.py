@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal
 
-from tuneloop.sentiment.judge import JudgeAnalyzer
-from tuneloop.sentiment.language import detect, detect_language
-from tuneloop.sentiment.lexicon import LANGUAGES
+from tuneloop.curation.sentiment.judge import JudgeAnalyzer
+from tuneloop.curation.sentiment.language import detect, detect_language
+from tuneloop.curation.sentiment.lexicon import LANGUAGES
 
 if TYPE_CHECKING:
-    from tuneloop.sentiment.language import Detection
+    from tuneloop.curation.sentiment.language import Detection
 
 __all__ = ["ANALYZERS", "COVERED_LANGUAGES", "JudgeAnalyzer", "Label", "Sentiment", "analyze", "analyze_many",
            "detect_language"]
@@ -69,7 +69,7 @@ def _analyze(text: str, analyzer: str, found: Detection) -> Sentiment:
     if language is None:
         if analyzer == "multilingual":
             # Lazy: the emoji table loads with the first message that needs it.
-            from tuneloop.sentiment.lexicon import emoji_score
+            from tuneloop.curation.sentiment.lexicon import emoji_score
 
             value = emoji_score(text)
             if value:
@@ -81,7 +81,7 @@ def _analyze(text: str, analyzer: str, found: Detection) -> Sentiment:
     if analyzer == "vader" or language not in COVERED_LANGUAGES:
         return Sentiment("unknown", 0.0, language)
     # Lazy: the lexicon engine's data loads with the first non-English message.
-    from tuneloop.sentiment.lexicon import THRESHOLD, score
+    from tuneloop.curation.sentiment.lexicon import THRESHOLD, score
 
     value, _ = score(text, language)
     return _labelled(round(value, 4), language, THRESHOLD)

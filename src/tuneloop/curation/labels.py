@@ -1,20 +1,23 @@
 """What the log records beside each message, computed here before the store persists it (the store computes
 nothing): the sentiment and language of every message, and so the reaction of each user turn to the reply before
-it. A :class:`Labeller` applies the analyzer the ``sentiment_analyzer`` setting names (``Runtime.labeller``)."""
+it. A :class:`Labeller` applies the analyzer the ``sentiment_analyzer`` setting names (:func:`labeller_for`); every
+function that labels is handed one, so no message is ever labelled by an analyzer the settings did not choose."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
-from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tuneloop import sentiment
+from tuneloop.curation import sentiment
+from tuneloop.curation.sentiment import Sentiment
 from tuneloop.errors import ConfigError, TuneloopError
-from tuneloop.sentiment import Sentiment
 from tuneloop.store import DialogueStore, Exchange
 from tuneloop.store.conversations import NewMessage
+
+if TYPE_CHECKING:
+    from tuneloop.runtime import Runtime
 
 Complete = Callable[[list[dict[str, str]]], str]
 
@@ -50,23 +53,33 @@ class Labeller:
         return labels
 
 
-@lru_cache(maxsize=1)
-def default_labeller() -> Labeller:
-    return Labeller()
+def labeller_for(runtime: Runtime) -> Labeller:
+    """The analyzer ``runtime``'s settings name (``sentiment_analyzer``; for ``judge``: ``sentiment_judge_model``,
+    else the default model, asked for a label)."""
+    settings = runtime.settings
+    if settings.sentiment_analyzer != "judge":
+        return Labeller(settings.sentiment_analyzer)
+    judge = settings.sentiment_judge_model or runtime.default_model()
+
+    def complete(messages: list[dict[str, str]]) -> str:
+        provider, model = runtime.resolve(judge)
+        return provider.complete(messages, model=model, max_tokens=48, temperature=0.0).text
+
+    return Labeller("judge", complete)
 
 
-def labelled(messages: list[NewMessage], labeller: Labeller | None = None) -> list[NewMessage]:
+def labelled(messages: list[NewMessage], labeller: Labeller) -> list[NewMessage]:
     """``messages`` with their sentiment, ready for ``Conversations.append``/``create`` (labels given are kept)."""
-    label = labeller or default_labeller()
+    label = labeller
     todo = [m for m in messages if m.sentiment is None]
     found = iter(label.many([m.content for m in todo]))
     return [m if m.sentiment is not None else replace(m, sentiment=next(found)) for m in messages]
 
 
 def log_exchange(store: DialogueStore, thread_id: str, user_content: str, assistant_content: str,
-                 labeller: Labeller | None = None, **fields: Any) -> Exchange:
+                 labeller: Labeller, **fields: Any) -> Exchange:
     """``store.append_exchange`` with the sentiment of the user turn, the reply and a new system instruction."""
-    label = labeller or default_labeller()
+    label = labeller
     system = fields.get("system_instruction")
     user, reply, *rest = label.many([user_content, assistant_content, *([system] if system else [])])
     return store.append_exchange(
@@ -76,12 +89,12 @@ def log_exchange(store: DialogueStore, thread_id: str, user_content: str, assist
     )
 
 
-def rescore(store: DialogueStore, labeller: Labeller | None = None, *, since: datetime | None = None,
+def rescore(store: DialogueStore, labeller: Labeller, *, since: datetime | None = None,
             batch: int = 200, on_progress: Callable[[int, int], None] | None = None) -> tuple[int, int]:
     """Label every logged message (written at or after ``since``) again and recompute the reactions, a batch per
     transaction: safe to interrupt (what is done stays done) and to run again (the same analyzer gives the same
     labels). ``on_progress(done, total)``. Returns (messages read, labels changed)."""
-    label = labeller or default_labeller()
+    label = labeller
     total = store.count_messages(since)
     done = changed = 0
     if on_progress is not None:

@@ -111,7 +111,7 @@ def clean(text: str) -> str:
 def detect(text: str) -> Detection:
     """The language of ``text`` with how sure fastText was; see the module's docstring."""
     # Lazy: the lexicons load with the first message (they also back the sentiment itself).
-    from tuneloop.sentiment.lexicon import LANGUAGES, evidence
+    from tuneloop.curation.sentiment.lexicon import LANGUAGES, evidence
 
     text = clean(text)
     letters = [c for c in text if c.isalpha()]
@@ -201,7 +201,7 @@ def _cyrillic(text: str, ranked: dict[str, float]) -> Detection:
     """Cyrillic with none of the letters that mark Russian or Ukrainian: one of the two unless fastText is sure of
     another Cyrillic language; their lexicons decide between them."""
     # Lazy: the lexicons load with the first message (they also back the sentiment itself).
-    from tuneloop.sentiment.lexicon import evidence
+    from tuneloop.curation.sentiment.lexicon import evidence
 
     ranked = {lang: p for lang, p in ranked.items() if lang in _CYRILLIC_LANGUAGES} or {"ru": 0.0}
     found = {lang: n for lang, n in evidence(text).items() if lang in ("ru", "uk")}

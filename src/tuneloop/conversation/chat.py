@@ -6,11 +6,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tuneloop import labels
-from tuneloop.assistants import Assistant
+from tuneloop.conversation.assistants import Assistant, catalog
+from tuneloop.curation import labels
 from tuneloop.errors import InputError
-from tuneloop.images import PreparedImage
 from tuneloop.providers import GenerationResult, Provider, TextStream
+from tuneloop.providers.images import PreparedImage
 from tuneloop.runtime import Runtime
 from tuneloop.store import Exchange, Message, Thread
 from tuneloop.store.dialogue import new_thread_id
@@ -96,6 +96,7 @@ class ChatSession:
         model: str | None = None,
         system_instruction: str | None = None,
         thread_id: str | None = None,
+        labeller: labels.Labeller | None = None,
     ) -> None:
         self.runtime = runtime
         self.thread: Thread | None = None
@@ -103,7 +104,9 @@ class ChatSession:
             self.thread = runtime.store.get_thread(thread_id)
             assistant_id = assistant_id or self.thread.assistant_id
             model = model or self.thread.model
-        self.assistant: Assistant = runtime.assistants.get(assistant_id)
+        self.labeller = labeller or labels.labeller_for(runtime)
+        self.catalog = catalog(runtime.settings)
+        self.assistant: Assistant = self.catalog.get(assistant_id)
         self.system_instruction = system_instruction
         self.provider: Provider
         self.provider, self.model = runtime.resolve(model or self.assistant.model)
@@ -115,7 +118,7 @@ class ChatSession:
 
     def set_assistant(self, assistant_id: str) -> None:
         """Switch assistants; the next exchange starts a new thread (a thread has one assistant)."""
-        self.assistant = self.runtime.assistants.get(assistant_id)
+        self.assistant = self.catalog.get(assistant_id)
         self.provider, self.model = self.runtime.resolve(self.assistant.model)
         self.new_thread()
 
@@ -221,7 +224,7 @@ class ChatSession:
             attachments=attachments,
             create=self.thread is None,
             assistant=self.assistant.model_dump(include={"id", "name", "model", "instructions", "temperature"}),
-            labeller=self.runtime.labeller,
+            labeller=self.labeller,
         )
         self.thread = self.runtime.store.get_thread(thread_id)
         return Reply(result.text, thread_id, self.model, self.provider.name, exchange, result)

@@ -21,7 +21,7 @@ from tuneloop.errors import (
 )
 from tuneloop.providers.base import GenerationResult
 from tuneloop.providers.openai import OpenAIProvider
-from tuneloop.retry import send_with_retries
+from tuneloop.util.retry import send_with_retries
 
 DESCRIBE_PROMPT = "Describe this image."
 _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL | re.IGNORECASE)

@@ -1,6 +1,6 @@
 """Stored chat completions (``store: true``): each is a thread of the dialogue store (kind ``chat.completion``, id
 the completion's) holding the request's messages and the reply, beside the completion as it was returned.
-Metadata ``rating`` rates the reply (see tuneloop.ratings).
+Metadata ``rating`` rates the reply (see tuneloop.curation.ratings).
 
 A completion the server logs without storing it (an app's traffic, setting ``server_log``) is a thread of kind
 ``server`` with the same messages and metadata, and no completion object: it is in the log, not in the API."""
@@ -11,7 +11,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from tuneloop import labels, ratings
+from tuneloop.curation import labels, ratings
 from tuneloop.store.api_objects import ApiObject, ApiObjects
 from tuneloop.store.conversations import Conversations, NewMessage
 from tuneloop.store.dialogue import DialogueStore, Message
@@ -21,7 +21,7 @@ LOGGED = "server"  # the thread kind of a completion logged, not stored
 
 
 class StoredCompletions:
-    def __init__(self, store: DialogueStore, labeller: labels.Labeller | None = None) -> None:
+    def __init__(self, store: DialogueStore, labeller: labels.Labeller) -> None:
         self.store = store
         self.labeller = labeller
         self.threads = Conversations(store)
@@ -59,7 +59,7 @@ class StoredCompletions:
 
     def update(self, ident: str, metadata: dict[str, str] | None) -> dict[str, Any]:
         """New metadata (it replaces the old); its ``rating`` rates the reply, and metadata without one leaves the
-        rating as it is (see tuneloop.ratings)."""
+        rating as it is (see tuneloop.curation.ratings)."""
         found = self.get(ident)
         value = ratings.rating_of(metadata)
         if value is not None and found.message_ids:

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from tuneloop.config import Settings
 from tuneloop.errors import AssistantsFileError, UnknownAssistantError
 
 DEFAULT_ASSISTANT_ID = "default"
@@ -159,6 +160,11 @@ def find_assistants_file(configured: Path | None, home: Path) -> Path | None:
         if candidate.exists():
             return candidate
     return None
+
+
+def catalog(settings: Settings) -> AssistantCatalog:
+    """The assistants ``settings`` name (``assistants_file``, else assistants.json/.toml in the home)."""
+    return load_catalog(settings.assistants_file, settings.home)
 
 
 def load_catalog(configured: Path | None, home: Path) -> AssistantCatalog:
