@@ -42,7 +42,7 @@ import _seed_log  # noqa: E402 - bench/_seed_log.py, beside this file
 from starlette.testclient import TestClient  # noqa: E402
 
 from tuneloop.runtime import Runtime  # noqa: E402
-from tuneloop.server import server_settings  # noqa: E402
+from tuneloop.serving import server_settings  # noqa: E402
 from tuneloop.store import DialogueStore  # noqa: E402
 from tuneloop.store.browse import LogBrowser  # noqa: E402
 from tuneloop.store.judgments import Judgments  # noqa: E402

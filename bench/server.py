@@ -28,7 +28,7 @@ import openai
 from tuneloop.config import load_settings
 from tuneloop.engine import ensure_checkpoint
 from tuneloop.runtime import Runtime
-from tuneloop.server import served_models, server_settings
+from tuneloop.serving import served_models, server_settings
 
 MESSAGES = [{"role": "user", "content": "Explain how a bicycle works to a ten-year-old."}]
 MODEL = "smollm2-135m-instruct"

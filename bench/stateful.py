@@ -37,8 +37,9 @@ def median_ms(times: list[float]) -> float:
 def bench_http(requests: int) -> None:
     import openai
 
+    from tuneloop.asgi import create_app
     from tuneloop.runtime import Runtime
-    from tuneloop.server import ServerThread, create_app, server_settings
+    from tuneloop.serving import ServerThread, server_settings
 
     home = Path(tempfile.mkdtemp())
     models = Path(os.environ.get("TUNELOOP_TEST_MODELS_DIR", Path(__file__).resolve().parent.parent / ".cache" /

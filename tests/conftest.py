@@ -222,9 +222,9 @@ def serving(home: Path, key: str, settings: dict[str, Any] | None = None, **opti
     """``tuneloop serve``'s app in a thread on 127.0.0.1 over ``home`` (the shared converted weights), guarded by
     ``key``; ``settings`` override the server's settings, ``options`` go to ``create_app``. The handle also has
     ``home``, ``state`` (the app's) and ``store``."""
+    from tuneloop.asgi import create_app
     from tuneloop.runtime import Runtime
-    from tuneloop.server import ServerThread, server_settings
-    from tuneloop.web import create_app
+    from tuneloop.serving import ServerThread, server_settings
 
     settings = server_settings(**{"home": home, "models_dir": MODELS_DIR, "database_url": None, "model": None,
                                   **(settings or {})})

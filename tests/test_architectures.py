@@ -16,10 +16,11 @@ from conftest import HANG, MODELS_DIR, assert_one_line_error, gadget_facts, run_
 from tiny_models import build_tiny_model
 
 from tuneloop import OpenAIModel
+from tuneloop.asgi import create_app
 from tuneloop.export import export_model
 from tuneloop.models import ModelTooLargeError, ModelUnusableError
 from tuneloop.runtime import Runtime
-from tuneloop.server import ServerThread, create_app, server_settings
+from tuneloop.serving import ServerThread, server_settings
 from tuneloop.training import FineTuning
 
 pytestmark = pytest.mark.slow  # every kind of model trains a real job, is served and exported

@@ -15,7 +15,7 @@ from conftest import serving
 
 from tuneloop import errors
 from tuneloop.errors import ID_PARAMS, NotFoundError
-from tuneloop.server._errors import from_library
+from tuneloop.serving import from_library
 
 KEY = "sk-errors-test-key-0123456789"
 BASE = "smollm2-135m-instruct"

@@ -19,11 +19,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from standin import StandIn
 
+from tuneloop.asgi import create_app
 from tuneloop.conversation.assistants import load_assistants_file
 from tuneloop.errors import AssistantsFileError, InputError
 from tuneloop.providers.images import prepare_image
 from tuneloop.runtime import Runtime
-from tuneloop.server import ServerThread, create_app, server_settings
+from tuneloop.serving import ServerThread, server_settings
 
 KEY = "sk-hostile-test-key-0123456789"
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))

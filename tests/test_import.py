@@ -195,8 +195,9 @@ def test_import_from_a_real_tuneloop_server(home: Path, tmp_path: Path, engine: 
     """No stand-in: another `tuneloop serve` is an OpenAI-compatible platform too (stored completions, files, jobs)."""
     import openai
 
+    from tuneloop.asgi import create_app
     from tuneloop.runtime import Runtime
-    from tuneloop.server import ServerThread, create_app, server_settings
+    from tuneloop.serving import ServerThread, server_settings
 
     source = tmp_path / "source-home"
     app = create_app(Runtime(server_settings(home=source, models_dir=MODELS_DIR, database_url=None, model=None)),

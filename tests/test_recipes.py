@@ -18,7 +18,7 @@ from tiny_models import build_tiny_model
 from tuneloop.engine.template import as_given
 from tuneloop.export import FORMATS, ExportResult, export_model
 from tuneloop.runtime import Runtime
-from tuneloop.server import server_settings
+from tuneloop.serving import server_settings
 from tuneloop.training import FineTuning
 
 pytestmark = pytest.mark.slow  # a real job, then three exports

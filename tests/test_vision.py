@@ -19,10 +19,11 @@ from standin import StandIn
 from tiny_vlm import build_tiny_vlm
 
 from tuneloop import OpenAIModel
+from tuneloop.asgi import create_app
 from tuneloop.errors import ModelCannotSeeError, ReplyNotJSONError
 from tuneloop.providers.images import ImageError, ImageTooLargeError, prepare_image
 from tuneloop.runtime import Runtime
-from tuneloop.server import ServerThread, create_app, server_settings
+from tuneloop.serving import ServerThread, server_settings
 
 PHOTOS = Path(__file__).parent / "data"
 KEY = "sk-vision-secret-42"

@@ -78,10 +78,10 @@ def _open(url: str) -> bool:
 def _run(command: str, host: str, port: int, api_key: str | None, *, max_file_mb: float | None,
          vision_model: Path | None, log_level: str, max_batch: int | None, open_browser: bool) -> None:
     # Lazy (cold start): the server's modules (FastAPI, uvicorn) load only for serve.
+    from tuneloop.asgi import create_app
     from tuneloop.engine import BASE_MODEL_ID
     from tuneloop.runtime import Runtime
-    from tuneloop.server import base_url, bind, is_loopback, server_settings, uvicorn_server
-    from tuneloop.web import create_app
+    from tuneloop.serving import base_url, bind, is_loopback, server_settings, uvicorn_server
 
     settings = server_settings()
     if max_batch is not None:

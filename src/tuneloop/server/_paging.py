@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol, TypeVar
 
-from tuneloop.server._errors import APIError
+from tuneloop.serving import APIError
 
 
 class HasId(Protocol):

@@ -17,9 +17,7 @@ from tuneloop.conversation.responses import check_metadata
 from tuneloop.curation import ratings
 from tuneloop.errors import InputError
 from tuneloop.providers.base import GenerationResult
-from tuneloop.server._errors import APIError
-from tuneloop.server._generation import ClientGone, collect_text, unless_gone
-from tuneloop.server._state import state_of
+from tuneloop.serving import APIError, ClientGone, collect_text, state_of, unless_gone
 from tuneloop.store.conversations import NewMessage
 from tuneloop.structured import OutputSpec, check_tool_history, response_format_spec, tools_spec
 

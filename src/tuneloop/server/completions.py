@@ -12,9 +12,8 @@ from pydantic import BaseModel, ConfigDict
 from tuneloop.conversation.responses import check_metadata
 from tuneloop.conversation.stored_completions import StoredCompletions
 from tuneloop.errors import InputError
-from tuneloop.server._errors import APIError
 from tuneloop.server._paging import item_list, page
-from tuneloop.server._state import state_of
+from tuneloop.serving import APIError, state_of
 
 router = APIRouter()
 METADATA_PARAM = re.compile(r"^metadata\[(.+)\]$")

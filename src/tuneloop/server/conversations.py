@@ -10,9 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from tuneloop.conversation.responses import Invalid, check_metadata, message_item, read_items
-from tuneloop.server._errors import APIError
 from tuneloop.server._paging import item_list, page
-from tuneloop.server._state import state_of
+from tuneloop.serving import APIError, state_of
 from tuneloop.store.dialogue import Thread
 
 router = APIRouter()

@@ -11,9 +11,8 @@ from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from tuneloop.server._errors import APIError
 from tuneloop.server._paging import page_after
-from tuneloop.server._state import state_of
+from tuneloop.serving import APIError, state_of
 from tuneloop.util.fileio import safe_filename
 
 router = APIRouter()

@@ -9,9 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tuneloop.datasets.validate import ValidationReport
 from tuneloop.errors import DatasetInvalidError, FileNotFoundInStoreError
-from tuneloop.server._errors import APIError
 from tuneloop.server._paging import page_after
-from tuneloop.server._state import state_of
+from tuneloop.serving import APIError, state_of
 
 router = APIRouter()
 

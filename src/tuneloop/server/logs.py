@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from tuneloop.curation import ratings
-from tuneloop.server._state import state_of
+from tuneloop.serving import state_of
 
 router = APIRouter()
 

@@ -31,10 +31,8 @@ from tuneloop.conversation.responses import (
 )
 from tuneloop.curation import ratings
 from tuneloop.errors import InputError
-from tuneloop.server._errors import APIError
-from tuneloop.server._generation import ClientGone, collect_text, unless_gone
 from tuneloop.server._paging import page
-from tuneloop.server._state import state_of
+from tuneloop.serving import APIError, ClientGone, collect_text, state_of, unless_gone
 from tuneloop.store.conversations import NewMessage, new_item_id
 from tuneloop.structured import OutputSpec, responses_format, tools_spec
 

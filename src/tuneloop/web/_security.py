@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tuneloop.server import key_matches
+from tuneloop.serving import key_matches
 
 PREFIX = "/ui"
 SESSION_COOKIE = "tuneloop_session"

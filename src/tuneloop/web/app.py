@@ -13,8 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import RedirectResponse, Response
 
 from tuneloop.errors import TuneloopError
-from tuneloop.server import ServerState, http_status
-from tuneloop.server import create_app as create_server_app
+from tuneloop.serving import ServerState, http_status
 from tuneloop.web import data as data_pages
 from tuneloop.web import evals as evals_pages
 from tuneloop.web import jobs as jobs_pages
@@ -82,9 +81,11 @@ def _unexpected(request: Request, exc: Exception) -> Response:
                                "page to try again.", 500)
 
 
-def mount(app: FastAPI, api_key: str | None) -> FastAPI:
-    """Serve the dashboard from ``app`` (the server's) under /ui/, guarded by ``api_key``."""
-    app.state.tuneloop_ui = Guard(api_key)
+def mount(app: FastAPI) -> FastAPI:
+    """Serve the dashboard from ``app`` (one of :func:`tuneloop.serving.new_app`, the API's error answers installed
+    first) under /ui/, guarded by the server's key."""
+    state: ServerState = app.state.tuneloop
+    app.state.tuneloop_ui = Guard(state.api_key)
     app.add_middleware(SecurityHeaders)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=STATIC), name="ui-static")
     app.include_router(public)
@@ -121,10 +122,3 @@ def _install_errors(app: FastAPI) -> None:
         request, f"There is no page at {request.url.path}." if exc.status_code == 404
         else f"{request.method} is not allowed here." if exc.status_code == 405 else str(exc.detail),
         exc.status_code))
-
-
-def create_app(*args: Any, **kwargs: Any) -> FastAPI:
-    """The server's app (``tuneloop.server.create_app``'s arguments) with the dashboard at /ui/."""
-    app = create_server_app(*args, **kwargs)
-    state: ServerState = app.state.tuneloop
-    return mount(app, state.api_key)

@@ -24,7 +24,7 @@ from tuneloop.datasets import (
 from tuneloop.datasets.shapes import METHODS
 from tuneloop.datasets.validate import ValidationReport
 from tuneloop.errors import DataError
-from tuneloop.server import state_of
+from tuneloop.serving import state_of
 from tuneloop.store import DialogueStore
 from tuneloop.store.browse import LogBrowser
 from tuneloop.store.judgments import Judgments

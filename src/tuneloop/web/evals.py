@@ -25,7 +25,7 @@ from tuneloop.evals import (
     read_eval_jsonl,
 )
 from tuneloop.evals import run_eval as ask_models
-from tuneloop.server import served_models, state_of
+from tuneloop.serving import served_models, state_of
 from tuneloop.store import DialogueStore
 from tuneloop.store.browse import LogBrowser
 from tuneloop.store.eval_runs import EvalRun, EvalRuns

@@ -18,7 +18,7 @@ from starlette.responses import Response
 from tuneloop.curation import judges
 from tuneloop.errors import TuneloopError
 from tuneloop.runtime import Runtime
-from tuneloop.server import served_models, state_of
+from tuneloop.serving import served_models, state_of
 from tuneloop.store import DialogueStore
 from tuneloop.store.judgments import Judgments
 from tuneloop.web._pages import PageError, back_to, posted, render, whole_number

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from tuneloop.curation import ratings
-from tuneloop.server import state_of
+from tuneloop.serving import state_of
 from tuneloop.store import DialogueStore
 from tuneloop.store.browse import RATINGS, SENTIMENTS, SOURCES, LogBrowser, LogFilter
 from tuneloop.store.judgments import Judgments

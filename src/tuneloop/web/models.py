@@ -17,7 +17,7 @@ from tuneloop.models import parameters_text
 from tuneloop.models.registry import base_of
 from tuneloop.providers import ModelInfo
 from tuneloop.runtime import Runtime
-from tuneloop.server import state_of
+from tuneloop.serving import state_of
 from tuneloop.web._pages import PageError, back_to, posted, render
 
 router = APIRouter()

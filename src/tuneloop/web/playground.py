@@ -24,7 +24,7 @@ from starlette.responses import Response, StreamingResponse
 
 from tuneloop.conversation.chat import ChatSession, Reply, ReplyStream
 from tuneloop.errors import TuneloopError
-from tuneloop.server import ClientGone, Generation, ServerState, collect_text, served_models, state_of, unless_gone
+from tuneloop.serving import ClientGone, Generation, ServerState, collect_text, served_models, state_of, unless_gone
 from tuneloop.store import DialogueStore, Message
 from tuneloop.web._pages import PageError, posted, render, whole_number
 

@@ -15,7 +15,7 @@ from tuneloop.curation import labels
 from tuneloop.errors import JobNotFoundError
 from tuneloop.providers.vision import VisionProvider
 from tuneloop.runtime import Runtime
-from tuneloop.server._generation import GenerationQueue
+from tuneloop.serving.generation import GenerationQueue
 from tuneloop.store.jobs import Job
 from tuneloop.training import FineTuning
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tuneloop.server._errors import error_body
+from tuneloop.serving.errors import error_body
 
 Scope = dict[str, Any]
 
