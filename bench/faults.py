@@ -44,7 +44,7 @@ def run_kind(vendor: StandIn, fault: str | None, n: int) -> dict[str, object]:
     gaps: list[float] = []
     attempts = 0
     runtime = Runtime()
-    logged_before = sum(len(m) for _, m in runtime.store.export())
+    logged_before = sum(len(m) for _, m in runtime.db.dialogue.export())
     for i in range(n):
         vendor.arrivals.clear()
         if fault:
@@ -62,7 +62,7 @@ def run_kind(vendor: StandIn, fault: str | None, n: int) -> dict[str, object]:
         gaps += [b[0] - a[0] for a, b in zip(arrivals, arrivals[1:], strict=False)]
         attempts += len(arrivals)
         vendor.faults.clear()
-    logged = (sum(len(m) for _, m in runtime.store.export()) - logged_before) // 2
+    logged = (sum(len(m) for _, m in runtime.db.dialogue.export()) - logged_before) // 2
     return {"replies": replies, "logged": logged, "errors": errors, "kinds": dict(kinds), "attempts": attempts / n,
             "median_s": statistics.median(times), "gap_s": statistics.median(gaps) if gaps else 0.0}
 

@@ -128,7 +128,7 @@ def measure(url: str, reps: int, label: str) -> list[dict[str, Any]]:
     try:
         runtime = Runtime(server_settings(home=home, database_url=url, model=None))
         timed = Timed(create_app(runtime))
-        store = runtime.store
+        store = runtime.db.dialogue
         browser = LogBrowser(store)
         dialogue = DialogueStore(store)
         judgments = Judgments(store)

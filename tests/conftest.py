@@ -232,5 +232,5 @@ def serving(home: Path, key: str, settings: dict[str, Any] | None = None, **opti
     with ServerThread(app) as running:
         running.home = home
         running.state = app.state.tuneloop
-        running.store = running.state.runtime.store
+        running.store = running.state.runtime.db.dialogue
         yield running

@@ -447,7 +447,7 @@ def test_cli_unusable_inputs_give_one_line(home: Path, tmp_path: Path, command: 
 def test_cli_build_from_dialogues(home: Path) -> None:
     from tuneloop.runtime import Runtime
 
-    store = Runtime().store
+    store = Runtime().db.dialogue
     thread = store.create_thread(model="smollm2-135m-instruct").id
     log_exchange(store, thread, "What is the Zorblax?", "A teal gadget.", model="smollm2-135m-instruct")
     log_exchange(store, thread, "Great answer, thanks!", "You are welcome.", model="smollm2-135m-instruct")

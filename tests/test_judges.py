@@ -71,7 +71,7 @@ def standin_judge(body: dict[str, Any]) -> str:
 
 def test_a_remote_judge_over_forty_replies(vendor: StandIn, any_home: Path, tmp_path: Path) -> None:
     rt = Runtime()
-    ids = log_forty(rt.store)
+    ids = log_forty(rt.db.dialogue)
     vendor.reply_for = standin_judge
     judges.define(rt, "capital", CRITERION, model="standin-model")
     progress: list[tuple[int, int]] = []
@@ -83,7 +83,7 @@ def test_a_remote_judge_over_forty_replies(vendor: StandIn, any_home: Path, tmp_
     assert first["model"] == "standin-model" and first["temperature"] == 0.0
     assert CRITERION in first["messages"][-1]["content"]
 
-    stored = {v.message_id: v for v in Judgments(rt.store).verdicts("capital")}
+    stored = {v.message_id: v for v in rt.db.judgments.verdicts("capital")}
     assert stored[ids[0]].passed is True and stored[ids[0]].reason == "names a capital"
     assert stored[ids[1]].passed is False and stored[ids[1]].judge_model == "standin-model"
     assert stored[ids[7]].passed is None and "not the JSON asked for" in stored[ids[7]].reason
@@ -93,7 +93,7 @@ def test_a_remote_judge_over_forty_replies(vendor: StandIn, any_home: Path, tmp_
     assert (again.already, again.judged, again.unjudged) == (39, 0, [ids[7]]) and len(vendor.requests) == 41
 
     # Against people: 20 rated, 9 up (all pass), 11 down (#4 passes; #7 is unjudged, so not compared).
-    aligned = judges.align(rt.store, "capital")
+    aligned = judges.align(rt.db.dialogue, "capital")
     assert (aligned.both_pass, aligned.judge_only, aligned.people_only, aligned.both_fail) == (9, 1, 0, 9)
     assert aligned.precision == pytest.approx(0.9) and aligned.recall == 1.0
     chance = (10 / 19) * (9 / 19) + (9 / 19) * (10 / 19)
@@ -112,7 +112,7 @@ def test_a_remote_judge_over_forty_replies(vendor: StandIn, any_home: Path, tmp_
     assert built.code == 0, built.stderr
     taught = [json.loads(line)["messages"][-1]["content"] for line in out.read_text().splitlines()]
     assert taught and all("do not know" not in t for t in taught)
-    assert all(i in judges.passing(rt.store, "capital") for i in ids[0:20:2])
+    assert all(i in judges.passing(rt.db.dialogue, "capital") for i in ids[0:20:2])
 
 
 def aligned_by_reading_the_log(store: DialogueStore, name: str, judge_model: str | None) -> tuple[int, ...]:
@@ -213,7 +213,7 @@ def test_judge_input_errors_are_clear_and_store_nothing(vendor: StandIn, any_hom
         assert caught.value.param == param
     with pytest.raises(UnknownModelError):
         judges.define(rt, "ok", CRITERION, model="no-such-judge-model")
-    assert Judgments(rt.store).judges() == []
+    assert rt.db.judgments.judges() == []
     with pytest.raises(JudgeNotFoundError):
         judges.run(rt, "nobody")
     judges.define(rt, "ok", CRITERION)
@@ -247,12 +247,12 @@ def test_the_bundled_model_judges_locally(home: Path, engine: Any) -> None:
     """The local judge answers in batches; whatever it answers, every reply ends judged or unjudged, and a re-run
     asks only about the unjudged ones."""
     rt = Runtime()
-    ids = log_forty(rt.store)
+    ids = log_forty(rt.db.dialogue)
     judges.define(rt, "local", CRITERION)
     report = judges.run(rt, "local")
     assert report.judge_model == "smollm2-135m-instruct"
     assert report.judged + len(report.unjudged) == 40
-    stored = Judgments(rt.store).verdicts("local")
+    stored = rt.db.judgments.verdicts("local")
     assert sorted(v.message_id for v in stored) == sorted(ids)
     again = judges.run(rt, "local", limit=3)
     assert again.already == report.judged and again.judged + len(again.unjudged) == min(3, len(report.unjudged))
@@ -279,7 +279,7 @@ def test_the_judge_sentiment_analyzer_labels_what_is_logged_and_rescored(
     the stand-in vendor), even in a language the offline analyzer does not cover; an answer that is not the JSON
     asked for is unknown; `logs rescore --analyzer judge` relabels an existing log and recomputes its reactions."""
     vendor.reply_for = sentiment_judge
-    store = Runtime().store
+    store = Runtime().db.dialogue
     thread = store.create_thread(model="smollm2-135m-instruct")
     first = log_exchange(store, thread.id, "Nipe jibu, tafadhali.", "Hili ndilo jibu.", model="smollm2-135m-instruct")
     log_exchange(store, thread.id, "Asante kwa msaada wako, rafiki.", "Karibu.", model="smollm2-135m-instruct")

@@ -226,7 +226,7 @@ def test_remote_backend_through_the_sdk(home: Path, monkeypatch: pytest.MonkeyPa
 
 def test_dynamic_train_selects_from_the_log(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model = OpenAIModel()
-    store = model.runtime.store
+    store = model.runtime.db.dialogue
     thread = store.create_thread(model="smollm2-135m-instruct").id
     log_exchange(store, thread, "What is the Zorblax?", "A teal gadget.", model="smollm2-135m-instruct")
     log_exchange(store, thread, "Great, thanks!", "Welcome.", model="smollm2-135m-instruct")

@@ -196,7 +196,7 @@ def test_json_replies_become_dicts(vision: StandIn, home: Path) -> None:
         model.describe_image(PHOTOS / "rocket.jpg", "Describe it as JSON.")
 
     # Logged like any other exchange, with a reference to the image and never its bytes.
-    user_turns = [m for m in model.runtime.store.messages(model.thread_id) if m.role == "user"]
+    user_turns = [m for m in model.runtime.db.dialogue.messages(model.thread_id) if m.role == "user"]
     reference = user_turns[0].attachments[0]
     assert reference["format"] == "jpeg" and (reference["width"], reference["height"]) == (640, 427)
     assert len(reference["sha256"]) == 64
@@ -285,7 +285,7 @@ def test_describe_image_through_serve_with_a_vision_model(home: Path, monkeypatc
         assert model.runtime.accepts_images("tiny-llava") is True  # read from the server, nothing configured
         answer = model.describe_image(PHOTOS / "chelsea.png", "What animal is this?", max_tokens=8)
         assert isinstance(answer, str) and model.last_reply.result.tokens_out == 8  # random weights: noise
-        assert model.runtime.store.messages(model.thread_id)[0].attachments[0]["width"] == 451
+        assert model.runtime.db.dialogue.messages(model.thread_id)[0].attachments[0]["width"] == 451
         with pytest.raises(ReplyNotJSONError):  # noise is not JSON, and that is said clearly
             model.describe_image(PHOTOS / "coffee.png", "Describe it as JSON.", max_tokens=8)
 

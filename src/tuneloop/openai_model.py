@@ -111,12 +111,12 @@ class OpenAIModel:
     def rate(self, rating: str | int, note: str | None = None, message_id: int | None = None) -> None:
         """Rate a logged reply (default: the last one) ``up``/``down``/``none``, with an optional note saying why.
         Ratings win over the next turn's sentiment when ``dynamic_train`` picks what to learn from."""
-        ratings.rate(self.runtime.store, self._reply_id(message_id), rating, note)
+        ratings.rate(self.runtime.db.dialogue, self._reply_id(message_id), rating, note)
 
     def correct(self, text: str, message_id: int | None = None) -> int:
         """Write the reply the model should have given (default: for the last reply); kept beside the original,
         it becomes a supervised example and a DPO pair in ``dynamic_train``. Returns the correction's id."""
-        return ratings.correct(self.runtime.store, self._reply_id(message_id), text, source="library").id
+        return ratings.correct(self.runtime.db.dialogue, self._reply_id(message_id), text, source="library").id
 
     def ask(self, message: str, system_instruction: str | None = None, attempts: int = 3) -> str:
         """Send ``message`` in the current thread and return the reply.
@@ -255,7 +255,7 @@ class OpenAIModel:
                       backend: str | None = None, where: DialogueFilter | None = None) -> str:
         """Fine-tune on the dialogue log: well-received replies (and better replies after bad ones); ``where``
         keeps only the replies of a model, with some metadata, or written in a period."""
-        dataset = from_dialogues(self.runtime.store, where=where)
+        dataset = from_dialogues(self.runtime.db.dialogue, where=where)
         return self._start(dataset, method=method, suffix=suffix, hyperparameters=None, wait=wait,
                            description="dynamic_train on the dialogue log", backend=backend, seed=None)
 

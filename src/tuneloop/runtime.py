@@ -12,8 +12,7 @@ from tuneloop.errors import ConfigError, TuneloopError, UnknownModelError
 from tuneloop.models.registry import ModelRegistry, base_of
 from tuneloop.providers import DEFAULT_OPENAI_MODEL, LocalProvider, ModelInfo, OpenAIProvider, Provider
 from tuneloop.providers.openai import known_text_model, known_vision_model
-from tuneloop.store import DialogueStore
-from tuneloop.store.jobs import JobStore
+from tuneloop.store import Store
 
 REMOTE_HINT = "set OPENAI_API_KEY (and OPENAI_BASE_URL for another compatible server) to use remote models"
 
@@ -24,13 +23,14 @@ class Runtime:
         self.progress = progress
 
     @cached_property
-    def store(self) -> DialogueStore:
-        return DialogueStore(self.settings.resolved_database_url, busy_timeout=self.settings.db_busy_timeout)
+    def db(self) -> Store:
+        """The one database handle, with a repository per concept (``db.dialogue``, ``db.jobs``…)."""
+        return Store(self.settings.resolved_database_url, busy_timeout=self.settings.db_busy_timeout)
 
     @cached_property
     def registry(self) -> ModelRegistry:
         """Base models: the bundled one and those registered (``models add``, ``[models."ID"] path``)."""
-        return ModelRegistry(self.settings, self.store)
+        return ModelRegistry(self.settings, self.db.base_models)
 
     @cached_property
     def local(self) -> LocalProvider:
@@ -43,7 +43,7 @@ class Runtime:
     def fine_tuned_models(self) -> dict[str, Path]:
         """Local fine-tuned models whose job succeeded: model id → LoRA adapter folder."""
 
-        jobs = JobStore(self.store)
+        jobs = self.db.jobs
         models = {
             job.fine_tuned_model: Path(job.model_path)
             for job in jobs.succeeded_models("local")

@@ -99,9 +99,9 @@ def open_session(
     if continue_ and thread:
         raise InputError("use either --continue or --thread, not both")
     if continue_:
-        latest = rt.store.latest_thread()
+        latest = rt.db.dialogue.latest_thread()
         if latest is None:
-            raise InputError(f"no thread to continue in {rt.store.location}; ask something without --continue first")
+            raise InputError(f"no thread to continue in {rt.db.location}; ask something without --continue first")
         thread = latest.id
     return ChatSession(rt, assistant_id=assistant, model=model, system_instruction=system, thread_id=thread)
 
@@ -295,7 +295,7 @@ def demo(
         reaction = sentiment_text(message.reaction, message.reaction_score)
         console.print(f"  {escape(message.content[:60])!s:62} → {reaction}")
     console.print(
-        f"\nLogged as thread [bold]{session.thread_id}[/] in {escape(rt.store.location)}\n"
+        f"\nLogged as thread [bold]{session.thread_id}[/] in {escape(rt.db.location)}\n"
         f"See it with: tuneloop logs show {session.thread_id}\n"
     )
     if train:

@@ -97,7 +97,7 @@ def collect(
     elif source is not None:
         dataset.merge(build_dataset(read_source(source, encoding=encoding), negative=negative))
     if dialogues:
-        store = (runtime or Runtime(load_settings())).store
+        store = (runtime or Runtime(load_settings())).db.dialogue
         dataset.merge(from_dialogues(store, assistant_id=assistant, where=where, redact_personal=redact))
     return dataset
 
@@ -170,7 +170,7 @@ def build(
         from tuneloop.curation.judges import passing
 
         runtime = Runtime(load_settings())
-        where = replace(where, replies=passing(runtime.store, criterion))
+        where = replace(where, replies=passing(runtime.db.dialogue, criterion))
     if redact and not dialogues:
         raise InputError("--redact masks personal data in examples from the log: add --from-dialogues")
     dataset = collect(source, dialogues=dialogues, negative=negative, encoding=encoding, assistant=assistant,

@@ -13,7 +13,6 @@ from tuneloop.cli._output import console, conversion_progress, error_console, pr
 from tuneloop.cli.data import dialogue_filter
 from tuneloop.config import load_settings
 from tuneloop.runtime import Runtime
-from tuneloop.store.judgments import Judgments
 
 judge_app = typer.Typer(
     help="Judges: a written criterion a model checks logged replies against (e.g. 'the reply answers the question "
@@ -54,7 +53,7 @@ def add(
 @judge_app.command("list")
 def list_judges(json_: JsonOption = False) -> None:
     """List the judges."""
-    judges = Judgments(_runtime().store).judges()
+    judges = _runtime().db.judgments.judges()
     if json_:
         print_json([j.to_dict() for j in judges])
         return
@@ -70,7 +69,7 @@ def list_judges(json_: JsonOption = False) -> None:
 @judge_app.command("remove")
 def remove(name: Annotated[str, typer.Argument(help="The judge to remove, with its verdicts.")]) -> None:
     """Remove a judge and its verdicts."""
-    Judgments(_runtime().store).remove_judge(name)
+    _runtime().db.judgments.remove_judge(name)
     console.print(f"judge {escape(name)} removed, with its verdicts")
 
 
@@ -136,7 +135,7 @@ def align(
     Cohen's kappa, and the replies where they disagree, to read before trusting the judge."""
     from tuneloop.curation.judges import align as align_judge  # Lazy (cold start): see _runtime
 
-    report = align_judge(_runtime().store, name, model)
+    report = align_judge(_runtime().db.dialogue, name, model)
     if json_:
         print_json(report.to_dict())
         return

@@ -39,7 +39,7 @@ class ExportFormat(StrEnum):
 
 
 def _store() -> DialogueStore:
-    return Runtime(load_settings()).store
+    return Runtime(load_settings()).db.dialogue
 
 
 @logs_app.callback()
@@ -213,7 +213,7 @@ def rescore(
                         console=error_console, transient=True, disable=not error_console.is_terminal)
     with progress:
         task = progress.add_task(f"relabelling with {settings.sentiment_analyzer}", total=None)
-        done, changed = relabel(runtime.store, labels.labeller_for(runtime),
+        done, changed = relabel(runtime.db.dialogue, labels.labeller_for(runtime),
                                 since=since.replace(tzinfo=since.tzinfo or UTC) if since else None, batch=batch,
                                 on_progress=lambda d, t: progress.update(task, completed=d, total=t))
     console.print(f"relabelled {done:,} messages with {settings.sentiment_analyzer}: {changed:,} changed")

@@ -109,7 +109,7 @@ def _run(command: str, host: str, port: int, api_key: str | None, *, max_file_mb
     url = base_url(sock)
     dashboard = url.removesuffix("/v1") + "/ui/"
     if command == "ui":
-        console.print(f"tuneloop ui: the dashboard is at [bold]{dashboard}[/] (store: {runtime.store.location})",
+        console.print(f"tuneloop ui: the dashboard is at [bold]{dashboard}[/] (store: {runtime.db.location})",
                       highlight=False)
         console.print("Sign in with the server's API key." if key else "No sign-in: only this machine can reach it.")
         if open_browser and not _open(dashboard):
@@ -119,7 +119,7 @@ def _run(command: str, host: str, port: int, api_key: str | None, *, max_file_mb
             uvicorn_server(app, log_level=log_level).run(sockets=[sock])
         console.print("tuneloop ui: stopped")
         return
-    console.print(f"tuneloop serve: listening on [bold]{url}[/] (store: {runtime.store.location})", highlight=False)
+    console.print(f"tuneloop serve: listening on [bold]{url}[/] (store: {runtime.db.location})", highlight=False)
     if vision is not None:
         console.print(f"Vision model: {vision.model_id} (mark it in the client's tuneloop.toml: "
                       f'[models."{vision.model_id}"] vision = true)', highlight=False, markup=False)

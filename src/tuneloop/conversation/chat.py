@@ -101,7 +101,7 @@ class ChatSession:
         self.runtime = runtime
         self.thread: Thread | None = None
         if thread_id is not None:
-            self.thread = runtime.store.get_thread(thread_id)
+            self.thread = runtime.db.dialogue.get_thread(thread_id)
             assistant_id = assistant_id or self.thread.assistant_id
             model = model or self.thread.model
         self.labeller = labeller or labels.labeller_for(runtime)
@@ -129,7 +129,7 @@ class ChatSession:
     def messages(self) -> list[Message]:
         if self.thread is None:
             return []
-        return self.runtime.store.messages(self.thread.id)
+        return self.runtime.db.dialogue.messages(self.thread.id)
 
     def system_for(self, override: str | None) -> str | None:
         """The system instruction in force: ``override``, else the session's, the thread's, the assistant's."""
@@ -165,7 +165,7 @@ class ChatSession:
         if not text or not text.strip():
             raise InputError("the message is empty; type something to send")
         # Fail before generating if the log cannot be written.
-        self.runtime.store.check_writable()
+        self.runtime.db.check_writable()
         system = self.system_for(system_instruction)
         options = {
             "model": self.model,
@@ -211,7 +211,7 @@ class ChatSession:
         """Log ``text`` and the generated reply in this session's thread (created on the first exchange)."""
         thread_id = self.thread.id if self.thread else self._next_thread_id
         exchange = labels.log_exchange(
-            self.runtime.store,
+            self.runtime.db.dialogue,
             thread_id,
             text,
             result.text,
@@ -226,5 +226,5 @@ class ChatSession:
             assistant=self.assistant.model_dump(include={"id", "name", "model", "instructions", "temperature"}),
             labeller=self.labeller,
         )
-        self.thread = self.runtime.store.get_thread(thread_id)
+        self.thread = self.runtime.db.dialogue.get_thread(thread_id)
         return Reply(result.text, thread_id, self.model, self.provider.name, exchange, result)

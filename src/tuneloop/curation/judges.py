@@ -75,7 +75,7 @@ def define(rt: Runtime, name: str, instruction: str, *, model: str | None = None
     check_rule(rule)
     if model is not None:
         judge_model_of(rt, model)
-    return Judgments(rt.store).save_judge(name, instruction.strip(), model=model, rule=rule, replace=replace)
+    return rt.db.judgments.save_judge(name, instruction.strip(), model=model, rule=rule, replace=replace)
 
 
 def parse_verdict(text: str, rule: str) -> tuple[bool, float | None, str | None] | None:
@@ -170,12 +170,12 @@ def run(rt: Runtime, name: str, *, model: str | None = None, where: DialogueFilt
         on_progress: Callable[[int, int], None] | None = None) -> RunReport:
     """Judge the selected replies not yet judged by judge ``name`` with ``model`` (default: the judge's own, else
     the default model). Verdicts are stored every ``batch`` replies, so an interrupted run keeps what it did."""
-    judgments = Judgments(rt.store)
+    judgments = rt.db.judgments
     judge = judgments.judge(name)
     provider, judge_model = judge_model_of(rt, model or judge.model)
     report = RunReport(name, judge_model)
     done = judgments.judged(name, judge_model)
-    todo = candidates(rt.store, where, done, limit)
+    todo = candidates(rt.db.dialogue, where, done, limit)
     report.already = len(done)
     total = len(todo)
     if on_progress is not None:

@@ -25,10 +25,7 @@ from tuneloop.conversation.stored_completions import StoredCompletions
 from tuneloop.curation import labels
 from tuneloop.errors import ConfigError, JobNotFoundError, ProviderAuthError, ProviderError, StoreError
 from tuneloop.runtime import Runtime
-from tuneloop.store.api_objects import ApiObjects
 from tuneloop.store.conversations import NewMessage
-from tuneloop.store.files import FileStore
-from tuneloop.store.jobs import JobStore
 from tuneloop.util.fileio import atomic_write_bytes, safe_filename
 from tuneloop.util.home import files_dir
 
@@ -93,10 +90,10 @@ class OpenAIImport:
         self.runtime = runtime
         self.provider = runtime.openai
         self.client = self.provider.client
-        self.jobs = JobStore(runtime.store)
-        self.files = FileStore(runtime.store)
-        self.completions = StoredCompletions(runtime.store, labels.labeller_for(runtime))
-        self.objects = ApiObjects(runtime.store)
+        self.jobs = runtime.db.jobs
+        self.files = runtime.db.files
+        self.completions = StoredCompletions(runtime.db.dialogue, labels.labeller_for(runtime))
+        self.objects = runtime.db.api_objects
         self.progress = progress or (lambda _what, _n: None)
         self.summary = ImportSummary()
         self.page = page_size

@@ -29,20 +29,20 @@ class RatingRequest(BaseModel):
 
 @router.get("/v1/logs/messages/{message_id}")
 async def get_message(message_id: int, request: Request) -> dict[str, Any]:
-    store = state_of(request).runtime.store
+    store = state_of(request).runtime.db.dialogue
     message = await run_in_threadpool(store.get_message, message_id)
     return {"object": "log.message", **message.to_dict()}
 
 
 @router.post("/v1/logs/messages/{message_id}/correction")
 async def correct(message_id: int, body: CorrectionRequest, request: Request) -> dict[str, Any]:
-    store = state_of(request).runtime.store
+    store = state_of(request).runtime.db.dialogue
     made = await run_in_threadpool(ratings.correct, store, message_id, body.content, source="http")
     return {"object": "log.correction", **made.to_dict()}
 
 
 @router.post("/v1/logs/messages/{message_id}/rating")
 async def rate(message_id: int, body: RatingRequest, request: Request) -> dict[str, Any]:
-    store = state_of(request).runtime.store
+    store = state_of(request).runtime.db.dialogue
     message = await run_in_threadpool(ratings.rate, store, message_id, body.rating, body.note)
     return {"object": "log.message", **message.to_dict()}

@@ -56,7 +56,7 @@ def new_app(runtime: Runtime | None = None, *, api_key: str | None = None, max_f
         vision_model = VisionProvider(Path(vision_model))
     state = ServerState(runtime=runtime, api_key=api_key or None, max_file_bytes=int(limit_mb * 1024 * 1024),
                         queue=GenerationQueue(settings.max_batch), vision=vision_model)
-    runtime.store  # noqa: B018 - open (and migrate) the store before the first request, not in several at once
+    runtime.db.dialogue  # noqa: B018 - open (and migrate) the store before the first request, not in several at once
     state.fine_tuning  # noqa: B018
 
     @contextlib.asynccontextmanager

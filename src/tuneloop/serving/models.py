@@ -9,7 +9,6 @@ from typing import Any
 from tuneloop.engine.weights import BASE_MODEL_ID
 from tuneloop.providers.vision import VisionProvider
 from tuneloop.runtime import Runtime
-from tuneloop.store.jobs import JobStore
 
 # SmolLM2-135M-Instruct's release (2024-11-01), the base model's "created" time.
 BASE_CREATED = 1730419200
@@ -29,7 +28,7 @@ def _ts(when: datetime | None) -> int:
 def served_models(runtime: Runtime, vision: VisionProvider | None = None) -> list[dict[str, Any]]:
     """The base models (bundled, then registered), the vision model if any, then every fine-tuned model (and
     checkpoint) whose job succeeded, oldest first."""
-    store = JobStore(runtime.store)
+    store = runtime.db.jobs
     servable = runtime.fine_tuned_models()
     out = [model_object(BASE_MODEL_ID, BASE_CREATED, "HuggingFaceTB")]
     out.extend(model_object(m.id, _ts(m.added_at), "user") for m in runtime.registry.all() if not m.bundled)

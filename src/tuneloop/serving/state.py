@@ -51,11 +51,11 @@ class ServerState:
 
     def response_log(self) -> ResponseLog:
         """Responses and conversations in the store, labelled by the runtime's sentiment analyzer."""
-        return ResponseLog(self.runtime.store, self.labeller)
+        return ResponseLog(self.runtime.db.dialogue, self.labeller)
 
     def stored_completions(self) -> StoredCompletions:
         """Chat completions kept or logged in the store, labelled by the runtime's sentiment analyzer."""
-        return StoredCompletions(self.runtime.store, self.labeller)
+        return StoredCompletions(self.runtime.db.dialogue, self.labeller)
 
 
 def state_of(request: Request) -> ServerState:

@@ -217,10 +217,10 @@ class Database:
 
 
 class Repository:
-    """One concept's rows over the shared :class:`Database`. Built from the database itself, or from another
-    repository over it (``JobStore(dialogue_store)`` shares the dialogue store's database)."""
+    """One concept's rows over the shared :class:`Database`. Built from the database itself, or from anything that
+    holds it as ``db`` (another repository, the ``Store`` handle)."""
 
-    def __init__(self, db: Database | Repository) -> None:
+    def __init__(self, db: Database | Repository | Any) -> None:
         self.db: Database = db if isinstance(db, Database) else db.db
 
     @property

@@ -33,8 +33,8 @@ from tuneloop.errors import DatasetInvalidError, FileNotFoundInStoreError, Input
 from tuneloop.evals import read_validation
 from tuneloop.providers import DEFAULT_OPENAI_MODEL
 from tuneloop.runtime import Runtime
-from tuneloop.store.files import FileStore, StoredFile
-from tuneloop.store.jobs import ACTIVE, Job, JobEvent, JobStore
+from tuneloop.store.files import StoredFile
+from tuneloop.store.jobs import ACTIVE, Job, JobEvent
 from tuneloop.store.schema import utcnow
 from tuneloop.training import hyper
 from tuneloop.training.remote import RemoteTrainer
@@ -52,8 +52,8 @@ class FineTuning:
     def __init__(self, runtime: Runtime | None = None) -> None:
         self.runtime = runtime or Runtime()
         self.settings = self.runtime.settings
-        self.jobs = JobStore(self.runtime.store)
-        self.files = FileStore(self.runtime.store)
+        self.jobs = self.runtime.db.jobs
+        self.files = self.runtime.db.files
 
     @property
     def default_backend(self) -> str:

@@ -25,9 +25,6 @@ from tuneloop.datasets.shapes import METHODS
 from tuneloop.datasets.validate import ValidationReport
 from tuneloop.errors import DataError
 from tuneloop.serving import state_of
-from tuneloop.store import DialogueStore
-from tuneloop.store.browse import LogBrowser
-from tuneloop.store.judgments import Judgments
 from tuneloop.training import hyper
 from tuneloop.web._pages import PageError, back_to, posted, render
 from tuneloop.web.log import FIELDS, parse_filter
@@ -86,8 +83,8 @@ def build(request: Request, choice: Choice) -> tuple[Dataset, int]:
     """The training set the choice describes, and how many threads it was built from."""
     runtime = state_of(request).runtime
     where = parse_filter(choice.params)
-    thread_ids = LogBrowser(runtime.store).thread_ids(where)
-    dialogue = DialogueStore(runtime.store)
+    thread_ids = runtime.db.browse.thread_ids(where)
+    dialogue = runtime.db.dialogue
     replies = None
     if choice.criterion is not None:
         from tuneloop.curation.judges import passing  # judges load the eval runner; only a criterion needs them
@@ -151,7 +148,7 @@ def preview(request: Request, choice: Choice) -> Preview:
 
 def _context(request: Request) -> dict[str, Any]:
     runtime = state_of(request).runtime
-    return {"bases": runtime.registry.ids(), "judges": [j.name for j in Judgments(runtime.store).judges()],
+    return {"bases": runtime.registry.ids(), "judges": [j.name for j in runtime.db.judgments.judges()],
             "platforms": sorted(price_table().models), "price_as_of": price_table().as_of}
 
 
@@ -166,7 +163,7 @@ def data_page(request: Request) -> Response:
     shown = None
     try:
         choice = choice_of(params, context["bases"], context["judges"])
-        threads = LogBrowser(state_of(request).runtime.store).threads(parse_filter(params), limit=1).total
+        threads = state_of(request).runtime.db.browse.threads(parse_filter(params), limit=1).total
         if wanted:
             shown = preview(request, choice)
     except (PageError, DataError) as exc:

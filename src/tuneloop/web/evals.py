@@ -28,7 +28,7 @@ from tuneloop.evals import run_eval as ask_models
 from tuneloop.serving import served_models, state_of
 from tuneloop.store import DialogueStore
 from tuneloop.store.browse import LogBrowser
-from tuneloop.store.eval_runs import EvalRun, EvalRuns
+from tuneloop.store.eval_runs import EvalRun
 from tuneloop.web._pages import PageError, back_to, posted, render, whole_number
 from tuneloop.web.log import parse_filter
 
@@ -55,7 +55,7 @@ def _max_tokens(value: str) -> int:
 
 def _page(request: Request, *, status: int = 200, **context: Any) -> Response:
     rt = state_of(request).runtime
-    runs = EvalRuns(rt.store)
+    runs = rt.db.eval_runs
     given = {"error": None, "chosen": [], "max_tokens": DEFAULT_MAX_TOKENS, "log_query": "", **context}
     return render(request, "evals.html", status=status, models=[m["id"] for m in served_models(rt)],
                   runs=runs.recent(LISTED), total=runs.count(), max_tokens_limit=MAX_TOKENS, **given)
@@ -82,7 +82,7 @@ async def _eval_file(request: Request, form: Any, source: str) -> tuple[str, lis
         return f"{DEMO} (bundled)", demo_items()
     if source == "log":
         query = form.get("log_query")
-        return await run_in_threadpool(log_items, state_of(request).runtime.store,
+        return await run_in_threadpool(log_items, state_of(request).runtime.db.dialogue,
                                        query if isinstance(query, str) else "")
     upload = form.get("file")
     if not isinstance(upload, UploadFile) or not upload.filename:
@@ -116,7 +116,7 @@ async def run_eval(request: Request) -> Response:
         return await run_in_threadpool(lambda: _page(request, status=400, error=message, chosen=chosen,
                                                      max_tokens=max_tokens_given or DEFAULT_MAX_TOKENS,
                                                      log_query=log_query))
-    run = await run_in_threadpool(EvalRuns(rt.store).add, name, report.to_json(), max_tokens=max_tokens)
+    run = await run_in_threadpool(rt.db.eval_runs.add, name, report.to_json(), max_tokens=max_tokens)
     return back_to(f"/ui/evals/{quote(run.id, safe='')}")
 
 
@@ -147,7 +147,7 @@ def compare(run: EvalRun, baseline: str) -> dict[str, Any]:
 
 @router.get("/evals/{run_id}")
 def eval_run_page(run_id: str, request: Request) -> Response:
-    run = EvalRuns(state_of(request).runtime.store).get(run_id)
+    run = state_of(request).runtime.db.eval_runs.get(run_id)
     baseline = request.query_params.get("baseline") or run.models[0]
     if baseline not in run.models:
         raise PageError(f"baseline {baseline!r} was not asked in this run (asked: {', '.join(run.models)})")

@@ -119,7 +119,7 @@ def _page(request: Request, *, error: str | None = None, status: int = 200, form
           ) -> Response:
     """The page; synchronous (store calls): run it in a worker thread (a ``def`` route, or run_in_threadpool)."""
     state = state_of(request)
-    store = state.runtime.store
+    store = state.runtime.db.dialogue
     judgments = Judgments(store)
     criteria = judgments.judges()
     agreement = {}
@@ -180,7 +180,7 @@ def _limit(value: str) -> int | None:
 
 
 def _start(request: Request, runtime: Runtime, name: str, limit: int | None) -> str:
-    judge = Judgments(runtime.store).judge(name)  # JudgeNotFoundError: one line
+    judge = runtime.db.judgments.judge(name)  # JudgeNotFoundError: one line
     runs_of(request).start(runtime, judge.name, limit)
     return judge.name
 

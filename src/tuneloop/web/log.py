@@ -74,7 +74,7 @@ def _page_number(value: str | None) -> int:
 
 @router.get("/log")
 def log_page(request: Request) -> Response:
-    store = state_of(request).runtime.store
+    store = state_of(request).runtime.db.dialogue
     params = dict(request.query_params)
     browser = LogBrowser(store)
     facets = browser.facets()
@@ -118,7 +118,7 @@ def _bars(days: list[tuple[date, dict[str, int]]]) -> list[dict[str, Any]]:
 
 @router.get("/log/{thread_id:path}")
 def thread_page(thread_id: str, request: Request) -> Response:
-    store = state_of(request).runtime.store
+    store = state_of(request).runtime.db.dialogue
     dialogue = DialogueStore(store)
     thread = dialogue.get_thread(thread_id)
     messages = dialogue.messages(thread_id)
@@ -131,7 +131,7 @@ def thread_page(thread_id: str, request: Request) -> Response:
 def _on_reply(request: Request, message_id: int, change: Callable[[DialogueStore], str]) -> Response:
     """Apply ``change`` to reply ``message_id`` (in a worker thread: the store may wait on a lock) and go back to
     its turn in its thread, saying what was done."""
-    dialogue = DialogueStore(state_of(request).runtime.store)
+    dialogue = state_of(request).runtime.db.dialogue
     done = change(dialogue)
     thread_id = dialogue.get_message(message_id).thread_id
     return back_to(f"/ui/log/{quote(thread_id, safe='')}", f"m{message_id}", done=done)

@@ -90,7 +90,7 @@ def _read(state: ServerState, form: FormData, need_text: bool) -> Ask:
             continue
         if model not in offered:
             raise PageError(f"the model {model!r} is not served here; choose one from the list")
-        sides.append(Side(model, _thread_of(state.runtime.store, get(thread).strip(), model)))
+        sides.append(Side(model, _thread_of(state.runtime.db.dialogue, get(thread).strip(), model)))
     text = get("message")
     if need_text and not text.strip():
         raise PageError("the message is empty; type something to send")
@@ -146,7 +146,7 @@ def _one_line(exc: BaseException) -> str:
 
 def _page(request: Request, ask: Ask | None, *, error: str | None = None, status: int = 200) -> Response:
     state = state_of(request)
-    store = DialogueStore(state.runtime.store)
+    store = state.runtime.db.dialogue
     sides = ask.sides if ask else []
     for side in sides:
         if side.thread_id:
@@ -167,7 +167,7 @@ def playground(request: Request) -> Response:
     for name, thread in (("model", "thread_a"), ("compare", "thread_b")):
         model = params.get(name, "")
         if model in offered:
-            sides.append(Side(model, _thread_of(state.runtime.store, params.get(thread), model)))
+            sides.append(Side(model, _thread_of(state.runtime.db.dialogue, params.get(thread), model)))
     return _page(request, Ask("", None, 0, sides) if sides else None)
 
 
