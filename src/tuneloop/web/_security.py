@@ -1,5 +1,6 @@
 """What guards the dashboard: the server's API key (a login form sets a signed session cookie), a CSRF token on
-every form that changes something, and headers that forbid inline script and framing.
+every form that changes something, wrong keys throttled per client address, and headers that forbid inline script
+and framing.
 
 Nothing here is stored: a session is ``v1.ISSUED.SIGNATURE`` signed with a digest of the key (a new key ends every
 session), and a CSRF token is an HMAC of a random cookie under a secret that lives as long as the process.
@@ -9,8 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
+import threading
 import time
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
@@ -59,11 +64,74 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
+@dataclass
+class _WrongKeys:
+    count: int
+    last: float  # time.monotonic() of the last wrong key
+    until: float  # no key from the address is read before this
+
+
+class SignInThrottle:
+    """Wrong keys per client address: FREE_TRIES of them are read one after the other; from the FREE_TRIES-th on,
+    each wrong key makes the address wait before its next try is read, FIRST_DELAY seconds and twice as long after
+    each further wrong key, up to LONGEST_DELAY (tries in the wait are answered without reading the key). A right
+    key, or FORGET_AFTER seconds without a wrong key, starts the address afresh. At most ``addresses`` are
+    remembered (the one whose last wrong key is oldest is forgotten first), so memory is bounded."""
+
+    FREE_TRIES = 5
+    FIRST_DELAY = 1.0
+    LONGEST_DELAY = 300.0
+    FORGET_AFTER = 3600.0
+
+    def __init__(self, addresses: int = 4096) -> None:
+        self.addresses = addresses
+        self._wrong: OrderedDict[str, _WrongKeys] = OrderedDict()  # least recent wrong key first
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._wrong)
+
+    def _current(self, address: str, now: float) -> _WrongKeys | None:
+        record = self._wrong.get(address)
+        if record is not None and now - record.last > self.FORGET_AFTER:
+            del self._wrong[address]
+            return None
+        return record
+
+    def wait(self, address: str) -> int:
+        """Whole seconds before a key from ``address`` is read again (0: now)."""
+        now = time.monotonic()
+        with self._lock:
+            record = self._current(address, now)
+            return math.ceil(record.until - now) if record is not None and record.until > now else 0
+
+    def failed(self, address: str) -> None:
+        """A wrong key from ``address`` (read: its wait was over)."""
+        now = time.monotonic()
+        with self._lock:
+            record = self._current(address, now) or _WrongKeys(0, now, now)
+            record.count += 1
+            record.last = now
+            if record.count >= self.FREE_TRIES:
+                record.until = now + min(self.LONGEST_DELAY,
+                                         self.FIRST_DELAY * 2 ** min(record.count - self.FREE_TRIES, 32))
+            self._wrong[address] = record
+            self._wrong.move_to_end(address)
+            while len(self._wrong) > self.addresses:
+                self._wrong.popitem(last=False)
+
+    def succeeded(self, address: str) -> None:
+        with self._lock:
+            self._wrong.pop(address, None)
+
+
 class Guard:
-    """Sessions and CSRF tokens for one running server; ``key`` is the server's API key (None: no login)."""
+    """Sessions, CSRF tokens and the sign-in throttle for one running server; ``key`` is the server's API key (None:
+    no login)."""
 
     def __init__(self, key: str | None) -> None:
         self.key = key
+        self.sign_ins = SignInThrottle()
         self._signing = hashlib.sha256(b"tuneloop-ui-session\x00" + key.encode()).digest() if key else b""
         self._csrf_secret = secrets.token_bytes(32)
 

@@ -60,8 +60,16 @@ async def login(request: Request) -> Response:
     form = await posted(request)
     guard = guard_of(request)
     target = local_path(str(form.get("next") or ""))
+    address = request.client.host if request.client else ""
+    if wait := guard.sign_ins.wait(address):
+        response = error_page(request, f"Too many wrong keys from this address: try again in {wait} second"
+                                       f"{'' if wait == 1 else 's'}.", 429)
+        response.headers["retry-after"] = str(wait)
+        return response
     if not guard.key_matches(str(form.get("key") or "")):
+        guard.sign_ins.failed(address)
         return render(request, "login.html", status=401, next=target, failed=True)
+    guard.sign_ins.succeeded(address)
     response = RedirectResponse(target, status_code=303)
     guard.set_session(response, request)
     return response
