@@ -83,3 +83,10 @@ def shot(page: Any, name: str) -> Path:
     path = SCREENSHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def follow_task(page: Any, link: str) -> None:
+    """On a task's page (where a form that starts long work lands): wait for the task to end (the page follows it
+    live and reloads), then follow its result ``link``."""
+    page.wait_for_url("**/ui/tasks/*")
+    page.get_by_role("link", name=link).click(timeout=600_000)

@@ -14,9 +14,13 @@ from tuneloop.store.schema import CorrectionRow, JudgeRow, MessageRow, ThreadRow
 DAY = datetime(2026, 11, 1, 9, tzinfo=UTC)
 
 
+MODELS = {"a": "m1", "b": "m2", "c": "m1", "d": "m2"}  # the model that wrote each thread's replies
+
+
 def message(mid: int, thread: str, role: str, content: str, *, day: int, language: str | None = "en",
             sentiment: str = "neutral", feedback: int | None = None, excluded: bool = False) -> dict:
     return {"id": mid, "thread_id": thread, "role": role, "content": content, "sentiment_label": sentiment,
+            "model": MODELS[thread] if role == "assistant" else None,
             "sentiment_score": 0.5, "language": language, "feedback": feedback, "excluded": excluded,
             "created_at": DAY + timedelta(days=day, minutes=mid)}
 

@@ -26,15 +26,14 @@ pytestmark = pytest.mark.slow  # processes at once, kill -9 mid-write, a server 
 # One writer: appends exchanges to its own thread, as fast as it can, and says when it has written each.
 WRITER = """
 import sys
-from helpers import log_exchange
+from tuneloop.curation.labels import Labeller, log_exchange
 from tuneloop.store import DialogueStore
-from helpers import log_exchange
 url, name, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 store = DialogueStore(url, busy_timeout=30)
 thread = f"thread_{name}"
 for i in range(count):
-    log_exchange(store, thread, f"{name} question {i}", f"{name} answer {i} " + "words " * 50, model="m",
-                          create=i == 0)
+    log_exchange(store, thread, f"{name} question {i}", f"{name} answer {i} " + "words " * 50, Labeller(),
+                 model="m", create=i == 0)
     print(i, flush=True)
 """
 

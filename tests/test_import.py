@@ -75,8 +75,9 @@ def test_an_interrupted_import_goes_on_and_a_later_one_brings_only_what_is_new(v
     assert first["completions"] == {"new": 5, "updated": 0, "unchanged": 0}
     assert any(fault == "cut" for _, _, fault in vendor.arrivals)
 
-    jobs = {r[0]: r for r in db.execute("SELECT id, status, method, hyperparameters, seed, suffix, backend, origin, "
-                                        "training_file, validation_file, fine_tuned_model, result_files FROM jobs")}
+    jobs = {r[0]: r for r in db.execute(
+        "SELECT j.id, t.status, method, hyperparameters, seed, suffix, backend, origin, training_file, "
+        "validation_file, fine_tuned_model, result_files FROM jobs j JOIN tasks t ON t.id = j.id")}
     assert set(jobs) == {f"ftjob-hist{i}" for i in range(5)}
     gadgets = jobs["ftjob-hist0"]
     assert gadgets[1:3] == ("succeeded", "supervised") and gadgets[4:8] == (1000, "gadgets", "openai", "import")
@@ -89,7 +90,7 @@ def test_an_interrupted_import_goes_on_and_a_later_one_brings_only_what_is_new(v
             if file_id:
                 path = db.execute("SELECT path FROM files WHERE id = ?", (file_id,)).fetchone()[0]
                 assert Path(path).read_bytes() == history.contents[file_id]
-    events = dict(db.execute("SELECT job_id, count(*) FROM job_events GROUP BY job_id").fetchall())
+    events = dict(db.execute("SELECT task_id, count(*) FROM task_events GROUP BY task_id").fetchall())
     assert events == {f"ftjob-hist{i}": len(history.events[f"ftjob-hist{i}"]) for i in range(5)}
     checkpoints = db.execute("SELECT fine_tuned_model_checkpoint, step FROM checkpoints WHERE job_id = 'ftjob-hist0' "
                              "ORDER BY step").fetchall()
@@ -215,7 +216,8 @@ def test_import_from_a_real_tuneloop_server(home: Path, tmp_path: Path, engine: 
     summary = summary_of(result)
     assert summary["completions"]["new"] == 3 and summary["jobs"]["new"] == 1 and summary["files"]["new"] == 1
     db = sqlite3.connect(home / "tuneloop.db")
-    row = db.execute("SELECT status, model, hyperparameters FROM jobs WHERE id = ?", (job.id,)).fetchone()
+    row = db.execute("SELECT t.status, j.model, hyperparameters FROM jobs j JOIN tasks t ON t.id = j.id "
+                     "WHERE j.id = ?", (job.id,)).fetchone()
     assert row[:2] == ("cancelled", "smollm2-135m-instruct") and json.loads(row[2])["n_epochs"] == 2
     path = db.execute("SELECT path FROM files WHERE id = ?", (upload.id,)).fetchone()[0]
     assert Path(path).read_bytes() == gadget_facts()

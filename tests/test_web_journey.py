@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
-from browser import chromium, new_page, shot, ui_url
+from browser import chromium, follow_task, new_page, shot, ui_url
 from conftest import serving
 from helpers import log_exchange
 
@@ -111,6 +111,7 @@ def test_the_loop_from_the_log_to_a_tuned_model_in_the_browser(home: Path) -> No
         page.get_by_label(re.compile("Models to compare")).select_option([BASE, job.fine_tuned_model])
         page.get_by_label("Most tokens per answer").fill("16")
         page.get_by_role("button", name="Run an eval built from the log").click()
+        follow_task(page, "The eval run's answers")
         page.wait_for_url("**/ui/evals/evalrun-*")
         (listed,) = EvalRuns(server.store).recent(5)
         run = EvalRuns(server.store).get(listed.id)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser import HOSTILE, PAYLOADS, chromium, shot, signed_in, ui_url
+from browser import HOSTILE, PAYLOADS, chromium, follow_task, shot, signed_in, ui_url
 from conftest import MODELS_DIR, serving
 
 from tuneloop.store.eval_runs import EvalRuns
@@ -193,13 +193,14 @@ def test_an_eval_of_two_models_is_kept_listed_and_shown_side_by_side(site: Any) 
     assert runs.count() == before
 
     form = page.get_by_role("form", name="Run an eval")
-    assert form.get_attribute("data-busy", timeout=1000).startswith("Asking the models")
+    assert form.get_attribute("data-busy", timeout=1000).startswith("Starting the eval")
     page.get_by_label("Eval file (JSONL or CSV)").set_input_files(files=[{
         "name": "capitals.jsonl", "mimeType": "application/jsonl",
         "buffer": "".join(json.dumps(x) + "\n" for x in TINY_EVAL).encode()}])
     page.get_by_label("Models to compare").select_option([BASE, TWIN])
     page.get_by_label("Most tokens per answer").fill("16")
     page.get_by_role("button", name="Run the eval file").click()
+    follow_task(page, "The eval run's answers")
     page.wait_for_url("**/ui/evals/evalrun-*")
 
     run = runs.recent(1)[0]
@@ -224,6 +225,7 @@ def test_an_eval_of_two_models_is_kept_listed_and_shown_side_by_side(site: Any) 
     page.get_by_label("Models to compare").select_option([BASE, TWIN])
     page.get_by_label("Most tokens per answer").fill("1")  # the page's path, not the answers, is tested here
     page.get_by_role("button", name="Run the bundled demo eval").click()
+    follow_task(page, "The eval run's answers")
     page.wait_for_url("**/ui/evals/evalrun-*")
     demo = runs.recent(1)[0]
     assert (demo.name, demo.questions, demo.models) == ("demo_eval.jsonl (bundled)", 20, [BASE, TWIN])
@@ -279,6 +281,7 @@ def test_hostile_eval_files_answers_and_model_ids_stay_text(site: Any) -> None:
     page.get_by_label("Models to compare").select_option([BASE, TWIN])
     page.get_by_label("Most tokens per answer").fill("12")
     page.get_by_role("button", name="Run the eval file").click()
+    follow_task(page, "The eval run's answers")
     page.wait_for_url("**/ui/evals/evalrun-*")
     assert page.get_by_text("window.pwned='svg'", exact=False).first.is_visible()
     assert page.evaluate("window.pwned") is None

@@ -4,7 +4,6 @@ server with the bundled model; every step is checked in the store as well as on 
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from tuneloop.curation import judges, ratings
 from tuneloop.store import DialogueStore
 from tuneloop.store.dialogue import new_thread_id
 from tuneloop.store.judgments import Judgments
-from tuneloop.web.judges import JudgeRun
+from tuneloop.store.schema import utcnow
 
 KEY = "sk-playground-judges"
 MODEL = "smollm2-135m-instruct"
@@ -245,8 +244,8 @@ def test_judges_page_reads_no_whole_log_refreshes_only_while_running_and_refuses
         server: Any, browser: Any) -> None:
     Judgments(server.store).save_judge("waits", "The reply waits.", model=None, rule="pass")
     page = signed_in(browser, server, KEY, "/ui/judges")
-    runs = server.app.state.tuneloop_judge_runs
-    wait_until(lambda: not any(r.running for r in runs.runs.values()), timeout=120, every=0.1)
+    tasks = server.state.runtime.db.tasks
+    wait_until(lambda: not tasks.unfinished(["judge_run"]), timeout=120, every=0.1)
 
     # The page counts agreement in the database and asks for the newest verdicts only: the log and a criterion's
     # every verdict are never read.
@@ -260,14 +259,17 @@ def test_judges_page_reads_no_whole_log_refreshes_only_while_running_and_refuses
         idle = page.request.get(ui_url(server, "/ui/judges"))
     assert idle.status == 200 and "refresh" not in idle.headers
 
-    # While a run is in progress (and only then) the page follows it, no oftener than every 5 seconds.
-    runs.runs["waits"] = JudgeRun("waits", None, done=1, total=3, started=time.monotonic())
+    # While a run is in progress (and only then) the page follows it, no oftener than every 5 seconds: a run a
+    # worker on another machine holds, heartbeating.
+    going_task = tasks.create("judge_run", params={"judge": "waits"}, title="judge waits")
+    tasks.update(going_task.id, status="running", worker="elsewhere:1", pid=1, heartbeat_at=utcnow(),
+                 progress={"done": 1, "total": 3, "message": "1 of 3 replies judged"})
     try:
         going = page.request.get(ui_url(server, "/ui/judges?done=started&name=waits"))
         assert going.headers["refresh"] == "5; url=/ui/judges?done=started&name=waits"
-        assert "judging… 1 of 3 replies" in going.text() and "reloads itself every 5 seconds" in going.text()
+        assert "running… 1 of 3 replies" in going.text() and "reloads itself every 5 seconds" in going.text()
     finally:
-        runs.runs["waits"].finished = time.monotonic()
+        tasks.update(going_task.id, status="cancelled", finished_at=utcnow())
     assert "refresh" not in page.request.get(ui_url(server, "/ui/judges")).headers
 
     # A limit that is not ASCII digits from 1 to 100,000 (superscript two: isdigit() says yes, int() refuses it):
@@ -278,5 +280,5 @@ def test_judges_page_reads_no_whole_log_refreshes_only_while_running_and_refuses
                                     form={"csrf_token": token, "limit": limit}, max_redirects=0)
         assert refused.status == 400, (limit, refused.status)
         assert "is not a whole number from 1 to 100,000" in refused.text() and "Traceback" not in refused.text()
-    assert Judgments(server.store).verdicts("waits") == [] and not runs.runs["waits"].running
+    assert Judgments(server.store).verdicts("waits") == [] and not tasks.unfinished(["judge_run"])
     assert page.problems == []

@@ -21,7 +21,7 @@ from tuneloop.config import load_settings
 from tuneloop.store import DialogueStore
 from tuneloop.store.jobs import JobStore
 from tuneloop.store.schema import utcnow
-from tuneloop.training.worker import reap
+from tuneloop.tasks import Tasks
 
 pytestmark = pytest.mark.slow  # every test runs real jobs in `tuneloop worker` processes
 
@@ -157,24 +157,26 @@ def test_worker_filters_and_a_silent_worker_elsewhere(team: dict[str, str], home
     ft = FineTuning()
     file = ft.add_file(gadget_facts(), filename="facts.jsonl")
     job = ft.create(file.id, model=MODEL, hyperparameters={"n_epochs": 1})
-    claimed = ft.jobs.claim("elsewhere:4242", pid=4242, models=["smollm2-135m-instruct"])
+    tasks = ft.runtime.db.tasks
+    claimed = tasks.claim("elsewhere:4242", pid=4242, kinds=["fine_tune"], models=["smollm2-135m-instruct"])
     assert claimed is None  # another model's worker does not take it
-    claimed = ft.jobs.claim("elsewhere:4242", pid=4242, models=[MODEL])
+    claimed = tasks.claim("elsewhere:4242", pid=4242, kinds=["fine_tune"], models=[MODEL])
     assert claimed is not None and claimed.id == job.id and claimed.status == "running"
-    assert ft.jobs.claim("another:1", pid=1) is None  # never twice
+    assert tasks.claim("another:1", pid=1, kinds=["fine_tune"]) is None  # never twice
     settings = load_settings()
-    assert reap(ft.jobs, settings)[0].status == "running"  # its heartbeat is fresh
+    reap = Tasks(ft.runtime.db, settings).recover
+    assert reap(spawn=False)[0].status == "running"  # its heartbeat is fresh
     ft.jobs.update_job(job.id, heartbeat_at=utcnow() - timedelta(seconds=settings.worker_timeout + 1))
-    requeued = reap(ft.jobs, settings)[0]
+    requeued = reap(spawn=False)[0]
     assert requeued.status == "queued" and requeued.worker is None and requeued.attempts == 1
     assert any("worker elsewhere:4242 sent no heartbeat for 30 s" in e.message for e in ft.events(job.id))
     # The GPU-only job is not for a CPU-only worker.
     gpu_job = ft.jobs.create_job(backend="local", model=MODEL, method="supervised", status="queued",
                                  training_file=file.id, hyperparameters={"n_epochs": 1}, seed=1, device="cuda")
-    taken = ft.jobs.claim("cpu-box:1", pid=1, devices=("cpu",))
+    taken = tasks.claim("cpu-box:1", pid=1, kinds=["fine_tune"], devices=("cpu",))
     assert taken is not None and taken.id == job.id
-    assert ft.jobs.claim("cpu-box:2", pid=2, devices=("cpu",)) is None
-    assert ft.jobs.claim("gpu-box:1", pid=1, devices=("cpu", "cuda"), quantize=True).id == gpu_job.id
+    assert tasks.claim("cpu-box:2", pid=2, kinds=["fine_tune"], devices=("cpu",)) is None
+    assert tasks.claim("gpu-box:1", pid=1, kinds=["fine_tune"], devices=("cpu", "cuda"), quantize=True).id == gpu_job.id
 
 
 def test_a_worker_trains_data_parallel_under_accelerate_launch(team: dict[str, str], home: Path) -> None:

@@ -129,15 +129,16 @@ class Settings(BaseSettings):
     )
     spawn_worker: bool = Field(
         default=True,
-        description="Start a one-job worker process for each new local job; false when `tuneloop worker` "
-        "processes (on this or other machines) take the jobs.",
+        description="Start a one-task worker process for each new task (a local fine-tuning job, a judge run, an "
+        "eval run); false when `tuneloop worker` processes (on this or other machines) take the tasks.",
     )
     job_max_attempts: int = Field(
-        default=3, ge=1, le=100, description="Times a job is started before a lost worker fails it for good."
+        default=3, ge=1, le=100, description="Times a task (a job, a run) is started before a lost worker fails it for "
+        "good."
     )
     worker_heartbeat: float = Field(default=5.0, gt=0, description="Seconds between a worker's heartbeats.")
     worker_timeout: float = Field(
-        default=60.0, gt=0, description="Seconds without a heartbeat after which a job's worker counts as lost."
+        default=60.0, gt=0, description="Seconds without a heartbeat after which a task's worker counts as lost."
     )
 
     @classmethod

@@ -126,6 +126,7 @@ ID_PARAMS = {
     "file": "file_id",
     "message": "message_id",
     "judge": "judge",
+    "task": "task_id",
 }
 
 
@@ -186,13 +187,33 @@ class JobNotFoundError(NotFoundError):
     default_kind = "fine_tuning.job"
 
 
+class TaskNotFoundError(NotFoundError):
+    """No task (long work: a judge run, an eval run, a fine-tuning job…) has the requested id (``ident``)."""
+
+    default_kind = "task"
+
+
 class FileNotFoundInStoreError(NotFoundError):
     """No stored file has the requested id (``ident``)."""
 
     default_kind = "file"
 
 
-class JobStateError(TuneloopError):
+class TaskFailed(TuneloopError):
+    """A task's own failure (long work: a job, a run), with the ``code`` its error gets and, optionally, the
+    ``event`` its log shows for it."""
+
+    def __init__(self, message: str, code: str = "task_failed", event: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.event = event
+
+
+class TaskStateError(TuneloopError):
+    """A task is not in a state that allows the operation (one is already running; cancelling a finished one)."""
+
+
+class JobStateError(TaskStateError):
     """The job is not in a state that allows the operation (e.g. cancelling a finished job)."""
 
 

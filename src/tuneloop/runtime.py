@@ -18,9 +18,12 @@ REMOTE_HINT = "set OPENAI_API_KEY (and OPENAI_BASE_URL for another compatible se
 
 
 class Runtime:
-    def __init__(self, settings: Settings | None = None, *, progress: ProgressCallback | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, progress: ProgressCallback | None = None,
+                 db: Store | None = None) -> None:
         self.settings = settings or load_settings()
         self.progress = progress
+        if db is not None:  # a handle already open on the settings' database (a worker's)
+            self.db = db
 
     @cached_property
     def db(self) -> Store:

@@ -26,6 +26,7 @@ from tuneloop.cli.logs import logs_app
 from tuneloop.cli.models import models_app
 from tuneloop.cli.serve import serve as serve_command
 from tuneloop.cli.serve import ui as ui_command
+from tuneloop.cli.tasks import tasks_app
 from tuneloop.cli.train import train as train_command
 from tuneloop.cli.worker import worker as worker_command
 from tuneloop.config import load_settings
@@ -56,6 +57,7 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(models_app, name="models")
 app.add_typer(import_app, name="import")
 app.add_typer(judge_app, name="judge")
+app.add_typer(tasks_app, name="tasks")
 app.command("train")(train_command)
 app.command("serve")(serve_command)
 app.command("ui")(ui_command)

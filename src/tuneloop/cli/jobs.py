@@ -146,7 +146,8 @@ def events(
         return
     for e in found:
         style = {"error": "red", "warn": "yellow"}.get(e.level, "dim" if e.type == "metrics" else "")
-        console.print(f"[dim]{when(e.created_at)}[/] [{style}]{escape(e.message)}[/]")
+        text = f"[{style}]{escape(e.message)}[/]" if style else escape(e.message)
+        console.print(f"[dim]{when(e.created_at)}[/] {text}")
 
 
 @jobs_app.command("wait")

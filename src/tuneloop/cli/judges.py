@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -13,6 +13,9 @@ from tuneloop.cli._output import console, conversion_progress, error_console, pr
 from tuneloop.cli.data import dialogue_filter
 from tuneloop.config import load_settings
 from tuneloop.runtime import Runtime
+
+if TYPE_CHECKING:
+    from tuneloop.tasks import Task
 
 judge_app = typer.Typer(
     help="Judges: a written criterion a model checks logged replies against (e.g. 'the reply answers the question "
@@ -90,34 +93,39 @@ def run(
                      ] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=64, help="Requests at once to a remote "
                                              "judge.")] = 4,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow the run to its end and print its counts (otherwise "
+                                                      "it runs in the background: tuneloop tasks wait ID).")] = False,
     json_: JsonOption = False,
 ) -> None:
-    """Judge the selected logged replies that this judge has not judged yet with this model.
+    """Judge the selected logged replies that this judge has not judged yet with this model, as a task in the
+    background (a worker runs it; `tuneloop tasks` follows and cancels it).
 
     A local judge answers in batches, a remote one concurrently (retried as every remote call is). A reply whose
-    verdict is not the JSON asked for stays unjudged (the next run retries it); Ctrl-C keeps what was judged."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    verdict is not the JSON asked for stays unjudged (the next run retries it); a cancelled or interrupted run keeps
+    what it judged, and one taken up after a crash goes on with the rest."""
+    from tuneloop.cli.tasks import started, tasks_of
+    from tuneloop.curation.judge_runs import start  # Lazy (cold start): see _runtime
 
-    from tuneloop.curation.judges import run as run_judge  # Lazy (cold start): see _runtime
-
+    runtime = _runtime()
     where = dialogue_filter(reply_model, metadata, since, until)
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=error_console, transient=True, disable=json_ or not error_console.is_terminal)
-    with progress:
-        task = progress.add_task(f"judging with {name}", total=None)
-        report = run_judge(_runtime(), name, model=model, where=where if where else None, limit=limit,
-                           concurrency=concurrency, on_progress=lambda done, total: progress.update(
-                               task, completed=done, total=total))
-    if json_:
-        print_json(report.to_dict())
-        return
-    console.print(f"{escape(name)} ({escape(report.judge_model)}): judged {report.judged} "
-                  f"([green]{report.passed} pass[/], [red]{report.failed} fail[/]), "
-                  f"{len(report.unjudged)} unjudged, {report.already} judged before")
-    for line in report.errors[:5]:
-        error_console.print(f"[yellow]unjudged {escape(line)}[/]")
-    if len(report.errors) > 5:
-        error_console.print(f"[yellow]… and {len(report.errors) - 5} more unjudged[/]")
+    task = start(runtime, tasks_of(runtime), name, model=model, where=where if where else None, limit=limit,
+                 concurrency=concurrency)
+
+    def report(ended: Task) -> None:
+        counts = ended.result or {}
+        if json_:
+            print_json(counts)
+            return
+        console.print(f"{escape(name)} ({escape(counts.get('judge_model', ''))}): judged {counts.get('judged', 0)} "
+                      f"([green]{counts.get('passed', 0)} pass[/], [red]{counts.get('failed', 0)} fail[/]), "
+                      f"{len(counts.get('unjudged', []))} unjudged, {counts.get('already_judged', 0)} judged before")
+        errors = counts.get("errors", [])
+        for line in errors[:5]:
+            error_console.print(f"[yellow]unjudged {escape(line)}[/]")
+        if len(counts.get("unjudged", [])) > 5:
+            error_console.print(f"[yellow]… and {len(counts['unjudged']) - 5} more unjudged[/]")
+
+    started(task, wait=wait, json_=json_, done=report)
 
 
 def _share(value: float | None) -> str:

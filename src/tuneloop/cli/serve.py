@@ -133,7 +133,7 @@ def _run(command: str, host: str, port: int, api_key: str | None, *, max_file_mb
     console.print(f"    OPENAI_BASE_URL={url} OPENAI_API_KEY={'YOUR-KEY' if key else 'unused'} "
                   "TUNELOOP_PROVIDER=openai TUNELOOP_MODEL=smollm2-135m-instruct tuneloop ask 'Hello'",
                   highlight=False, markup=False)
-    console.print("Press Ctrl-C to stop (training jobs keep running; `tuneloop jobs list` shows them).")
+    console.print("Press Ctrl-C to stop (long work keeps running in its workers; `tuneloop tasks list` shows it).")
     # uvicorn shuts down cleanly on Ctrl-C, then re-raises the signal: stopping is the normal end here.
     with contextlib.suppress(KeyboardInterrupt):
         uvicorn_server(app, log_level=log_level).run(sockets=[sock])

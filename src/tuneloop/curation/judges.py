@@ -18,12 +18,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from tuneloop.datasets import DialogueFilter
 from tuneloop.errors import InputError, MessageNotFoundError, ProviderAuthError, ProviderError, UnknownModelError
 from tuneloop.evals import answer_all
 from tuneloop.providers.base import Provider
 from tuneloop.runtime import Runtime
 from tuneloop.store import DialogueStore, Message
+from tuneloop.store.browse import LogBrowser, LogFilter
 from tuneloop.store.judgments import Judge, Judgments, Verdict
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -129,20 +129,22 @@ def judge_messages(judge: Judge, context: Sequence[Message], reply: Message) -> 
                                                    conversation=conversation_of(context, reply))}]
 
 
-def candidates(store: DialogueStore, where: DialogueFilter | None, skip: set[int], limit: int | None
+def candidates(store: DialogueStore, where: LogFilter | None, judged_by: tuple[str, str], limit: int | None
                ) -> list[tuple[Message, list[Message]]]:
-    """Logged assistant replies that ``where`` keeps and ``skip`` does not hold, each with the turns before it."""
-    found: list[tuple[Message, list[Message]]] = []
-    for thread, messages in store.export():
-        for i, message in enumerate(messages):
-            if message.role != "assistant" or message.id in skip or not message.content.strip():
-                continue
-            if where and not where.keeps(thread, message):
-                continue
-            found.append((message, messages[:i]))
-            if limit is not None and len(found) >= limit:
-                return found
-    return found
+    """Logged replies with text that ``where`` selects and judge ``judged_by`` (name, model) has not judged yet,
+    oldest first, each with the turns before it: chosen by the database, each thread read once."""
+    refs = LogBrowser(store).reply_refs(where or LogFilter(), limit=limit, unjudged_by=judged_by, with_text=True)
+    by_thread: dict[str, list[int]] = {}
+    for reply, thread in refs:
+        by_thread.setdefault(thread, []).append(reply)
+    found: dict[int, tuple[Message, list[Message]]] = {}
+    for thread, replies in by_thread.items():
+        messages = store.messages(thread)
+        position = {m.id: i for i, m in enumerate(messages)}
+        for reply in replies:
+            i = position[reply]
+            found[reply] = (messages[i], messages[:i])
+    return [found[reply] for reply, _ in refs]
 
 
 @dataclass
@@ -165,54 +167,74 @@ class RunReport:
                 "unjudged": self.unjudged, "errors": self.errors[:10]}
 
 
-def run(rt: Runtime, name: str, *, model: str | None = None, where: DialogueFilter | None = None,
+def run(rt: Runtime, name: str, *, model: str | None = None, where: LogFilter | None = None,
         limit: int | None = None, concurrency: int = 4, batch: int = 16,
-        on_progress: Callable[[int, int], None] | None = None) -> RunReport:
+        on_progress: Callable[[int, int], None] | None = None, check: Callable[[], None] | None = None,
+        report: RunReport | None = None, on_batch: Callable[[RunReport], None] | None = None) -> RunReport:
     """Judge the selected replies not yet judged by judge ``name`` with ``model`` (default: the judge's own, else
-    the default model). Verdicts are stored every ``batch`` replies, so an interrupted run keeps what it did."""
+    the default model). Verdicts are stored every ``batch`` replies, so an interrupted run keeps what it did:
+    ``check`` is called before each batch (it raises to stop the run), ``on_batch`` after each with the report so
+    far; ``report`` (a run taken up again) goes on counting from where it was."""
     judgments = rt.db.judgments
     judge = judgments.judge(name)
     provider, judge_model = judge_model_of(rt, model or judge.model)
-    report = RunReport(name, judge_model)
-    done = judgments.judged(name, judge_model)
-    todo = candidates(rt.db.dialogue, where, done, limit)
-    report.already = len(done)
+    if report is None:
+        report = RunReport(name, judge_model)
+        report.already = len(judgments.judged(name, judge_model))
+    todo = candidates(rt.db.dialogue, where, (name, judge_model), limit)
     total = len(todo)
     if on_progress is not None:
         on_progress(0, total)
     for start in range(0, total, batch):
+        if check is not None:
+            check()
         chunk = todo[start:start + batch]
         prompts = [judge_messages(judge, context, reply) for reply, context in chunk]
-        if provider.name == "local":
-            answers: list[str | Exception] = list(answer_all(rt, judge_model, prompts, max_tokens=ANSWER_TOKENS))
-        else:
-            def ask(messages: list[dict[str, str]]) -> str | Exception:
-                try:
-                    return provider.complete(messages, model=judge_model, max_tokens=ANSWER_TOKENS,
-                                             temperature=0.0).text
-                except (ProviderAuthError, UnknownModelError):
-                    raise  # every other reply would fail the same way
-                except ProviderError as exc:
-                    return exc
-            with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-                answers = list(pool.map(ask, prompts))
-        verdicts = []
-        for (reply, _), answer in zip(chunk, answers, strict=True):
-            parsed = None if isinstance(answer, Exception) else parse_verdict(answer, judge.rule)
-            if parsed is None:
-                report.unjudged.append(reply.id)
-                why = f"{answer}" if isinstance(answer, Exception) else f"not the JSON asked for: {answer[:200]!r}"
-                report.errors.append(f"#{reply.id}: {why}")
-                verdicts.append((reply.id, None, None, why[:1000]))
-                continue
-            passed, score, reason = parsed
-            report.passed += passed
-            report.failed += not passed
-            verdicts.append((reply.id, passed, score, reason))
-        judgments.record(name, judge_model, verdicts)
+        answers = _answers(rt, provider, judge_model, prompts, concurrency)
+        judgments.record(name, judge_model, _verdicts(chunk, answers, judge.rule, report))
+        if on_batch is not None:
+            on_batch(report)
         if on_progress is not None:
             on_progress(min(start + batch, total), total)
     return report
+
+
+def _answers(rt: Runtime, provider: Provider, judge_model: str, prompts: list[list[dict[str, str]]],
+             concurrency: int) -> list[str | Exception]:
+    """The judge's answers: a local model's in one batch, a remote one's concurrently (a failure is that answer)."""
+    if provider.name == "local":
+        return list(answer_all(rt, judge_model, prompts, max_tokens=ANSWER_TOKENS))
+
+    def ask(messages: list[dict[str, str]]) -> str | Exception:
+        try:
+            return provider.complete(messages, model=judge_model, max_tokens=ANSWER_TOKENS, temperature=0.0).text
+        except (ProviderAuthError, UnknownModelError):
+            raise  # every other reply would fail the same way
+        except ProviderError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        return list(pool.map(ask, prompts))
+
+
+def _verdicts(chunk: list[tuple[Message, list[Message]]], answers: list[str | Exception], rule: str,
+              report: RunReport) -> list[tuple[int, bool | None, float | None, str | None]]:
+    """The verdicts to store for a batch (an unreadable answer is kept with why), counted in ``report``."""
+    verdicts: list[tuple[int, bool | None, float | None, str | None]] = []
+    for (reply, _), answer in zip(chunk, answers, strict=True):
+        parsed = None if isinstance(answer, Exception) else parse_verdict(answer, rule)
+        if parsed is None:
+            report.unjudged.append(reply.id)
+            # The answer as written, quoted: never a Python repr (its escapes are not what the model said).
+            why = str(answer) if isinstance(answer, Exception) else f"not the JSON asked for: “{answer[:200]}”"
+            report.errors.append(f"#{reply.id}: {why}")
+            verdicts.append((reply.id, None, None, why[:1000]))
+            continue
+        passed, score, reason = parsed
+        report.passed += passed
+        report.failed += not passed
+        verdicts.append((reply.id, passed, score, reason))
+    return verdicts
 
 
 def latest_verdicts(store: DialogueStore, name: str, judge_model: str | None = None) -> dict[int, Verdict]:

@@ -19,19 +19,18 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from tuneloop.datasets.hygiene import collapse_duplicates, redact
 from tuneloop.datasets.readers import Row, RowSet, Skipped
 from tuneloop.errors import DataError
+from tuneloop.store.browse import LogBrowser, LogFilter
 from tuneloop.util.fileio import atomic_write_bytes
 
 if TYPE_CHECKING:
     from tuneloop.store import DialogueStore, Message
-    from tuneloop.store.dialogue import Thread
 
 Method = Literal["supervised", "dpo"]
 METHODS: tuple[str, ...] = ("auto", "supervised", "dpo")
@@ -301,33 +300,9 @@ def _with_tools(example: dict[str, Any], tools: dict[str, Any]) -> dict[str, Any
     return {**example, **tools}
 
 
-@dataclass(frozen=True)
-class DialogueFilter:
-    """Which logged replies may be selected: by the model that wrote them, by metadata (every pair must match the
-    reply's own metadata, a response's, or its thread's: a conversation's or a stored completion's), by when
-    they were written (``since`` inclusive, ``until`` exclusive) and by id (``replies``: those a judge passed)."""
-
-    model: str | None = None
-    metadata: dict[str, str] | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-    replies: frozenset[int] | None = None  # only these replies (those a judge passed: --criterion)
-
-    def __bool__(self) -> bool:
-        return any(v is not None for v in (self.model, self.metadata, self.since, self.until, self.replies))
-
-    def keeps(self, thread: Thread, message: Message) -> bool:
-        if self.replies is not None and message.id not in self.replies:
-            return False
-        if self.model is not None and message.model != self.model:
-            return False
-        if self.metadata:
-            found = {**(thread.metadata or {}), **(message.metadata or {})}
-            if any(found.get(k) != v for k, v in self.metadata.items()):
-                return False
-        if self.since is not None and message.created_at < self.since:
-            return False
-        return not (self.until is not None and message.created_at >= self.until)
+# Which logged replies may be selected: the log's one filter (its reply fields: model, metadata, since, until,
+# replies; its thread fields too), compiled to SQL by the store. The name this module has always documented.
+DialogueFilter = LogFilter
 
 
 def from_dialogues(
@@ -344,10 +319,16 @@ def from_dialogues(
     completion. Repeated examples are collapsed (``dropped`` counts them by reason); ``redact_personal`` masks
     e-mail addresses, phone, card and IBAN numbers and API keys (see tuneloop.datasets.hygiene)."""
     dataset = Dataset(sources=[f"dialogues in {store.location}"])
+    if assistant_id is not None:
+        where = replace(where or LogFilter(), assistant=assistant_id)
+    kept: set[int] | None = None
+    if where:
+        browser = LogBrowser(store)
+        kept = set(browser.reply_ids(where, thread_ids=thread_ids))
+        if thread_ids is None:
+            thread_ids = browser.thread_ids(where)[::-1]  # oldest first, as the log is read
     for thread, messages in store.export(thread_ids):
-        if assistant_id is not None and thread.assistant_id != assistant_id:
-            continue
-        keep = (lambda m, t=thread: where.keeps(t, m)) if where else None
+        keep = (lambda m: m.id in kept) if kept is not None else None
         dataset.rows += sum(1 for m in messages if m.role == "assistant" and (keep is None or keep(m)))
         supervised, pairs = select_from_thread(thread.system_instruction, messages, max_context_turns=max_context_turns,
                                                keep=keep)

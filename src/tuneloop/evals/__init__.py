@@ -385,6 +385,23 @@ def check_models(rt: Runtime, models: Sequence[str]) -> None:
         rt.resolve(model)
 
 
+def answers_of(rt: Runtime, model: str, items: Sequence[EvalItem], max_tokens: int,
+               on_answer: Callable[[int], None] | None = None) -> list[str]:
+    """``model``'s answers to every item: plain questions in one batch, questions with tools together."""
+    plain = [i for i, item in enumerate(items) if not item.tools]
+    calling = [i for i, item in enumerate(items) if item.tools]
+    answers = [""] * len(items)
+    if plain:
+        for i, answer in zip(plain, answer_all(rt, model, [items[i].messages for i in plain], max_tokens=max_tokens,
+                                               on_answer=on_answer), strict=True):
+            answers[i] = answer
+    if calling:
+        for i, answer in zip(calling, answer_calls(rt, model, [items[i] for i in calling], max_tokens=max_tokens,
+                                                   on_answer=on_answer), strict=True):
+            answers[i] = answer
+    return answers
+
+
 def run_eval(rt: Runtime, items: Sequence[EvalItem], models: Sequence[str], *,
              max_tokens: int = DEFAULT_MAX_TOKENS, on_answer: Callable[[int], None] | None = None) -> EvalReport:
     """Ask every model every question and grade the answers."""
@@ -392,15 +409,7 @@ def run_eval(rt: Runtime, items: Sequence[EvalItem], models: Sequence[str], *,
     report = EvalReport(list(items), list(dict.fromkeys(models)))
     for model in report.models:
         started = time.monotonic()
-        plain = [i for i, item in enumerate(items) if not item.tools]
-        calling = [i for i, item in enumerate(items) if item.tools]
-        answers = [""] * len(items)
-        for i, answer in zip(plain, answer_all(rt, model, [items[i].messages for i in plain], max_tokens=max_tokens,
-                                               on_answer=on_answer) if plain else [], strict=True):
-            answers[i] = answer
-        for i, answer in zip(calling, answer_calls(rt, model, [items[i] for i in calling], max_tokens=max_tokens,
-                                                   on_answer=on_answer) if calling else [], strict=True):
-            answers[i] = answer
+        answers = answers_of(rt, model, items, max_tokens, on_answer)
         report.seconds[model] = time.monotonic() - started
         report.answers[model] = answers
         report.passed[model] = [item.grade(answer) for item, answer in zip(items, answers, strict=True)]

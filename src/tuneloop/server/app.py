@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 
 from tuneloop.providers.vision import VisionProvider
 from tuneloop.runtime import Runtime
-from tuneloop.server import _errors, chat, completions, conversations, files, jobs, logs, responses
+from tuneloop.server import _errors, chat, completions, conversations, files, jobs, logs, responses, tasks
 from tuneloop.serving import APIError, key_matches, new_app, served_models, state_of
 
 log = logging.getLogger("tuneloop.server")
@@ -54,7 +54,7 @@ def install(app: FastAPI) -> FastAPI:
     _errors.install(app)
     guarded = [Depends(_authorize)]
     for router in (models_router, chat.router, completions.router, responses.router, conversations.router,
-                   files.router, jobs.router, logs.router):
+                   files.router, jobs.router, logs.router, tasks.router):
         app.include_router(router, dependencies=guarded)
     return app
 

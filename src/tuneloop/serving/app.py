@@ -22,7 +22,7 @@ from tuneloop.serving.state import ServerState
 
 log = logging.getLogger("tuneloop.server")
 
-# A job whose worker died is noticed when it is read; the server reads them this often (or every half
+# A task whose worker died is noticed when it is read; the server reads them this often (or every half
 # worker_timeout, if shorter) even when nobody asks.
 REFRESH_SECONDS = 30.0
 
@@ -32,13 +32,18 @@ def server_settings(**overrides: Any) -> Settings:
     return load_settings(provider="local", **overrides)
 
 
-async def _watch_jobs(state: ServerState) -> None:
+def _recover(state: ServerState) -> None:
+    state.tasks.recover()
+    state.fine_tuning.recover()  # and a failed job's partial model is removed
+
+
+async def _watch_tasks(state: ServerState) -> None:
     every = min(REFRESH_SECONDS, state.settings.worker_timeout / 2)
-    while True:  # at start-up first: jobs left running or queued by a server that died are taken up again
+    while True:  # at start-up first: tasks left running or queued by a server that died are taken up again
         try:
-            await run_in_threadpool(state.fine_tuning.recover)
+            await run_in_threadpool(_recover, state)
         except Exception:  # noqa: BLE001 - a busy store now must not stop the next look
-            log.warning("could not refresh the fine-tuning jobs", exc_info=True)
+            log.warning("could not refresh the tasks", exc_info=True)
         await asyncio.sleep(every)
 
 
@@ -61,7 +66,7 @@ def new_app(runtime: Runtime | None = None, *, api_key: str | None = None, max_f
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        watcher = asyncio.create_task(_watch_jobs(state))
+        watcher = asyncio.create_task(_watch_tasks(state))
         try:
             yield
         finally:

@@ -17,6 +17,7 @@ from tuneloop.errors import (
     NotFoundError,
     ProviderError,
     StoreLockedError,
+    TaskStateError,
     TuneloopError,
     UnknownModelError,
 )
@@ -49,6 +50,7 @@ NOT_FOUND_MESSAGES = {
     "file": "No file found with id {ident!r}; GET /v1/files lists them",
     "message": "No logged message {ident!r}; `tuneloop logs show` lists a thread's messages with their numbers",
     "judge": "No judge named {ident!r}; `tuneloop judge list` lists them",
+    "task": "No task found with id {ident!r}; GET /v1/tasks lists them",
 }
 
 
@@ -83,6 +85,8 @@ def from_library(exc: TuneloopError) -> APIError:
         return APIError(400, message, param="messages", code="context_length_exceeded")
     if isinstance(exc, JobStateError):
         return APIError(400, message, code="invalid_job_state")
+    if isinstance(exc, TaskStateError):
+        return APIError(409, message, code="invalid_task_state")
     if isinstance(exc, InputError):
         return APIError(400, message, param=getattr(exc, "param", None))
     if isinstance(exc, StoreLockedError):

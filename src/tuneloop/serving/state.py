@@ -1,4 +1,4 @@
-"""What every route needs: the runtime, the job system, the generation queue and the server's limits."""
+"""What every route needs: the runtime, the tasks and the job system, the generation queue and the server's limits."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from tuneloop.providers.vision import VisionProvider
 from tuneloop.runtime import Runtime
 from tuneloop.serving.generation import GenerationQueue
 from tuneloop.store.jobs import Job
+from tuneloop.tasks import Tasks
 from tuneloop.training import FineTuning
 
 
@@ -37,6 +38,11 @@ class ServerState:
     def labeller(self) -> labels.Labeller:
         """The sentiment analyzer the settings name, for everything this server logs."""
         return labels.labeller_for(self.runtime)
+
+    @cached_property
+    def tasks(self) -> Tasks:
+        """Long work of every kind (judge runs, eval runs, fine-tuning jobs) in this server's store."""
+        return Tasks(self.runtime.db, self.settings)
 
     @cached_property
     def fine_tuning(self) -> FineTuning:

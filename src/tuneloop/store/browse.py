@@ -1,14 +1,17 @@
 """Browsing the log: threads filtered by what their messages say and what people and judges said of them, paged
-by the database, with a per-day sentiment count of the same set (the dashboard's log page).
+by the database, with a per-day sentiment count of the same set (the dashboard's log page); and the replies the same
+filter selects, for building training data and evals and for judging (:meth:`LogBrowser.reply_ids`).
 
-Every filter is a condition the database evaluates (an indexed column, or EXISTS over a thread's messages), so a
-page reads its page of threads and a few rows more, never the whole log.
+Every filter is a condition the database evaluates (an indexed column, or a semi-join over a thread's messages), so
+a page reads its page of threads and a few rows more, never the whole log. One :class:`LogFilter` means the same in
+the CLI, the API and the pages.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime
 from typing import Any
 
@@ -27,13 +30,22 @@ RATINGS = {"up": 1, "down": -1}
 SENTIMENTS = ("positive", "negative", "neutral", "unknown")
 
 
+# The fields of a LogFilter that select replies: together they hold for one reply (a thread is kept for such a reply).
+REPLY_FIELDS = ("model", "metadata", "since", "until", "replies")
+
+
 @dataclass(frozen=True)
 class LogFilter:
-    """Which threads the log shows; every given field must hold. ``query``: every word appears in one of the thread's
-    messages (full text, word prefixes); ``language``, ``sentiment``: some message has it (sentiment: a user turn's);
-    ``rating``: some reply was rated ``up``/``down`` (``any``: either, ``none``: no reply rated); ``corrected``,
-    ``judged``, ``excluded``: some reply was (True) or none was (False); ``since``/``until``: last active in
-    [since, until)."""
+    """Which replies and threads of the log; every given field must hold.
+
+    Replies (the same reply meets them all; a thread is kept when it has such a reply): ``model``, the model that
+    wrote it; ``metadata``, every pair matches the reply's own metadata or, for a key it lacks, its thread's;
+    ``since``/``until``, when it was written, in [since, until); ``replies``, only these ids (those a judge passed).
+
+    Threads: ``query``, every word appears in one of the thread's messages (full text, word prefixes);
+    ``assistant``; ``language``, ``sentiment``: some message has it (sentiment: a user turn's); ``rating``: some reply
+    was rated ``up``/``down`` (``any``: either, ``none``: no reply rated); ``corrected``, ``judged``, ``excluded``:
+    some reply was (True) or none was (False); ``source``: where the thread came from (``SOURCES``)."""
 
     query: str | None = None
     model: str | None = None
@@ -48,6 +60,43 @@ class LogFilter:
     judged: bool | None = None
     excluded: bool | None = None
     source: str | None = None
+    replies: frozenset[int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.metadata is None:  # DialogueFilter(metadata=None), as callers wrote it before
+            object.__setattr__(self, "metadata", {})
+        if self.replies is not None and not isinstance(self.replies, frozenset):
+            object.__setattr__(self, "replies", frozenset(self.replies))
+
+    def __bool__(self) -> bool:
+        return any(getattr(self, f.name) not in (None, {}) for f in fields(self))
+
+    @property
+    def selects_replies(self) -> bool:
+        """Whether any field chooses replies (not only threads)."""
+        return any(getattr(self, name) not in (None, {}) for name in REPLY_FIELDS)
+
+    def to_params(self) -> dict[str, Any]:
+        """The filter as JSON (a task's parameters): only the fields given, dates as ISO 8601."""
+        found: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value in (None, {}):
+                continue
+            found[f.name] = (value.isoformat() if isinstance(value, datetime)
+                             else sorted(value) if isinstance(value, frozenset) else value)
+        return found
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any] | None) -> LogFilter:
+        """The filter :meth:`to_params` wrote."""
+        given = dict(params or {})
+        for name in ("since", "until"):
+            if given.get(name) is not None:
+                given[name] = datetime.fromisoformat(given[name])
+        if given.get("replies") is not None:
+            given["replies"] = frozenset(given["replies"])
+        return cls(**given)
 
 
 @dataclass(frozen=True)
@@ -93,22 +142,14 @@ class LogBrowser(Repository):
     def _thread_conditions(where: LogFilter) -> list[ColumnElement[bool]]:
         """The conditions on the threads' own columns."""
         found: list[ColumnElement[bool]] = []
-        if where.model:
-            found.append(ThreadRow.model == where.model)
         if where.assistant:
             found.append(ThreadRow.assistant_id == where.assistant)
-        for key, value in where.metadata.items():
-            found.append(ThreadRow.metadata_[key].as_string() == value)
-        if where.since is not None:
-            found.append(ThreadRow.updated_at >= where.since)
-        if where.until is not None:
-            found.append(ThreadRow.updated_at < where.until)
         if where.source is not None:
             kind = SOURCES[where.source]
             found.append(ThreadRow.kind.is_(None) if kind is None else ThreadRow.kind == kind)
         return found
 
-    def _id_conditions(self, where: LogFilter, thread_id: Any) -> list[ColumnElement[bool]]:
+    def _id_conditions(self, where: LogFilter, thread_id: Any, *, replies: bool = True) -> list[ColumnElement[bool]]:
         """The conditions on what was said in the thread ``thread_id`` (threads.id, or messages.thread_id where a
         query needs no thread's column)."""
         found: list[ColumnElement[bool]] = []
@@ -135,6 +176,26 @@ class LogBrowser(Repository):
                 VerdictRow, VerdictRow.message_id == MessageRow.id), where.judged))
         if where.query and (matched := self._matching_threads(where.query)) is not None:
             found.append(_in_threads(matched))
+        if replies and where.selects_replies:
+            found.append(_in_threads(select(MessageRow.thread_id).where(*self._reply_conditions(where))))
+        return found
+
+    @staticmethod
+    def _reply_conditions(where: LogFilter) -> list[ColumnElement[bool]]:
+        """The conditions that choose a reply (one message row): the fields of ``REPLY_FIELDS``."""
+        found: list[ColumnElement[bool]] = [MessageRow.role == "assistant"]
+        if where.model:
+            found.append(MessageRow.model == where.model)
+        if where.since is not None:
+            found.append(MessageRow.created_at >= where.since)
+        if where.until is not None:
+            found.append(MessageRow.created_at < where.until)
+        if where.replies is not None:
+            found.append(MessageRow.id.in_(sorted(where.replies)))
+        for key, value in where.metadata.items():
+            thread_value = (select(ThreadRow.metadata_[key].as_string()).where(ThreadRow.id == MessageRow.thread_id)
+                            .scalar_subquery())
+            found.append(func.coalesce(MessageRow.metadata_[key].as_string(), thread_value) == value)
         return found
 
     def _matching_threads(self, query: str) -> Select[Any] | None:
@@ -188,6 +249,37 @@ class LogBrowser(Repository):
             statement = statement.limit(limit)
         with self.db.session() as session:
             return list(session.scalars(statement))
+
+    def reply_ids(self, where: LogFilter, *, thread_ids: Iterable[str] | None = None,
+                  limit: int | None = None) -> list[int]:
+        """The ids of the replies ``where`` selects, in the threads it keeps (and among ``thread_ids`` when given),
+        oldest first: what training data, evals and judges are built from."""
+        return [reply for reply, _ in self.reply_refs(where, thread_ids=thread_ids, limit=limit)]
+
+    def reply_refs(self, where: LogFilter, *, thread_ids: Iterable[str] | None = None, limit: int | None = None,
+                   unjudged_by: tuple[str, str] | None = None, with_text: bool = False) -> list[tuple[int, str]]:
+        """(reply id, thread id) of the replies ``where`` selects, oldest first; ``unjudged_by`` (judge, model):
+        only those that judge has no readable verdict on from that model; ``with_text``: only replies with text."""
+        statement = (select(MessageRow.id, MessageRow.thread_id)
+                     .where(*self._reply_conditions(where), *self._id_conditions(where, MessageRow.thread_id,
+                                                                                  replies=False))
+                     .order_by(MessageRow.id))
+        by_thread = self._thread_conditions(where)
+        if by_thread:
+            statement = statement.join(ThreadRow, ThreadRow.id == MessageRow.thread_id).where(*by_thread)
+        if thread_ids is not None:
+            statement = statement.where(MessageRow.thread_id.in_(list(thread_ids)))
+        if unjudged_by is not None:
+            judged = select(VerdictRow.message_id).where(VerdictRow.judge == unjudged_by[0],
+                                                         VerdictRow.judge_model == unjudged_by[1],
+                                                         VerdictRow.passed.is_not(None))
+            statement = statement.where(MessageRow.id.not_in(judged))
+        if with_text:
+            statement = statement.where(func.length(func.trim(MessageRow.content)) > 0)
+        if limit is not None:
+            statement = statement.limit(limit)
+        with self.db.session() as session:
+            return [(int(i), thread) for i, thread in session.execute(statement)]
 
     @staticmethod
     def _first_user_turns(session: Any, ids: list[str], length: int = 160) -> dict[str, str]:

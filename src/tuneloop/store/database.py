@@ -21,6 +21,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlch
 from sqlalchemy.orm import Session
 
 from tuneloop.errors import StoreCorruptError, StoreError, StoreLockedError
+from tuneloop.store.indexing import add_sqlite_functions
 from tuneloop.store.schema import schema_head
 from tuneloop.util.fileio import create_private
 
@@ -135,6 +136,7 @@ class Database:
             cursor.execute("PRAGMA journal_mode = WAL")
             cursor.execute("PRAGMA synchronous = NORMAL")
             cursor.close()
+            add_sqlite_functions(dbapi_connection)  # the full-text index's triggers call it
 
         @event.listens_for(self.engine, "begin")
         def _on_begin(conn: Any) -> None:

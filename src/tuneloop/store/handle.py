@@ -17,6 +17,7 @@ from tuneloop.store.eval_runs import EvalRuns
 from tuneloop.store.files import FileStore
 from tuneloop.store.jobs import JobStore
 from tuneloop.store.judgments import Judgments
+from tuneloop.store.tasks import TaskStore
 
 
 class Store:
@@ -82,3 +83,8 @@ class Store:
     @cached_property
     def eval_runs(self) -> EvalRuns:
         return EvalRuns(self.db)
+
+    @cached_property
+    def tasks(self) -> TaskStore:
+        """Long work of every kind: queued, taken, heartbeating, cancelled, finished; its events."""
+        return TaskStore(self.db)

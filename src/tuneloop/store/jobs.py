@@ -1,5 +1,6 @@
 """Fine-tuning jobs, their events and checkpoints, in the same database as the dialogue log (the files they train
-on are ``store.files``)."""
+on are ``store.files``). A job is a task of kind ``fine_tune`` (``remote_fine_tune`` for one a remote platform runs):
+its lifecycle and events are its task's (:mod:`tuneloop.store.tasks`, same id); OpenAI's fields are the job's own."""
 
 from __future__ import annotations
 
@@ -7,16 +8,27 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 # The errors live in tuneloop.errors; JobStateError is importable from here too, as before.
-from tuneloop.errors import JobNotFoundError
+from tuneloop.errors import JobNotFoundError, TaskNotFoundError
 from tuneloop.errors import JobStateError as JobStateError
 from tuneloop.store.database import Repository, aware, epoch_seconds, new_id
-from tuneloop.store.schema import CheckpointRow, JobEventRow, JobRow, utcnow
+from tuneloop.store.schema import CheckpointRow, JobRow, TaskEventRow, TaskRow, utcnow
+from tuneloop.store.tasks import ACTIVE, FINISHED, TaskEvent, TaskStore, event_row
 
-ACTIVE = ("validating_files", "queued", "running")
-FINISHED = ("succeeded", "failed", "cancelled")
+__all__ = ["ACTIVE", "FINISHED", "Checkpoint", "Job", "JobEvent", "JobStateError", "JobStore", "TASK_FIELDS",
+           "kind_of"]
+
+# A job's fields that are its task's (the lifecycle); the others are the job's own (OpenAI's).
+TASK_FIELDS = frozenset({"status", "error", "pid", "heartbeat_at", "cancel_requested", "progress", "finished_at",
+                         "device", "quantize", "worker", "attempts", "started_at", "created_at"})
+
+
+def kind_of(backend: str) -> str:
+    """The task kind of a job: ``fine_tune`` (a worker here trains it), ``remote_fine_tune`` (a platform does)."""
+    return "fine_tune" if backend == "local" else "remote_fine_tune"
 
 
 @dataclass(frozen=True)
@@ -30,8 +42,8 @@ class JobEvent:
     created_at: datetime
 
     @classmethod
-    def from_row(cls, row: JobEventRow) -> JobEvent:
-        return cls(row.id, row.job_id, row.level, row.message, row.type, row.data, aware(row.created_at))
+    def from_task_event(cls, event: TaskEvent) -> JobEvent:
+        return cls(event.id, event.task_id, event.level, event.message, event.type, event.data, event.created_at)
 
     def to_openai(self) -> dict[str, Any]:
         return {
@@ -99,13 +111,13 @@ class Job:
     origin: str | None = None  # "import": copied from a vendor by `tuneloop import openai`
 
     @classmethod
-    def from_row(cls, row: JobRow) -> Job:
+    def from_rows(cls, row: JobRow, task: TaskRow) -> Job:
         return cls(
             id=row.id,
             backend=row.backend,
             model=row.model,
             method=row.method,
-            status=row.status,
+            status=task.status,
             training_file=row.training_file,
             validation_file=row.validation_file,
             suffix=row.suffix,
@@ -114,21 +126,21 @@ class Job:
             fine_tuned_model=row.fine_tuned_model,
             model_path=row.model_path,
             trained_tokens=row.trained_tokens,
-            error=row.error,
+            error=task.error,
             result_files=list(row.result_files or []),
             description=row.description,
             metadata=row.metadata_,
-            pid=row.pid,
-            heartbeat_at=aware(row.heartbeat_at) if row.heartbeat_at else None,
-            cancel_requested=bool(row.cancel_requested),
-            progress=row.progress,
-            created_at=aware(row.created_at),
-            finished_at=aware(row.finished_at) if row.finished_at else None,
-            device=row.device,
-            quantize=row.quantize,
-            worker=row.worker,
-            attempts=int(row.attempts or 0),
-            started_at=aware(row.started_at) if row.started_at else None,
+            pid=task.pid,
+            heartbeat_at=aware(task.heartbeat_at) if task.heartbeat_at else None,
+            cancel_requested=bool(task.cancel_requested),
+            progress=task.progress,
+            created_at=aware(task.created_at),
+            finished_at=aware(task.finished_at) if task.finished_at else None,
+            device=task.device,
+            quantize=task.quantize,
+            worker=task.worker,
+            attempts=int(task.attempts or 0),
+            started_at=aware(task.started_at) if task.started_at else None,
             origin=row.origin,
         )
 
@@ -167,40 +179,54 @@ class Job:
         }
 
 
+def _joined() -> Any:
+    return select(JobRow, TaskRow).join(TaskRow, TaskRow.id == JobRow.id)
+
+
 class JobStore(Repository):
     """Jobs, their events and checkpoints; every write is one short transaction."""
+
+    @property
+    def tasks(self) -> TaskStore:
+        return TaskStore(self.db)
 
     # jobs
 
     def create_job(self, **fields: Any) -> Job:
+        """A new job and its task, in one transaction (``first_event``: the task's first event)."""
         fields.setdefault("id", new_id("ftjob"))
-        fields.setdefault("created_at", utcnow())
         fields.setdefault("result_files", [])
-        fields.setdefault("cancel_requested", False)
         if "metadata" in fields:
             fields["metadata_"] = fields.pop("metadata")
         message = fields.pop("first_event", None)
+        lifecycle = {k: fields.pop(k) for k in list(fields) if k in TASK_FIELDS}
         with self.db.session(write=True) as session:
+            task = self.tasks.add_task(session, kind_of(fields["backend"]), task_id=fields["id"],
+                                       status=lifecycle.pop("status", "queued"), model=fields.get("model"),
+                                       device=lifecycle.pop("device", None), quantize=lifecycle.pop("quantize", None),
+                                       first_event=message)
+            for name, value in lifecycle.items():
+                setattr(task, name, value)
             row = JobRow(**fields)
             session.add(row)
             session.flush()
-            if message:
-                session.add(JobEventRow(job_id=row.id, level="info", message=message, type="message",
-                                        created_at=utcnow()))
-            return Job.from_row(row)
+            return Job.from_rows(row, task)
 
     def _not_found(self, job_id: str) -> JobNotFoundError:
         return JobNotFoundError(f"no fine-tuning job {job_id!r} in {self.location}; run `tuneloop jobs list`", job_id)
 
+    def _read(self, session: Session, job_id: str) -> Job:
+        found = session.execute(_joined().where(JobRow.id == job_id)).first()
+        if found is None:
+            raise self._not_found(job_id)
+        return Job.from_rows(*found)
+
     def get_job(self, job_id: str) -> Job:
         with self.db.session() as session:
-            row = session.get(JobRow, job_id)
-            if row is None:
-                raise self._not_found(job_id)
-            return Job.from_row(row)
+            return self._read(session, job_id)
 
     def list_jobs(self, *, limit: int = 20, after: str | None = None, backend: str | None = None) -> list[Job]:
-        statement = select(JobRow).order_by(JobRow.created_at.desc(), JobRow.id.desc())
+        statement = _joined().order_by(TaskRow.created_at.desc(), TaskRow.id.desc())
         if backend:
             statement = statement.where(JobRow.backend == backend)
         if after:
@@ -208,78 +234,21 @@ class JobStore(Repository):
                 anchor = self.get_job(after)
             except JobNotFoundError as exc:
                 raise exc.named_by("after") from None
-            statement = statement.where(JobRow.created_at <= anchor.created_at, JobRow.id != after)
+            statement = statement.where(TaskRow.created_at <= anchor.created_at, TaskRow.id != after)
         with self.db.session() as session:
-            return [Job.from_row(r) for r in session.scalars(statement.limit(limit))]
+            return [Job.from_rows(*r) for r in session.execute(statement.limit(limit))]
 
     def running_jobs(self, backend: str = "local", statuses: tuple[str, ...] = ("running",)) -> list[Job]:
-        statement = select(JobRow).where(JobRow.backend == backend, JobRow.status.in_(statuses)).order_by(
-            JobRow.created_at, JobRow.id)
+        statement = _joined().where(JobRow.backend == backend, TaskRow.status.in_(statuses)).order_by(
+            TaskRow.created_at, TaskRow.id)
         with self.db.session() as session:
-            return [Job.from_row(r) for r in session.scalars(statement)]
+            return [Job.from_rows(*r) for r in session.execute(statement)]
 
     def succeeded_models(self, backend: str = "local") -> list[Job]:
-        statement = (
-            select(JobRow)
-            .where(JobRow.backend == backend, JobRow.status == "succeeded", JobRow.fine_tuned_model.is_not(None))
-            .order_by(JobRow.created_at)
-        )
+        statement = (_joined().where(JobRow.backend == backend, TaskRow.status == "succeeded",
+                                     JobRow.fine_tuned_model.is_not(None)).order_by(TaskRow.created_at))
         with self.db.session() as session:
-            return [Job.from_row(r) for r in session.scalars(statement)]
-
-    def claim(self, worker: str, *, pid: int, job_id: str | None = None, models: list[str] | None = None,
-              devices: tuple[str, ...] = ("cpu",), quantize: bool = False) -> Job | None:
-        """Take the oldest queued local job this worker can run, atomically: it becomes ``running`` for ``worker``
-        and no other worker can take it (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite's write lock, taken
-        up front by an immediate transaction, does the same)."""
-        statement = (select(JobRow).where(JobRow.status == "queued", JobRow.backend == "local")
-                     .where(or_(JobRow.device.is_(None), JobRow.device == "auto", JobRow.device.in_(devices)))
-                     .order_by(JobRow.created_at, JobRow.id).limit(1).with_for_update(skip_locked=True))
-        if job_id is not None:
-            statement = statement.where(JobRow.id == job_id)
-        if models:
-            statement = statement.where(JobRow.model.in_(models))
-        if not quantize:
-            statement = statement.where(JobRow.quantize.is_(None))
-        now = utcnow()
-        with self.db.session(write=True) as session:
-            row = session.scalars(statement).first()
-            if row is None:
-                return None
-            row.status, row.worker, row.pid, row.heartbeat_at = "running", worker, pid, now
-            row.attempts = int(row.attempts or 0) + 1
-            row.started_at = now
-            session.add(JobEventRow(job_id=row.id, level="info", type="message", created_at=now,
-                                    message=f"Fine-tuning job started by worker {worker} (attempt {row.attempts})"))
-            session.flush()
-            return Job.from_row(row)
-
-    def requeue(self, job_id: str, *, worker: str | None, reason: str, max_attempts: int, charge: bool = True
-                ) -> Job | None:
-        """Put a running job back in the queue (its worker was lost, or stopped), or fail it once it has been
-        started ``max_attempts`` times. ``worker`` guards against a job another worker has taken meanwhile;
-        ``charge=False`` (a worker that stopped cleanly) does not count the attempt."""
-        with self.db.session(write=True) as session:
-            row = session.get(JobRow, job_id)
-            if row is None:
-                raise self._not_found(job_id)
-            if row.status != "running" or (worker is not None and row.worker != worker):
-                return None
-            attempts = int(row.attempts or 0) - (0 if charge else 1)
-            now = utcnow()
-            if attempts >= max_attempts:
-                message = f"{reason}; the job was started {attempts} times, the most allowed (job_max_attempts)"
-                row.status, row.finished_at = "failed", now
-                row.error = {"code": "worker_lost", "message": message, "param": None}
-                session.add(JobEventRow(job_id=job_id, level="error", type="message", message=message,
-                                        created_at=now))
-            else:
-                row.status, row.worker, row.pid, row.attempts = "queued", None, None, max(0, attempts)
-                session.add(JobEventRow(job_id=job_id, level="warn", type="message", created_at=now,
-                                        message=f"{reason}; the job is queued again ({attempts} of {max_attempts} "
-                                                "attempts used)"))
-            session.flush()
-            return Job.from_row(row)
+            return [Job.from_rows(*r) for r in session.execute(statement)]
 
     def update_job(
         self,
@@ -290,66 +259,61 @@ class JobStore(Repository):
         only_if_worker: str | None = None,
         **fields: Any,
     ) -> Job | None:
-        """Change a job (and log an event ``(level, message)``) in one transaction.
+        """Change a job (its own fields and its task's) and log an event ``(level, message)``, in one transaction.
 
         With ``only_if_status``, nothing changes (None is returned) unless the job is in one of those states:
         the guard that keeps a finished job finished when a worker and a canceller race. ``only_if_worker``
         likewise keeps a worker from touching a job that was taken from it.
         """
         with self.db.session(write=True) as session:
+            try:
+                task = self.tasks.locked_row(session, job_id, only_if_status, only_if_worker)
+            except TaskNotFoundError:
+                raise self._not_found(job_id) from None
+            if task is None:
+                return None
             row = session.get(JobRow, job_id)
             if row is None:
                 raise self._not_found(job_id)
-            if only_if_status is not None and row.status not in only_if_status:
-                return None
-            if only_if_worker is not None and row.worker != only_if_worker:
-                return None
             if "metadata" in fields:
                 fields["metadata_"] = fields.pop("metadata")
             for name, value in fields.items():
-                setattr(row, name, value)
+                setattr(task if name in TASK_FIELDS else row, name, value)
             if event is not None:
-                session.add(JobEventRow(job_id=job_id, level=event[0], message=event[1], type="message",
-                                        created_at=utcnow()))
+                session.add(event_row(job_id, event[1], event[0]))
             session.flush()
-            return Job.from_row(row)
+            return Job.from_rows(row, task)
 
     def put_imported(self, fields: dict[str, Any], events: list[dict[str, Any]],
                      checkpoints: list[dict[str, Any]]) -> None:
         """A job copied from a vendor, with all its events and checkpoints, in one transaction (so a job that is
         here is here whole); an earlier copy of it is replaced."""
+        fields = dict(fields)
+        lifecycle = {k: fields.pop(k) for k in list(fields) if k in TASK_FIELDS}
         with self.db.session(write=True) as session:
-            old = session.get(JobRow, fields["id"])
-            if old is not None:
-                session.delete(old)  # its events and checkpoints go with it (ON DELETE CASCADE)
-                session.flush()
+            old, old_task = session.get(JobRow, fields["id"]), session.get(TaskRow, fields["id"])
+            for found in (old, old_task):  # its events and checkpoints go with them (ON DELETE CASCADE)
+                if found is not None:
+                    session.delete(found)
+            session.flush()
+            task = self.tasks.add_task(session, kind_of(fields["backend"]), task_id=fields["id"],
+                                       status=lifecycle.pop("status"), model=fields.get("model"))
+            for name, value in lifecycle.items():
+                setattr(task, name, value)
             session.add(JobRow(origin="import", **fields))
             session.flush()
-            session.add_all(JobEventRow(job_id=fields["id"], **e) for e in events)
+            session.add_all(TaskEventRow(task_id=fields["id"], **e) for e in events)
             session.add_all(CheckpointRow(job_id=fields["id"], **c) for c in checkpoints)
 
     def add_event(self, job_id: str, message: str, *, level: str = "info", type_: str = "message",
                   data: dict[str, Any] | None = None, progress: dict[str, Any] | None = None) -> None:
-        with self.db.session(write=True) as session:
-            session.add(JobEventRow(job_id=job_id, level=level, message=message, type=type_, data=data,
-                                    created_at=utcnow()))
-            if progress is not None:
-                row = session.get(JobRow, job_id)
-                if row is not None:
-                    row.progress = progress
-                    row.heartbeat_at = utcnow()
+        self.tasks.add_event(job_id, message, level=level, type_=type_, data=data, progress=progress)
 
     def events(self, job_id: str, *, after: int | None = None, limit: int | None = None,
                newest_first: bool = False) -> list[JobEvent]:
         self.get_job(job_id)
-        statement = select(JobEventRow).where(JobEventRow.job_id == job_id)
-        if after is not None:
-            statement = statement.where(JobEventRow.id < after if newest_first else JobEventRow.id > after)
-        statement = statement.order_by(JobEventRow.id.desc() if newest_first else JobEventRow.id)
-        if limit is not None:
-            statement = statement.limit(limit)
-        with self.db.session() as session:
-            return [JobEvent.from_row(r) for r in session.scalars(statement)]
+        return [JobEvent.from_task_event(e) for e in self.tasks.events(job_id, after=after, limit=limit,
+                                                                       newest_first=newest_first)]
 
     def add_checkpoint(self, job_id: str, *, step: int, metrics: dict[str, Any], model: str,
                        path: str | None = None) -> Checkpoint:
@@ -365,7 +329,8 @@ class JobStore(Repository):
         statement = (
             select(CheckpointRow.fine_tuned_model_checkpoint, CheckpointRow.path)
             .join(JobRow, JobRow.id == CheckpointRow.job_id)
-            .where(JobRow.backend == backend, JobRow.status == "succeeded", CheckpointRow.path.is_not(None))
+            .join(TaskRow, TaskRow.id == JobRow.id)
+            .where(JobRow.backend == backend, TaskRow.status == "succeeded", CheckpointRow.path.is_not(None))
         )
         with self.db.session() as session:
             return {model: path for model, path in session.execute(statement)}

@@ -163,17 +163,61 @@ class FileRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class TaskRow(Base):
+    """Long work of any kind (a fine-tuning job, a judge run, an eval run…): its lifecycle, taken by one worker at a
+    time. What a kind needs beyond it lives in the kind's own table (a fine-tuning job's in ``jobs``, same id)."""
+
+    __tablename__ = "tasks"
+    __table_args__ = (Index("ix_tasks_status_created", "status", "created_at"),
+                      Index("ix_tasks_kind_created", "kind", "created_at"))
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))  # "fine_tune", "judge_run", "eval_run"…
+    status: Mapped[str] = mapped_column(String(32))  # queued, running, succeeded, failed, cancelled
+    title: Mapped[str | None] = mapped_column(Text)  # what it is, for people: "judge helpful over 100 replies"
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # what it was asked to do
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # what it produced, once succeeded
+    state: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # where a resumed run takes up again
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    model: Mapped[str | None] = mapped_column(String(256))  # the model it needs (a worker's --models)
+    device: Mapped[str | None] = mapped_column(String(16))  # requested: auto (None), cpu, cuda, mps
+    quantize: Mapped[str | None] = mapped_column(String(16))  # "4bit" (QLoRA) or None
+    worker: Mapped[str | None] = mapped_column(String(256))  # "host:pid" of the worker that took it
+    pid: Mapped[int | None] = mapped_column(Integer)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class TaskEventRow(Base):
+    """What a task said while it ran (progress, metrics, messages), in order: ``ftevent-ID`` for a fine-tuning job."""
+
+    __tablename__ = "task_events"
+    __table_args__ = (Index("ix_task_events_task", "task_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(String(128), ForeignKey("tasks.id", ondelete="CASCADE"))
+    level: Mapped[str] = mapped_column(String(8))
+    message: Mapped[str] = mapped_column(Text)
+    type: Mapped[str] = mapped_column(String(16))
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class JobRow(Base):
-    """A fine-tuning job, local or remote, with OpenAI's lifecycle and fields."""
+    """A fine-tuning job, local or remote: OpenAI's fields. Its lifecycle (status, worker, events) is its task's
+    (``tasks``, same id)."""
 
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_status_created", "status", "created_at"),)
 
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
     backend: Mapped[str] = mapped_column(String(16))
     model: Mapped[str] = mapped_column(String(256))
     method: Mapped[str] = mapped_column(String(16))
-    status: Mapped[str] = mapped_column(String(32), index=True)
     training_file: Mapped[str] = mapped_column(String(128))
     validation_file: Mapped[str | None] = mapped_column(String(128))
     suffix: Mapped[str | None] = mapped_column(String(64))
@@ -182,21 +226,9 @@ class JobRow(Base):
     fine_tuned_model: Mapped[str | None] = mapped_column(String(256), index=True)
     model_path: Mapped[str | None] = mapped_column(Text)
     trained_tokens: Mapped[int | None] = mapped_column(Integer)
-    error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     result_files: Mapped[list[str]] = mapped_column(JSON, default=list)
     description: Mapped[str | None] = mapped_column(Text)
     metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
-    pid: Mapped[int | None] = mapped_column(Integer)
-    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
-    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    device: Mapped[str | None] = mapped_column(String(16))  # requested: auto (None), cpu, cuda, mps
-    quantize: Mapped[str | None] = mapped_column(String(16))  # "4bit" (QLoRA) or None
-    worker: Mapped[str | None] = mapped_column(String(256))  # "host:pid" of the worker that claimed it
-    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     origin: Mapped[str | None] = mapped_column(String(16))  # "import": copied from a vendor by `tuneloop import`
 
 
@@ -224,19 +256,6 @@ class BaseModelRow(Base):
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
     path: Mapped[str] = mapped_column(Text)
     added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-
-
-class JobEventRow(Base):
-    __tablename__ = "job_events"
-    __table_args__ = (Index("ix_job_events_job", "job_id", "id"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    job_id: Mapped[str] = mapped_column(String(128), ForeignKey("jobs.id", ondelete="CASCADE"))
-    level: Mapped[str] = mapped_column(String(8))
-    message: Mapped[str] = mapped_column(Text)
-    type: Mapped[str] = mapped_column(String(16))
-    data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class CheckpointRow(Base):

@@ -6,21 +6,20 @@ Every word of the query must match, each as a word prefix ("capital" finds "capi
 case-insensitive substring match.
 
 Chinese, Japanese and Korean put no spaces between words, and both databases' word splitters take a run of such text
-for one word. So both index each of their characters as a word of its own (``cjk_spaced``, through the SQL function
-``tuneloop_cjk_spaced``: migration 0010), and a query's run is a phrase of its characters: "首都" finds 日本の首都は.
-Changing ``CJK_RANGES`` changes what the index holds: it needs a migration that rebuilds the index.
+for one word. So both index each of their characters as a word of its own (:mod:`tuneloop.store.indexing`), and a
+query's run is a phrase of its characters: "首都" finds 日本の首都は.
 """
 
 from __future__ import annotations
 
 import re
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, event, select, text
+from sqlalchemy import select, text
 
 from tuneloop.store.database import Database
+from tuneloop.store.indexing import CJK_CLASS, CJK_SPACED, cjk_spaced
 from tuneloop.store.records import Message
 from tuneloop.store.schema import MessageRow
 
@@ -29,45 +28,14 @@ START, STOP = "\x02", "\x03"
 _WORD = re.compile(r"[^\W_]+")
 _MARKED = re.compile(f"{START}(.*?){STOP}", re.DOTALL)
 
-# Hangul Jamo, 々 and 〇, kana, Bopomofo, Hangul compatibility Jamo, CJK ideographs (extension A, the unified block,
-# compatibility), Hangul syllables, half-width katakana, and the ideographs beyond the BMP (extensions B to H).
-CJK_RANGES = ((0x1100, 0x11FF), (0x3005, 0x3005), (0x3007, 0x3007), (0x3040, 0x30FF), (0x3100, 0x312F),
-              (0x3130, 0x318F), (0x31A0, 0x31BF), (0x31F0, 0x31FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF),
-              (0xA960, 0xA97F), (0xAC00, 0xD7FF), (0xF900, 0xFAFF), (0xFF66, 0xFF9F), (0x20000, 0x3134F))
-CJK_SPACED = "tuneloop_cjk_spaced"  # the SQL function the index reads messages through, on both databases
-_CJK = "".join(f"{chr(low)}-{chr(high)}" for low, high in CJK_RANGES)
-_CJK_CHARACTER = re.compile(f"[{_CJK}]")
 # A character of cjk_spaced's output with the two spaces around it, and the marks a snippet may have put inside them.
-_SPACED_CHARACTER = re.compile(f" ?([{START}{STOP}]*)([{_CJK}])([{START}{STOP}]*) ?")
-_MARK_BETWEEN_CHARACTERS = re.compile(f"(?<=[{_CJK}]){STOP}{START}(?=[{_CJK}])")
-
-
-def cjk_spaced(content: str) -> str:
-    """``content`` with a space either side of each CJK character: the text the full-text index is built from."""
-    return _CJK_CHARACTER.sub(r" \g<0> ", content)
+_SPACED_CHARACTER = re.compile(f" ?([{START}{STOP}]*)([{CJK_CLASS}])([{START}{STOP}]*) ?")
+_MARK_BETWEEN_CHARACTERS = re.compile(f"(?<=[{CJK_CLASS}]){STOP}{START}(?=[{CJK_CLASS}])")
 
 
 def _unspaced(snippet: str) -> str:
     """A snippet of ``cjk_spaced`` text as the message has it, a run of matched characters marked as one."""
     return _MARK_BETWEEN_CHARACTERS.sub("", _SPACED_CHARACTER.sub(r"\1\2\3", snippet))
-
-
-def postgresql_cjk_pattern() -> str:
-    """``CJK_RANGES`` as a PostgreSQL regular expression's bracket expression (migration 0010)."""
-    return "[" + "".join(f"\\U{low:08x}-\\U{high:08x}" for low, high in CJK_RANGES) + "]"
-
-
-def add_sqlite_functions(connection: sqlite3.Connection) -> None:
-    """Give a SQLite connection ``tuneloop_cjk_spaced``, which the full-text index's triggers and view call."""
-    connection.create_function(CJK_SPACED, 1, lambda value: None if value is None else cjk_spaced(str(value)),
-                               deterministic=True)
-
-
-@event.listens_for(Engine, "connect")
-def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-    # Every connection, not only the store's: anything that writes messages fires the index's triggers.
-    if isinstance(dbapi_connection, sqlite3.Connection):
-        add_sqlite_functions(dbapi_connection)
 
 
 @dataclass(frozen=True)

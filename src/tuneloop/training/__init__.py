@@ -1,8 +1,8 @@
 """Fine-tuning jobs: one job system for the CLI, ``OpenAIModel`` and the server.
 
 Local jobs are queued in the store and run by workers; see :mod:`tuneloop.training.jobs` (lifecycle),
-:mod:`tuneloop.training.worker` (workers), :mod:`tuneloop.training.run` (the training process) and
-:mod:`tuneloop.training.local` (the trainer).
+:mod:`tuneloop.training.task` (a job as a task that workers run), :mod:`tuneloop.training.run` (the training
+process) and :mod:`tuneloop.training.local` (the trainer).
 """
 
 from __future__ import annotations

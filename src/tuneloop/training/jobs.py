@@ -7,19 +7,14 @@
 >>> job = ft.wait(job.id)                                 # or ft.get(job.id) now and then
 >>> job.status, job.fine_tuned_model                      # "succeeded", "ft:smollm2-135m-instruct:facts:ftjob-…"
 
-Local jobs are queued in the store and run by a worker (:mod:`tuneloop.training.worker`): a one-job worker spawned
-here (the default), or ``tuneloop worker`` processes when ``spawn_worker`` is false.
+A local job is a task of kind ``fine_tune`` (:mod:`tuneloop.tasks`): queued in the store and run by a worker, a
+one-task worker spawned here (the default), or ``tuneloop worker`` processes when ``spawn_worker`` is false.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import secrets
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,12 +29,11 @@ from tuneloop.evals import read_validation
 from tuneloop.providers import DEFAULT_OPENAI_MODEL
 from tuneloop.runtime import Runtime
 from tuneloop.store.files import StoredFile
-from tuneloop.store.jobs import ACTIVE, Job, JobEvent
-from tuneloop.store.schema import utcnow
+from tuneloop.store.jobs import Job, JobEvent
+from tuneloop.tasks import Tasks
 from tuneloop.training import hyper
 from tuneloop.training.remote import RemoteTrainer
-from tuneloop.training.worker import check_worker, child_environment, on_this_machine, pid_alive, spawned, worker_name
-from tuneloop.util.fileio import atomic_write_bytes, open_private, safe_filename
+from tuneloop.util.fileio import atomic_write_bytes, safe_filename
 from tuneloop.util.hardware import DEVICES, choose
 from tuneloop.util.home import files_dir, job_dir, model_dir, temp_model_dir, worker_log
 
@@ -54,6 +48,7 @@ class FineTuning:
         self.settings = self.runtime.settings
         self.jobs = self.runtime.db.jobs
         self.files = self.runtime.db.files
+        self.tasks = Tasks(self.runtime.db, self.settings)
 
     @property
     def default_backend(self) -> str:
@@ -169,7 +164,9 @@ class FineTuning:
             f"Files validated ({report.examples} examples, {report.tokens['total']} tokens), moving job to queued state"
         )))
         assert job is not None
-        return self._spawn(job) if self.settings.spawn_worker else job
+        if self.settings.spawn_worker:
+            self.tasks.spawn(self.runtime.db.tasks.get(job.id))
+        return self.jobs.get_job(job.id)
 
     def create_like(self, job_id: str, *, model: str | None = None, hyperparameters: dict[str, Any] | None = None,
                     suffix: str | None = None, seed: int | None = None, device: str | None = None) -> Job:
@@ -298,21 +295,6 @@ class FineTuning:
                               hyperparameters=dict(hyperparameters or {}), suffix=suffix, seed=seed,
                               description=description, metadata=metadata, validation=validation)
 
-    def _spawn(self, job: Job) -> Job:
-        """Start a one-job worker for ``job`` on this machine; its pid is recorded while the job is queued."""
-        log = worker_log(self.settings, job.id)
-        with open_private(log) as out:
-            # umask 077: what the job writes (adapters, checkpoints, logs) is readable by its owner only.
-            child = subprocess.Popen(
-                [sys.executable, "-m", "tuneloop.training.worker", "--job", job.id],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                env=child_environment(self.settings), start_new_session=True, umask=0o077,
-            )
-        spawned[child.pid] = child
-        updated = self.jobs.update_job(job.id, pid=child.pid, worker=worker_name(child.pid), heartbeat_at=utcnow(),
-                                       only_if_status=("queued",))
-        return updated or self.jobs.get_job(job.id)
-
     def refresh(self, job: Job) -> Job:
         """A local job whose worker is gone goes back to the queue (or fails once it was started too often); an
         unfinished remote job is read again from its platform."""
@@ -322,9 +304,8 @@ class FineTuning:
             return self.remote().refresh(job)
         if job.backend != "local":
             return job
-        current = check_worker(self.jobs, self.settings, job)
-        if current.status == "queued" and self.settings.spawn_worker and not _spawned_alive(current):
-            current = self._spawn(current)
+        self.tasks.refresh(self.runtime.db.tasks.get(job.id))
+        current = self.jobs.get_job(job.id)
         if current.status == "failed":
             self._clean_partial(current)
         return current
@@ -355,13 +336,6 @@ class FineTuning:
             return found[::-1] if newest_first else found
         return self.jobs.events(job_id, after=after, limit=limit, newest_first=newest_first)
 
-    @staticmethod
-    def _kill(pid: int | None, sig: int) -> None:
-        if pid is None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, sig)
-
     def cancel(self, job_id: str, *, timeout: float = 20.0) -> Job:
         """Stop a job within seconds and mark it cancelled; a finished job cannot be cancelled."""
         job = self.get(job_id)
@@ -369,27 +343,8 @@ class FineTuning:
             raise JobStateError(f"job {job_id} has already {job.status}; only queued or running jobs can be cancelled")
         if job.backend == "openai":
             return self.remote().cancel(job)
-        self.jobs.update_job(job_id, cancel_requested=True, only_if_status=ACTIVE)
-        done = self.jobs.update_job(job_id, status="cancelled", finished_at=utcnow(),
-                                    only_if_status=("validating_files", "queued"),
-                                    event=("info", "The job was cancelled"))
-        if done is not None:  # not started: its one-job worker sees that and leaves
-            return done
-        # Running: its worker reads the request at its next heartbeat; one on this machine is told at once.
-        if on_this_machine(job.worker):
-            self._kill(job.pid, signal.SIGUSR1)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            current = self.jobs.get_job(job_id)
-            if not current.active:
-                break
-            time.sleep(0.2)
-        done = self.jobs.update_job(job_id, status="cancelled", finished_at=utcnow(), only_if_status=ACTIVE,
-                                    event=("info", "The job was cancelled"))
-        current = done or self.jobs.get_job(job_id)
-        if job.pid in spawned:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                spawned[job.pid].wait(timeout=10)
+        self.tasks.cancel(job_id, timeout=timeout)
+        current = self.jobs.get_job(job_id)
         self._clean_partial(current)
         return current
 
@@ -416,10 +371,3 @@ class FineTuning:
 
     def results_dir(self, job_id: str) -> Path:
         return job_dir(self.settings, job_id)
-
-
-def _spawned_alive(job: Job) -> bool:
-    """Whether the one-job worker spawned for a queued job is still there (one spawned elsewhere counts as there)."""
-    if job.worker is None:
-        return False
-    return not on_this_machine(job.worker) or pid_alive(job.pid)

@@ -1,12 +1,11 @@
 """The training process of one claimed job: ``python -m tuneloop.training.run JOB_ID WORKER``.
 
-A worker (:mod:`tuneloop.training.worker`) starts it (under ``accelerate launch`` when it trains on several
-GPUs: then every rank runs this and rank 0 reports). It reads the job and its file from the store, trains, writes
-per-step metrics as job events, the adapter (and the last epochs' checkpoints) into the job's temporary folder,
-the result files, and ``outcome.json`` (trained tokens, speed, memory) for the worker, which registers the model.
-It never changes the job's status: the worker does. SIGTERM stops it at the next step (exit code 3); it also
-stops when its worker is gone (its parent process changed).
-"""
+A worker running the job's task (:mod:`tuneloop.training.task`) starts it (under ``accelerate launch`` when it trains on
+several GPUs: then every rank runs this and rank 0 reports). It reads the job and its file from the store, trains,
+writes per-step metrics as job events, the adapter (and the last epochs' checkpoints) into the job's temporary folder,
+the result files, and ``outcome.json`` (trained tokens, speed, memory) for the worker, which registers the model. It
+never changes the job's status: the worker does. SIGTERM stops it at the next step (exit code 3); it also stops when its
+worker is gone (its parent process changed)."""
 
 from __future__ import annotations
 
@@ -35,7 +34,7 @@ from tuneloop.store.files import FileStore
 from tuneloop.store.jobs import Job, JobStore
 from tuneloop.training import local
 from tuneloop.training.config import TrainCallbacks, TrainConfig
-from tuneloop.training.worker import STOPPED
+from tuneloop.training.task import STOPPED
 from tuneloop.util.hardware import DevicePlan, choose
 from tuneloop.util.home import job_dir, model_dir, temp_model_dir
 

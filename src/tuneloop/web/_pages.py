@@ -16,7 +16,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from tuneloop.web._security import CSRF_FIELD, CSRF_HEADER, HEADERS, PREFIX, Guard
 
 NAV = [("log", "Log"), ("data", "Data"), ("jobs", "Jobs"), ("models", "Models"), ("evals", "Evals"),
-       ("playground", "Playground"), ("judges", "Judges")]
+       ("playground", "Playground"), ("judges", "Judges"), ("tasks", "Tasks")]
 
 env = Environment(loader=PackageLoader("tuneloop.web", "templates"), autoescape=select_autoescape(default=True),
                   trim_blocks=True, lstrip_blocks=True)

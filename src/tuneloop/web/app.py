@@ -21,6 +21,7 @@ from tuneloop.web import judges as judges_pages
 from tuneloop.web import log as log_pages
 from tuneloop.web import models as models_pages
 from tuneloop.web import playground as playground_pages
+from tuneloop.web import tasks as tasks_pages
 from tuneloop.web._pages import (
     BadForm,
     LoginRequired,
@@ -99,7 +100,7 @@ def mount(app: FastAPI) -> FastAPI:
     app.include_router(public)
     guarded = [Depends(signed_in)]
     for router in [*log_pages.ROUTERS, *playground_pages.ROUTERS, *judges_pages.ROUTERS, *models_pages.ROUTERS,
-                   *evals_pages.ROUTERS, *data_pages.ROUTERS, *jobs_pages.ROUTERS]:
+                   *evals_pages.ROUTERS, *data_pages.ROUTERS, *jobs_pages.ROUTERS, *tasks_pages.ROUTERS]:
         app.include_router(router, prefix=PREFIX, dependencies=guarded)
     _install_errors(app)
     return app

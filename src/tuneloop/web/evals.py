@@ -16,15 +16,8 @@ from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
 from tuneloop.errors import TuneloopError
-from tuneloop.evals import (
-    DEFAULT_MAX_TOKENS,
-    EvalItem,
-    check_models,
-    from_log,
-    read_eval_bytes,
-    read_eval_jsonl,
-)
-from tuneloop.evals import run_eval as ask_models
+from tuneloop.evals import DEFAULT_MAX_TOKENS, EvalItem, from_log, read_eval_bytes, read_eval_jsonl
+from tuneloop.evals import runs as eval_runs
 from tuneloop.serving import served_models, state_of
 from tuneloop.store import DialogueStore
 from tuneloop.store.browse import LogBrowser
@@ -57,8 +50,9 @@ def _page(request: Request, *, status: int = 200, **context: Any) -> Response:
     rt = state_of(request).runtime
     runs = rt.db.eval_runs
     given = {"error": None, "chosen": [], "max_tokens": DEFAULT_MAX_TOKENS, "log_query": "", **context}
+    going = state_of(request).tasks.store.tasks.unfinished([eval_runs.KIND])
     return render(request, "evals.html", status=status, models=[m["id"] for m in served_models(rt)],
-                  runs=runs.recent(LISTED), total=runs.count(), max_tokens_limit=MAX_TOKENS, **given)
+                  runs=runs.recent(LISTED), total=runs.count(), max_tokens_limit=MAX_TOKENS, going=going, **given)
 
 
 @router.get("/evals")
@@ -108,16 +102,16 @@ async def run_eval(request: Request) -> Response:
         if len(chosen) < 2:
             raise PageError("choose at least two models to compare (hold Ctrl or ⌘ to choose more than one)")
         name, items = await _eval_file(request, form, source)
-        await run_in_threadpool(check_models, rt, chosen)
-        report = await run_in_threadpool(ask_models, rt, items, chosen, max_tokens=max_tokens)
+        state = state_of(request)
+        task = await run_in_threadpool(lambda: eval_runs.start(rt, state.tasks, name, items, chosen,
+                                                               max_tokens=max_tokens))
     except (PageError, TuneloopError) as exc:
         message = str(exc)
         log_query = form.get("log_query") if isinstance(form.get("log_query"), str) else ""
         return await run_in_threadpool(lambda: _page(request, status=400, error=message, chosen=chosen,
                                                      max_tokens=max_tokens_given or DEFAULT_MAX_TOKENS,
                                                      log_query=log_query))
-    run = await run_in_threadpool(rt.db.eval_runs.add, name, report.to_json(), max_tokens=max_tokens)
-    return back_to(f"/ui/evals/{quote(run.id, safe='')}")
+    return back_to(f"/ui/tasks/{quote(task.id, safe='')}")
 
 
 def _shown(expected: Any) -> str:

@@ -5,9 +5,6 @@ criterion agrees with people's ratings (``judges.align``)."""
 from __future__ import annotations
 
 import logging
-import threading
-import time
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -15,18 +12,20 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from tuneloop.curation import judges
+from tuneloop.curation import judge_runs, judges
 from tuneloop.errors import TuneloopError
 from tuneloop.runtime import Runtime
-from tuneloop.serving import served_models, state_of
+from tuneloop.serving import ServerState, served_models, state_of
 from tuneloop.store import DialogueStore
 from tuneloop.store.judgments import Judgments
-from tuneloop.web._pages import PageError, back_to, posted, render, whole_number
+from tuneloop.tasks import Task
+from tuneloop.web._pages import back_to, posted, render, whole_number
 
 log = logging.getLogger("tuneloop.web")
 router = APIRouter()
 ROUTERS = [router]
 RECENT = 20
+RUNS_READ = 200  # the newest judge runs read for the page (each criterion's newest is among them)
 REFRESH_S = 5  # while a run is in progress, the page reloads itself this often (never oftener: each is a full page)
 MAX_LIMIT = 100_000
 RULES = ["pass", *(f"score>={n}" for n in range(1, 6))]
@@ -34,63 +33,22 @@ NOTICES = {"defined": "Criterion {name} saved: run it over the log below.",
            "started": "Judging with {name} has started; this page follows it."}
 
 
-@dataclass
-class JudgeRun:
-    """A run of one criterion in a background thread; the page reads its progress."""
-
-    name: str
-    limit: int | None
-    done: int = 0
-    total: int | None = None
-    report: judges.RunReport | None = None
-    error: str | None = None
-    started: float = 0.0
-    finished: float | None = None
-
-    @property
-    def running(self) -> bool:
-        return self.finished is None
-
-
-class JudgeRuns:
-    """The runs of this server (one at a time per criterion), kept in memory with the last of each."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.runs: dict[str, JudgeRun] = {}
-
-    def start(self, runtime: Runtime, name: str, limit: int | None) -> JudgeRun:
-        with self._lock:
-            current = self.runs.get(name)
-            if current is not None and current.running:
-                raise PageError(f"{name} is already judging the log ({current.done} of {current.total or '?'} "
-                                "done); wait for it to finish", 409)
-            run = self.runs[name] = JudgeRun(name, limit, started=time.monotonic())
-        threading.Thread(target=self._run, args=(runtime, run), name=f"tuneloop-judge-{name}", daemon=True).start()
-        return run
-
-    @staticmethod
-    def _run(runtime: Runtime, run: JudgeRun) -> None:
-        def progress(done: int, total: int) -> None:
-            run.done, run.total = done, total
-
-        try:
-            run.report = judges.run(runtime, run.name, limit=run.limit, on_progress=progress)
-        except TuneloopError as exc:
-            run.error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        except Exception as exc:  # noqa: BLE001 - one line on the page, the traceback in the server's log
-            log.exception("judge run %s failed", run.name)
-            run.error = f"the run failed: {type(exc).__name__}: {exc}".splitlines()[0]
-        finally:
-            run.finished = time.monotonic()
-
-
-def runs_of(request: Request) -> JudgeRuns:
-    state = request.app.state
-    runs = getattr(state, "tuneloop_judge_runs", None)
-    if runs is None:
-        runs = state.tuneloop_judge_runs = JudgeRuns()
-    return runs
+def run_views(state: ServerState, names: set[str]) -> list[dict[str, Any]]:
+    """The newest run of each criterion (a task of kind judge_run), for the page."""
+    newest: dict[str, Task] = {}
+    for task in state.tasks.list(kinds=[judge_runs.KIND], limit=RUNS_READ):
+        name = task.params.get("judge")
+        if name in names and name not in newest:
+            newest[name] = task
+    views = []
+    for name in sorted(newest):
+        task = newest[name]
+        progress = task.progress or {}
+        views.append({"name": name, "task": task, "running": task.active, "done": progress.get("done") or 0,
+                      "total": progress.get("total"), "error": (task.error or {}).get("message"),
+                      "report": task.result if task.status == "succeeded" else None,
+                      "cancelled": task.status == "cancelled", "limit": task.params.get("limit")})
+    return views
 
 
 def _share(value: float | None) -> str:
@@ -132,10 +90,9 @@ def _page(request: Request, *, error: str | None = None, status: int = 200, form
                                  "both_fail": report.both_fail, "precision": _share(report.precision),
                                  "recall": _share(report.recall), "agreement": _share(report.agreement),
                                  "kappa": _share(report.kappa)}
-    runs = runs_of(request).runs
     names = {j.name for j in criteria}
-    shown = [runs[n] for n in sorted(runs) if n in names]
-    following = any(run.running for run in shown)
+    shown = run_views(state, names)
+    following = any(run["running"] for run in shown)
     notice = request.query_params.get("done")
     name = request.query_params.get("name", "")
     response = render(
@@ -179,15 +136,13 @@ def _limit(value: str) -> int | None:
     return whole_number(value, "limit", 1, MAX_LIMIT) if value.strip() else None
 
 
-def _start(request: Request, runtime: Runtime, name: str, limit: int | None) -> str:
-    judge = runtime.db.judgments.judge(name)  # JudgeNotFoundError: one line
-    runs_of(request).start(runtime, judge.name, limit)
-    return judge.name
+def _start(state: ServerState, name: str, limit: int | None) -> str:
+    return judge_runs.start(state.runtime, state.tasks, name, limit=limit).params["judge"]
 
 
 @router.post("/judges/{name}/run")
 async def run_judge(name: str, request: Request) -> Response:
     form = await posted(request)
     limit = _limit(str(form.get("limit") or ""))
-    started = await run_in_threadpool(_start, request, state_of(request).runtime, name, limit)
+    started = await run_in_threadpool(_start, state_of(request), name, limit)
     return back_to("/ui/judges", done="started", name=started)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from alembic import op
 
-from tuneloop.store.search import CJK_SPACED, add_sqlite_functions, postgresql_cjk_pattern
+from tuneloop.store.indexing import CJK_SPACED, add_sqlite_functions, postgresql_cjk_pattern
 
 revision = "0010"
 down_revision = "0009"
