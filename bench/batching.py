@@ -38,6 +38,7 @@ from server import start_server  # bench/server.py, beside this file
 
 from tuneloop.config import load_settings
 from tuneloop.engine import batching, ensure_checkpoint
+from tuneloop.generation import GenerationOptions
 
 MODEL = "smollm2-135m-instruct"
 PROMPTS = [
@@ -105,7 +106,8 @@ def in_process(models_dir: Path, prompts: list[str], tokens: int) -> dict:
     engine = FastEngine(folder, model_id=MODEL, max_batch=len(prompts))
 
     def reply(prompt: str) -> int:
-        return engine.stream([{"role": "user", "content": prompt}], max_tokens=tokens).read().tokens_out
+        asked = [{"role": "user", "content": prompt}]
+        return engine.stream(asked, GenerationOptions(max_tokens=tokens)).read().tokens_out
 
     reply("Hi")  # warm
     started = time.perf_counter()
@@ -138,9 +140,10 @@ def longest_pause(engine: Any, chunk: int) -> tuple[float, int]:
     default, batching.PREFILL_CHUNK = batching.PREFILL_CHUNK, chunk
     try:
         stop = threading.Event()
-        story = engine.stream([{"role": "user", "content": "Write a long story about a dragon."}], max_tokens=2000,
-                              should_stop=stop.is_set)
-        asked = threading.Thread(target=lambda: (engine.stream(question, max_tokens=8).read(), stop.set()))
+        story = engine.stream([{"role": "user", "content": "Write a long story about a dragon."}],
+                              GenerationOptions(max_tokens=2000), should_stop=stop.is_set)
+        asked = threading.Thread(target=lambda: (engine.stream(question, GenerationOptions(max_tokens=8)).read(),
+                                                 stop.set()))
         times = []
         for _ in story:
             times.append(time.perf_counter())

@@ -42,6 +42,7 @@ def _tuneloop_worker(engine_name: str, spec: dict) -> dict:
     from tuneloop.engine import ensure_checkpoint, get_engine
     from tuneloop.engine.convert import ensure_fast
     from tuneloop.engine.fast import get_fast_engine
+    from tuneloop.generation import GenerationOptions
 
     settings = load_settings()
     checkpoint = ensure_checkpoint(settings.resolved_models_dir)
@@ -59,7 +60,7 @@ def _tuneloop_worker(engine_name: str, spec: dict) -> dict:
         if engine_name == "transformers":
             answers.append(None)  # same weights and arithmetic as the reference: its quality is the reference's
         else:
-            answers.append(engine.stream(question, max_tokens=QUESTION_TOKENS).read().text)
+            answers.append(engine.stream(question, GenerationOptions(max_tokens=QUESTION_TOKENS)).read().text)
     return {"load": load, "speed": speed, "answers": answers}
 
 
@@ -77,8 +78,10 @@ def speed_samples(engine, prompts: list[str], tokens: int, timed=None) -> list[d
 
 
 def _stream_timed(engine, messages, tokens):  # noqa: ANN001, ANN202
+    from tuneloop.generation import GenerationOptions  # beside the engines, which load lazily too
+
     started = time.perf_counter()
-    stream = engine.stream(messages, max_tokens=tokens)
+    stream = engine.stream(messages, GenerationOptions(max_tokens=tokens))
     first = None
     for _ in stream:
         if first is None:

@@ -37,6 +37,7 @@ from tuneloop.engine.convert import BUILD_OPTIONS, builder_command, last_positio
 from tuneloop.engine.fast import FastEngine
 from tuneloop.engine.tokenizer import ChatTokenizer
 from tuneloop.evals import read_eval_file
+from tuneloop.generation import GenerationOptions
 
 VARIANTS = "int8:16,int8:16:asym,int8:32,int8:64,int8:64:asym,int8:128,int4:32"
 
@@ -83,7 +84,8 @@ def measure(folder: Path, items: list, sequences: list | None) -> dict:
         result["next"] = next_tokens(model_path(folder), sequences, *_heads(folder))
         last_position_logits(model_path(folder))
     engine = FastEngine(folder, model_id=folder.name)  # reads every position's logits too (fp32, here)
-    result["answers"] = [engine.stream(list(i.messages), max_tokens=QUESTION_TOKENS).read().text for i in items]
+    options = GenerationOptions(max_tokens=QUESTION_TOKENS)
+    result["answers"] = [engine.stream(list(i.messages), options).read().text for i in items]
     result["decode"] = decode_speed(speed_samples(engine, PROMPTS, 128))
     return result
 

@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from tuneloop.conversation.responses import ResponseLog, ResponseRequest, new_response_id, read_items, response_object  # noqa: E402
 from tuneloop.conversation.stored_completions import StoredCompletions  # noqa: E402
+from tuneloop.curation.labels import Labeller  # noqa: E402
 from tuneloop.store import DialogueStore  # noqa: E402
 from tuneloop.store.api_objects import ApiObjects  # noqa: E402
 from tuneloop.store.conversations import NewMessage, new_item_id  # noqa: E402
@@ -71,7 +72,7 @@ def respond(log: ResponseLog, previous: str | None, i: int) -> str:
 
 
 def bench_chain(depth: int) -> None:
-    log = ResponseLog(DialogueStore(f"sqlite:///{Path(tempfile.mkdtemp()) / 'chain.db'}"))
+    log = ResponseLog(DialogueStore(f"sqlite:///{Path(tempfile.mkdtemp()) / 'chain.db'}"), Labeller())
     ids = []
     previous = None
     for i in range(depth):
@@ -96,7 +97,7 @@ def bench_chain(depth: int) -> None:
 
 def bench_list(stored: int) -> None:
     store = DialogueStore(f"sqlite:///{Path(tempfile.mkdtemp()) / 'list.db'}")
-    kept = StoredCompletions(store)
+    kept = StoredCompletions(store, Labeller())
     for i in range(stored):
         body = {"id": f"chatcmpl-{i:06d}", "object": "chat.completion", "created": 0, "model": "m",
                 "metadata": {"app": "a" if i % 10 else "b"}, "choices": []}

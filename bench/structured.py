@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 from batching import PROMPTS  # bench/batching.py, beside this file: the same long-text prompts
 
+from tuneloop.generation import GenerationOptions
 from tuneloop.structured import OutputSpec, response_format_spec, tools_spec
 
 # The decode bench's schema: a few string, integer, enum and array fields.
@@ -135,7 +136,7 @@ def pct(values: list[float], p: float) -> float:
 
 # -- 1. decode tokens/s -------------------------------------------------------------------------------------------
 def one_reply(engine: Any, prompt: str, max_tokens: int, spec: OutputSpec | None) -> dict[str, float]:
-    result = engine.stream(user(prompt), max_tokens=max_tokens, temperature=0.0, output=spec).read()
+    result = engine.stream(user(prompt), GenerationOptions(max_tokens=max_tokens, temperature=0.0, output=spec)).read()
     decode = result.seconds - (result.first_token_seconds or 0.0)
     return {"tokens": result.tokens_out, "total": result.tokens_out / result.seconds,
             "decode": (result.tokens_out - 1) / decode if decode > 0 else 0.0, "first": result.first_token_seconds,
@@ -149,7 +150,8 @@ def batch_round(engine: Any, prompts: list[str], max_tokens: list[int], spec: Ou
 
     def run(i: int) -> None:
         started = time.perf_counter()
-        result = engine.stream(user(prompts[i]), max_tokens=max_tokens[i], temperature=0.0, output=spec).read()
+        options = GenerationOptions(max_tokens=max_tokens[i], temperature=0.0, output=spec)
+        result = engine.stream(user(prompts[i]), options).read()
         replies[i] = (started + (result.first_token_seconds or 0.0), time.perf_counter(), result)
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
@@ -195,7 +197,7 @@ def decode_speed(engine: Any, args: argparse.Namespace, spec: OutputSpec, batche
     if batched:
         example = batch_round(engine, prompts[:1], [args.tokens], spec)["texts"][0]
     else:
-        example = engine.stream(user(prompts[0]), max_tokens=args.tokens, output=spec).read().text
+        example = engine.stream(user(prompts[0]), GenerationOptions(max_tokens=args.tokens, output=spec)).read().text
     out["example"] = example
     try:
         json.loads(example)
@@ -340,7 +342,8 @@ def per_token(engine: Any, args: argparse.Namespace, spec: OutputSpec) -> dict[s
                     steps = engine.batcher.step_seconds.get(rows, [])
                     forwards = log.get(f"forward {rows}", [])
                 else:
-                    result = engine.stream(user(prompts[0]), max_tokens=args.tokens, output=output).read()
+                    options = GenerationOptions(max_tokens=args.tokens, output=output)
+                    result = engine.stream(user(prompts[0]), options).read()
                     tokens = result.tokens_out
                     per = (result.seconds - (result.first_token_seconds or 0.0)) / max(1, tokens - 1)
                     steps, forwards = [per], []

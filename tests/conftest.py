@@ -231,6 +231,39 @@ def serving(home: Path, key: str, settings: dict[str, Any] | None = None, **opti
     app = create_app(Runtime(settings), api_key=key, **options)
     with ServerThread(app) as running:
         running.home = home
+        running.app = app
+        running.key = key
         running.state = app.state.tuneloop
         running.store = running.state.runtime.db.dialogue
         yield running
+
+
+# The one served app of a test module, and its clients: a module names its key (KEY), the server's settings
+# (SERVER_SETTINGS) and create_app's options (SERVER_OPTIONS) when it needs its own.
+DEFAULT_KEY = "sk-tuneloop-test-key"
+
+
+@pytest.fixture(scope="module")
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Any]:
+    module = request.module
+    home = tmp_path_factory.mktemp(module.__name__.rsplit(".", 1)[-1] + "-home")
+    with serving(home, getattr(module, "KEY", DEFAULT_KEY), getattr(module, "SERVER_SETTINGS", None),
+                 **getattr(module, "SERVER_OPTIONS", {})) as running:
+        yield running
+
+
+@pytest.fixture
+def client(server: Any) -> Any:
+    """The unmodified openai SDK, pointed at the module's server (no retries: a failure shows at once)."""
+    import openai
+
+    return openai.OpenAI(base_url=server.base_url, api_key=server.key, max_retries=0, timeout=300)
+
+
+@pytest.fixture
+def http(server: Any) -> Iterator[Any]:
+    """Plain HTTP to the module's server (/v1 under its base URL), with its key."""
+    import httpx
+
+    with httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {server.key}"}, timeout=300) as c:
+        yield c

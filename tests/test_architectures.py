@@ -18,6 +18,7 @@ from tiny_models import build_tiny_model
 from tuneloop import OpenAIModel
 from tuneloop.asgi import create_app
 from tuneloop.export import export_model
+from tuneloop.generation import GenerationOptions
 from tuneloop.models import ModelTooLargeError, ModelUnusableError
 from tuneloop.runtime import Runtime
 from tuneloop.serving import ServerThread, server_settings
@@ -145,7 +146,7 @@ def test_smollm2_gguf_in_f16_and_q8_0_keeps_its_answers(world: Any, tmp_path: Pa
     engine = rt.local.engine(BASE)
     question = [{"role": "user", "content": "What is the capital of France?"}]
     prompt = engine.encode_chat(question)
-    reference = engine.stream(question, max_tokens=TOKENS).read().text
+    reference = engine.stream(question, GenerationOptions(max_tokens=TOKENS)).read().text
     assert "Paris" in reference
     for qtype in ("f16", "q8_0"):
         result = export_model(rt, BASE, "gguf", tmp_path / qtype, gguf_type=qtype)

@@ -10,11 +10,11 @@ import pytest
 from conftest import wait_until
 
 from tuneloop.engine import batching
-from tuneloop.generation import GenerationResult
+from tuneloop.generation import GenerationOptions, GenerationResult
 
 
 def ask(text: str, **options: Any) -> dict[str, Any]:
-    return {"messages": [{"role": "user", "content": text}], **options}
+    return {"messages": [{"role": "user", "content": text}], "options": GenerationOptions(**options)}
 
 
 REQUESTS = [
@@ -25,7 +25,7 @@ REQUESTS = [
     ask("What is 6 times 7?", max_tokens=24),
     ask("Invent a name for a cat.", max_tokens=16, temperature=0.9, seed=3),
     {"messages": [{"role": "system", "content": "Answer in a few words."},
-                  {"role": "user", "content": "What colour is the sky?"}], "max_tokens": 30},
+                  {"role": "user", "content": "What colour is the sky?"}], "options": GenerationOptions(max_tokens=30)},
     ask("Say something about ünïcödé and 日本語.", max_tokens=30),
 ]
 
@@ -74,7 +74,7 @@ def test_a_reply_joins_a_running_batch_and_leaves_it(fast_engine) -> None:  # no
     story = [{"role": "user", "content": "Write a long story about a dragon."}]  # greedy: 600+ tokens, measured
     stop = threading.Event()
     fast_engine.batcher.largest = 0
-    long = fast_engine.stream(story, max_tokens=2000, should_stop=stop.is_set)
+    long = fast_engine.stream(story, GenerationOptions(max_tokens=2000), should_stop=stop.is_set)
     pieces = iter(long)
     next(pieces)  # the story is being generated
     short = outcome(fast_engine.stream(**question).read())  # joins the story's batch, and leaves it
@@ -84,7 +84,8 @@ def test_a_reply_joins_a_running_batch_and_leaves_it(fast_engine) -> None:  # no
     assert long.result.finish_reason == "interrupted"  # the story was still going when the question was answered
     assert fast_engine.batcher.largest == 2
     assert short == short_alone
-    assert long.result.text == fast_engine.stream(story, max_tokens=long.result.tokens_out).read().text
+    again = fast_engine.stream(story, GenerationOptions(max_tokens=long.result.tokens_out)).read()
+    assert long.result.text == again.text
 
 
 @pytest.mark.slow
@@ -103,7 +104,7 @@ def test_a_long_prompt_is_read_a_chunk_at_a_time_while_the_batch_decodes(fast_en
 
     story = [{"role": "user", "content": "Write a long story about a dragon."}]  # greedy: 600+ tokens, measured
     stop = threading.Event()
-    long = fast_engine.stream(story, max_tokens=2000, should_stop=stop.is_set)
+    long = fast_engine.stream(story, GenerationOptions(max_tokens=2000), should_stop=stop.is_set)
     pieces = iter(long)
     next(pieces)  # the story is being generated
     steps = batcher.steps_while_reading
@@ -114,7 +115,8 @@ def test_a_long_prompt_is_read_a_chunk_at_a_time_while_the_batch_decodes(fast_en
     assert long.result.finish_reason == "interrupted"  # the story was still going when the answer came
     assert batcher.steps_while_reading - steps >= chunks - 1  # the story got a token between two chunks
     assert answer == alone
-    assert long.result.text == fast_engine.stream(story, max_tokens=long.result.tokens_out).read().text
+    again = fast_engine.stream(story, GenerationOptions(max_tokens=long.result.tokens_out)).read()
+    assert long.result.text == again.text
 
 
 @pytest.mark.slow

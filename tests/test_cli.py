@@ -205,7 +205,10 @@ def test_unknown_assistant_and_unknown_model(home: Path) -> None:
     assert_one_line_error(run_cli("ask", "--assistant", "ghost", "hi"), "unknown assistant 'ghost'")
     assert_one_line_error(run_cli("ask", "--model", "gpt-9", "hi"), "unknown model 'gpt-9'",
                           "smollm2-135m-instruct", "OPENAI_API_KEY")
-    assert_one_line_error(run_cli("logs", "show", "thread_nope"), "no thread 'thread_nope'")
+    # The command line adds its own hint to the library's message (the API and the pages never show it).
+    assert_one_line_error(run_cli("logs", "show", "thread_nope"), "no thread 'thread_nope'",
+                          "; `tuneloop logs list` lists the threads")
+    assert_one_line_error(run_cli("ask", "--assistant", "ghost", "hi"), "`tuneloop assistants list` lists them")
     assert_one_line_error(run_cli("ask", "--continue", "hi"), "no thread to continue")
 
 

@@ -55,8 +55,9 @@ def test_csv_tab_delimiter_aliases_and_skipped_rows() -> None:
 def test_non_utf8_names_file_line_and_byte_and_encoding_reads_it(tmp_path: Path) -> None:
     path = tmp_path / "latin.csv"
     path.write_bytes("prompt,completion\nhello,world\ncafé,crème\n".encode("cp1252"))
-    with pytest.raises(DataError, match=r"latin\.csv: is not UTF-8: byte 0xe9 on line 3.*--encoding"):
+    with pytest.raises(DataError, match=r"latin\.csv: is not UTF-8: byte 0xe9 on line 3.*say which encoding") as raised:
         read_csv(path)
+    assert raised.value.hint == "--encoding names it"  # the command line's way, which the CLI adds
     assert read_csv(path, encoding="cp1252").rows[1].prompt == "café"
 
 
@@ -186,7 +187,9 @@ def test_rows_become_chat_examples_and_dpo_pairs() -> None:
         "answer marked both preferred and avoided",
         "avoided answer without a preferred answer to the same prompt",
     ]
-    assert dataset.method() == "dpo" and dataset.examples("dpo") == (dataset.preference, 1)
+    # Two pairs are too few for a DPO file: auto makes chat examples, and says why.
+    assert dataset.method() == "supervised" and dataset.examples("dpo") == (dataset.preference, 1)
+    assert dataset.auto_reason().startswith("auto chose chat examples: 2 preference pairs would be too few")
     supervised, left_out = dataset.examples("supervised")
     assert left_out == 0 and len(supervised) == 3  # Quibble + both preferred Zorblax answers, once each
 
@@ -403,7 +406,11 @@ def test_cli_build_then_validate(home: Path, tmp_path: Path) -> None:
     table = run_cli("data", "validate", "train.jsonl", "--model", "gpt-4o-mini")
     assert table.code == 0 and "estimated cost" in table.stdout and "(estimate)" in table.stdout
 
-    dpo = run_cli("data", "build", "facts.csv", "-o", "pairs.jsonl")
+    # auto: one pair is too few for a DPO file, so chat examples, and the command says why.
+    auto = run_cli("data", "build", "facts.csv", "-o", "auto.jsonl")
+    assert auto.code == 0 and "Wrote 12 supervised examples to" in auto.stdout
+    assert "auto chose chat examples: 1 preference pair would be too few for a DPO file" in auto.stdout
+    dpo = run_cli("data", "build", "facts.csv", "-o", "pairs.jsonl", "--method", "dpo")
     assert dpo.code == 0 and "Wrote 1 dpo example to" in dpo.stdout and "11 chat examples are not in it" in dpo.stdout
 
 

@@ -11,6 +11,7 @@ import pytest
 from tuneloop.engine import ensure_checkpoint, find_gguf
 from tuneloop.engine.weights import MARKER_FILE
 from tuneloop.errors import ContextLengthError
+from tuneloop.generation import GenerationOptions
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -39,7 +40,7 @@ def test_checkpoint_is_cached(models_dir: Path) -> None:
 
 
 def test_greedy_answer_streams_token_by_token(any_engine) -> None:  # noqa: ANN001
-    stream = any_engine.stream(QUESTION, max_tokens=32)
+    stream = any_engine.stream(QUESTION, GenerationOptions(max_tokens=32))
     pieces = list(stream)
     assert len(pieces) > 3
     assert "".join(pieces) == stream.result.text
@@ -47,16 +48,17 @@ def test_greedy_answer_streams_token_by_token(any_engine) -> None:  # noqa: ANN0
     assert stream.result.finish_reason == "stop"
     assert stream.result.tokens_out >= len(pieces)  # a piece can span tokens, never the reverse
     assert stream.result.tokens_in > 5 and stream.result.first_token_seconds is not None
-    assert any_engine.stream(QUESTION, max_tokens=32).read().text == stream.result.text  # greedy is repeatable
+    again = any_engine.stream(QUESTION, GenerationOptions(max_tokens=32)).read()
+    assert again.text == stream.result.text  # greedy is repeatable
 
 
 def test_max_tokens_stop_strings_and_interruption(any_engine) -> None:  # noqa: ANN001
     story = [{"role": "user", "content": "Write a long story about a dragon."}]
-    limited = any_engine.stream(story, max_tokens=5).read()
+    limited = any_engine.stream(story, GenerationOptions(max_tokens=5)).read()
     assert limited.finish_reason == "length" and limited.tokens_out == 5
 
-    full = any_engine.stream(QUESTION, max_tokens=32).read().text
-    cut = any_engine.stream(QUESTION, max_tokens=32, stop=["Paris"]).read()
+    full = any_engine.stream(QUESTION, GenerationOptions(max_tokens=32)).read().text
+    cut = any_engine.stream(QUESTION, GenerationOptions(max_tokens=32, stop=["Paris"])).read()
     assert cut.finish_reason == "stop" and cut.text == full[: full.index("Paris")]
 
     calls = {"n": 0}
@@ -65,10 +67,10 @@ def test_max_tokens_stop_strings_and_interruption(any_engine) -> None:  # noqa: 
         calls["n"] += 1
         return calls["n"] > 3
 
-    stopped = any_engine.stream(story, max_tokens=50, should_stop=stop_after_three).read()
+    stopped = any_engine.stream(story, GenerationOptions(max_tokens=50), should_stop=stop_after_three).read()
     assert stopped.finish_reason == "interrupted" and stopped.tokens_out == 3
 
-    stream = any_engine.stream(story, max_tokens=50)
+    stream = any_engine.stream(story, GenerationOptions(max_tokens=50))
     next(iter(stream))
     stream.close()
     assert stream.result.finish_reason == "interrupted"
@@ -76,8 +78,8 @@ def test_max_tokens_stop_strings_and_interruption(any_engine) -> None:  # noqa: 
 
 def test_sampling_with_a_seed_is_reproducible(any_engine) -> None:  # noqa: ANN001
     story = [{"role": "user", "content": "Invent a name for a cat."}]
-    a = any_engine.stream(story, max_tokens=12, temperature=1.0, seed=7).read().text
-    b = any_engine.stream(story, max_tokens=12, temperature=1.0, seed=7).read().text
+    a = any_engine.stream(story, GenerationOptions(max_tokens=12, temperature=1.0, seed=7)).read().text
+    b = any_engine.stream(story, GenerationOptions(max_tokens=12, temperature=1.0, seed=7)).read().text
     assert a == b
 
 

@@ -5,13 +5,11 @@ and the unmodified `openai` SDK, for each kind the server serves. And the unknow
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
-from conftest import serving
 
 from tuneloop import errors
 from tuneloop.errors import ID_PARAMS, NotFoundError
@@ -98,23 +96,6 @@ def test_an_id_that_is_not_the_object_asked_for_is_a_400() -> None:
 
 
 # --- through the server ----------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Any:
-    with serving(tmp_path_factory.mktemp("errors-home"), KEY) as running:
-        yield running
-
-
-@pytest.fixture
-def client(server: Any) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.base_url, api_key=KEY, max_retries=0, timeout=120)
-
-
-@pytest.fixture
-def http(server: Any) -> httpx.Client:
-    with httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {KEY}"}, timeout=120) as c:
-        yield c
 
 
 def error_of(call: Callable[[], Any], server: Any, status: int = 404) -> dict[str, Any]:

@@ -12,11 +12,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 
 from tuneloop.engine import ensure_checkpoint
 from tuneloop.engine.convert import STAMP_FILE, FastConversionError, ensure_fast
 from tuneloop.engine.fast import FastEngine, get_fast_engine
 from tuneloop.evals import read_eval_file
+from tuneloop.generation import GenerationOptions
 
 QUESTIONS = Path(__file__).resolve().parents[1] / "src/tuneloop/data/quality_questions.jsonl"
 CONVERSATIONS = [
@@ -45,8 +47,8 @@ def test_prompts_are_the_reference_tokens(engine, fast_engine) -> None:  # noqa:
 def test_fp32_mode_answers_token_for_token_as_the_reference(engine, fp32_engine) -> None:  # noqa: ANN001
     assert fp32_engine.batcher.last_only  # converted to give the last position's logits only, as the reference reads
     for conversation in CONVERSATIONS:
-        want = engine.stream(conversation, max_tokens=40).read()
-        got = fp32_engine.stream(conversation, max_tokens=40).read()
+        want = engine.stream(conversation, GenerationOptions(max_tokens=40)).read()
+        got = fp32_engine.stream(conversation, GenerationOptions(max_tokens=40)).read()
         assert (got.text, got.tokens_out, got.finish_reason) == (want.text, want.tokens_out, want.finish_reason)
 
 
@@ -57,8 +59,8 @@ def test_the_default_int8_mode_is_right_wherever_fp32_is(fp32_engine, fast_engin
     lost = []
     right = 0
     for item in items:
-        reference = item.grade(fp32_engine.stream(list(item.messages), max_tokens=64).read().text)
-        answer = fast_engine.stream(list(item.messages), max_tokens=64).read().text
+        reference = item.grade(fp32_engine.stream(list(item.messages), GenerationOptions(max_tokens=64)).read().text)
+        answer = fast_engine.stream(list(item.messages), GenerationOptions(max_tokens=64)).read().text
         right += reference
         if reference and not item.grade(answer):
             lost.append((item.question, answer))
@@ -80,8 +82,8 @@ def test_a_sliding_window_is_kept_past_its_length(kind: str, models_dir: Path, t
     reference = LocalEngine(checkpoint)
     facts = " ".join(f"Box {i} holds {i * 7 % 13} apples." for i in range(45))
     for conversation in ([{"role": "user", "content": "Hello there!"}], [{"role": "user", "content": facts}]):
-        want = reference.stream(conversation, max_tokens=40).read()
-        got = fast.stream(conversation, max_tokens=40).read()
+        want = reference.stream(conversation, GenerationOptions(max_tokens=40)).read()
+        got = fast.stream(conversation, GenerationOptions(max_tokens=40)).read()
         assert (got.text, got.tokens_out) == (want.text, want.tokens_out)
     assert len(fast.encode_chat([{"role": "user", "content": facts}])) > 256  # longer than a chunk, and the window
 
@@ -126,13 +128,13 @@ def test_a_fine_tuned_adapter_is_merged_before_conversion(tiny: Path, tmp_path: 
     get_peft_model(base, config).save_pretrained(str(adapter))
 
     question = [{"role": "user", "content": "Hello there"}]
-    want = LocalEngine(tiny, adapter).stream(question, max_tokens=12).read().text
-    plain = LocalEngine(tiny).stream(question, max_tokens=12).read().text
+    want = LocalEngine(tiny, adapter).stream(question, GenerationOptions(max_tokens=12)).read().text
+    plain = LocalEngine(tiny).stream(question, GenerationOptions(max_tokens=12)).read().text
     assert want != plain  # the adapter changes the answer, so the comparison below means something
 
     models = tmp_path / "models"
     merged = FastEngine(ensure_fast(models, tiny, adapter, "fp32", model_id="ft:tiny"))
-    assert merged.stream(question, max_tokens=12).read().text == want
+    assert merged.stream(question, GenerationOptions(max_tokens=12)).read().text == want
 
 
 @pytest.mark.slow
@@ -152,16 +154,16 @@ def test_threads_follow_a_training_job(fast_engine, tmp_path: Path, monkeypatch:
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # `make test` sets it to share the cores between workers
     lock = tmp_path / ".local-training.lock"
     engine = FastEngine(fast_engine.folder, training_lock=lock)
-    engine.stream([{"role": "user", "content": "Hi"}], max_tokens=2).read()
+    engine.stream([{"role": "user", "content": "Hi"}], GenerationOptions(max_tokens=2)).read()
     assert engine.threads is None  # every core
     with lock.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)  # what a training worker holds
-        reply = engine.stream([{"role": "user", "content": "Hi"}], max_tokens=2).read()
+        reply = engine.stream([{"role": "user", "content": "Hi"}], GenerationOptions(max_tokens=2)).read()
         assert engine.threads == 1 and reply.tokens_out >= 1
-    engine.stream([{"role": "user", "content": "Hi"}], max_tokens=2).read()
+    engine.stream([{"role": "user", "content": "Hi"}], GenerationOptions(max_tokens=2)).read()
     assert engine.threads is None
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a process told to share the cores
-    engine.stream([{"role": "user", "content": "Hi"}], max_tokens=2).read()
+    engine.stream([{"role": "user", "content": "Hi"}], GenerationOptions(max_tokens=2)).read()
     assert engine.threads == 1
 
 
@@ -188,3 +190,19 @@ def test_the_reference_engine_is_one_setting_away(home: Path, monkeypatch: pytes
     assert isinstance(Runtime().local.engine("smollm2-135m-instruct"), LocalEngine)
     monkeypatch.setenv("TUNELOOP_ENGINE", "int8")
     assert isinstance(Runtime().local.engine("smollm2-135m-instruct"), FastEngine)
+
+
+def test_a_process_keeps_at_most_max_loaded_models(tiny: Path, tmp_path: Path) -> None:
+    """The engines' cache is bounded: past ``keep`` models the one used least recently is let go, its batch thread
+    ends once idle, and a reply it was asked for still comes whole (a later one loads it again)."""
+    folders = [ensure_fast(tmp_path / f"m{i}", tiny, None, "fp32", model_id=f"tiny-{i}") for i in range(2)]
+    first = get_fast_engine(folders[0], keep=1)
+    asked = [{"role": "user", "content": "Hi"}]
+    reply = first.stream(asked, GenerationOptions(max_tokens=3)).read()
+    assert first.batcher._thread is not None  # noqa: SLF001 - the batch's own thread, which must end
+    second = get_fast_engine(folders[1], keep=1)  # the first is let go
+    assert second is not first and get_fast_engine(folders[1], keep=1) is second
+    wait_until(lambda: first.batcher._thread is None, timeout=60, every=0.05)  # noqa: SLF001
+    assert first.stream(asked, GenerationOptions(max_tokens=3)).read().text == reply.text  # still answers
+    again = get_fast_engine(folders[0], keep=1)
+    assert again is not first and again.stream(asked, GenerationOptions(max_tokens=3)).read().text == reply.text

@@ -11,6 +11,7 @@ import torch
 from conftest import HANG, MODELS_DIR, gadget_facts
 from tiny_models import build_tiny_model
 
+from tuneloop.generation import GenerationOptions
 from tuneloop.runtime import Runtime
 from tuneloop.training import FineTuning
 from tuneloop.util.hardware import choose
@@ -39,8 +40,8 @@ def test_smollm2_trains_and_chats_on_cuda(home: Path, models_dir: Path) -> None:
     assert "NVIDIA" in numbers["device"] or "cuda" in numbers["device"].lower()
     assert numbers["tokens_per_second"] > 0 and numbers["peak_memory_mb"] > 0
     provider, model = Runtime().resolve(job.fine_tuned_model)
-    assert provider.complete([{"role": "user", "content": "What is the capital of France?"}], model=model,
-                             max_tokens=12).text
+    assert provider.complete([{"role": "user", "content": "What is the capital of France?"}],
+                             GenerationOptions(max_tokens=12), model=model).text
 
 
 def test_qlora_4bit_on_cuda(home: Path, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from standin import StandIn, validate_chat_request
 from tuneloop import OpenAIModel
 from tuneloop.conversation.chat import ChatSession
 from tuneloop.errors import ProviderAuthError, ProviderConnectionError, ProviderResponseError, UnknownModelError
+from tuneloop.generation import GenerationOptions
 from tuneloop.runtime import Runtime
 
 KEY = "sk-standin-0123456789abcdef"
@@ -100,8 +101,9 @@ def test_tools_json_logprobs_seed_and_penalties_pass_through(vendor: StandIn) ->
     provider, model = Runtime().resolve("standin-model")
     weather = {"type": "function", "function": {"name": "get_weather", "parameters": {
         "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
-    called = provider.stream([{"role": "user", "content": "Weather in Paris?"}], model=model,
-                             output=tools_spec([weather], "required", False), seed=5, presence_penalty=0.5).read()
+    called = provider.stream([{"role": "user", "content": "Weather in Paris?"}],
+                             GenerationOptions(output=tools_spec([weather], "required", False), seed=5,
+                                               presence_penalty=0.5), model=model).read()
     body = vendor.requests[-1]
     assert body["tools"] == [weather] and body["tool_choice"] == "required" and body["parallel_tool_calls"] is False
     assert body["seed"] == 5 and body["presence_penalty"] == 0.5
@@ -111,8 +113,9 @@ def test_tools_json_logprobs_seed_and_penalties_pass_through(vendor: StandIn) ->
 
     schema = {"type": "json_schema", "json_schema": {"name": "answer", "strict": True, "schema": {
         "type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"], "additionalProperties": False}}}
-    texted = provider.stream([{"role": "user", "content": "hi"}], model=model, logprobs=2,
-                             output=response_format_spec(schema), frequency_penalty=0.1).read()
+    texted = provider.stream([{"role": "user", "content": "hi"}],
+                             GenerationOptions(logprobs=2, output=response_format_spec(schema), frequency_penalty=0.1),
+                             model=model).read()
     body = vendor.requests[-1]
     assert body["response_format"] == schema and body["logprobs"] is True and body["top_logprobs"] == 2
     assert body["frequency_penalty"] == 0.1 and "tools" not in body

@@ -10,7 +10,7 @@ from typing import Any
 
 import openai
 import pytest
-from conftest import MODELS_DIR, run_cli, serving
+from conftest import MODELS_DIR, run_cli
 from openai.types.responses import Response
 
 from tuneloop.store import DialogueStore
@@ -18,17 +18,6 @@ from tuneloop.store import DialogueStore
 KEY = "sk-ratings-test-key-0123456789"
 BASE = "smollm2-135m-instruct"
 SHORT = 8  # tokens per reply: the rating is the point, not the answer
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, engine: Any) -> Any:
-    with serving(tmp_path_factory.mktemp("ratings-home"), KEY) as running:
-        yield running
-
-
-@pytest.fixture
-def client(server: Any) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.base_url, api_key=KEY, max_retries=0, timeout=300)
 
 
 class Kind:

@@ -14,11 +14,10 @@ import jsonschema_rs
 import openai
 import pydantic
 import pytest
-from conftest import serving
 from openai.types.responses import Response, ResponseItemList, ResponseStreamEvent
 from strictness import strict
 
-from tuneloop.generation import GenerationResult, TextStream
+from tuneloop.generation import GenerationOptions, GenerationResult, TextStream
 
 KEY = "sk-responses-tools-test"
 BASE = "smollm2-135m-instruct"
@@ -37,17 +36,6 @@ PET = {"type": "object", "properties": {
                                                           "age": {"type": ["integer", "null"]}},
                          "required": ["name", "age"], "additionalProperties": False}, {"type": "null"}]}},
     "required": ["name", "kind", "tags", "owner"], "additionalProperties": False}
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, engine: Any) -> Any:
-    with serving(tmp_path_factory.mktemp("responses-tools-home"), KEY) as running:
-        yield running
-
-
-@pytest.fixture
-def client(server: Any) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.base_url, api_key=KEY, max_retries=0, timeout=300)
 
 
 def created(raw: Any) -> Response:
@@ -257,8 +245,9 @@ class ScriptedReply:
     def __init__(self) -> None:
         self.asked: list[dict[str, Any]] = []
 
-    def stream(self, messages: list[dict[str, Any]], *, model: str, **options: Any) -> TextStream:
-        self.asked.append({"messages": messages, **options})
+    def stream(self, messages: list[dict[str, Any]], options: GenerationOptions, *, model: str,
+               should_stop: Any = None) -> TextStream:
+        self.asked.append({"messages": messages, "options": options})
         result = GenerationResult(tokens_in=7)
 
         def pieces() -> Any:
@@ -294,7 +283,7 @@ def test_text_before_calls_streams_as_a_message_then_the_calls(
     assert final.output_text == "Let me check." and final.status == "completed"
     assert [(c.name, c.parsed_arguments["city"]) for c in calls_of(final)] == [("get_weather", "Paris"),
                                                                                ("get_weather", "Oslo")]
-    assert scripted.asked[0]["output"].tools[0].name == "get_weather"  # the spec went to the provider
+    assert scripted.asked[0]["options"].output.tools[0].name == "get_weather"  # the spec went to the provider
 
     # Unstreamed: the same items; stored and logged as one reply with its text and both calls.
     answered = created(client.responses.with_raw_response.create(**ask))
@@ -359,7 +348,3 @@ def test_bad_requests_are_400_naming_the_field_and_log_nothing(client: openai.Op
     assert threads(server) == before
 
 
-@pytest.fixture
-def http(server: Any) -> httpx.Client:
-    with httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {KEY}"}, timeout=300) as c:
-        yield c

@@ -13,13 +13,14 @@ from pathlib import Path
 import openai
 import pytest
 from conftest import HANG, MODELS_DIR, gadget_facts, run_cli, wait_until
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 from standin import StandIn
 from test_durability import start_server, stop_server
 from tiny_models import build_tiny_model
 
 from tuneloop.config import load_settings
+from tuneloop.store import Store
 from tuneloop.training import FineTuning
 
 VENDOR_KEY = "sk-vendor-SECRETabcdef0123456789"
@@ -81,8 +82,9 @@ def test_no_key_in_any_file_or_row_and_files_are_private(any_home: Path, tmp_pat
             for key in KEYS:
                 assert key.encode() not in data, f"{key[:9]}… found in {path}"
     assert searched > 20
-    # Nor in any row of the store (PostgreSQL keeps its rows outside this folder).
-    engine = create_engine(settings.resolved_database_url)
+    # Nor in any row of the store (PostgreSQL keeps its rows outside this folder), read through the store's own
+    # handle: its SQLite connections know the function the full-text index reads messages through.
+    engine = Store(settings.resolved_database_url).db.engine
     with engine.connect() as conn:
         for table in inspect(conn).get_table_names():
             for row in conn.execute(text(f'SELECT * FROM "{table}"')):

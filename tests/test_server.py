@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from tuneloop import OpenAIModel
 
 KEY = "sk-tuneloop-test-key-0123456789"
+SERVER_OPTIONS = {"max_file_mb": 0.05}
 BASE = "smollm2-135m-instruct"
 CAPITAL = [{"role": "user", "content": "What is the capital of France?"}]
 # Ten invented facts, one phrasing each: enough for a real (small) fine-tuning job.
@@ -63,23 +64,6 @@ def assert_error(response: httpx.Response, status: int, param: str | None = "-")
     if param != "-":
         assert body["error"]["param"] == param, body
     return body["error"]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, engine: Any) -> Any:
-    with serving(tmp_path_factory.mktemp("server-home"), KEY, max_file_mb=0.05) as running:
-        yield running
-
-
-@pytest.fixture
-def client(server: Any) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.base_url, api_key=KEY, max_retries=0, timeout=120)
-
-
-@pytest.fixture
-def http(server: Any) -> httpx.Client:
-    with httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {KEY}"}, timeout=120) as c:
-        yield c
 
 
 def test_models_are_listed_and_retrieved(client: openai.OpenAI, http: httpx.Client) -> None:

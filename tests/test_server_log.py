@@ -21,12 +21,6 @@ BASE = "smollm2-135m-instruct"
 SHORT = 8  # tokens per reply: what is logged is the point, not the answer
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, engine: Any) -> Any:
-    with serving(tmp_path_factory.mktemp("server-log-home"), KEY) as running:
-        yield running
-
-
 def client_of(server: Any) -> openai.OpenAI:
     return openai.OpenAI(base_url=server.base_url, api_key=KEY, max_retries=0, timeout=300)
 

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from conftest import MODELS_DIR, run_cli, serving
+from conftest import MODELS_DIR, run_cli
 from openai.types.chat import ChatCompletion, ChatCompletionDeleted
 from openai.types.conversations import Conversation, ConversationDeletedResource, ConversationItemList
 from openai.types.conversations import Message as ConversationMessage
@@ -25,23 +25,6 @@ from tuneloop.store import DialogueStore
 KEY = "sk-stateful-test-key-0123456789"
 BASE = "smollm2-135m-instruct"
 SHORT = 12  # tokens per reply: these tests are about the APIs, not the answers
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, engine: Any) -> Any:
-    with serving(tmp_path_factory.mktemp("stateful-home"), KEY) as running:
-        yield running
-
-
-@pytest.fixture
-def client(server: Any) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.base_url, api_key=KEY, max_retries=0, timeout=300)
-
-
-@pytest.fixture
-def http(server: Any) -> httpx.Client:
-    with httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {KEY}"}, timeout=300) as c:
-        yield c
 
 
 def created(raw: Any, kind: Any) -> Any:

@@ -32,17 +32,6 @@ TIME = {"type": "function", "function": {
 ASK = [{"role": "user", "content": "What is the weather in Paris right now?"}]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, engine: Any) -> Any:
-    with serving(tmp_path_factory.mktemp("structured-home"), KEY) as running:
-        yield running
-
-
-@pytest.fixture
-def client(server: Any) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.base_url, api_key=KEY, max_retries=0, timeout=300)
-
-
 # -- 50 varied strict schemas -----------------------------------------------------------------------------------
 def _leaf(rng: random.Random) -> dict[str, Any]:
     return rng.choice([

@@ -127,6 +127,11 @@ class Settings(BaseSettings):
         "token each per step (eight clients get about four times one client's tokens per second); later requests "
         "wait in arrival order. 1: one reply at a time.",
     )
+    max_loaded_models: int = Field(
+        default=4, ge=1, le=64,
+        description="Most local models a process keeps loaded at once; the one used least recently is let go "
+        "(and loaded again when asked for). Each fine-tune counts as a model of its own.",
+    )
     spawn_worker: bool = Field(
         default=True,
         description="Start a one-task worker process for each new task (a local fine-tuning job, a judge run, an "

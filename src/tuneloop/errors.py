@@ -10,7 +10,16 @@ from typing import ClassVar, Self
 
 
 class TuneloopError(Exception):
-    """Base class of every error tuneloop raises on purpose."""
+    """Base class of every error tuneloop raises on purpose. Its message says what happened and what to do in
+    words any caller can act on; ``hint``, when set, is what to type at the command line (`tuneloop logs show`,
+    ``--method supervised``): the CLI prints it after the message, the API and the dashboard never show it."""
+
+    hint: str | None = None
+
+    def with_hint(self, hint: str) -> Self:
+        """This error with the command-line ``hint`` (``raise SomeError(...).with_hint("use --force")``)."""
+        self.hint = hint
+        return self
 
 
 class InputError(TuneloopError, ValueError):
@@ -20,6 +29,36 @@ class InputError(TuneloopError, ValueError):
         super().__init__(message, *args)
         if param is not None:
             self.param = param
+
+
+class RequestFieldError(InputError):
+    """A request field that cannot be used; ``param`` names it (always)."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message, param=param)
+
+
+class StructuredOutputError(InputError):
+    """A schema, a tool or a tool call the request gives cannot be used (``param`` names where)."""
+
+
+class ImageError(InputError):
+    """An image cannot be used: names the file and what to do."""
+
+    def __init__(self, message: str, *, source: str) -> None:
+        self.source = source
+        super().__init__(f"{source}: {message}")
+
+
+class ImageTooLargeError(ImageError):
+    """The file, or the pixel count its header declares, is over the limit."""
+
+
+class ImageInputError(InputError):
+    """An image part of a chat message cannot be used; ``param`` names it."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message, param=param)
 
 
 class NotAReplyError(InputError):
@@ -35,16 +74,16 @@ class ModelError(TuneloopError):
 
 
 class UnknownModelError(ModelError):
-    """No configured provider serves the requested model id."""
+    """No configured provider serves the requested model id (``reason``: why, or how to get one)."""
 
-    def __init__(self, model: str, available: list[str] | None, hint: str = "") -> None:
+    def __init__(self, model: str, available: list[str] | None, reason: str = "") -> None:
         self.model = model
         self.available = available
         message = f"unknown model {model!r}"
         if available is not None:
             message += f": available models are {', '.join(available) if available else 'none'}"
-        if hint:
-            message += f"; {hint}"
+        if reason:
+            message += f"; {reason}"
         super().__init__(message)
 
 
@@ -56,6 +95,14 @@ class ModelLoadError(ModelError):
     """Local weights exist but could not be read or converted."""
 
 
+class FastConversionError(ModelLoadError):
+    """onnxruntime-genai's builder could not convert this model (an architecture it does not know, for one)."""
+
+
+class GGUFExportError(ModelError):
+    """The model cannot be written as GGUF (an architecture or tokenizer this writer does not know)."""
+
+
 class ModelCannotSeeError(ModelError):
     """The model does not accept images (known beforehand, or its server refused the image: ``refusal``)."""
 
@@ -64,10 +111,11 @@ class ModelCannotSeeError(ModelError):
         self.refusal = refusal
         why = f"its server refused the image ({refusal})" if refusal else "it reads text only"
         super().__init__(
-            f"model {model!r} cannot see images ({why}); choose a vision model with --model / "
-            "model_name (OpenAI's gpt-4o, gpt-4.1 and gpt-5 families are known), or mark a model of another "
-            f'server as one in tuneloop.toml: [models."{model}"] vision = true'
+            f"model {model!r} cannot see images ({why}); choose a vision model (OpenAI's gpt-4o, gpt-4.1 and "
+            "gpt-5 families are known), or mark a model of another server as one in tuneloop.toml: "
+            f'[models."{model}"] vision = true'
         )
+        self.hint = "--model chooses the model (model_name in Python)"
 
 
 class ContextLengthError(ModelError):
@@ -96,10 +144,8 @@ class UnknownAssistantError(AssistantError):
     def __init__(self, assistant_id: str, available: list[str], source: str) -> None:
         self.assistant_id = assistant_id
         listed = ", ".join(available) if available else "none"
-        super().__init__(
-            f"unknown assistant {assistant_id!r} (known in {source}: {listed}); "
-            "run `tuneloop assistants list` to see them"
-        )
+        super().__init__(f"unknown assistant {assistant_id!r} (known in {source}: {listed})")
+        self.hint = "`tuneloop assistants list` lists them"
 
 
 class StoreError(TuneloopError):
@@ -181,6 +227,12 @@ class JudgeNotFoundError(NotFoundError):
     default_kind = "judge"
 
 
+class EvalRunNotFoundError(NotFoundError):
+    """No kept eval run has that id."""
+
+    default_kind = "eval_run"
+
+
 class JobNotFoundError(NotFoundError):
     """No fine-tuning job has the requested id (``ident``)."""
 
@@ -233,6 +285,15 @@ class ProviderStreamCutError(ProviderConnectionError):
     """A streamed reply stopped before its end; what arrived is not logged as a reply."""
 
 
+class ImportInterruptedError(ProviderError):
+    """The vendor failed part-way (after the retries); what was imported is kept (``summary``): run the import
+    again."""
+
+    def __init__(self, message: str, summary: object) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+
 class ProviderAuthError(ProviderError):
     """The provider refused the credentials."""
 
@@ -277,8 +338,18 @@ class DataError(InputError):
 
 
 class DatasetInvalidError(DataError):
-    """Training data failed validation; ``report`` holds the full validation report."""
+    """Training data failed validation; ``report`` holds the full validation report (``param``: the request's
+    field that named the file, when one did)."""
 
     def __init__(self, message: str, report: object, *, source: str | None = None) -> None:
         self.report = report
         super().__init__(message, source=source)
+
+    def named_by(self, param: str) -> DatasetInvalidError:
+        """The same error, named by request parameter ``param`` (``training_file``)."""
+        self.param = param
+        return self
+
+
+class EvalFileError(DataError):
+    """An eval file that cannot be read or has no questions with expected answers."""

@@ -20,19 +20,19 @@ from tuneloop.util.hardware import cuda_count, mps_available
 
 # Each kind's code is imported when a task of it runs: a worker that trains never loads the graders.
 def _fine_tune(context: TaskContext) -> dict[str, Any] | None:
-    from tuneloop.training.task import run
+    from tuneloop.training.task import run  # lazy: each kind's code loads when a task of it runs
 
     return run(context)
 
 
 def _judge_run(context: TaskContext) -> dict[str, Any] | None:
-    from tuneloop.curation.judge_runs import run_task
+    from tuneloop.curation.judge_runs import run_task  # lazy, as above
 
     return run_task(context)
 
 
 def _eval_run(context: TaskContext) -> dict[str, Any] | None:
-    from tuneloop.evals.runs import run_task
+    from tuneloop.evals.runs import run_task  # lazy, as above
 
     return run_task(context)
 

@@ -32,7 +32,8 @@ def main() -> None:
     try:
         app(prog_name="tuneloop")
     except TuneloopError as exc:
-        error_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
+        said = str(exc) + (f"; {exc.hint}" if exc.hint else "")
+        error_console.print(f"[bold red]error:[/] {escape(said)}", highlight=False, markup=True, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         error_console.print("interrupted")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -16,9 +16,9 @@ from rich.table import Table
 
 from tuneloop.cli._output import console, conversion_progress, error_console, key_values, print_json
 from tuneloop.config import load_settings
-from tuneloop.datasets import Dataset, build_dataset, from_dialogues, read_csv_text, read_source, token_counter
+from tuneloop.curation.log import LogFilter
+from tuneloop.datasets import Dataset, build_dataset, read_csv_text, read_source, token_counter
 from tuneloop.datasets.readers import decode
-from tuneloop.datasets.shapes import DialogueFilter
 from tuneloop.datasets.validate import ERROR_NAMES, ValidationReport, validate_file
 from tuneloop.errors import InputError
 from tuneloop.runtime import Runtime
@@ -66,39 +66,57 @@ UntilOption = Annotated[
 
 
 def dialogue_filter(model: str | None, metadata: list[str] | None, since: datetime | None,
-                    until: datetime | None) -> DialogueFilter:
-    """The --model/--metadata/--since/--until options as a filter; naive dates are UTC."""
+                    until: datetime | None) -> LogFilter:
+    """The --model/--metadata/--since/--until options as the log's filter; naive dates are UTC."""
     pairs = key_values(metadata)
-    return DialogueFilter(model=model, metadata=pairs or None,
-                          since=since.replace(tzinfo=since.tzinfo or UTC) if since else None,
-                          until=until.replace(tzinfo=until.tzinfo or UTC) if until else None)
+    return LogFilter(model=model, metadata=pairs,
+                     since=since.replace(tzinfo=since.tzinfo or UTC) if since else None,
+                     until=until.replace(tzinfo=until.tzinfo or UTC) if until else None)
 
 
-def collect(
-    source: str | None,
-    *,
-    dialogues: bool,
-    negative: bool,
-    encoding: str | None,
-    assistant: str | None = None,
-    runtime: Runtime | None = None,
-    where: DialogueFilter | None = None,
-    redact: bool = False,
-) -> Dataset:
-    """The examples a command asked for: a CSV/JSONL source ('-' is CSV on stdin) and/or the dialogue log."""
-    if source is None and not dialogues:
-        raise InputError("give a CSV file, a directory of CSV files or a JSONL file, or --from-dialogues")
-    if where and not dialogues:
-        raise InputError("--model, --metadata, --since and --until choose replies from the log: add --from-dialogues")
+@dataclass(frozen=True)
+class Wanted:
+    """What a build asks for: the source file and/or the log, filtered, and what to do with them."""
+
+    source: str | None
+    dialogues: bool
+    negative: bool = False
+    encoding: str | None = None
+    assistant: str | None = None
+    where: LogFilter = field(default_factory=LogFilter)
+    criterion: str | None = None
+    redact: bool = False
+
+    def check(self) -> None:
+        """Refuse options that need the log without --from-dialogues (one line each, before anything is read)."""
+        if self.source is None and not self.dialogues:
+            raise InputError("give a CSV file, a directory of CSV files or a JSONL file, or --from-dialogues")
+        if self.dialogues:
+            return
+        for given, option in ((self.where, "--model, --metadata, --since and --until choose replies from the log"),
+                              (self.criterion, "--criterion chooses replies from the log"),
+                              (self.redact, "--redact masks personal data in examples from the log")):
+            if given:
+                raise InputError(f"{option}: add --from-dialogues")
+
+
+def collect(wanted: Wanted, runtime: Runtime | None = None) -> Dataset:
+    """The examples a command asked for: a CSV/JSONL source ('-' is CSV on stdin) and/or the log (through the
+    library's one selection, :func:`tuneloop.curation.selection.select`)."""
+    wanted.check()
     dataset = Dataset()
-    if source == "-":
-        text = decode(sys.stdin.buffer.read(), "<stdin>", encoding)
-        dataset.merge(build_dataset(read_csv_text(text, source="<stdin>"), negative=negative))
-    elif source is not None:
-        dataset.merge(build_dataset(read_source(source, encoding=encoding), negative=negative))
-    if dialogues:
-        store = (runtime or Runtime(load_settings())).db.dialogue
-        dataset.merge(from_dialogues(store, assistant_id=assistant, where=where, redact_personal=redact))
+    if wanted.source == "-":
+        text = decode(sys.stdin.buffer.read(), "<stdin>", wanted.encoding)
+        dataset.merge(build_dataset(read_csv_text(text, source="<stdin>"), negative=wanted.negative))
+    elif wanted.source is not None:
+        dataset.merge(build_dataset(read_source(wanted.source, encoding=wanted.encoding), negative=wanted.negative))
+    if wanted.dialogues:
+        # Lazy (cold start): the selection loads the judges (a criterion's verdicts), which reading a CSV never needs.
+        from tuneloop.curation.selection import select
+
+        where = replace(wanted.where, assistant=wanted.assistant) if wanted.assistant else wanted.where
+        runtime = runtime or Runtime(load_settings())
+        dataset.merge(select(runtime.db, where, criterion=wanted.criterion, redact=wanted.redact).dataset)
     return dataset
 
 
@@ -161,45 +179,38 @@ def build(
                             "first; replies it has not judged are left out).")] = None,
 ) -> None:
     """Build an OpenAI fine-tuning JSONL file from CSV rows and/or logged dialogues (see BUILD_HELP)."""
-    where = dialogue_filter(model, metadata, since, until)
-    runtime = None
-    if criterion is not None:
-        if not dialogues:
-            raise InputError("--criterion chooses replies from the log: add --from-dialogues")
-        # Lazy (cold start): judges load the eval runner, which no other command needs.
-        from tuneloop.curation.judges import passing
-
-        runtime = Runtime(load_settings())
-        where = replace(where, replies=passing(runtime.db.dialogue, criterion))
-    if redact and not dialogues:
-        raise InputError("--redact masks personal data in examples from the log: add --from-dialogues")
-    dataset = collect(source, dialogues=dialogues, negative=negative, encoding=encoding, assistant=assistant,
-                      where=where, runtime=runtime, redact=redact)
+    wanted = Wanted(source, dialogues, negative, encoding, assistant, dialogue_filter(model, metadata, since, until),
+                    criterion, redact)
+    dataset = collect(wanted)
     chosen, written = dataset.write_jsonl(output, method.value)
-    left_out = dataset.examples(chosen)[1]
-    reasons = Counter(s.reason for s in dataset.skipped)
+    reason = dataset.auto_reason() if method is MethodChoice.auto else None
     if json_:
-        print_json(
-            {
-                "output": str(output),
-                "format": chosen,
-                "examples": written,
-                "rows": dataset.rows,
-                "supervised": len(dataset.supervised),
-                "dpo_pairs": len(dataset.preference),
-                "left_out": left_out,
-                "skipped": [{"source": s.source, "line": s.line, "reason": s.reason} for s in dataset.skipped],
-                "dropped": dict(dataset.dropped),
-                "redacted": dict(dataset.redacted),
-            }
-        )
-        return
+        print_json({**build_summary(dataset, output, chosen, written), "format_reason": reason})
+    else:
+        print_build(dataset, output, chosen, written, reason)
+
+
+def build_summary(dataset: Dataset, output: Path, chosen: str, written: int) -> dict[str, object]:
+    """What ``data build --json`` prints."""
+    return {"output": str(output), "format": chosen, "examples": written, "rows": dataset.rows,
+            "supervised": len(dataset.supervised), "dpo_pairs": len(dataset.preference),
+            "left_out": dataset.examples(chosen)[1],
+            "skipped": [{"source": s.source, "line": s.line, "reason": s.reason} for s in dataset.skipped],
+            "dropped": dict(dataset.dropped), "redacted": dict(dataset.redacted)}
+
+
+def print_build(dataset: Dataset, output: Path, chosen: str, written: int, reason: str | None = None) -> None:
+    """What ``data build`` says: the file written (and why in that format, when auto chose it), and every row or
+    example it left out and why."""
+    left_out = dataset.examples(chosen)[1]
     noun = "example" if written == 1 else "examples"
     console.print(f"Wrote {written} {chosen} {noun} to [bold]{escape(str(output))}[/]")
+    if reason:
+        console.print(f"[dim]{escape(reason)}[/]")
     if left_out:
         console.print(f"[yellow]{left_out} chat examples are not in it: a DPO file holds only prompts with an "
                       "avoided answer; use --method supervised for them[/]")
-    for reason, count in reasons.most_common():
+    for reason, count in Counter(s.reason for s in dataset.skipped).most_common():
         first = next(s for s in dataset.skipped if s.reason == reason)
         console.print(f"[yellow]left out {count} row(s): {escape(reason)} (first: {escape(first.source)}, "
                       f"line {first.line})[/]")

@@ -12,8 +12,7 @@ from rich.table import Column, Table
 from tuneloop.cli._output import console, conversion_progress, error_console, print_json, when
 from tuneloop.config import load_settings
 from tuneloop.runtime import Runtime
-from tuneloop.store.jobs import Job
-from tuneloop.training import FineTuning
+from tuneloop.training import FineTuning, Job
 
 jobs_app = typer.Typer(help="Fine-tuning jobs: list, show, events, wait, cancel.", no_args_is_help=True)
 

@@ -103,8 +103,9 @@ def run(
     A local judge answers in batches, a remote one concurrently (retried as every remote call is). A reply whose
     verdict is not the JSON asked for stays unjudged (the next run retries it); a cancelled or interrupted run keeps
     what it judged, and one taken up after a crash goes on with the rest."""
+    # Lazy (cold start): see _runtime.
     from tuneloop.cli.tasks import started, tasks_of
-    from tuneloop.curation.judge_runs import start  # Lazy (cold start): see _runtime
+    from tuneloop.curation.judge_runs import start
 
     runtime = _runtime()
     where = dialogue_filter(reply_model, metadata, since, until)

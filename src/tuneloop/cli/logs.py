@@ -7,7 +7,7 @@ import sys
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, get_args
+from typing import Annotated, Any, get_args
 
 import click
 import typer
@@ -18,10 +18,9 @@ from tuneloop.cli._output import console, error_console, key_values, print_json,
 from tuneloop.config import Settings, load_settings
 from tuneloop.curation import labels, ratings
 from tuneloop.curation.labels import rescore as relabel
+from tuneloop.curation.log import START, STOP, Message, Thread, words
 from tuneloop.errors import InputError
 from tuneloop.runtime import Runtime
-from tuneloop.store import DialogueStore, Message, Thread
-from tuneloop.store.search import START, STOP, words
 from tuneloop.util.fileio import atomic_write_text
 
 logs_app = typer.Typer(
@@ -38,7 +37,8 @@ class ExportFormat(StrEnum):
     md = "md"
 
 
-def _store() -> DialogueStore:
+def _store() -> Any:
+    """The log (the dialogue store's handle of this configuration)."""
     return Runtime(load_settings()).db.dialogue
 
 

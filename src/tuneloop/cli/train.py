@@ -16,14 +16,15 @@ from tuneloop.cli.data import (
     ReplyModelOption,
     SinceOption,
     UntilOption,
+    Wanted,
     collect,
     dialogue_filter,
     render_report,
 )
 from tuneloop.cli.jobs import JsonOption, fine_tuning, finish, follow
+from tuneloop.curation.log import LogFilter
 from tuneloop.errors import DatasetInvalidError, InputError
-from tuneloop.store.jobs import Job
-from tuneloop.training import FineTuning
+from tuneloop.training import FineTuning, Job
 
 
 class Method(StrEnum):
@@ -199,8 +200,8 @@ class TrainRequest:
         return Started(job, "its", job.method)
 
     def _create_from_data(self, ft: FineTuning) -> Started:
-        dataset = collect(self.source, dialogues=self.dialogues, negative=self.negative, encoding=self.encoding,
-                          runtime=ft.runtime, where=self.where)
+        dataset = collect(Wanted(self.source, self.dialogues, self.negative, self.encoding,
+                                 where=self.where or LogFilter()), runtime=ft.runtime)
         name = Path(self.source).stem + ".jsonl" if self.source not in (None, "-") else "dialogues.jsonl"
         stored, chosen, count = ft.add_dataset(dataset, method=self.method.value, filename=name)
         validation = upload_validation(ft, self.validation_file) if self.validation_file is not None else None

@@ -9,6 +9,7 @@ from typing import Any
 from tuneloop.conversation.assistants import Assistant, catalog
 from tuneloop.curation import labels
 from tuneloop.errors import InputError
+from tuneloop.generation import GenerationOptions
 from tuneloop.providers import GenerationResult, Provider, TextStream
 from tuneloop.providers.images import PreparedImage
 from tuneloop.runtime import Runtime
@@ -161,18 +162,16 @@ class ChatSession:
         temperature: float | None,
         attempts: int | None,
         images: Sequence[PreparedImage] = (),
-    ) -> tuple[list[dict[str, Any]], str | None, dict[str, Any]]:
+    ) -> tuple[list[dict[str, Any]], str | None, GenerationOptions]:
         if not text or not text.strip():
-            raise InputError("the message is empty; type something to send")
+            raise InputError("the message is empty; type something to send", param="message")
         # Fail before generating if the log cannot be written.
         self.runtime.db.check_writable()
         system = self.system_for(system_instruction)
-        options = {
-            "model": self.model,
-            "temperature": self.assistant.temperature if temperature is None else temperature,
-            "max_tokens": max_tokens or self.runtime.settings.max_tokens,
-            "retries": None if attempts is None else max(0, attempts - 1),
-        }
+        options = GenerationOptions(
+            temperature=self.assistant.temperature if temperature is None else temperature,
+            max_tokens=max_tokens or self.runtime.settings.max_tokens,
+            retries=None if attempts is None else max(0, attempts - 1))
         return self._context(text, system, images), system, options
 
     def stream(
@@ -187,7 +186,7 @@ class ChatSession:
     ) -> ReplyStream:
         """Send ``text``; iterate the result for the reply as it is generated."""
         messages, system, options = self._prepare(text, system_instruction, max_tokens, temperature, attempts)
-        stream = self.provider.stream(messages, should_stop=should_stop, **options)
+        stream = self.provider.stream(messages, options, model=self.model, should_stop=should_stop)
         return ReplyStream(self, text, system, stream)
 
     def send(
@@ -203,7 +202,7 @@ class ChatSession:
         """Send ``text`` (with ``images``, for a vision model) and return the whole reply once generated and logged;
         the log keeps a reference to each image (hash, size, format), not its bytes."""
         messages, system, options = self._prepare(text, system_instruction, max_tokens, temperature, attempts, images)
-        return self.log_reply(text, system, self.provider.complete(messages, **options),
+        return self.log_reply(text, system, self.provider.complete(messages, options, model=self.model),
                          [image.reference() for image in images] or None)
 
     def log_reply(self, text: str, system: str | None, result: GenerationResult,

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tuneloop.curation import labels, ratings
-from tuneloop.errors import InputError, ObjectNotFoundError, ThreadNotFoundError
+from tuneloop.errors import InputError, ObjectNotFoundError, RequestFieldError, ThreadNotFoundError
+from tuneloop.generation import GenerationOptions, options_from
 from tuneloop.store.api_objects import ApiObject, ApiObjects
 from tuneloop.store.conversations import Conversations, NewMessage, new_item_id
 from tuneloop.store.dialogue import DialogueStore, Message, Thread, new_thread_id
@@ -38,12 +39,7 @@ def new_conversation_id() -> str:
     return f"conv_{secrets.token_hex(12)}"  # as long as a thread id: `tuneloop logs list` shows it whole
 
 
-class Invalid(InputError):
-    """A request field that cannot be used; ``param`` names it."""
-
-    def __init__(self, message: str, param: str) -> None:
-        super().__init__(message)
-        self.param = param
+Invalid = RequestFieldError  # the name this module's callers know
 
 
 def check_metadata(metadata: Any, param: str = "metadata") -> dict[str, str] | None:
@@ -286,6 +282,11 @@ class ResponseRequest:
     parallel_tool_calls: bool = True
     # For each of ``items``, the params of the input items it was made of (see read_input).
     sources: list[list[str]] = field(default_factory=list)
+
+    def options(self, default_max_tokens: int) -> GenerationOptions:
+        """The generation options the request asks for (``default_max_tokens``: the setting, when it gives none)."""
+        return options_from(max_tokens=self.max_output_tokens, default_max_tokens=default_max_tokens,
+                            temperature=self.temperature, top_p=self.top_p, output=self.output)
 
 
 def response_object(request: ResponseRequest, ident: str, created: int, *, status: str,

@@ -20,6 +20,7 @@ from typing import Any
 
 from tuneloop.errors import InputError, MessageNotFoundError, ProviderAuthError, ProviderError, UnknownModelError
 from tuneloop.evals import answer_all
+from tuneloop.generation import GenerationOptions
 from tuneloop.providers.base import Provider
 from tuneloop.runtime import Runtime
 from tuneloop.store import DialogueStore, Message
@@ -207,7 +208,7 @@ def _answers(rt: Runtime, provider: Provider, judge_model: str, prompts: list[li
 
     def ask(messages: list[dict[str, str]]) -> str | Exception:
         try:
-            return provider.complete(messages, model=judge_model, max_tokens=ANSWER_TOKENS, temperature=0.0).text
+            return provider.complete(messages, GenerationOptions(max_tokens=ANSWER_TOKENS), model=judge_model).text
         except (ProviderAuthError, UnknownModelError):
             raise  # every other reply would fail the same way
         except ProviderError as exc:

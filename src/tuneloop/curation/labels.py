@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from tuneloop.curation import sentiment
 from tuneloop.curation.sentiment import Sentiment
 from tuneloop.errors import ConfigError, TuneloopError
+from tuneloop.generation import GenerationOptions
 from tuneloop.store import DialogueStore, Exchange
 from tuneloop.store.conversations import NewMessage
 
@@ -63,7 +64,7 @@ def labeller_for(runtime: Runtime) -> Labeller:
 
     def complete(messages: list[dict[str, str]]) -> str:
         provider, model = runtime.resolve(judge)
-        return provider.complete(messages, model=model, max_tokens=48, temperature=0.0).text
+        return provider.complete(messages, GenerationOptions(max_tokens=48), model=model).text
 
     return Labeller("judge", complete)
 

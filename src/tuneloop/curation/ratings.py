@@ -33,8 +33,9 @@ DOWN = {"down", "bad", "negative", "-1", "thumbs_down"}
 CLEAR = {"", "none", "0", "clear"}
 
 
-def parse(value: str, where: str) -> int:
-    """+1, -1, or 0 (cleared) for a rating value; InputError naming ``where`` otherwise."""
+def parse(value: str, where: str, param: str | None = None) -> int:
+    """+1, -1, or 0 (cleared) for a rating value; InputError naming ``where`` (its ``param``: ``param``, else
+    ``where``) otherwise."""
     text = str(value).strip().lower()
     if text in UP:
         return 1
@@ -42,19 +43,19 @@ def parse(value: str, where: str) -> int:
         return -1
     if text in CLEAR:
         return 0
-    raise InputError(f"{where} is {value!r}; a rating is 'up', 'down' or 'none'", param=where)
+    raise InputError(f"{where} is {value!r}; a rating is 'up', 'down' or 'none'", param=param or where)
 
 
 def rating_of(metadata: dict[str, str] | None, where: str = "metadata") -> int | None:
     """The rating that ``metadata`` sets (``rating``), or None when it sets none."""
     if not metadata or KEY not in metadata:
         return None
-    return parse(metadata[KEY], f"{where}.{KEY}")
+    return parse(metadata[KEY], f"{where}.{KEY}", param=where)  # the request's field is the metadata
 
 
 def item_ratings(metadata: dict[str, str] | None, where: str = "metadata") -> dict[str, int]:
     """``rating:ID`` keys of a conversation's metadata: id → rating."""
-    return {key[len(PREFIX):]: parse(value, f"{where}.{key}") for key, value in (metadata or {}).items()
+    return {key[len(PREFIX):]: parse(value, f"{where}.{key}", param=where) for key, value in (metadata or {}).items()
             if key.startswith(PREFIX) and len(key) > len(PREFIX)}
 
 

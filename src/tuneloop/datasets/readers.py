@@ -36,7 +36,7 @@ DELIMITERS = (",", ";", "\t", "|")
 TRUE_WORDS = {"1", "true", "t", "yes", "y", "+", "+1", "positive", "good"}
 FALSE_WORDS = {"0", "false", "f", "no", "n", "-", "-1", "negative", "bad"}
 
-ENCODING_HINT = "save it as UTF-8, or pass the file's encoding (--encoding cp1252, latin-1, utf-16 …)"
+ENCODING_HINT = "save it as UTF-8, or say which encoding it is in (cp1252, latin-1, utf-16 …)"
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,8 @@ def decode(data: bytes, source: str, encoding: str | None = None) -> str:
         line = data[: exc.start].count(b"\n") + 1
         bad = data[exc.start : exc.start + 1].hex()
         name = "UTF-8" if encoding is None else encoding
-        raise DataError(f"is not {name}: byte 0x{bad} on line {line}; {ENCODING_HINT}", source=source) from None
+        raise DataError(f"is not {name}: byte 0x{bad} on line {line}; {ENCODING_HINT}", source=source).with_hint(
+            "--encoding names it") from None
     if text.startswith("\ufeff"):
         text = text[1:]
     if "\x00" in text:

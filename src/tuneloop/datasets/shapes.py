@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from tuneloop.datasets.hygiene import collapse_duplicates, redact
 from tuneloop.datasets.readers import Row, RowSet, Skipped
+from tuneloop.datasets.validate import MIN_EXAMPLES
 from tuneloop.errors import DataError
 from tuneloop.store.browse import LogBrowser, LogFilter
 from tuneloop.util.fileio import atomic_write_bytes
@@ -92,11 +93,26 @@ class Dataset:
         return len(self.supervised) + len(self.preference)
 
     def method(self, method: str = "auto") -> Method:
+        """The file format ``method`` asks for; ``auto`` is DPO only when there are enough pairs for a DPO file to
+        pass validation (``MIN_EXAMPLES``), else chat examples (a pair gives its preferred answer)."""
         if method not in METHODS:
-            raise DataError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+            raise DataError(f"unknown method {method!r}; use one of {', '.join(METHODS)}", param="method")
         if method == "auto":
-            return "dpo" if self.preference else "supervised"
+            return "dpo" if len(self.preference) >= MIN_EXAMPLES else "supervised"
         return method  # type: ignore[return-value]
+
+    def auto_reason(self) -> str:
+        """Why ``auto`` chose the format it chose, in a sentence a person reads before training."""
+        pairs, examples = len(self.preference), len(self.supervised)
+        if pairs >= MIN_EXAMPLES:
+            return (f"auto chose DPO: {pairs} preference pairs, enough for a DPO file (at least {MIN_EXAMPLES}); "
+                    f"its {examples} chat examples are left out unless you choose the supervised format")
+        if pairs:
+            plural = "s" if pairs != 1 else ""
+            return (f"auto chose chat examples: {pairs} preference pair{plural} would be too few for a DPO file"
+                    f" (it needs at least {MIN_EXAMPLES}), so each pair gives its preferred answer as an "
+                    "example")
+        return "auto chose chat examples: there are no preference pairs"
 
     def examples(self, method: str = "auto") -> tuple[list[dict[str, Any]], int]:
         """The examples for ``method`` and how many usable examples that format leaves out."""
@@ -130,7 +146,7 @@ class Dataset:
         sources = ", ".join(self.sources[:3]) + (" …" if len(self.sources) > 3 else "") or "the input"
         if method == "dpo" and self.supervised:
             return (f"{sources}: no prompt has both a preferred and an avoided answer, so there are no DPO pairs; "
-                    "use --method supervised, or add rows with positive=0 for the same prompts")
+                    "build chat (supervised) examples, or add rows with positive=0 for the same prompts")
         reasons = sorted({s.reason for s in self.skipped})
         detail = f" ({len(self.skipped)} rows left out: {'; '.join(reasons[:3])})" if self.skipped else ""
         return f"{sources}: no usable training examples{detail}"

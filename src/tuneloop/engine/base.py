@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from tuneloop.engine.grammar import Grammars
-from tuneloop.engine.sampling import Sampler, Sampling, make_sampler
+from tuneloop.engine.sampling import Sampler, make_sampler
 from tuneloop.errors import ContextLengthError
-from tuneloop.generation import GenerationResult, TextStream, first_stop
+from tuneloop.generation import GenerationOptions, GenerationResult, TextStream, first_stop
 from tuneloop.structured import OutputSpec, Tool, hold_back, parse_reply, repeats_a_call
 
 Message = dict[str, Any]
@@ -28,8 +28,9 @@ class ChatEngine:
         the model's chat template where it renders tools, else with ``structured.fallback_messages``."""
         raise NotImplementedError
 
-    def _decode(self, prompt_ids: list[int], result: GenerationResult, max_tokens: int, sampler: Sampler,
-                stop: list[str], should_stop: Callable[[], bool] | None) -> Iterator[str]:
+    def _decode(self, prompt_ids: list[int], result: GenerationResult, sampler: Sampler,
+                should_stop: Callable[[], bool] | None) -> Iterator[str]:
+        """The reply's text pieces, its tokens chosen by ``sampler`` (which holds the options: limit, stops)."""
         raise NotImplementedError
 
     def fit_to_context(self, messages: Sequence[Message], max_tokens: int,
@@ -37,37 +38,20 @@ class ChatEngine:
         """Token ids of the prompt, leaving out the oldest turns if the whole would not fit."""
         return fit_to_context(lambda m: self.encode_chat(m, tools), messages, self.context_window, max_tokens)
 
-    def stream(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int = 256,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        stop: Sequence[str] | None = None,
-        seed: int | None = None,
-        should_stop: Callable[[], bool] | None = None,
-        presence_penalty: float = 0.0,
-        frequency_penalty: float = 0.0,
-        logprobs: int | None = None,
-        output: OutputSpec | None = None,
-    ) -> TextStream:
-        """Generate a reply to chat ``messages``; greedy when ``temperature`` is 0. ``logprobs``: how many
-        alternatives each token's log-probability lists (None: none); ``output``: JSON or tool calls the reply
-        must be (see ``tuneloop.structured``); a reply that calls tools gets ``result.tool_calls``."""
-        if max_tokens < 1:
-            raise ValueError("max_tokens must be at least 1")
+    def stream(self, messages: Sequence[Message], options: GenerationOptions = GenerationOptions(), *,
+               should_stop: Callable[[], bool] | None = None) -> TextStream:
+        """Generate a reply to chat ``messages`` as ``options`` ask (greedy at temperature 0; a reply that calls
+        tools gets ``result.tool_calls``); ``should_stop`` is asked between tokens (then the reply ends
+        ``interrupted``)."""
+        output = options.output
         tools = output.tools if output is not None and output.calls_tools else ()
-        sampling = Sampling(temperature=max(0.0, temperature), top_p=top_p, seed=seed,
-                            presence_penalty=presence_penalty, frequency_penalty=frequency_penalty,
-                            logprobs=logprobs, output=output)
         # Made now, not at the first token: a schema llguidance refuses is refused before the reply starts (a 400
         # over HTTP, never an error in the middle of a stream).
-        sampler = make_sampler(sampling, self.grammars, max_tokens)
-        prompt_ids, dropped = self.fit_to_context(messages, max_tokens, tools)
+        sampler = make_sampler(options, self.grammars)
+        prompt_ids, dropped = self.fit_to_context(messages, options.max_tokens, tools)
         result = GenerationResult(tokens_in=len(prompt_ids), dropped_messages=dropped)
-        pieces = self._decode(prompt_ids, result, max_tokens, sampler, list(stop or []), should_stop)
-        if logprobs is not None:
+        pieces = self._decode(prompt_ids, result, sampler, should_stop)
+        if options.logprobs is not None:
             result.logprobs = sampler.logprobs  # filled in as the tokens come
             pieces = _reply_logprobs(pieces, result, sampler)
         if output is None or not output.calls_tools:

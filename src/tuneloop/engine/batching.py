@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from tuneloop.engine.sampling import Sampler, Sampling
+from tuneloop.engine.sampling import Sampler
+from tuneloop.generation import GenerationOptions
 
 _END = object()
 STEP_TIMES = 512  # step times kept per number of rows (benches read them; a server runs for days)
@@ -126,6 +127,7 @@ class Batcher:
         self._thread: threading.Thread | None = None
         self._held = False
         self._stopping = False
+        self._retiring = False  # let go of by its engine's cache: the thread ends once the batch is empty
         self.largest = 0
         self.steps = 0
         self.steps_while_reading = 0
@@ -150,11 +152,13 @@ class Batcher:
                 self._held = False
                 self._cond.notify()
 
-    def submit(self, prompt: Sequence[int], *, max_tokens: int, sampler: Sampler | None = None,
+    def submit(self, prompt: Sequence[int], *, sampler: Sampler | None = None, max_tokens: int | None = None,
                should_stop: Callable[[], bool] | None = None) -> Iterator[int]:
-        """The reply's tokens as they come, chosen by ``sampler`` (greedy when None); it joins the batch when first
-        iterated and leaves when closed."""
-        row = _Row(list(prompt), max_tokens, sampler or Sampler(Sampling()), should_stop)
+        """The reply's tokens as they come, chosen by ``sampler`` (greedy when None), at most ``max_tokens`` (default:
+        the sampler's options'); it joins the batch when first iterated and leaves when closed."""
+        if sampler is None:
+            sampler = Sampler(GenerationOptions() if max_tokens is None else GenerationOptions(max_tokens=max_tokens))
+        row = _Row(list(prompt), max_tokens or sampler.options.max_tokens, sampler, should_stop)
         return self._tokens(row)
 
     def _tokens(self, row: _Row) -> Iterator[int]:
@@ -176,6 +180,12 @@ class Batcher:
         finally:
             row.closed = True  # the batch lets it go before the next step
 
+    def retire(self) -> None:
+        """End the batch's thread once no reply is in it or waiting (a later reply starts it again)."""
+        with self._cond:
+            self._retiring = True
+            self._cond.notify()
+
     def _stop(self) -> None:
         """At exit: the step under way ends first (a thread stopped inside onnxruntime aborts the process)."""
         with self._cond:
@@ -191,6 +201,9 @@ class Batcher:
                 while (not self._stopping and not self._active and self._reading is None
                        and (self._held or not self._pending)):
                     self._free()
+                    if self._retiring:
+                        self._thread, self._retiring = None, False  # a later reply starts a new one
+                        return
                     self._cond.wait()
                 if self._stopping:
                     return

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuneloop.engine.weights import ProgressCallback
-from tuneloop.errors import ModelLoadError
+from tuneloop.errors import FastConversionError, InputError
 from tuneloop.util.hardware import cuda_count, mps_available
 
 if TYPE_CHECKING:
@@ -105,16 +105,12 @@ def current_fast(models_dir: Path, checkpoint: Path, adapter: Path | None, mode:
     return target if is_current(target, source_stamp(checkpoint, adapter, mode)) else None
 
 
-class FastConversionError(ModelLoadError):
-    """onnxruntime-genai's builder could not convert this model (an architecture it does not know, for one)."""
-
-
 def ensure_fast(models_dir: Path, checkpoint: Path, adapter: Path | None, mode: str, *, model_id: str,
                 progress: ProgressCallback | None = None, before: Callable[[], None] | None = None) -> Path:
     """The model (base ``checkpoint`` plus ``adapter``) in the fast format, converting it if it is missing or its
     source changed since; ``before`` runs first when a conversion is needed (a check that may refuse it)."""
     if mode not in FAST_MODES:
-        raise ValueError(f"mode must be one of {', '.join(FAST_MODES)}")
+        raise InputError(f"engine mode {mode!r}: use one of {', '.join(FAST_MODES)}", param="mode")
     current = current_fast(models_dir, checkpoint, adapter, mode)
     if current is not None:
         return current

@@ -20,6 +20,7 @@ import fcntl
 import json
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from tuneloop.engine.grammar import Grammars
 from tuneloop.engine.sampling import Sampler
 from tuneloop.engine.tokenizer import ChatTokenizer
 from tuneloop.errors import ModelLoadError
-from tuneloop.generation import GenerationResult
+from tuneloop.generation import GenerationOptions, GenerationResult
 from tuneloop.structured import Tool
 from tuneloop.util.hardware import thread_limit
 
@@ -126,13 +127,14 @@ class FastEngine(ChatEngine):
         return len(self.tokenizer.encode(text))
 
     # -- generation ----------------------------------------------------------------------------------------
-    def _decode(self, prompt_ids: list[int], result: GenerationResult, max_tokens: int, sampler: Sampler,
-                stop: list[str], should_stop: Callable[[], bool] | None) -> Iterator[str]:
+    def _decode(self, prompt_ids: list[int], result: GenerationResult, sampler: Sampler,
+                should_stop: Callable[[], bool] | None) -> Iterator[str]:
         started = time.perf_counter()
-        tokens = self.batcher.submit(prompt_ids, max_tokens=max_tokens, sampler=sampler, should_stop=should_stop)
+        options = sampler.options
+        tokens = self.batcher.submit(prompt_ids, sampler=sampler, should_stop=should_stop)
         try:
-            yield from emit_pieces(tokens, self.tokenizer.decode, self.eos_token_ids, stop, result, started,
-                                   max_tokens)
+            yield from emit_pieces(tokens, self.tokenizer.decode, self.eos_token_ids, list(options.stop), result,
+                                   started, options.max_tokens)
         finally:
             tokens.close()  # leaves the batch (a stop string, or the caller stopped reading)
             result.seconds = time.perf_counter() - started
@@ -143,7 +145,7 @@ class FastEngine(ChatEngine):
         from concurrent.futures import ThreadPoolExecutor
 
         def answer(conversation: Sequence[Message]) -> str:
-            text = self.stream(conversation, max_tokens=max_tokens).read().text.strip()
+            text = self.stream(conversation, GenerationOptions(max_tokens=max_tokens)).read().text.strip()
             if on_answer is not None:
                 on_answer(1)
             return text
@@ -152,17 +154,22 @@ class FastEngine(ChatEngine):
             return list(pool.map(answer, conversations))
 
 
-_engines: dict[Path, FastEngine] = {}
+_engines: OrderedDict[Path, FastEngine] = OrderedDict()
 _engines_lock = threading.Lock()
 
 
 def get_fast_engine(folder: Path, *, model_id: str | None = None, training_lock: Path | None = None,
-                    max_batch: int = 8) -> FastEngine:
-    """The process-wide fast engine for a converted model folder, loaded on first use."""
+                    max_batch: int = 8, keep: int = 4) -> FastEngine:
+    """The process-wide fast engine for a converted model folder, loaded on first use; at most ``keep`` are kept,
+    the one used least recently let go (its replies in progress finish first)."""
     key = folder.resolve()
     with _engines_lock:
         engine = _engines.get(key)
         if engine is None:
             engine = FastEngine(key, model_id=model_id, training_lock=training_lock, max_batch=max_batch)
             _engines[key] = engine
+        _engines.move_to_end(key)
+        while len(_engines) > max(1, keep):
+            _, gone = _engines.popitem(last=False)
+            gone.batcher.retire()
         return engine

@@ -261,8 +261,9 @@ def check_fits(model_id: str, parameters: int, plan: DevicePlan, *, quantize: st
     if needed <= free:
         return
     where = "GPU memory free" if plan.device == "cuda" else "memory available"
-    advice = ("use a smaller model, or --quantize 4bit" if plan.device == "cuda" and quantize is None
-              else "use a smaller model, or a machine with a GPU (a `tuneloop worker` there takes the job)")
+    quantizable = plan.device == "cuda" and quantize is None
+    advice = ("use a smaller model, or train it quantized to 4 bits (QLoRA)" if quantizable
+              else "use a smaller model, or a machine with a GPU")
     raise ModelTooLargeError(
         f"model {model_id!r} ({parameters / 1e9:.2f}B parameters) needs about {needed / GIB:.1f} GiB to {purpose} on "
         f"{plan.describe()}, and this machine has {free / GIB:.1f} GiB {where}; {advice}"

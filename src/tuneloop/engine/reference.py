@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -124,15 +124,16 @@ class LocalEngine(ChatEngine):
         backend.no_truncation()
         return backend.to_str()
 
-    def _decode(self, prompt_ids: list[int], result: GenerationResult, max_tokens: int, sampler: Sampler,
-                stop: list[str], should_stop: Callable[[], bool] | None) -> Iterator[str]:
+    def _decode(self, prompt_ids: list[int], result: GenerationResult, sampler: Sampler,
+                should_stop: Callable[[], bool] | None) -> Iterator[str]:
         torch = self._torch
         started = time.perf_counter()
+        options = sampler.options
         with self._lock, torch.inference_mode():
             try:
-                yield from emit_pieces(self._tokens(prompt_ids, max_tokens, sampler, should_stop),
+                yield from emit_pieces(self._tokens(prompt_ids, options.max_tokens, sampler, should_stop),
                                        lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True),
-                                       self.eos_token_ids, stop, result, started, max_tokens)
+                                       self.eos_token_ids, list(options.stop), result, started, options.max_tokens)
             finally:
                 result.seconds = time.perf_counter() - started
 
@@ -192,17 +193,21 @@ def greedy_batch(model: Any, tokenizer: Any, prompts: Sequence[list[int]], max_t
     return [row[width:].tolist() for row in out]
 
 
-_engines: dict[tuple[Path, Path | None, str | None], LocalEngine] = {}
+_engines: OrderedDict[tuple[Path, Path | None, str | None], LocalEngine] = OrderedDict()
 _engines_lock = threading.Lock()
 
 
 def get_engine(checkpoint: Path, adapter: Path | None = None, *, device: str | None = None,
-               model_id: str | None = None) -> LocalEngine:
-    """The process-wide engine for a checkpoint (plus a LoRA adapter), loaded on first use."""
+               model_id: str | None = None, keep: int = 4) -> LocalEngine:
+    """The process-wide engine for a checkpoint (plus a LoRA adapter), loaded on first use; at most ``keep`` are
+    kept, the one used least recently let go."""
     key = (checkpoint.resolve(), adapter.resolve() if adapter is not None else None, (device or "auto").lower())
     with _engines_lock:
         engine = _engines.get(key)
         if engine is None:
             engine = LocalEngine(key[0], key[1], device=device, model_id=model_id)
             _engines[key] = engine
+        _engines.move_to_end(key)
+        while len(_engines) > max(1, keep):
+            _engines.popitem(last=False)
         return engine

@@ -1,33 +1,20 @@
 """How the next token is chosen from a model's logits, the same in both local engines: repetition penalties, the
-grammar of a structured reply, log-probabilities, then greedy or sampled (temperature, top_p, a seed)."""
+grammar of a structured reply, log-probabilities, then greedy or sampled (temperature, top_p, a seed), as a reply's
+:class:`~tuneloop.generation.GenerationOptions` ask."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tuneloop.generation import GenerationOptions
+from tuneloop.generation.options import MAX_TOP_LOGPROBS
+
 if TYPE_CHECKING:
     from tuneloop.engine.grammar import Constraint, Grammars
-    from tuneloop.structured import OutputSpec
 
-MAX_TOP_LOGPROBS = 20
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """A reply's decoding options. ``logprobs``: None for none, else how many alternatives each token lists (0 to
-    20); ``output``: what the reply must be (JSON, calls), enforced by a grammar."""
-
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int | None = None
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    logprobs: int | None = None
-    output: OutputSpec | None = None
 
 
 class Sampler:
@@ -35,20 +22,21 @@ class Sampler:
     were asked for, each choice is appended to ``logprobs`` in OpenAI's shape (``{"token", "logprob", "bytes",
     "top_logprobs"}``), its text from ``token_bytes``."""
 
-    def __init__(self, sampling: Sampling, constraint: Constraint | None = None,
-                 token_bytes: Callable[[int], bytes] | None = None, max_tokens: int | None = None) -> None:
-        self.sampling = sampling
+    def __init__(self, options: GenerationOptions, constraint: Constraint | None = None,
+                 token_bytes: Callable[[int], bytes] | None = None) -> None:
+        self.options = options
+        self.presence, self.frequency = options.penalties
         # A structured reply closes its JSON once this few tokens are left (see grammar.Constraint).
-        self.closing_from = None if max_tokens is None else max_tokens - closing_reserve(max_tokens)
+        self.closing_from = options.max_tokens - closing_reserve(options.max_tokens)
         self.produced = 0
         self.constraint = constraint
         self.token_bytes = token_bytes or (lambda token: str(token).encode())
         # Any integer seeds (OpenAI's seed may be negative); numpy takes non-negative ones.
-        seed = None if sampling.seed is None else sampling.seed % 2**64
-        self.rng = np.random.default_rng(seed) if sampling.temperature > 0 else None
+        seed = None if options.seed is None else options.seed % 2**64
+        self.rng = np.random.default_rng(seed) if options.sampled else None
         self.counts: dict[int, int] = {}
         self.logprobs: list[dict[str, Any]] = []
-        self._penalised = bool(sampling.presence_penalty or sampling.frequency_penalty)
+        self._penalised = bool(self.presence or self.frequency)
 
     def pick(self, logits: np.ndarray) -> int:
         """The next token from one row of logits (1-D; copied before any change: a batch's logits are shared)."""
@@ -57,11 +45,11 @@ class Sampler:
             logits, copied = np.array(logits, dtype=np.float32), True
             ids = np.fromiter(self.counts, dtype=np.int64, count=len(self.counts))
             counts = np.fromiter(self.counts.values(), dtype=np.float32, count=len(self.counts))
-            logits[ids] -= self.sampling.frequency_penalty * counts + self.sampling.presence_penalty
+            logits[ids] -= self.frequency * counts + self.presence
         token = None
         if self.constraint is not None:
-            closing = self.closing_from is not None and self.produced >= self.closing_from
-            if self.rng is None and self.sampling.logprobs is None and not closing:
+            closing = self.produced >= self.closing_from
+            if self.rng is None and self.options.logprobs is None and not closing:
                 # Greedy: the model's own first choice is most often allowed; the whole mask only when it is not.
                 first = int(np.argmax(logits))
                 token = first if self.constraint.allows(first) else None
@@ -72,7 +60,7 @@ class Sampler:
         if token is None:
             token = self._choose(logits)
         self.produced += 1
-        if self.sampling.logprobs is not None:
+        if self.options.logprobs is not None:
             self._record(logits, token)
         if self._penalised:
             self.counts[token] = self.counts.get(token, 0) + 1
@@ -83,15 +71,15 @@ class Sampler:
     def _choose(self, logits: np.ndarray) -> int:
         if self.rng is None:
             return int(np.argmax(logits))
-        z = logits.astype(np.float64) / self.sampling.temperature
+        z = logits.astype(np.float64) / self.options.temperature
         p = np.exp(z - z.max())
         p /= p.sum()
         if not np.isfinite(p).all():  # a temperature so low that the sum overflows: the likeliest token
             return int(np.argmax(logits))
-        if self.sampling.top_p < 1.0:
+        if self.options.nucleus < 1.0:
             order = np.argsort(-p, kind="stable")
             sorted_p = p[order]
-            keep = order[np.cumsum(sorted_p) - sorted_p < self.sampling.top_p]
+            keep = order[np.cumsum(sorted_p) - sorted_p < self.options.nucleus]
             if keep.size == 0:  # top_p 0: only the likeliest token is left
                 return int(order[0])
             return int(self.rng.choice(keep, p=p[keep] / p[keep].sum()))
@@ -104,7 +92,7 @@ class Sampler:
         log_total = top + np.log(np.exp(z[finite] - top).sum())
         entry = self._entry(token, float(z[token] - log_total))
         top = []
-        k = min(self.sampling.logprobs or 0, MAX_TOP_LOGPROBS)
+        k = min(self.options.logprobs or 0, MAX_TOP_LOGPROBS)
         if k:
             best = np.argpartition(-z, k)[:k] if z.size > k else np.arange(z.size)
             best = best[np.argsort(-z[best], kind="stable")]
@@ -124,10 +112,10 @@ def closing_reserve(max_tokens: int) -> int:
     return min(max(32, max_tokens // 3), max_tokens // 2)
 
 
-def make_sampler(sampling: Sampling, grammars: Grammars, max_tokens: int) -> Sampler:
+def make_sampler(options: GenerationOptions, grammars: Grammars) -> Sampler:
     """A sampler with a fresh grammar state when the reply must follow one (``grammars``: the engine's)."""
     constraint = None
-    if sampling.output is not None and sampling.output.constrained:
-        constraint = grammars.constraint(sampling.output)
-    token_bytes = grammars.token_bytes if sampling.logprobs is not None else None
-    return Sampler(sampling, constraint, token_bytes, max_tokens)
+    if options.output is not None and options.output.constrained:
+        constraint = grammars.constraint(options.output)
+    token_bytes = grammars.token_bytes if options.logprobs is not None else None
+    return Sampler(options, constraint, token_bytes)

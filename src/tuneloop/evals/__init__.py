@@ -41,22 +41,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuneloop.datasets.readers import COMPLETION_COLUMNS, PROMPT_COLUMNS, SYSTEM_COLUMNS, decode, pick_delimiter
-from tuneloop.errors import DataError, InputError
+from tuneloop.errors import EvalFileError, InputError
+from tuneloop.generation import GenerationOptions
 from tuneloop.structured import StructuredOutputError, loaded_arguments, tools_spec
 
 if TYPE_CHECKING:
     from tuneloop.runtime import Runtime
-    from tuneloop.store import DialogueStore
+    from tuneloop.store import DialogueStore, Store
+    from tuneloop.store.browse import LogFilter
 
 GRADERS = ("contains", "exact", "regex", "similar", "tool_call")
 SIMILAR_SHARE = 0.6  # the share of the expected answer's words a "similar" answer holds
 _WORDS = re.compile(r"[^\W_]+")
 EXPECTED_COLUMNS = ("expected", "expected_answer", "ideal", *COMPLETION_COLUMNS)
 DEFAULT_MAX_TOKENS = 64
-
-
-class EvalFileError(DataError):
-    """An eval file that cannot be read or has no questions with expected answers."""
 
 
 @dataclass(frozen=True)
@@ -205,6 +203,12 @@ def from_log(store: DialogueStore, thread_ids: Sequence[str] | None = None, *, l
     return items
 
 
+def from_log_filter(db: Store, where: LogFilter, *, threads: int = 2000, limit: int = 100) -> list[EvalItem]:
+    """An eval built (as :func:`from_log` builds it) from the newest ``threads`` threads the log's filter keeps: what
+    the log page's "Build an eval from these threads" asks for."""
+    return from_log(db.dialogue, db.browse.thread_ids(where, limit=threads), limit=limit)
+
+
 def read_eval_file(path: str | Path) -> list[EvalItem]:
     """Every question of a JSONL or CSV eval file (format by content: JSON objects or a CSV header)."""
     path = Path(path)
@@ -323,7 +327,8 @@ class EvalReport:
     def _pairs(self, before: str, after: str) -> list[tuple[bool, bool]]:
         for model in (before, after):
             if model not in self.passed:
-                raise InputError(f"model {model!r} was not asked in this eval (asked: {', '.join(self.models)})")
+                raise InputError(f"model {model!r} was not asked in this eval (asked: {', '.join(self.models)})",
+                                 param="model")
         return list(zip(self.passed[before], self.passed[after], strict=True))
 
     def to_json(self) -> dict[str, Any]:
@@ -347,8 +352,8 @@ def answer_calls(rt: Runtime, model: str, items: Sequence[EvalItem], *, max_toke
     provider, model_id = rt.resolve(model)
 
     def answer(item: EvalItem) -> str:
-        result = provider.stream(list(item.messages), model=model_id, max_tokens=max_tokens, temperature=0.0,
-                                 output=tools_spec(list(item.tools))).read()
+        options = GenerationOptions(max_tokens=max_tokens, output=tools_spec(list(item.tools)))
+        result = provider.stream(list(item.messages), options, model=model_id).read()
         if on_answer is not None:
             on_answer(1)
         if result.tool_calls:
@@ -370,8 +375,8 @@ def answer_all(rt: Runtime, model: str, conversations: Sequence[Sequence[dict[st
         return engine.complete_batch(conversations, max_tokens=max_tokens, on_answer=on_answer)
     answers = []
     for conversation in conversations:
-        answers.append(provider.complete(list(conversation), model=model_id, max_tokens=max_tokens,
-                                         temperature=0.0).text.strip())
+        answers.append(provider.complete(list(conversation), GenerationOptions(max_tokens=max_tokens),
+                                         model=model_id).text.strip())
         if on_answer is not None:
             on_answer(1)
     return answers
@@ -380,7 +385,7 @@ def answer_all(rt: Runtime, model: str, conversations: Sequence[Sequence[dict[st
 def check_models(rt: Runtime, models: Sequence[str]) -> None:
     """Refuse unknown models before any is asked (``UnknownModelError`` lists what is on offer)."""
     if not models:
-        raise InputError("give at least one model to evaluate (-m MODEL)")
+        raise InputError("give at least one model to evaluate", param="models").with_hint("-m MODEL names one")
     for model in models:
         rt.resolve(model)
 

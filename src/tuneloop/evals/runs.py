@@ -11,9 +11,11 @@ from typing import Any
 
 from tuneloop.evals import DEFAULT_MAX_TOKENS, EvalItem, EvalReport, answers_of, check_models
 from tuneloop.runtime import Runtime
+from tuneloop.store.eval_runs import EvalRun
 from tuneloop.tasks import Task, TaskContext, Tasks
 
 KIND = "eval_run"
+__all__ = ["KIND", "EvalRun", "item_of", "item_params", "run_task", "start"]
 
 
 def item_params(item: EvalItem) -> dict[str, Any]:

@@ -51,22 +51,23 @@ def export_model(runtime: Runtime, model: str, format: str, out: Path, *, gguf_t
     """Write ``model`` (a fine-tuned ``ft:…`` id, or a base model for merged and gguf) to the folder ``out``."""
     report = progress or (lambda what, done, total: None)
     if format not in FORMATS:
-        raise InputError(f"export format {format!r}: use {', '.join(FORMATS)}")
+        raise InputError(f"export format {format!r}: use {', '.join(FORMATS)}", param="format")
     if format == "gguf" and gguf_type not in GGUF_TYPES:
-        raise InputError(f"GGUF type {gguf_type!r}: use {', '.join(GGUF_TYPES)}")
+        raise InputError(f"GGUF type {gguf_type!r}: use {', '.join(GGUF_TYPES)}", param="gguf_type")
     adapters = runtime.fine_tuned_models()
     fine_tuned = model.startswith("ft:")
     if fine_tuned and model not in adapters:
-        raise UnknownModelError(model, [*runtime.registry.ids(), *adapters], "export a model whose job succeeded "
-                                "(`tuneloop models` lists them)")
+        raise UnknownModelError(model, [*runtime.registry.ids(), *adapters], "export a model whose job "
+                                "succeeded").with_hint("`tuneloop models` lists them")
     if not fine_tuned and not runtime.registry.has(model):
         raise UnknownModelError(model, [*runtime.registry.ids(), *adapters])
     if format == "peft" and not fine_tuned:
-        raise InputError(f"{model} is a base model; --format peft exports a fine-tuned model's LoRA adapter: use "
-                         "--format merged or gguf for a base model")
+        raise InputError(f"{model} is a base model; the peft format is a fine-tuned model's LoRA adapter: export a "
+                         "base model merged or as GGUF", param="format").with_hint("--format merged or gguf")
     out = Path(out).expanduser()
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise InputError(f"{out} already exists and is not empty; choose another folder with -o, or pass --force")
+        raise InputError(f"{out} already exists and is not empty; choose another folder, or replace it",
+                         param="out").with_hint("-o names another folder; --force replaces it")
     base = base_of(model)
     report("finding the base model", 0, 1)
     base_path = runtime.registry.checkpoint(base, runtime.progress)

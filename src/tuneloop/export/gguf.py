@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from tuneloop.engine.template import given_template
-from tuneloop.errors import ModelError
+from tuneloop.errors import GGUFExportError
 
 # HF model_type → (GGUF architecture, permute Q/K rows, Gemma norm shift)
 ARCHITECTURES: dict[str, tuple[str, bool, bool]] = {
@@ -35,10 +35,6 @@ ARCHITECTURES: dict[str, tuple[str, bool, bool]] = {
     "phi3": ("phi3", False, False),
 }
 TYPES = ("f16", "q8_0", "f32")
-
-
-class GGUFExportError(ModelError):
-    """The model cannot be written as GGUF (an architecture or tokenizer this writer does not know)."""
 
 
 @dataclass
@@ -75,7 +71,7 @@ def write_gguf(folder: Path, target: Path, *, name: str, qtype: str = "f16",
     if model_type not in ARCHITECTURES:
         raise GGUFExportError(
             f"model {name!r}: GGUF export knows the architectures {', '.join(ARCHITECTURES)}, not {model_type!r}; "
-            "export --format merged and convert that folder with llama.cpp's convert_hf_to_gguf.py"
+            "export it merged and convert that folder with llama.cpp's convert_hf_to_gguf.py"
         )
     arch_name, permute, norm_shift = ARCHITECTURES[model_type]
     arch = next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == arch_name)
@@ -282,7 +278,7 @@ def _vocabulary(writer: Any, folder: Path, config: dict[str, Any], notes: list[s
         writer.add_token_types(list(types))
         return _add_special(writer, gguf.SpecialVocab(folder, n_vocab=len(tokens)), folder)
     raise GGUFExportError(f"{folder}: GGUF export knows byte-level BPE and SentencePiece-style BPE tokenizers, "
-                          f"not this one ({model.get('type')}); export --format merged and convert it with "
+                          f"not this one ({model.get('type')}); export it merged and convert it with "
                           "llama.cpp's convert_hf_to_gguf.py")
 
 

@@ -23,7 +23,13 @@ from typing import Any
 
 from tuneloop.conversation.stored_completions import StoredCompletions
 from tuneloop.curation import labels
-from tuneloop.errors import ConfigError, JobNotFoundError, ProviderAuthError, ProviderError, StoreError
+from tuneloop.errors import (
+    ConfigError,
+    ImportInterruptedError,
+    JobNotFoundError,
+    ProviderAuthError,
+    StoreError,
+)
 from tuneloop.runtime import Runtime
 from tuneloop.store.conversations import NewMessage
 from tuneloop.util.fileio import atomic_write_bytes, safe_filename
@@ -61,14 +67,6 @@ class ImportSummary:
         return {"jobs": self.jobs.to_dict(), "files": self.files.to_dict(),
                 "completions": self.completions.to_dict(), "events": self.events, "checkpoints": self.checkpoints,
                 "warnings": self.warnings}
-
-
-class ImportInterruptedError(ProviderError):
-    """The vendor failed part-way (after the retries); what was imported is kept: run the import again."""
-
-    def __init__(self, message: str, summary: ImportSummary) -> None:
-        super().__init__(message)
-        self.summary = summary
 
 
 # (what, how many so far): "jobs", "files", "completions"
@@ -114,8 +112,8 @@ class OpenAIImport:
             cause = self.provider.translate_error(exc)
             if isinstance(cause, ProviderAuthError) or not self.summary.touched:
                 raise cause from None  # nothing to go on from: the error alone says what to do
-            raise ImportInterruptedError(f"{cause}; what was imported before is kept: run `tuneloop import openai` "
-                                         "again to go on", self.summary) from None
+            raise ImportInterruptedError(f"{cause}; what was imported before is kept: import again to go on",
+                                         self.summary).with_hint("`tuneloop import openai` goes on") from None
         return self.summary
 
     # jobs

@@ -48,7 +48,7 @@ def fine_tuned_id(base: str, suffix: str | None, job_id: str) -> str:
 def check_id(model_id: str) -> str:
     if not ID_PATTERN.fullmatch(model_id) or "//" in model_id or model_id.endswith("/"):
         raise InputError(f"model id {model_id!r}: use letters, digits and . _ - / (up to 128 characters, no ':'), "
-                         "starting with a letter or digit")
+                         "starting with a letter or digit", param="model")
     return model_id
 
 
@@ -97,14 +97,15 @@ class ModelRegistry:
         for model in self.all():
             if model.id == model_id:
                 return model
-        raise UnknownModelError(model_id, self.ids(), "register a local model with `tuneloop models add ID PATH`")
+        raise UnknownModelError(model_id, self.ids(), "register a local model's folder or GGUF file first").with_hint(
+            "`tuneloop models add ID PATH` registers one")
 
     def add(self, model_id: str, path: str | Path) -> BaseModel:
         """Register a folder or GGUF file under ``model_id`` after checking that it can be used."""
         check_id(model_id)
         if model_id == BASE_MODEL_ID or model_id in self._configured():
             where = "bundled" if model_id == BASE_MODEL_ID else "defined in tuneloop.toml"
-            raise InputError(f"model id {model_id!r} is {where}; choose another id")
+            raise InputError(f"model id {model_id!r} is {where}; choose another id", param="model")
         if self.store is None:
             raise ModelError("registering a model needs the store")
         entry = _entry(model_id, Path(path).expanduser().resolve(), "store", utcnow())
@@ -116,7 +117,7 @@ class ModelRegistry:
         entry = self.get(model_id)
         if entry.source != "store":
             where = "bundled" if entry.bundled else f"defined in tuneloop.toml ([models.\"{model_id}\"] path)"
-            raise InputError(f"model {model_id!r} is {where}, not registered with `models add`; it cannot be removed")
+            raise InputError(f"model {model_id!r} is {where}, not registered here; it cannot be removed", param="model")
         assert self.store is not None
         self.store.remove(model_id)
         return entry
@@ -129,7 +130,7 @@ class ModelRegistry:
             return ensure_checkpoint(models_dir, progress)
         if not entry.path.exists():
             raise ModelUnusableError(f"model {model_id!r}: {entry.path} does not exist any more; put it back, or "
-                                     f"`tuneloop models remove {model_id}`")
+                                     "remove the registration").with_hint(f"`tuneloop models remove {model_id}`")
         if entry.format == "gguf":
             folder = ensure_converted(entry.path, models_dir / "registered" / model_id.replace("/", "--"), model_id,
                                       progress)

@@ -7,10 +7,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tuneloop.generation import GenerationResult, TextStream
-from tuneloop.structured import OutputSpec
+from tuneloop.generation import GenerationOptions, GenerationResult, TextStream
 
-__all__ = ["GenerationResult", "ModelInfo", "Provider", "TextStream"]
+__all__ = ["GenerationOptions", "GenerationResult", "ModelInfo", "Provider", "StopCheck", "TextStream"]
+
+StopCheck = Callable[[], bool]  # asked between pieces: True ends the reply ("interrupted")
 
 
 @dataclass(frozen=True)
@@ -35,27 +36,12 @@ class Provider(ABC):
         """The models this provider serves now."""
 
     @abstractmethod
-    def stream(
-        self,
-        messages: Sequence[dict[str, Any]],
-        *,
-        model: str,
-        temperature: float = 0.0,
-        max_tokens: int = 512,
-        stop: Sequence[str] | None = None,
-        retries: int | None = None,
-        should_stop: Callable[[], bool] | None = None,
-        top_p: float | None = None,
-        seed: int | None = None,
-        presence_penalty: float | None = None,
-        frequency_penalty: float | None = None,
-        logprobs: int | None = None,
-        output: OutputSpec | None = None,
-    ) -> TextStream:
-        """Start a reply; iterate the stream for text pieces, then read ``stream.result``. ``top_p`` (nucleus
-        sampling) applies when ``temperature`` is above 0. ``logprobs``: how many alternatives each token's
-        log-probability lists (None: none); ``output``: JSON or tool calls the reply must be (tool calls come back
-        in ``result.tool_calls``)."""
+    def stream(self, messages: Sequence[dict[str, Any]], options: GenerationOptions = GenerationOptions(), *,
+               model: str, should_stop: StopCheck | None = None) -> TextStream:
+        """Start a reply of ``model`` to chat ``messages``, as ``options`` ask; iterate the stream for text pieces,
+        then read ``stream.result`` (tool calls come back in ``result.tool_calls``)."""
 
-    def complete(self, messages: Sequence[dict[str, Any]], *, model: str, **options: Any) -> GenerationResult:
-        return self.stream(messages, model=model, **options).read()
+    def complete(self, messages: Sequence[dict[str, Any]], options: GenerationOptions = GenerationOptions(), *,
+                 model: str) -> GenerationResult:
+        """The whole reply at once."""
+        return self.stream(messages, options, model=model).read()

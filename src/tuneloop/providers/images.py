@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from tuneloop.errors import InputError
+from tuneloop.errors import ImageError, ImageTooLargeError, InputError
 
 Detail = Literal["auto", "low", "high"]
 
@@ -33,18 +33,6 @@ LONG_SIDE = 2048
 SHORT_SIDE = 768
 LOW_DETAIL_SIDE = 512
 JPEG_QUALITY = 88
-
-
-class ImageError(InputError):
-    """An image cannot be used: names the file and what to do."""
-
-    def __init__(self, message: str, *, source: str) -> None:
-        self.source = source
-        super().__init__(f"{source}: {message}")
-
-
-class ImageTooLargeError(ImageError):
-    """The file, or the pixel count its header declares, is over the limit."""
 
 
 @dataclass(frozen=True)
@@ -154,7 +142,7 @@ def prepare_image(source: str | Path | bytes, *, detail: Detail = "auto", max_by
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     if detail not in ("auto", "low", "high"):
-        raise InputError(f"detail {detail!r}: use auto, low or high")
+        raise InputError(f"detail {detail!r}: use auto, low or high", param="detail")
     data, name = _read(source, max_bytes)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit below decides

@@ -13,10 +13,9 @@ from tuneloop.engine.fast import FastEngine
 from tuneloop.engine.reference import LocalEngine, get_engine
 from tuneloop.engine.weights import ProgressCallback
 from tuneloop.errors import ModelError, UnknownModelError
-from tuneloop.generation import TextStream
+from tuneloop.generation import GenerationOptions, TextStream
 from tuneloop.models.registry import ModelRegistry, base_of
-from tuneloop.providers.base import ModelInfo, Provider
-from tuneloop.structured import OutputSpec
+from tuneloop.providers.base import ModelInfo, Provider, StopCheck
 
 _told_fallback: set[str] = set()
 
@@ -76,7 +75,7 @@ class LocalProvider(Provider):
             if adapter is None:
                 raise UnknownModelError(model, self.model_ids()) from None
             raise ModelError(f"model {model!r} was fine-tuned from {base!r}, which is not registered here; register "
-                             f"it with `tuneloop models add {base} PATH`") from None
+                             "it").with_hint(f"`tuneloop models add {base} PATH`") from None
         mode = self.engine_mode()
         if mode != "reference":
             # Lazy (cold start): the fast engine's modules load with the first local model.
@@ -95,13 +94,14 @@ class LocalProvider(Provider):
                 folder = ensure_fast(self.settings.resolved_models_dir, checkpoint, adapter, mode, model_id=model,
                                      progress=self.progress, before=fits)
                 return get_fast_engine(folder, model_id=model, training_lock=lock_path(self.settings),
-                                       max_batch=self.settings.max_batch)
+                                       max_batch=self.settings.max_batch, keep=self.settings.max_loaded_models)
             except FastConversionError as exc:
                 # An architecture onnxruntime-genai does not convert still chats, on the reference engine.
                 if model not in _told_fallback:
                     _told_fallback.add(model)
                     print(f"note: {exc}; using the reference engine (transformers) for it", file=sys.stderr)
-        return get_engine(checkpoint, adapter, device=self.settings.device, model_id=base)
+        return get_engine(checkpoint, adapter, device=self.settings.device, model_id=base,
+                          keep=self.settings.max_loaded_models)
 
     def engine_mode(self) -> str:
         """``TUNELOOP_ENGINE``; ``auto`` is the fast int8 engine on a CPU and the reference (torch) on a GPU."""
@@ -110,26 +110,7 @@ class LocalProvider(Provider):
 
         return engine_mode(self.settings)
 
-    def stream(
-        self,
-        messages: Sequence[dict[str, Any]],
-        *,
-        model: str,
-        temperature: float = 0.0,
-        max_tokens: int = 512,
-        stop: Sequence[str] | None = None,
-        retries: int | None = None,
-        should_stop: Callable[[], bool] | None = None,
-        top_p: float | None = None,
-        seed: int | None = None,
-        presence_penalty: float | None = None,
-        frequency_penalty: float | None = None,
-        logprobs: int | None = None,
-        output: OutputSpec | None = None,
-    ) -> TextStream:
-        # Local generation fails the same way every time, so retries do not apply.
-        return self.engine(model).stream(
-            messages, max_tokens=max_tokens, temperature=temperature, stop=stop, should_stop=should_stop,
-            top_p=1.0 if top_p is None else top_p, seed=seed, presence_penalty=presence_penalty or 0.0,
-            frequency_penalty=frequency_penalty or 0.0, logprobs=logprobs, output=output,
-        )
+    def stream(self, messages: Sequence[dict[str, Any]], options: GenerationOptions = GenerationOptions(), *,
+               model: str, should_stop: StopCheck | None = None) -> TextStream:
+        # Local generation fails the same way every time, so options.retries does not apply.
+        return self.engine(model).stream(messages, options, should_stop=should_stop)

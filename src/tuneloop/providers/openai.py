@@ -21,9 +21,8 @@ from tuneloop.errors import (
     ProviderTimeoutError,
     UnknownModelError,
 )
-from tuneloop.generation import GenerationResult, TextStream
-from tuneloop.providers.base import ModelInfo, Provider
-from tuneloop.structured import OutputSpec
+from tuneloop.generation import GenerationOptions, GenerationResult, TextStream
+from tuneloop.providers.base import ModelInfo, Provider, StopCheck
 from tuneloop.util.retry import RetryPolicy, openai_client
 
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
@@ -102,9 +101,8 @@ class OpenAIProvider(Provider):
                 "check OPENAI_API_KEY"
             )
         if isinstance(exc, openai.NotFoundError) and model is not None:
-            return UnknownModelError(
-                model, None, f"the provider at {self.where} does not serve it; run `tuneloop models`"
-            )
+            return UnknownModelError(model, None, f"the provider at {self.where} does not serve it").with_hint(
+                "`tuneloop models` lists the models on offer")
         if isinstance(exc, openai.APIStatusError):
             retried = f" ({tries})" if self.policy.retryable(exc.status_code) and self.policy.retries else ""
             return ProviderResponseError(
@@ -151,23 +149,14 @@ class OpenAIProvider(Provider):
             return {"max_completion_tokens": max_tokens}
         return {"max_tokens": max_tokens}
 
-    def complete(
-        self,
-        messages: Sequence[dict[str, Any]],
-        *,
-        model: str,
-        temperature: float = 0.0,
-        max_tokens: int = 512,
-        stop: Sequence[str] | None = None,
-        retries: int | None = None,
-        should_stop: Callable[[], bool] | None = None,
-        top_p: float | None = None,
-    ) -> GenerationResult:
-        client = self._client(retries)
-        options = self._options(temperature, max_tokens, stop, top_p)
+    def complete(self, messages: Sequence[dict[str, Any]], options: GenerationOptions = GenerationOptions(), *,
+                 model: str) -> GenerationResult:
+        """The whole reply in one request (no stream); its tool calls in ``result.tool_calls``."""
+        client = self._client(options.retries)
         started = time.perf_counter()
         try:
-            completion = client.chat.completions.create(model=model, messages=list(messages), **options)
+            completion = client.chat.completions.create(model=model, messages=list(messages),
+                                                        **self._request(options))
         except (self._openai.OpenAIError, ValueError) as exc:
             raise self.translate_error(exc, model) from None
         if not completion.choices:
@@ -187,45 +176,14 @@ class OpenAIProvider(Provider):
         """The client, with ``retries`` instead of the configured number (None: the configured number)."""
         return self.client if retries is None else self.client.with_options(max_retries=max(0, retries))
 
-    def _options(self, temperature: float, max_tokens: int, stop: Sequence[str] | None,
-                 top_p: float | None = None) -> dict[str, Any]:
-        options: dict[str, Any] = {"temperature": temperature, **self._token_limit(max_tokens)}
-        if top_p is not None:
-            options["top_p"] = top_p
-        if stop:
-            options["stop"] = list(stop)
-        return options
+    def _request(self, options: GenerationOptions) -> dict[str, Any]:
+        """The request's fields for ``options``: the given ones, passed through unchanged (the server at the other
+        end enforces them), and the token limit under the name this server knows."""
+        return {**options.wire(), **self._token_limit(options.max_tokens)}
 
-    def stream(
-        self,
-        messages: Sequence[dict[str, Any]],
-        *,
-        model: str,
-        temperature: float = 0.0,
-        max_tokens: int = 512,
-        stop: Sequence[str] | None = None,
-        retries: int | None = None,
-        should_stop: Callable[[], bool] | None = None,
-        top_p: float | None = None,
-        seed: int | None = None,
-        presence_penalty: float | None = None,
-        frequency_penalty: float | None = None,
-        logprobs: int | None = None,
-        output: OutputSpec | None = None,
-    ) -> TextStream:
-        client = self._client(retries)
-        options = self._options(temperature, max_tokens, stop, top_p)
-        # Passed through unchanged: the server at the other end enforces them.
-        for name, value in (("seed", seed), ("presence_penalty", presence_penalty),
-                            ("frequency_penalty", frequency_penalty)):
-            if value is not None:
-                options[name] = value
-        if logprobs is not None:
-            options["logprobs"] = True
-            if logprobs:
-                options["top_logprobs"] = logprobs
-        if output is not None:
-            options.update(output.wire)
+    def stream(self, messages: Sequence[dict[str, Any]], options: GenerationOptions = GenerationOptions(), *,
+               model: str, should_stop: StopCheck | None = None) -> TextStream:
+        client = self._client(options.retries)
         started = time.perf_counter()
         try:
             response = client.chat.completions.create(
@@ -233,7 +191,7 @@ class OpenAIProvider(Provider):
                 messages=list(messages),
                 stream=True,
                 stream_options={"include_usage": True},
-                **options,
+                **self._request(options),
             )
         except (self._openai.OpenAIError, ValueError) as exc:
             raise self.translate_error(exc, model) from None

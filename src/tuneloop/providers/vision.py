@@ -17,19 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from tuneloop.engine.weights import offline_environment
-from tuneloop.errors import InputError, ModelLoadError
+from tuneloop.errors import ImageInputError, InputError, ModelLoadError
 from tuneloop.generation import first_stop
-from tuneloop.providers.base import GenerationResult, ModelInfo, Provider, TextStream
+from tuneloop.providers.base import GenerationOptions, GenerationResult, ModelInfo, Provider, StopCheck, TextStream
 from tuneloop.providers.images import prepare_image
-from tuneloop.structured import OutputSpec
-
-
-class ImageInputError(InputError):
-    """An image part of a chat message cannot be used; ``param`` names it."""
-
-    def __init__(self, message: str, param: str) -> None:
-        self.param = param
-        super().__init__(message)
 
 
 def decode_data_url(url: str, where: str) -> bytes:
@@ -103,33 +94,19 @@ class VisionProvider(Provider):
             conversation.append({"role": message["role"], "content": parts})
         return conversation, images
 
-    def stream(
-        self,
-        messages: Sequence[dict[str, Any]],
-        *,
-        model: str,
-        temperature: float = 0.0,
-        max_tokens: int = 512,
-        stop: Sequence[str] | None = None,
-        retries: int | None = None,
-        should_stop: Callable[[], bool] | None = None,
-        top_p: float | None = None,
-        seed: int | None = None,
-        presence_penalty: float | None = None,
-        frequency_penalty: float | None = None,
-        logprobs: int | None = None,
-        output: OutputSpec | None = None,
-    ) -> TextStream:
-        for name, value in (("response_format", output), ("logprobs", logprobs),
-                            ("presence_penalty", presence_penalty), ("frequency_penalty", frequency_penalty)):
+    def stream(self, messages: Sequence[dict[str, Any]], options: GenerationOptions = GenerationOptions(), *,
+               model: str, should_stop: StopCheck | None = None) -> TextStream:
+        for name, value in (("response_format", options.output), ("logprobs", options.logprobs is not None),
+                            ("presence_penalty", options.presence_penalty),
+                            ("frequency_penalty", options.frequency_penalty)):
             if value:
                 raise InputError(f"{name} is not supported by the local vision model {model!r}", param=name)
+        temperature, max_tokens, stop = options.temperature, options.max_tokens, list(options.stop)
         conversation, images = self.conversation(messages)
         prompt = self.processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
         inputs = self.processor(images=images or None, text=prompt, return_tensors="pt")
         result = GenerationResult(tokens_in=int(inputs["input_ids"].shape[1]))
-        return TextStream(self._generate(inputs, result, temperature, max_tokens, list(stop or []), should_stop),
-                          result)
+        return TextStream(self._generate(inputs, result, temperature, max_tokens, stop, should_stop), result)
 
     def _generate(self, inputs: Any, result: GenerationResult, temperature: float, max_tokens: int,
                   stop: list[str], should_stop: Callable[[], bool] | None) -> Iterator[str]:

@@ -6,6 +6,7 @@ import json
 import secrets
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
@@ -14,11 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from tuneloop.conversation.responses import check_metadata
+from tuneloop.conversation.stored_completions import NewMessage
 from tuneloop.curation import ratings
-from tuneloop.errors import InputError
-from tuneloop.providers.base import GenerationResult
-from tuneloop.serving import APIError, ClientGone, collect_text, state_of, unless_gone
-from tuneloop.store.conversations import NewMessage
+from tuneloop.generation import GenerationOptions, options_from
+from tuneloop.providers.base import GenerationResult, Provider
+from tuneloop.serving import APIError, ClientGone, ServerState, collect_text, state_of, unless_gone
 from tuneloop.structured import OutputSpec, check_tool_history, response_format_spec, tools_spec
 
 router = APIRouter()
@@ -137,10 +138,7 @@ def to_messages(body: ChatCompletionRequest, images: bool = False) -> list[dict[
         if message.tool_call_id:
             entry["tool_call_id"] = message.tool_call_id
         messages.append(entry)
-    try:
-        check_tool_history(messages)
-    except InputError as exc:
-        raise APIError(400, str(exc), param=getattr(exc, "param", None)) from None
+    check_tool_history(messages)
     return messages
 
 
@@ -182,14 +180,8 @@ def _check_supported(body: ChatCompletionRequest) -> OutputSpec | None:
         raise APIError(400, "modalities: only ['text'] is supported", param="modalities")
     if body.top_logprobs is not None and not body.logprobs:
         raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
-    stops = [body.stop] if isinstance(body.stop, str) else body.stop or []
-    if len(stops) > 4:
-        raise APIError(400, "stop: give up to 4 sequences", param="stop")
-    try:
-        return tools_spec(body.tools, body.tool_choice, body.parallel_tool_calls,
-                          base=response_format_spec(body.response_format))
-    except InputError as exc:
-        raise APIError(400, str(exc), param=getattr(exc, "param", None)) from None
+    return tools_spec(body.tools, body.tool_choice, body.parallel_tool_calls,
+                      base=response_format_spec(body.response_format))
 
 
 def _usage(results: list[GenerationResult]) -> dict[str, int]:
@@ -222,61 +214,73 @@ def _chunk(ident: str, created: int, model: str, index: int, delta: dict[str, An
     return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
 
 
+def request_options(body: ChatCompletionRequest, output: OutputSpec | None, default_max_tokens: int
+                    ) -> GenerationOptions:
+    """The request's generation options, read once: what travels to the engine or the remote provider."""
+    return options_from(max_tokens=body.max_completion_tokens or body.max_tokens,
+                        default_max_tokens=default_max_tokens, stop=body.stop, temperature=body.temperature,
+                        top_p=body.top_p, seed=body.seed, presence_penalty=body.presence_penalty,
+                        frequency_penalty=body.frequency_penalty,
+                        logprobs=(body.top_logprobs or 0) if body.logprobs else None, output=output)
+
+
+@dataclass
+class Completion:
+    """One chat completion under way: its id, what it logs and keeps, and its choices being generated."""
+
+    body: ChatCompletionRequest
+    model: str
+    messages: list[dict[str, Any]]
+    output: OutputSpec | None
+    metadata: dict[str, str] | None
+    log: bool
+    stored: bool
+    ident: str = field(default_factory=lambda: f"chatcmpl-{secrets.token_hex(12)}")
+    created: int = field(default_factory=lambda: int(time.time()))
+    started: float = field(default_factory=time.monotonic)
+
+    def keep(self, state: ServerState, results: list[GenerationResult]) -> None:
+        """Log the messages and the first choice (after the reply, in one transaction); store=true also keeps the
+        completion."""
+        if not self.log:
+            return
+        result = results[0]
+        reply = NewMessage("assistant", result.text, model=self.model, tokens_in=result.tokens_in,
+                           tokens_out=result.tokens_out, finish_reason=_finish(result),
+                           latency_ms=int((time.monotonic() - self.started) * 1000), tool_calls=result.tool_calls,
+                           output_spec=self.output.wire if self.output is not None else None)
+        state.stored_completions().keep(_completion(self.ident, self.created, self.model, results, self.metadata),
+                                        self.messages, reply, stored=self.stored,
+                                        end_user=self.body.safety_identifier or self.body.user)
+
+
+async def _provider_of(state: ServerState, body: ChatCompletionRequest) -> tuple[Provider, str, list[dict[str, Any]]]:
+    """Who answers the request's model, and the conversation as it takes it (images only for a model that sees)."""
+    if state.vision is not None and body.model == state.vision.model_id:
+        return state.vision, body.model, to_messages(body, images=True)
+    messages = to_messages(body)
+    provider, model = await run_in_threadpool(state.runtime.resolve, body.model)
+    return provider, model, messages
+
+
 @router.post("/v1/chat/completions", response_model=None)
 async def create_chat_completion(body: ChatCompletionRequest, request: Request) -> Response:
     state = state_of(request)
     output = _check_supported(body)
-    settings = state_of(request).settings
+    settings = state.settings
     _check_size(body, settings.server_max_messages, settings.server_max_message_chars)
     log = logged(settings.server_log, body.store)
-    stored = log and body.store is True
-    try:
-        metadata = check_metadata(body.metadata)
-        if log:
-            ratings.rating_of(metadata)
-    except InputError as exc:
-        raise APIError(400, str(exc), param="metadata") from None
-    if state.vision is not None and body.model == state.vision.model_id:
-        messages = to_messages(body, images=True)
-        provider, model = state.vision, body.model
-    else:
-        messages = to_messages(body)
-        provider, model = await run_in_threadpool(state.runtime.resolve, body.model)
-    stop = [body.stop] if isinstance(body.stop, str) else [s for s in body.stop or [] if s]
-    options = {
-        "temperature": body.temperature if body.temperature is not None else 0.0,
-        "top_p": body.top_p,
-        "max_tokens": body.max_completion_tokens or body.max_tokens or state.settings.max_tokens,
-        "stop": stop or None,
-        "presence_penalty": body.presence_penalty,
-        "frequency_penalty": body.frequency_penalty,
-        "logprobs": (body.top_logprobs or 0) if body.logprobs else None,
-        "output": output,
-    }
-    n = body.n or 1
+    metadata = check_metadata(body.metadata)
+    if log:
+        ratings.rating_of(metadata)
+    provider, model, messages = await _provider_of(state, body)
+    options = request_options(body, output, settings.max_tokens)
+    completion = Completion(body, model, messages, output, metadata, log, stored=log and body.store is True)
     # n choices are n replies decoded together; with a seed, choice i samples with seed + i.
     generations = [state.queue.submit(
-        lambda should_stop, i=i: provider.stream(
-            messages, model=model, should_stop=should_stop,
-            seed=None if body.seed is None else body.seed + i, **options))
-        for i in range(n)]
-    ident = f"chatcmpl-{secrets.token_hex(12)}"
-    created = int(time.time())
-    started = time.monotonic()
-
-    def keep(results: list[GenerationResult]) -> None:
-        """Log the messages and the first choice (after the reply, in one transaction); store=true also keeps the
-        completion."""
-        if not log:
-            return
-        result = results[0]
-        reply = NewMessage("assistant", result.text, model=model, tokens_in=result.tokens_in,
-                           tokens_out=result.tokens_out, finish_reason=_finish(result),
-                           latency_ms=int((time.monotonic() - started) * 1000), tool_calls=result.tool_calls,
-                           output_spec=output.wire if output is not None else None)
-        state.stored_completions().keep(_completion(ident, created, model, results, metadata), messages, reply,
-                                        stored=stored, end_user=body.safety_identifier or body.user)
-
+        lambda should_stop, i=i: provider.stream(messages, options.for_choice(i), model=model,
+                                                 should_stop=should_stop))
+        for i in range(body.n or 1)]
     try:
         for generation in generations:
             await unless_gone(request, generation.started(), generation)
@@ -291,9 +295,13 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
     state.stats["chat.completions"] += 1
     if body.stream:
         with_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(_events(generations, ident, created, model, with_usage, keep),
+        return StreamingResponse(_events(generations, completion, with_usage, state),
                                  media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    return await _whole(request, state, generations, completion)
 
+
+async def _whole(request: Request, state: ServerState, generations: list[Any], completion: Completion) -> Response:
+    """The completion in one answer, once every choice is generated (and logged)."""
     results = []
     try:
         for generation in generations:
@@ -308,8 +316,9 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
         for generation in generations:  # one choice failed: the others stop too
             generation.cancel()
         raise
-    await run_in_threadpool(keep, results)
-    return JSONResponse(_completion(ident, created, model, results, metadata if stored else None))
+    await run_in_threadpool(completion.keep, state, results)
+    return JSONResponse(_completion(completion.ident, completion.created, completion.model, results,
+                                    completion.metadata if completion.stored else None))
 
 
 def _message(result: GenerationResult) -> dict[str, Any]:
@@ -355,15 +364,16 @@ async def _choice_events(generation: Any, index: int, ident: str, created: int, 
     yield _chunk(ident, created, model, index, {}, _finish(result), with_usage=with_usage)
 
 
-async def _events(generations: list[Any], ident: str, created: int, model: str, with_usage: bool,
-                  keep: Any) -> AsyncIterator[str]:
+async def _events(generations: list[Any], completion: Completion, with_usage: bool,
+                  state: ServerState) -> AsyncIterator[str]:
+    ident, created, model = completion.ident, completion.created, completion.model
     try:
         try:
             for index, generation in enumerate(generations):
                 async for event in _choice_events(generation, index, ident, created, model, with_usage):
                     yield event
             results = [g.result for g in generations]
-            await run_in_threadpool(keep, results)
+            await run_in_threadpool(completion.keep, state, results)
         except Exception as exc:  # noqa: BLE001 - headers are sent: the error goes in the stream, as OpenAI does
             error = {"error": {"message": f"generation failed: {exc}", "type": "server_error", "param": None,
                                "code": None}}

@@ -11,9 +11,8 @@ from pydantic import BaseModel, ConfigDict
 
 from tuneloop.conversation.responses import check_metadata
 from tuneloop.conversation.stored_completions import StoredCompletions
-from tuneloop.errors import InputError
 from tuneloop.server._paging import item_list, page
-from tuneloop.serving import APIError, state_of
+from tuneloop.serving import state_of
 
 router = APIRouter()
 METADATA_PARAM = re.compile(r"^metadata\[(.+)\]$")
@@ -46,10 +45,7 @@ def retrieve_completion(completion_id: str, request: Request) -> dict[str, Any]:
 
 @router.post("/v1/chat/completions/{completion_id}")
 def update_completion(completion_id: str, body: UpdateCompletion, request: Request) -> dict[str, Any]:
-    try:
-        return _stored(request).update(completion_id, check_metadata(body.metadata))
-    except InputError as exc:
-        raise APIError(400, str(exc), param="metadata") from None
+    return _stored(request).update(completion_id, check_metadata(body.metadata))
 
 
 @router.delete("/v1/chat/completions/{completion_id}")

@@ -9,10 +9,10 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from tuneloop.conversation.responses import Invalid, check_metadata, message_item, read_items
+from tuneloop.conversation.responses import check_metadata, message_item, read_items
+from tuneloop.errors import InputError
 from tuneloop.server._paging import item_list, page
 from tuneloop.serving import APIError, state_of
-from tuneloop.store.dialogue import Thread
 
 router = APIRouter()
 MAX_ITEMS = 20
@@ -34,7 +34,7 @@ class CreateItems(BaseModel):
     items: list[Any] = Field(min_length=1)
 
 
-def _conversation(thread: Thread) -> dict[str, Any]:
+def _conversation(thread: Any) -> dict[str, Any]:
     return {"id": thread.id, "object": "conversation", "created_at": int(thread.created_at.timestamp()),
             "metadata": thread.metadata or {}}
 
@@ -42,30 +42,20 @@ def _conversation(thread: Thread) -> dict[str, Any]:
 def _items(items: list[Any] | None) -> list[Any]:
     if items is not None and len(items) > MAX_ITEMS:
         raise APIError(400, f"items has {len(items)} items; add up to {MAX_ITEMS} at a time", param="items")
-    try:
-        return read_items(items or [], "items")
-    except Invalid as exc:
-        raise APIError(400, str(exc), param=exc.param) from None
-
-
-def _metadata(value: Any) -> dict[str, str] | None:
-    try:
-        return check_metadata(value)
-    except Invalid as exc:
-        raise APIError(400, str(exc), param=exc.param) from None
+    return read_items(items or [], "items")
 
 
 @router.post("/v1/conversations")
 def create_conversation(body: CreateConversation, request: Request) -> dict[str, Any]:
     log = state_of(request).response_log()
-    metadata = _metadata(body.metadata)
+    metadata = check_metadata(body.metadata)
     thread, _ = log.new_conversation(metadata, _items(body.items))
     if metadata:
         try:
             log.rate_conversation_items(thread.id, metadata)
-        except Invalid as exc:
-            log.threads.delete(thread.id, "conversation")
-            raise APIError(400, str(exc), param=exc.param) from None
+        except InputError:
+            log.threads.delete(thread.id, "conversation")  # nothing is half-stored
+            raise
     return _conversation(thread)
 
 
@@ -77,13 +67,10 @@ def retrieve_conversation(conversation_id: str, request: Request) -> dict[str, A
 @router.post("/v1/conversations/{conversation_id}")
 def update_conversation(conversation_id: str, body: UpdateConversation, request: Request) -> dict[str, Any]:
     log = state_of(request).response_log()
-    metadata = _metadata(body.metadata)
-    try:
-        log.threads.get(conversation_id, "conversation")
-        log.rate_conversation_items(conversation_id, metadata)  # checked (and applied) before it is kept
-        return _conversation(log.threads.update_metadata(conversation_id, "conversation", metadata))
-    except Invalid as exc:
-        raise APIError(400, str(exc), param=exc.param) from None
+    metadata = check_metadata(body.metadata)
+    log.threads.get(conversation_id, "conversation")
+    log.rate_conversation_items(conversation_id, metadata)  # checked (and applied) before it is kept
+    return _conversation(log.threads.update_metadata(conversation_id, "conversation", metadata))
 
 
 @router.delete("/v1/conversations/{conversation_id}")

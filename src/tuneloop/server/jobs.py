@@ -7,7 +7,6 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from tuneloop.datasets.validate import ValidationReport
 from tuneloop.errors import DatasetInvalidError, FileNotFoundInStoreError
 from tuneloop.server._paging import page_after
 from tuneloop.serving import APIError, state_of
@@ -86,10 +85,7 @@ def create_job(body: JobCreateRequest, request: Request) -> dict[str, Any]:
                                        metadata=body.metadata, backend="local",
                                        validation_file=body.validation_file)
     except DatasetInvalidError as exc:
-        report = exc.report
-        name = f"training file {body.training_file}"
-        message = report.summary(name) if isinstance(report, ValidationReport) else f"{name} is not valid"
-        raise APIError(400, message, param="training_file", code="invalid_training_file") from None
+        raise exc.named_by("training_file") from None
     return job.to_openai()
 
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from tuneloop.conversation.responses import (
-    Invalid,
+    NewMessage,
     ResponseLog,
     ResponseRequest,
     chat_messages,
@@ -25,15 +25,14 @@ from tuneloop.conversation.responses import (
     function_call_item,
     items_of,
     logged_spec,
+    new_item_id,
     new_response_id,
     read_input,
     response_object,
 )
 from tuneloop.curation import ratings
-from tuneloop.errors import InputError
 from tuneloop.server._paging import page
 from tuneloop.serving import APIError, ClientGone, collect_text, state_of, unless_gone
-from tuneloop.store.conversations import NewMessage, new_item_id
 from tuneloop.structured import OutputSpec, responses_format, tools_spec
 
 router = APIRouter()
@@ -74,11 +73,8 @@ class UpdateResponse(BaseModel):
 
 def _output(body: CreateResponse) -> OutputSpec | None:
     """What the reply must be: JSON (text.format) or calls of the function tools; a 400 naming what cannot be used."""
-    try:
-        return tools_spec(body.tools, body.tool_choice, body.parallel_tool_calls, base=responses_format(body.text),
-                          responses=True)
-    except InputError as exc:
-        raise APIError(400, str(exc), param=getattr(exc, "param", None)) from None
+    return tools_spec(body.tools, body.tool_choice, body.parallel_tool_calls, base=responses_format(body.text),
+                      responses=True)
 
 
 def _echoed_format(text: dict[str, Any] | None) -> dict[str, Any]:
@@ -113,10 +109,7 @@ def _check(body: CreateResponse) -> ResponseRequest:
     if body.conversation is not None and not isinstance(conversation, str):
         raise APIError(400, "conversation must be a conversation id or {'id': …}", param="conversation")
     metadata = check_metadata(body.metadata)
-    try:
-        ratings.rating_of(metadata)
-    except InputError as exc:
-        raise APIError(400, str(exc), param="metadata") from None
+    ratings.rating_of(metadata)
     read = read_input(body.input)
     return ResponseRequest(model=body.model, items=[m for m, _ in read], instructions=body.instructions,
                            previous_response_id=body.previous_response_id, conversation=conversation,
@@ -148,20 +141,16 @@ def _size_check(request: Request, messages: list[dict[str, Any]]) -> None:
 @router.post("/v1/responses", response_model=None)
 async def create_response(body: CreateResponse, request: Request) -> Response:
     state = state_of(request)
-    try:
-        wanted = _check(body)
-        log = _log(request)
-        history = await run_in_threadpool(log.history, wanted)
-        messages = chat_messages(wanted, history)
-    except Invalid as exc:
-        raise APIError(400, str(exc), param=exc.param) from None
+    wanted = _check(body)
+    log = _log(request)
+    history = await run_in_threadpool(log.history, wanted)
+    messages = chat_messages(wanted, history)
     _size_check(request, messages)
     provider, model = await run_in_threadpool(state.runtime.resolve, wanted.model)
-    options = {"temperature": wanted.temperature or 0.0, "top_p": wanted.top_p,
-               "max_tokens": wanted.max_output_tokens or state.settings.max_tokens, "output": wanted.output}
+    options = wanted.options(state.settings.max_tokens)
     started = time.monotonic()
     generation = state.queue.submit(
-        lambda should_stop: provider.stream(messages, model=model, should_stop=should_stop, **options))
+        lambda should_stop: provider.stream(messages, options, model=model, should_stop=should_stop))
     ident, created, item_id = new_response_id(), int(time.time()), new_item_id()
     try:
         await unless_gone(request, generation.started(), generation)
@@ -276,10 +265,7 @@ def retrieve_response(response_id: str, request: Request) -> dict[str, Any]:
 
 @router.post("/v1/responses/{response_id}")
 def update_response(response_id: str, body: UpdateResponse, request: Request) -> dict[str, Any]:
-    try:
-        return _log(request).rate(response_id, check_metadata(body.metadata))
-    except Invalid as exc:
-        raise APIError(400, str(exc), param=exc.param) from None
+    return _log(request).rate(response_id, check_metadata(body.metadata))
 
 
 @router.delete("/v1/responses/{response_id}")

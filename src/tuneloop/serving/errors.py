@@ -9,6 +9,7 @@ from typing import Any
 
 from tuneloop.errors import (
     ContextLengthError,
+    DatasetInvalidError,
     InputError,
     JobStateError,
     ModelError,
@@ -48,8 +49,8 @@ NOT_FOUND_MESSAGES = {
     "chat.completion": "No stored chat completion found with id {ident!r} (create it with store: true)",
     "fine_tuning.job": "No fine-tuning job found with id {ident!r}; GET /v1/fine_tuning/jobs lists them",
     "file": "No file found with id {ident!r}; GET /v1/files lists them",
-    "message": "No logged message {ident!r}; `tuneloop logs show` lists a thread's messages with their numbers",
-    "judge": "No judge named {ident!r}; `tuneloop judge list` lists them",
+    "message": "No logged message {ident!r}",
+    "judge": "No judge named {ident!r}",
     "task": "No task found with id {ident!r}; GET /v1/tasks lists them",
 }
 
@@ -83,6 +84,8 @@ def from_library(exc: TuneloopError) -> APIError:
         return APIError(400, message, param="model", code="model_not_available")
     if isinstance(exc, ContextLengthError):
         return APIError(400, message, param="messages", code="context_length_exceeded")
+    if isinstance(exc, DatasetInvalidError):
+        return APIError(400, message, param=getattr(exc, "param", None), code="invalid_training_file")
     if isinstance(exc, JobStateError):
         return APIError(400, message, code="invalid_job_state")
     if isinstance(exc, TaskStateError):

@@ -22,11 +22,12 @@ def reply_row(session: Session, message_id: int, location: str, doing: str) -> M
     """The assistant message ``message_id``, or MessageNotFoundError saying what ``doing`` needs."""
     row = session.get(MessageRow, message_id) if row_id_in_range(message_id) else None
     if row is None:
-        raise MessageNotFoundError(f"no message #{message_id} in {location}; `tuneloop logs show` lists a thread's "
-                                   "messages with their numbers", str(message_id))
+        raise MessageNotFoundError(f"no message #{message_id} in {location}", str(message_id)).with_hint(
+            "`tuneloop logs show THREAD` lists a thread's messages with their numbers")
     if row.role != "assistant":
-        raise NotAReplyError(f"message #{message_id} is a {row.role} turn; {doing} needs an assistant reply "
-                             "(the #N of a reply in `tuneloop logs show`)", param="message_id")
+        raise NotAReplyError(f"message #{message_id} is a {row.role} turn; {doing} needs an assistant reply",
+                             param="message_id").with_hint(
+            "`tuneloop logs show THREAD` lists a thread's messages with their numbers")
     return row
 
 
@@ -36,7 +37,7 @@ class Corrections(Repository):
         if not isinstance(content, str) or not content.strip():
             raise InputError("a correction needs text: write the reply the model should have given", param="content")
         if source not in SOURCES:
-            raise InputError(f"unknown correction source {source!r}; use one of {', '.join(SOURCES)}")
+            raise InputError(f"unknown correction source {source!r}; use one of {', '.join(SOURCES)}", param="source")
         with self.db.session(write=True) as session:
             reply_row(session, message_id, self.location, "a correction")
             row = CorrectionRow(message_id=message_id, content=content, source=source, created_at=utcnow())

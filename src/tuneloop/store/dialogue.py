@@ -39,9 +39,8 @@ class DialogueStore(Repository):
         self.db.close()
 
     def _no_thread(self, thread_id: str) -> ThreadNotFoundError:
-        return ThreadNotFoundError(
-            f"no thread {thread_id!r} in {self.location}; run `tuneloop logs list` to see the threads", thread_id
-        )
+        return ThreadNotFoundError(f"no thread {thread_id!r} in {self.location}", thread_id).with_hint(
+            "`tuneloop logs list` lists the threads")
 
     # Threads
 
@@ -177,42 +176,12 @@ class DialogueStore(Repository):
             if system_instruction and system_instruction != thread.system_instruction:
                 if system_sentiment is None:
                     raise ValueError("a new system instruction is logged with its sentiment: pass system_sentiment")
-                session.add(
-                    MessageRow(
-                        thread_id=thread_id,
-                        role="system",
-                        content=system_instruction,
-                        sentiment_label=system_sentiment.label,
-                        sentiment_score=system_sentiment.score,
-                        language=language_of(system_sentiment),
-                        created_at=now,
-                    )
-                )
+                session.add(_labelled_row(thread_id, "system", system_instruction, system_sentiment, now))
                 thread.system_instruction = system_instruction
-            user_row = MessageRow(
-                thread_id=thread_id,
-                role="user",
-                content=user_content,
-                attachments=attachments,
-                sentiment_label=user_sentiment.label,
-                sentiment_score=user_sentiment.score,
-                language=language_of(user_sentiment),
-                created_at=now,
-            )
-            reply_row = MessageRow(
-                thread_id=thread_id,
-                role="assistant",
-                content=assistant_content,
-                model=model,
-                tokens_in=tokens_in,
-                tokens_out=tokens_out,
-                latency_ms=latency_ms,
-                finish_reason=finish_reason,
-                sentiment_label=reply_sentiment.label,
-                sentiment_score=reply_sentiment.score,
-                language=language_of(reply_sentiment),
-                created_at=now,
-            )
+            user_row = _labelled_row(thread_id, "user", user_content, user_sentiment, now, attachments=attachments)
+            reply_row = _labelled_row(thread_id, "assistant", assistant_content, reply_sentiment, now, model=model,
+                                      tokens_in=tokens_in, tokens_out=tokens_out, latency_ms=latency_ms,
+                                      finish_reason=finish_reason)
             session.add_all([user_row, reply_row])
             if thread.title is None:
                 thread.title = " ".join(user_content.split())[:TITLE_LENGTH]
@@ -225,9 +194,9 @@ class DialogueStore(Repository):
         """Rate an assistant message up (+1) or down (-1), with an optional ``note`` saying why; 0 clears the rating
         (and its note)."""
         if value not in (-1, 0, 1):
-            raise InputError(f"a rating is 1 (up), -1 (down) or 0 (clear), not {value!r}")
+            raise InputError(f"a rating is 1 (up), -1 (down) or 0 (clear), not {value!r}", param="rating")
         if note is not None and not isinstance(note, str):
-            raise InputError("a rating's note is text")
+            raise InputError("a rating's note is text", param="note")
         with self.db.session(write=True) as session:
             row = reply_row(session, message_id, self.location, "a rating")
             row.feedback = value or None
@@ -249,8 +218,8 @@ class DialogueStore(Repository):
         with self.db.session() as session:
             row = session.get(MessageRow, message_id) if row_id_in_range(message_id) else None
             if row is None:
-                raise MessageNotFoundError(f"no message #{message_id} in {self.location}; `tuneloop logs show` lists "
-                                           "a thread's messages with their numbers", str(message_id))
+                raise MessageNotFoundError(f"no message #{message_id} in {self.location}", str(message_id)).with_hint(
+                    "`tuneloop logs show THREAD` lists a thread's messages with their numbers")
             return Message.from_row(row, latest_in(session, [row.id]).get(row.id))
 
     # Relabelling (``tuneloop logs rescore``)
@@ -310,3 +279,9 @@ class DialogueStore(Repository):
                 thread_ids = list(session.scalars(select(ThreadRow.id).order_by(ThreadRow.created_at)))
         for thread_id in thread_ids:
             yield self.get_thread(thread_id), self.messages(thread_id)
+
+
+def _labelled_row(thread_id: str, role: str, content: str, label: Label, when: datetime, **fields: Any) -> MessageRow:
+    """A message's row with the label computed for it (its sentiment and language)."""
+    return MessageRow(thread_id=thread_id, role=role, content=content, sentiment_label=label.label,
+                      sentiment_score=label.score, language=language_of(label), created_at=when, **fields)

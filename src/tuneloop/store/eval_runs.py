@@ -10,15 +10,9 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from tuneloop.errors import NotFoundError
+from tuneloop.errors import EvalRunNotFoundError
 from tuneloop.store.database import Repository, aware
 from tuneloop.store.schema import EvalRunRow, utcnow
-
-
-class EvalRunNotFoundError(NotFoundError):
-    """No kept eval run has that id."""
-
-    default_kind = "eval_run"
 
 
 @dataclass(frozen=True)

@@ -213,7 +213,8 @@ class JobStore(Repository):
             return Job.from_rows(row, task)
 
     def _not_found(self, job_id: str) -> JobNotFoundError:
-        return JobNotFoundError(f"no fine-tuning job {job_id!r} in {self.location}; run `tuneloop jobs list`", job_id)
+        return JobNotFoundError(f"no fine-tuning job {job_id!r} in {self.location}", job_id).with_hint(
+            "`tuneloop jobs list` lists them")
 
     def _read(self, session: Session, job_id: str) -> Job:
         found = session.execute(_joined().where(JobRow.id == job_id)).first()

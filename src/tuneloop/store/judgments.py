@@ -77,7 +77,8 @@ class Judgments(Repository):
             row = session.get(JudgeRow, name)
             now = utcnow()
             if row is not None and not replace:
-                raise InputError(f"a judge named {name!r} exists; pick another name, or --replace it", param="name")
+                raise InputError(f"a judge named {name!r} exists; pick another name, or replace it",
+                                 param="name").with_hint("--replace changes it")
             if row is None:
                 row = JudgeRow(name=name, created_at=now)
                 session.add(row)
@@ -92,8 +93,8 @@ class Judgments(Repository):
         with self.db.session() as session:
             row = session.get(JudgeRow, name)
             if row is None:
-                raise JudgeNotFoundError(f"no judge named {name!r} in {self.location}; `tuneloop judge list` lists "
-                                         "them, `tuneloop judge add` makes one", name)
+                raise JudgeNotFoundError(f"no judge named {name!r} in {self.location}", name).with_hint(
+                    "`tuneloop judge list` lists them, `tuneloop judge add` makes one")
             return _judge(row)
 
     def judges(self) -> list[Judge]:

@@ -101,7 +101,8 @@ class TaskStore(Repository):
     """Tasks and their events."""
 
     def _not_found(self, task_id: str) -> TaskNotFoundError:
-        return TaskNotFoundError(f"no task {task_id!r} in {self.location}; run `tuneloop tasks list`", task_id)
+        return TaskNotFoundError(f"no task {task_id!r} in {self.location}", task_id).with_hint(
+            "`tuneloop tasks list` lists them")
 
     def add_task(self, session: Session, kind: str, *, task_id: str | None = None, status: str = "queued",
                  params: dict[str, Any] | None = None, title: str | None = None, model: str | None = None,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from tuneloop.errors import InputError
+from tuneloop.errors import StructuredOutputError
 
 # JSON Schema keywords a reply is held to (OpenAI's documented subset for Structured Outputs, and the few more the
 # grammar enforces as well: minLength/maxLength, oneOf and allOf).
@@ -22,10 +22,6 @@ FORMATS = frozenset({"date-time", "time", "date", "duration", "email", "hostname
 TYPES = frozenset({"string", "number", "integer", "boolean", "object", "array", "null"})
 _SCHEMA_MAPS = ("properties", "$defs", "definitions")
 _SCHEMA_LISTS = ("anyOf", "oneOf", "allOf")
-
-
-class StructuredOutputError(InputError):
-    """A schema, a tool or a tool call the request gives cannot be used (``param`` names where)."""
 
 
 def check_schema(schema: Any, where: str) -> None:

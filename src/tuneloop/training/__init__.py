@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from tuneloop.store.jobs import Checkpoint, Job, JobEvent
     from tuneloop.training.jobs import FineTuning
 
-__all__ = ["FineTuning"]
+__all__ = ["Checkpoint", "FineTuning", "Job", "JobEvent"]
 
 
 def __getattr__(name: str) -> Any:
@@ -21,4 +22,9 @@ def __getattr__(name: str) -> Any:
         from tuneloop.training.jobs import FineTuning
 
         return FineTuning
+    if name in ("Job", "JobEvent", "Checkpoint"):
+        # Lazy as well: the records a job's callers show, from where they are kept.
+        from tuneloop.store import jobs
+
+        return getattr(jobs, name)
     raise AttributeError(f"module 'tuneloop.training' has no attribute {name!r}")

@@ -30,9 +30,11 @@ def _number(name: str, value: Any) -> float | int | None:
         if kind is int and float(value) != int(number):
             raise ValueError
     except (TypeError, ValueError):
-        raise InputError(f"hyperparameter {name} is {value!r}; give a number or 'auto'") from None
+        raise InputError(f"hyperparameter {name} is {value!r}; give a number or 'auto'",
+                         param=f"hyperparameters.{name}") from None
     if not low <= number <= high:
-        raise InputError(f"hyperparameter {name} is {value!r}; it must be between {low:g} and {high:g}, or 'auto'")
+        raise InputError(f"hyperparameter {name} is {value!r}; it must be between {low:g} and {high:g}, or 'auto'",
+                         param=f"hyperparameters.{name}")
     return number
 
 
@@ -41,9 +43,11 @@ def resolve(method: str, examples: int, requested: dict[str, Any] | None = None)
     requested = dict(requested or {})
     unknown = set(requested) - set(LIMITS)
     if unknown:
-        raise InputError(f"unknown hyperparameter(s) {', '.join(sorted(unknown))}; use {', '.join(LIMITS)}")
+        raise InputError(f"unknown hyperparameter(s) {', '.join(sorted(unknown))}; use {', '.join(LIMITS)}",
+                         param="hyperparameters")
     if "beta" in requested and requested["beta"] not in (None, "auto") and method != "dpo":
-        raise InputError("hyperparameter beta applies to DPO only; drop it or use method dpo")
+        raise InputError("hyperparameter beta applies to DPO only; drop it or use method dpo",
+                         param="hyperparameters.beta")
     epochs = _number("n_epochs", requested.get("n_epochs"))
     batch = _number("batch_size", requested.get("batch_size"))
     multiplier = _number("learning_rate_multiplier", requested.get("learning_rate_multiplier"))

@@ -137,16 +137,16 @@ class FineTuning:
                                        suffix=suffix, seed=seed, description=description, metadata=metadata,
                                        validation_file=validation_file)
         if backend != "local":
-            raise InputError(f"backend {backend!r}: use local or openai")
+            raise InputError(f"backend {backend!r}: use local or openai", param="backend")
         model = model or BASE_MODEL_ID
         if model.startswith("ft:") or not self.runtime.registry.has(model):
             raise InputError(
                 f"the local trainer fine-tunes base models registered here ({', '.join(self.runtime.registry.ids())}), "
-                f"not {model!r}; register one with `tuneloop models add ID PATH`, or use --backend openai for a "
-                "remote model"
-            )
+                f"not {model!r}; register the model's folder here, or train a remote model on its platform",
+                param="model").with_hint("`tuneloop models add ID PATH` registers one; --backend openai trains "
+                                         "remotely")
         if suffix is not None and (len(suffix) > 64 or ":" in suffix or not suffix.strip()):
-            raise InputError(f"suffix {suffix!r}: use up to 64 characters, without ':'")
+            raise InputError(f"suffix {suffix!r}: use up to 64 characters, without ':'", param="suffix")
         device = (device or self.settings.device or "auto").lower()
         quantize = quantize or None
         self._check_hardware(model, device, quantize)
@@ -179,8 +179,8 @@ class FineTuning:
         try:
             self.files.get(old.training_file)
         except StoreError:
-            raise InputError(f"job {job_id}'s training file {old.training_file} is not in this store; import it "
-                             "with `tuneloop import openai` (it copies jobs with their files)") from None
+            raise InputError(f"job {job_id}'s training file {old.training_file} is not in this store; import it with "
+                             "the job").with_hint("`tuneloop import openai` copies jobs with their files") from None
         validation = old.validation_file
         if validation:
             try:
@@ -204,23 +204,26 @@ class FineTuning:
         worker that claims the job checks its own hardware."""
 
         if device not in DEVICES:
-            raise InputError(f"device {device!r}: use one of {', '.join(DEVICES)}")
+            raise InputError(f"device {device!r}: use one of {', '.join(DEVICES)}", param="device")
         if quantize is not None and quantize not in QUANTIZE:
-            raise InputError(f"quantize {quantize!r}: use 4bit (QLoRA, CUDA only), or leave it out")
+            raise InputError(f"quantize {quantize!r}: use 4bit (QLoRA, CUDA only), or leave it out", param="quantize")
         if quantize is not None and device not in ("auto", "cuda"):
-            raise InputError(f"--quantize {quantize} needs CUDA (bitsandbytes); drop --device {device} or --quantize")
+            raise InputError(f"quantize {quantize} needs CUDA (bitsandbytes), not device {device}; choose one or the "
+                             "other", param="quantize")
         if not self.settings.spawn_worker:
             return
 
         plan = choose(device)
         if quantize is not None:
             if plan.device != "cuda":
-                raise InputError(f"--quantize {quantize} (QLoRA) needs a CUDA GPU and this machine has none; train "
-                                 "without it, or on a machine with a GPU (`tuneloop worker` there)")
+                raise InputError(f"quantize {quantize} (QLoRA) needs a CUDA GPU and this machine has none; train "
+                                 "without it, or on a machine with a GPU", param="quantize").with_hint(
+                    "a `tuneloop worker` on a machine with a GPU takes the job")
             try:
                 import bitsandbytes  # noqa: F401
             except ImportError:
-                raise InputError("--quantize 4bit needs bitsandbytes: pip install 'tuneloop[gpu]'") from None
+                raise InputError("quantize 4bit needs bitsandbytes: pip install 'tuneloop[gpu]'",
+                                 param="quantize") from None
         checkpoint = self.runtime.local_checkpoint(model)
         check_fits(model, count_parameters(checkpoint), plan, quantize=quantize)
 
@@ -228,7 +231,8 @@ class FineTuning:
         """Refuse a validation file the trainer could not use; returns its id."""
 
         if method != "supervised":
-            raise InputError(f"validation_file applies to supervised jobs, not {method}; leave it out")
+            raise InputError(f"validation_file applies to supervised jobs, not {method}; leave it out",
+                             param="validation_file")
         stored = self._file(validation_file, "validation_file")
         name = f"validation file {stored.filename} ({stored.id})"
         try:
@@ -237,10 +241,11 @@ class FineTuning:
             if isinstance(exc, InputError):
                 raise
             raise InputError(f"{name}: cannot be read as JSONL ({exc}); give chat examples, one JSON object per "
-                             "line") from None
+                             "line", param="validation_file") from None
         if not examples and not items:
             raise InputError(f"{name} has no chat examples with an assistant answer and no questions with an "
-                             "\"expected\" answer; give one or the other (one JSON object per line)")
+                             "\"expected\" answer; give one or the other (one JSON object per line)",
+                             param="validation_file")
         if examples:
             counter = token_counter(model, models_dir=self.settings.resolved_models_dir,
                                     progress=self.runtime.progress, checkpoint=self.runtime.local_checkpoint(model))
@@ -248,7 +253,7 @@ class FineTuning:
             report.errors.pop("too_few_examples", None)  # a few validation examples are enough
             report.first_errors = [i for i in report.first_errors if i.error != "too_few_examples"]
             if not report.ok:
-                raise InputError(report.summary(name))
+                raise InputError(report.summary(name), param="validation_file")
         return stored.id
 
     def _file(self, file_id: str, param: str) -> StoredFile:
@@ -266,10 +271,11 @@ class FineTuning:
                                       source=stored.filename)
         method = report.format if method == "auto" else method
         if method not in ("supervised", "dpo"):
-            raise InputError(f"method {method!r}: use supervised, dpo or auto")
+            raise InputError(f"method {method!r}: use supervised, dpo or auto", param="method")
         if method != report.format:
             raise InputError(f"method {method} needs a {method} file, but {stored.filename} holds {report.format} "
-                             "examples; rebuild it with `tuneloop data build --method " + method + "`")
+                             f"examples; build the file in the {method} format", param="method").with_hint(
+                f"`tuneloop data build --method {method}` builds one")
         return stored, report, method
 
     def remote(self) -> RemoteTrainer:

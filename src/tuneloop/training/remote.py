@@ -55,7 +55,7 @@ class RemoteTrainer:
         if method == "dpo":
             method_param: dict[str, Any] = {"type": "dpo", "dpo": {"hyperparameters": given}}
         elif "beta" in given:
-            raise InputError("hyperparameter beta applies to DPO only")
+            raise InputError("hyperparameter beta applies to DPO only", param="hyperparameters.beta")
         else:
             method_param = {"type": "supervised", "supervised": {"hyperparameters": given}}
         options: dict[str, Any] = {"model": model, "training_file": uploaded.id, "method": method_param}

@@ -74,7 +74,8 @@ def choose(requested: str | None = None) -> DevicePlan:
     gpus = cuda_count() if wanted in ("auto", "cuda") else 0
     if wanted == "cuda" and gpus == 0:
         raise ConfigError("device cuda was asked for, but torch sees no CUDA GPU on this machine "
-                          f"(torch {_torch_version()}); use --device cpu, or install a CUDA build of torch")
+                          f"(torch {_torch_version()}); train on the CPU, or install a CUDA build of torch").with_hint(
+            "--device cpu")
     if gpus:
         import torch
 
@@ -84,7 +85,7 @@ def choose(requested: str | None = None) -> DevicePlan:
         return DevicePlan("cuda", "bf16" if bf16 else "fp16", gpus, label)
     if wanted == "mps" and not mps_available():
         raise ConfigError("device mps was asked for, but this machine has no Apple GPU that torch can use; "
-                          "use --device cpu")
+                          "use the CPU").with_hint("--device cpu")
     if wanted in ("auto", "mps") and mps_available():
         return DevicePlan("mps", "fp32", 0, "Apple MPS")
     return DevicePlan("cpu", "fp32", 0, f"CPU ({os.cpu_count() or 1} cores)")

@@ -13,14 +13,8 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from tuneloop.datasets import (
-    Dataset,
-    DialogueFilter,
-    from_dialogues,
-    price_table,
-    token_counter,
-    validate_examples,
-)
+from tuneloop.curation.selection import select
+from tuneloop.datasets import Dataset, price_table, token_counter, validate_examples
 from tuneloop.datasets.shapes import METHODS
 from tuneloop.datasets.validate import ValidationReport
 from tuneloop.errors import DataError
@@ -32,7 +26,7 @@ from tuneloop.web.log import FIELDS, parse_filter
 router = APIRouter()
 ROUTERS = [router]
 SHOWN = 5  # examples rendered in the preview
-OPTIONS = ("criterion", "max_turns", "redact", "method", "model", "platform")
+OPTIONS = ("criterion", "max_turns", "redact", "method", "base", "platform")
 DEFAULT_PLATFORM = "gpt-4.1-mini-2025-04-14"
 
 
@@ -52,7 +46,7 @@ class Choice:
         """The query that builds this set again (for the download link and the save form)."""
         kept = {k: v for k, v in self.params.items() if k in FIELDS and v}
         kept.update({"criterion": self.criterion or "", "max_turns": self.max_turns or "",
-                     "redact": "yes" if self.redact else "", "method": self.method, "model": self.model,
+                     "redact": "yes" if self.redact else "", "method": self.method, "base": self.model,
                      "platform": self.platform})
         return urlencode({k: v for k, v in kept.items() if v not in ("", None)})
 
@@ -69,9 +63,10 @@ def choice_of(params: dict[str, str], bases: list[str], judges: list[str]) -> Ch
     method = params.get("method") or "auto"
     if method not in METHODS:
         raise PageError(f"method {method!r} is not one of: {', '.join(METHODS)}")
-    model = params.get("model") or bases[0]
+    # "base", not "model": model is the log's filter (the replies a model wrote), which this page carries along.
+    model = params.get("base") or bases[0]
     if model not in bases:
-        raise PageError(f"model {model!r} is not a base model here: {', '.join(bases)}")
+        raise PageError(f"base model {model!r} is not one here: {', '.join(bases)}")
     platform = params.get("platform") or DEFAULT_PLATFORM
     if platform not in price_table().models:
         raise PageError(f"platform model {platform!r} has no price here; choose one of the list")
@@ -80,19 +75,11 @@ def choice_of(params: dict[str, str], bases: list[str], judges: list[str]) -> Ch
 
 
 def build(request: Request, choice: Choice) -> tuple[Dataset, int]:
-    """The training set the choice describes, and how many threads it was built from."""
-    runtime = state_of(request).runtime
-    where = parse_filter(choice.params)
-    thread_ids = runtime.db.browse.thread_ids(where)
-    dialogue = runtime.db.dialogue
-    replies = None
-    if choice.criterion is not None:
-        from tuneloop.curation.judges import passing  # judges load the eval runner; only a criterion needs them
-
-        replies = DialogueFilter(replies=passing(dialogue, choice.criterion))
-    dataset = from_dialogues(dialogue, thread_ids=thread_ids, max_context_turns=choice.max_turns, where=replies,
-                             redact_personal=choice.redact)
-    return dataset, len(thread_ids)
+    """The training set the choice describes, and how many threads it was built from: the library's one selection
+    (``tuneloop data build --from-dialogues`` makes the same of the same filter)."""
+    selection = select(state_of(request).runtime.db, parse_filter(choice.params), criterion=choice.criterion,
+                       max_context_turns=choice.max_turns, redact=choice.redact)
+    return selection.dataset, selection.threads
 
 
 def _turns(messages: list[dict[str, Any]]) -> list[dict[str, str]]:

@@ -16,12 +16,9 @@ from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
 from tuneloop.errors import TuneloopError
-from tuneloop.evals import DEFAULT_MAX_TOKENS, EvalItem, from_log, read_eval_bytes, read_eval_jsonl
+from tuneloop.evals import DEFAULT_MAX_TOKENS, EvalItem, from_log_filter, read_eval_bytes, read_eval_jsonl
 from tuneloop.evals import runs as eval_runs
 from tuneloop.serving import served_models, state_of
-from tuneloop.store import DialogueStore
-from tuneloop.store.browse import LogBrowser
-from tuneloop.store.eval_runs import EvalRun
 from tuneloop.web._pages import PageError, back_to, posted, render, whole_number
 from tuneloop.web.log import parse_filter
 
@@ -50,7 +47,7 @@ def _page(request: Request, *, status: int = 200, **context: Any) -> Response:
     rt = state_of(request).runtime
     runs = rt.db.eval_runs
     given = {"error": None, "chosen": [], "max_tokens": DEFAULT_MAX_TOKENS, "log_query": "", **context}
-    going = state_of(request).tasks.store.tasks.unfinished([eval_runs.KIND])
+    going = rt.db.tasks.unfinished([eval_runs.KIND])
     return render(request, "evals.html", status=status, models=[m["id"] for m in served_models(rt)],
                   runs=runs.recent(LISTED), total=runs.count(), max_tokens_limit=MAX_TOKENS, going=going, **given)
 
@@ -60,11 +57,9 @@ def evals_page(request: Request) -> Response:
     return _page(request, log_query=request.query_params.get("log", ""))
 
 
-def log_items(store: Any, log_query: str) -> tuple[str, list[EvalItem]]:
+def log_items(db: Any, log_query: str) -> tuple[str, list[EvalItem]]:
     """The eval built from the log's threads that ``log_query`` (the log page's query string) keeps."""
-    where = parse_filter(dict(parse_qsl(log_query)))
-    threads = LogBrowser(store).thread_ids(where, limit=LOG_THREADS)
-    items = from_log(DialogueStore(store), threads, limit=LOG_QUESTIONS)
+    items = from_log_filter(db, parse_filter(dict(parse_qsl(log_query))), threads=LOG_THREADS, limit=LOG_QUESTIONS)
     if not items:
         raise PageError("these threads have no corrected reply and no reply rated up to ask again: rate or correct "
                         "replies on the log page first")
@@ -76,7 +71,7 @@ async def _eval_file(request: Request, form: Any, source: str) -> tuple[str, lis
         return f"{DEMO} (bundled)", demo_items()
     if source == "log":
         query = form.get("log_query")
-        return await run_in_threadpool(log_items, state_of(request).runtime.db.dialogue,
+        return await run_in_threadpool(log_items, state_of(request).runtime.db,
                                        query if isinstance(query, str) else "")
     upload = form.get("file")
     if not isinstance(upload, UploadFile) or not upload.filename:
@@ -118,7 +113,7 @@ def _shown(expected: Any) -> str:
     return expected if isinstance(expected, str) else json.dumps(expected, ensure_ascii=False)
 
 
-def compare(run: EvalRun, baseline: str) -> dict[str, Any]:
+def compare(run: eval_runs.EvalRun, baseline: str) -> dict[str, Any]:
     """The run's rows with each other model's change against ``baseline`` ("worse": right to wrong, "better":
     wrong to right, "same"), and per model how many went each way."""
     others = [m for m in run.models if m != baseline]

@@ -21,7 +21,7 @@ from tuneloop.datasets.shapes import METHODS
 from tuneloop.datasets.validate import ValidationReport
 from tuneloop.errors import DatasetInvalidError, TuneloopError
 from tuneloop.serving import ServerState, state_of
-from tuneloop.store.jobs import Job, JobEvent
+from tuneloop.training import Job, JobEvent
 from tuneloop.util.hardware import DEVICES
 from tuneloop.web._pages import PageError, back_to, posted, render, whole_number
 

@@ -12,16 +12,14 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from tuneloop.curation import judge_runs, judges
+from tuneloop.curation import judge_runs, judges, log
 from tuneloop.errors import TuneloopError
 from tuneloop.runtime import Runtime
 from tuneloop.serving import ServerState, served_models, state_of
-from tuneloop.store import DialogueStore
-from tuneloop.store.judgments import Judgments
 from tuneloop.tasks import Task
 from tuneloop.web._pages import back_to, posted, render, whole_number
 
-log = logging.getLogger("tuneloop.web")
+logger = logging.getLogger("tuneloop.web")
 router = APIRouter()
 ROUTERS = [router]
 RECENT = 20
@@ -55,41 +53,28 @@ def _share(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}"
 
 
-def _recent(store: Any, names: set[str]) -> list[dict[str, Any]]:
-    """The RECENT newest verdicts (one query, newest first, bounded), with the reply each is about. Every verdict is
-    a criterion's (removing one removes its verdicts), so the query does not filter by ``names`` (a filter makes
-    SQLite walk the judge index row by row); a stray one is only left off."""
-    dialogue = DialogueStore(store)
-    rows = []
-    for verdict in Judgments(store).recent(None, RECENT) if names else []:
-        if verdict.judge not in names:
-            continue
-        try:
-            message = dialogue.get_message(verdict.message_id)
-        except TuneloopError:
-            continue
-        rows.append({"verdict": verdict, "message": message, "excerpt": message.content[:240],
-                     "href": f"/ui/log/{quote(message.thread_id, safe='')}#m{message.id}"})
-    return rows
+def _recent(db: Any, names: set[str]) -> list[dict[str, Any]]:
+    """The RECENT newest verdicts (one query, newest first, bounded), with the reply each is about."""
+    return [{"verdict": r.verdict, "message": r.message, "excerpt": r.message.content[:240],
+             "href": f"/ui/log/{quote(r.message.thread_id, safe='')}#m{r.message.id}"}
+            for r in log.recent_verdicts(db, names, RECENT)]
+
+
+def _agreement(db: Any, name: str) -> dict[str, Any]:
+    """How criterion ``name`` agrees with people's ratings, counted in the database (the log is never read whole)."""
+    report = judges.align(db.dialogue, name, disagreements=0)
+    return {"count": report.count, "both_pass": report.both_pass, "judge_only": report.judge_only,
+            "people_only": report.people_only, "both_fail": report.both_fail, "precision": _share(report.precision),
+            "recall": _share(report.recall), "agreement": _share(report.agreement), "kappa": _share(report.kappa)}
 
 
 def _page(request: Request, *, error: str | None = None, status: int = 200, form: dict[str, str] | None = None
           ) -> Response:
     """The page; synchronous (store calls): run it in a worker thread (a ``def`` route, or run_in_threadpool)."""
     state = state_of(request)
-    store = state.runtime.db.dialogue
-    judgments = Judgments(store)
-    criteria = judgments.judges()
-    agreement = {}
-    for judge in criteria:
-        counts = judgments.agreement(judge.name)  # counted in the database: the log is never read whole
-        report = judges.Alignment(judge.name, None, both_pass=counts.both_pass, judge_only=counts.judge_only,
-                                  people_only=counts.people_only, both_fail=counts.both_fail)
-        agreement[judge.name] = {"count": report.count, "both_pass": report.both_pass,
-                                 "judge_only": report.judge_only, "people_only": report.people_only,
-                                 "both_fail": report.both_fail, "precision": _share(report.precision),
-                                 "recall": _share(report.recall), "agreement": _share(report.agreement),
-                                 "kappa": _share(report.kappa)}
+    db = state.runtime.db
+    criteria = db.judgments.judges()
+    agreement = {judge.name: _agreement(db, judge.name) for judge in criteria}
     names = {j.name for j in criteria}
     shown = run_views(state, names)
     following = any(run["running"] for run in shown)
@@ -97,7 +82,7 @@ def _page(request: Request, *, error: str | None = None, status: int = 200, form
     name = request.query_params.get("name", "")
     response = render(
         request, "judges.html", status=status, criteria=criteria, agreement=agreement, rules=RULES,
-        models=[m["id"] for m in served_models(state.runtime)], recent=_recent(store, names),
+        models=[m["id"] for m in served_models(state.runtime)], recent=_recent(db, names),
         runs=shown, error=error, form=form or {}, refresh=REFRESH_S if following else None,
         notice=NOTICES[notice].format(name=name) if notice in NOTICES and name in names else None)
     if following:

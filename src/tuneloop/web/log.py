@@ -12,11 +12,9 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from tuneloop.curation import ratings
+from tuneloop.curation import log, ratings
+from tuneloop.curation.log import RATINGS, SENTIMENTS, SOURCES, LogFilter
 from tuneloop.serving import state_of
-from tuneloop.store import DialogueStore
-from tuneloop.store.browse import RATINGS, SENTIMENTS, SOURCES, LogBrowser, LogFilter
-from tuneloop.store.judgments import Judgments
 from tuneloop.web._pages import PageError, back_to, posted, render, whole_number
 
 router = APIRouter()
@@ -74,9 +72,8 @@ def _page_number(value: str | None) -> int:
 
 @router.get("/log")
 def log_page(request: Request) -> Response:
-    store = state_of(request).runtime.db.dialogue
     params = dict(request.query_params)
-    browser = LogBrowser(store)
+    browser = state_of(request).runtime.db.browse
     facets = browser.facets()
     try:
         where = parse_filter(params)
@@ -118,17 +115,12 @@ def _bars(days: list[tuple[date, dict[str, int]]]) -> list[dict[str, Any]]:
 
 @router.get("/log/{thread_id:path}")
 def thread_page(thread_id: str, request: Request) -> Response:
-    store = state_of(request).runtime.db.dialogue
-    dialogue = DialogueStore(store)
-    thread = dialogue.get_thread(thread_id)
-    messages = dialogue.messages(thread_id)
-    verdicts = Judgments(store).verdicts_of(m.id for m in messages if m.role == "assistant")
-    results = {m.tool_call_id: m for m in messages if m.role == "tool" and m.tool_call_id}
-    return render(request, "thread.html", thread=thread, messages=messages, verdicts=verdicts, results=results,
-                  notice=request.query_params.get("done"))
+    view = log.thread_view(state_of(request).runtime.db, thread_id)
+    return render(request, "thread.html", thread=view.thread, messages=view.messages, verdicts=view.verdicts,
+                  results=view.results, notice=request.query_params.get("done"))
 
 
-def _on_reply(request: Request, message_id: int, change: Callable[[DialogueStore], str]) -> Response:
+def _on_reply(request: Request, message_id: int, change: Callable[[Any], str]) -> Response:
     """Apply ``change`` to reply ``message_id`` (in a worker thread: the store may wait on a lock) and go back to
     its turn in its thread, saying what was done."""
     dialogue = state_of(request).runtime.db.dialogue
@@ -146,7 +138,7 @@ def _text(form: Any, name: str) -> str:
 async def rate(message_id: int, request: Request) -> Response:
     form = await posted(request)
 
-    def change(dialogue: DialogueStore) -> str:
+    def change(dialogue: Any) -> str:
         ratings.rate(dialogue, message_id, _text(form, "rating"), _text(form, "note").strip() or None)
         return "rated"
     return await run_in_threadpool(_on_reply, request, message_id, change)
@@ -156,7 +148,7 @@ async def rate(message_id: int, request: Request) -> Response:
 async def correct(message_id: int, request: Request) -> Response:
     form = await posted(request)
 
-    def change(dialogue: DialogueStore) -> str:
+    def change(dialogue: Any) -> str:
         ratings.correct(dialogue, message_id, _text(form, "correction"), source="ui")
         return "corrected"
     return await run_in_threadpool(_on_reply, request, message_id, change)
@@ -167,7 +159,7 @@ async def exclude(message_id: int, request: Request) -> Response:
     form = await posted(request)
     excluded = _text(form, "excluded") == "yes"
 
-    def change(dialogue: DialogueStore) -> str:
+    def change(dialogue: Any) -> str:
         ratings.exclude(dialogue, message_id, excluded)
         return "excluded" if excluded else "included"
     return await run_in_threadpool(_on_reply, request, message_id, change)

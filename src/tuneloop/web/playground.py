@@ -23,9 +23,9 @@ from starlette.datastructures import FormData
 from starlette.responses import Response, StreamingResponse
 
 from tuneloop.conversation.chat import ChatSession, Reply, ReplyStream
+from tuneloop.curation.log import Message
 from tuneloop.errors import TuneloopError
 from tuneloop.serving import ClientGone, Generation, ServerState, collect_text, served_models, state_of, unless_gone
-from tuneloop.store import DialogueStore, Message
 from tuneloop.web._pages import PageError, posted, render, whole_number
 
 log = logging.getLogger("tuneloop.web")
@@ -64,7 +64,7 @@ def _thread_of(store: Any, thread_id: str | None, model: str) -> str | None:
     if not thread_id:
         return None
     try:
-        thread = DialogueStore(store).get_thread(thread_id)
+        thread = store.get_thread(thread_id)
     except TuneloopError:
         return None
     return thread.id if thread.model == model and thread.kind is None else None

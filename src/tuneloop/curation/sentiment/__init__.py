@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from tuneloop.curation.sentiment.judge import JudgeAnalyzer
 from tuneloop.curation.sentiment.language import detect, detect_language
 from tuneloop.curation.sentiment.lexicon import LANGUAGES
+from tuneloop.errors import InputError
 
 if TYPE_CHECKING:
     from tuneloop.curation.sentiment.language import Detection
@@ -94,6 +95,6 @@ def analyze(text: str, analyzer: str = "multilingual") -> Sentiment:
 
 def analyze_many(texts: list[str], analyzer: str = "multilingual") -> list[Sentiment]:
     if analyzer not in ("multilingual", "vader"):
-        raise ValueError(f"analyze() takes 'multilingual' or 'vader', not {analyzer!r}; "
-                         "the judge needs a model: JudgeAnalyzer(complete)")
+        raise InputError(f"analyze() takes 'multilingual' or 'vader', not {analyzer!r}; the judge needs a model: "
+                         "JudgeAnalyzer(complete)", param="analyzer")
     return [_analyze(text or "", analyzer, detect(text or "")) for text in texts]
