@@ -20,7 +20,8 @@ from tuneloop.conversation.assistants import catalog
 from tuneloop.conversation.chat import ChatSession, Reply
 from tuneloop.conversation.describe import DESCRIBE_PROMPT, parse_json_object, post_chat, refusal_of_images
 from tuneloop.curation import labels, ratings
-from tuneloop.datasets import Dataset, DialogueFilter, build_dataset, from_dialogues, read_csv_text, read_source
+from tuneloop.curation.selection import select
+from tuneloop.datasets import Dataset, DialogueFilter, build_dataset, read_csv_text, read_source
 from tuneloop.errors import InputError, JobNotFoundError, ModelCannotSeeError
 from tuneloop.providers.images import Detail, prepare_image
 from tuneloop.runtime import Runtime
@@ -255,7 +256,7 @@ class OpenAIModel:
                       backend: str | None = None, where: DialogueFilter | None = None) -> str:
         """Fine-tune on the dialogue log: well-received replies (and better replies after bad ones); ``where``
         keeps only the replies of a model, with some metadata, or written in a period."""
-        dataset = from_dialogues(self.runtime.db.dialogue, where=where)
+        dataset = select(self.runtime.db, where).dataset
         return self._start(dataset, method=method, suffix=suffix, hyperparameters=None, wait=wait,
                            description="dynamic_train on the dialogue log", backend=backend, seed=None)
 
