@@ -341,8 +341,10 @@ class DatasetInvalidError(DataError):
     """Training data failed validation; ``report`` holds the full validation report (``param``: the request's
     field that named the file, when one did)."""
 
-    def __init__(self, message: str, report: object, *, source: str | None = None) -> None:
+    def __init__(self, message: str, report: object, *, source: str | None = None,
+                 file_id: str | None = None) -> None:
         self.report = report
+        self.file_id = file_id  # the stored file's id, when it is one (how a client named it)
         super().__init__(message, source=source)
 
     def named_by(self, param: str) -> DatasetInvalidError:

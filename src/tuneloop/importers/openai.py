@@ -113,7 +113,7 @@ class OpenAIImport:
             if isinstance(cause, ProviderAuthError) or not self.summary.touched:
                 raise cause from None  # nothing to go on from: the error alone says what to do
             raise ImportInterruptedError(f"{cause}; what was imported before is kept: import again to go on",
-                                         self.summary).with_hint("`tuneloop import openai` goes on") from None
+                                         self.summary).with_hint("run `tuneloop import openai` again") from None
         return self.summary
 
     # jobs

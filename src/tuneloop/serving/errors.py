@@ -85,7 +85,11 @@ def from_library(exc: TuneloopError) -> APIError:
     if isinstance(exc, ContextLengthError):
         return APIError(400, message, param="messages", code="context_length_exceeded")
     if isinstance(exc, DatasetInvalidError):
-        return APIError(400, message, param=getattr(exc, "param", None), code="invalid_training_file")
+        # The report names the file by the id the client gave, never by where the server keeps it.
+        summary = getattr(exc.report, "summary", None)
+        name = f"training file {exc.file_id or exc.source or ''}".rstrip()
+        told = summary(name) if callable(summary) else f"{name} is not valid"
+        return APIError(400, told, param=getattr(exc, "param", None), code="invalid_training_file")
     if isinstance(exc, JobStateError):
         return APIError(400, message, code="invalid_job_state")
     if isinstance(exc, TaskStateError):

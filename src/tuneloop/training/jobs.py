@@ -268,7 +268,7 @@ class FineTuning:
         report = self.validate(Path(stored.path), model)
         if not report.ok:
             raise DatasetInvalidError(f"training file {stored.filename} ({stored.id}): {report.summary()}", report,
-                                      source=stored.filename)
+                                      source=stored.filename, file_id=stored.id)
         method = report.format if method == "auto" else method
         if method not in ("supervised", "dpo"):
             raise InputError(f"method {method!r}: use supervised, dpo or auto", param="method")

@@ -18,9 +18,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
 from tuneloop.datasets.shapes import METHODS
-from tuneloop.datasets.validate import ValidationReport
 from tuneloop.errors import DatasetInvalidError, TuneloopError
-from tuneloop.serving import ServerState, state_of
+from tuneloop.serving import ServerState, from_library, state_of
 from tuneloop.training import Job, JobEvent
 from tuneloop.util.hardware import DEVICES
 from tuneloop.web._pages import PageError, back_to, posted, render, whole_number
@@ -145,10 +144,7 @@ def create(state: ServerState, form: dict[str, str]) -> Job:
                                         hyperparameters=_hyperparameters(form), suffix=suffix, backend="local",
                                         device=device, validation_file=validation)
     except DatasetInvalidError as exc:
-        report = exc.report
-        name = f"training file {training}"
-        raise PageError(report.summary(name) if isinstance(report, ValidationReport) else f"{name} is not valid"
-                        ) from None
+        raise PageError(from_library(exc).message) from None  # as the API says it: the file by its id
 
 
 @router.post("/jobs")
