@@ -182,6 +182,13 @@ def test_tasks_over_http_and_the_cli(home: Path) -> None:
         listed = http.get("/tasks").json()
         assert listed["object"] == "list" and listed["data"][0]["id"] == made.id
         assert http.get(f"/tasks/{made.id}").json()["status"] == "queued"
+        dashboard = Dashboard(server.base_url.removesuffix("/v1"))
+        listing = dashboard.http.get("/ui/tasks")  # an unfinished task: the list follows it
+        assert listing.headers["refresh"].startswith("5;") and "reloads itself" in listing.text
+        done = store.tasks.create("elsewhere_kind", title="a finished task")
+        store.tasks.update(done.id, status="succeeded", result={"files": ["a <b>", "c"], "count": 2, "note": None})
+        page = dashboard.http.get(f"/ui/tasks/{done.id}").text
+        assert "<li>a &lt;b&gt;</li><li>c</li>" in page and "<dt>count</dt>" in page and "—" in page
         assert http.get("/tasks/task-nope").status_code == 404
         assert http.get("/tasks", headers={"authorization": "Bearer wrong"}).status_code == 401
         cancelled = http.post(f"/tasks/{made.id}/cancel").json()
@@ -190,6 +197,7 @@ def test_tasks_over_http_and_the_cli(home: Path) -> None:
         assert again.status_code == 409 and "already cancelled" in again.json()["error"]["message"]
         events = http.get(f"/tasks/{made.id}/events").json()["data"]
         assert [e["message"] for e in events] == ["The task was cancelled"]
+        assert "refresh" not in dashboard.http.get("/ui/tasks").headers  # nothing unfinished: no reloading
     shown = run_cli("tasks", "list", "--json")
-    assert shown.code == 0 and json.loads(shown.stdout)[0]["id"] == made.id
+    assert shown.code == 0 and [t["id"] for t in json.loads(shown.stdout)] == [done.id, made.id]
     assert run_cli("tasks", "--help").code == 0

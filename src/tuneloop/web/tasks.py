@@ -21,6 +21,7 @@ from tuneloop.web._pages import back_to, posted, render, whole_number
 router = APIRouter()
 ROUTERS = [router]
 LISTED = 50
+REFRESH_S = 5  # the list reloads itself this often while a task is unfinished
 EVENTS_SHOWN = 200
 POLL_SECONDS = 1.0
 STREAM_SECONDS = 600.0  # then the stream ends and EventSource reconnects (Last-Event-ID): no connection lives forever
@@ -46,6 +47,20 @@ def status_view(task: Task) -> dict[str, Any]:
             "message": progress.get("message") or "", "error": (task.error or {}).get("message")}
 
 
+def result_rows(result: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """A task's result as a page lists it: each field's value as text, a list of values as items (never a JSON dump
+    with its escapes); a nested object as JSON."""
+    rows = []
+    for name, value in (result or {}).items():
+        if isinstance(value, list) and all(isinstance(v, str | int | float) for v in value):
+            rows.append({"name": name, "entries": [str(v) for v in value], "text": None if value else "none"})
+        elif isinstance(value, str | int | float | bool) or value is None:
+            rows.append({"name": name, "entries": None, "text": "—" if value is None else str(value)})
+        else:
+            rows.append({"name": name, "entries": None, "text": json.dumps(value, ensure_ascii=False)})
+    return rows
+
+
 def event_view(event: TaskEvent) -> dict[str, Any]:
     return {"id": event.id, "at": event.created_at.strftime("%Y-%m-%d %H:%M:%S"), "level": event.level,
             "type": event.type, "message": event.message}
@@ -53,8 +68,15 @@ def event_view(event: TaskEvent) -> dict[str, Any]:
 
 @router.get("/tasks")
 def tasks_page(request: Request) -> Response:
+    """The newest tasks; while one of them is unfinished the page reloads itself every REFRESH_S seconds (a task's
+    own page follows it live)."""
     found = state_of(request).tasks.list(limit=LISTED)
-    return render(request, "tasks.html", tasks=found, kinds=KIND_NAMES, views={t.id: status_view(t) for t in found})
+    following = any(t.active for t in found)
+    response = render(request, "tasks.html", tasks=found, kinds=KIND_NAMES, refresh=REFRESH_S if following else None,
+                      views={t.id: status_view(t) for t in found})
+    if following:
+        response.headers["refresh"] = f"{REFRESH_S}; url={request.url.path}"
+    return response
 
 
 @router.get("/tasks/{task_id}")
@@ -64,7 +86,7 @@ def task_page(task_id: str, request: Request) -> Response:
     events = tasks.events(task_id, limit=EVENTS_SHOWN, newest_first=True)
     return render(request, "task.html", task=task, live=status_view(task), kinds=KIND_NAMES, link=result_link(task),
                   events=[event_view(e) for e in events], last_event=events[0].id if events else 0,
-                  result=json.dumps(task.result, ensure_ascii=False, indent=1) if task.result else None,
+                  result=result_rows(task.result),
                   notice=request.query_params.get("done"))
 
 
