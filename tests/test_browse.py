@@ -9,7 +9,7 @@ from sqlalchemy import insert
 
 from tuneloop.store.browse import LogBrowser, LogFilter
 from tuneloop.store.database import Database
-from tuneloop.store.schema import CorrectionRow, JudgeRow, MessageRow, ThreadRow, VerdictRow
+from tuneloop.store.schema import AssistantRow, CorrectionRow, JudgeRow, MessageRow, ThreadRow, VerdictRow
 
 DAY = datetime(2026, 11, 1, 9, tzinfo=UTC)
 
@@ -41,8 +41,11 @@ def browser(database_url: str) -> LogBrowser:
         message(8, "d", "assistant", "sure", day=3, language=None),
     ]
     with db.engine.begin() as conn:
+        conn.execute(insert(AssistantRow.__table__), [{"id": "helper", "name": "Helper", "temperature": 0.0,
+                                                       "updated_at": DAY}])
         conn.execute(insert(ThreadRow.__table__), [
             {"id": i, "kind": kind, "model": model, "metadata": meta, "created_at": DAY + timedelta(days=d),
+             "assistant_id": "helper" if i == "b" else None,
              "updated_at": DAY + timedelta(days=d, hours=1)} for i, kind, model, meta, d in threads])
         conn.execute(insert(MessageRow.__table__), messages)
         conn.execute(insert(CorrectionRow.__table__), [{"message_id": 2, "content": "better", "source": "ui",
@@ -70,6 +73,10 @@ def browser(database_url: str) -> LogBrowser:
     (LogFilter(excluded=False), "dba"),
     (LogFilter(source="chat"), "a"),
     (LogFilter(source="conversation", metadata={"team": "x"}), "b"),
+    (LogFilter(assistant="helper", metadata={"team": "x"}), "b"),
+    (LogFilter(source="chat", metadata={"team": "x"}), ""),
+    (LogFilter(passed_by="polite"), "d"),
+    (LogFilter(passed_by="polite", model="m1"), ""),
     (LogFilter(model="m2"), "db"),
     (LogFilter(since=DAY + timedelta(days=1), until=DAY + timedelta(days=3)), "cb"),
     (LogFilter(query="passw"), "da"),
@@ -90,7 +97,7 @@ def test_pages_facets_and_the_sentiment_chart(browser: LogBrowser) -> None:
     first = page.threads[0]
     assert (first.messages, first.first_user) == (2, "a refund please")
     assert browser.threads(LogFilter(), offset=0, limit=4).threads[3].corrected == 1
-    assert browser.facets() == {"models": ["m1", "m2"], "assistants": [], "languages": ["en", "fr"]}
+    assert browser.facets() == {"models": ["m1", "m2"], "assistants": ["helper"], "languages": ["en", "fr"]}
     assert browser.sentiment_by_day(LogFilter(sentiment="negative")) == [
         (date(2026, 11, 1), {"negative": 1}), (date(2026, 11, 4), {"negative": 1})]
     assert browser.sentiment_by_day(LogFilter(), days=2) == [
@@ -103,3 +110,12 @@ def test_server_traffic_is_a_source_of_its_own(browser: LogBrowser) -> None:
                                                     "updated_at": DAY}])
     assert browser.thread_ids(LogFilter(source="server")) == ["e"]
     assert "e" not in browser.thread_ids(LogFilter(source="chat"))
+
+
+def test_replies_chosen_by_their_thread_and_their_own_fields_at_once(browser: LogBrowser) -> None:
+    """A thread's column (assistant, source) and a reply's metadata in one query: the thread row the metadata falls
+    back to is the reply's own, not the joined one's (it once made the query fail)."""
+    assert browser.reply_ids(LogFilter(assistant="helper", metadata={"team": "x"})) == [4]
+    assert browser.reply_ids(LogFilter(source="conversation", metadata={"team": "x"}, model="m2")) == [4]
+    assert browser.reply_ids(LogFilter(source="chat", metadata={"team": "x"})) == []
+    assert browser.reply_ids(LogFilter(passed_by="polite", source="chat.completion")) == [8]

@@ -22,6 +22,7 @@ from tuneloop.curation import judges, labels, ratings
 from tuneloop.errors import InputError, JudgeNotFoundError, UnknownModelError
 from tuneloop.runtime import Runtime
 from tuneloop.store import DialogueStore
+from tuneloop.store.browse import LogBrowser, LogFilter
 from tuneloop.store.corrections import Corrections
 from tuneloop.store.judgments import Agreement, Judgments
 from tuneloop.store.schema import MessageRow, VerdictRow
@@ -190,6 +191,9 @@ def test_align_counts_in_the_database_the_same_on_both(database_url: str) -> Non
     assert judges.align(store, "helpful", disagreements=0).disagreements == []
     assert judges.align(store, "helpful", "a-model").disagreements[0][0].id == r[1]
     assert judges.align(store, "other").both_pass == 2  # its own verdicts only: r[0] and r[10], rated up
+    for name in ("helpful", "other"):  # the filter data is built with: the same replies, chosen in the database
+        assert set(LogBrowser(store).reply_ids(LogFilter(passed_by=name))) == judges.passing(store, name), name
+        assert judges.passing(store, name)
     with pytest.raises(JudgeNotFoundError):
         judges.align(store, "nobody")
 

@@ -201,3 +201,49 @@ def test_tasks_over_http_and_the_cli(home: Path) -> None:
     shown = run_cli("tasks", "list", "--json")
     assert shown.code == 0 and [t["id"] for t in json.loads(shown.stdout)] == [done.id, made.id]
     assert run_cli("tasks", "--help").code == 0
+
+
+def test_a_task_whose_workers_cannot_start_fails_after_a_few_and_remote_jobs_are_not_waited_on(
+        home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A queued task whose one-task workers all end before taking it (here: the configuration was broken after the
+    server read it) is failed after job_max_attempts of them, naming the last one's output, instead of a worker
+    started each time it is looked at."""
+    from tuneloop.errors import TaskStateError
+    from tuneloop.tasks import Tasks
+
+    settings = load_settings()
+    tasks = Tasks(Store(settings.resolved_database_url), settings)
+    monkeypatch.setenv("TUNELOOP_MAX_TOKENS", "0")  # what the workers read: they stop at once
+    made = tasks.store.tasks.create("elsewhere_kind", title="a task no worker lives to take")
+    done = wait_until(lambda: not (t := tasks.get(made.id)).active and t, timeout=HANG)
+    assert done.status == "failed" and done.spawns == settings.job_max_attempts == 3 and done.attempts == 0
+    assert done.error["message"].startswith("3 workers started for the task ended before taking it")
+    assert str(home / "tasks" / made.id / "worker.log") in done.error["message"]
+    assert tasks.get(made.id).spawns == 3  # looking again starts nothing
+    assert "invalid configuration" in (home / "tasks" / made.id / "worker.log").read_text()
+    remote = tasks.store.tasks.create("remote_fine_tune", title="a job a platform runs")
+    with pytest.raises(TaskStateError, match="remote platform") as raised:
+        tasks.wait(remote.id)
+    assert raised.value.hint == f"`tuneloop jobs wait {remote.id}` follows it"
+
+
+def test_a_spawned_worker_reaches_the_model_the_server_was_told_to_use(home: Path) -> None:
+    """A one-task worker gets the key, base URL, provider and model of the settings that spawned it (a judge run may
+    ask a remote judge), never the server's own key; a training child gets no key at all."""
+    from pydantic import SecretStr
+
+    from tuneloop.tasks import child_environment
+    from tuneloop.tasks.processes import worker_environment
+
+    settings = load_settings().model_copy(update={"openai_api_key": SecretStr("sk-from-settings"), "provider":
+                                                  "openai", "openai_base_url": "http://127.0.0.1:9/v1", "model": "m"})
+    os.environ["TUNELOOP_SERVER_API_KEY"] = "server-key"
+    try:
+        env = worker_environment(settings)
+        child = child_environment(settings)
+    finally:
+        del os.environ["TUNELOOP_SERVER_API_KEY"]
+    assert (env["OPENAI_API_KEY"], env["TUNELOOP_PROVIDER"], env["OPENAI_BASE_URL"], env["TUNELOOP_MODEL"]) == (
+        "sk-from-settings", "openai", "http://127.0.0.1:9/v1", "m")
+    assert "TUNELOOP_SERVER_API_KEY" not in env and "OPENAI_API_KEY" not in child
+    assert env["TUNELOOP_DATABASE_URL"] == child["TUNELOOP_DATABASE_URL"] == settings.resolved_database_url

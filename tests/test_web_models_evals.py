@@ -249,7 +249,11 @@ def test_the_diff_marks_right_to_wrong_and_wrong_to_right_in_words_too(site: Any
                              ("The Zorblax 3000 is sold in teal.", True)),
                         item("What does the Quibbler kettle sell for?", "47", ("It sells for 47 euros.", True),
                              ("The Quibbler kettle sells for 47 euros.", True))]}
-    run = EvalRuns(site.store).add("facts_eval.jsonl", report, max_tokens=32)
+    runs = EvalRuns(site.store)
+    before = runs.count()
+    run = runs.add("facts_eval.jsonl", report, max_tokens=32, run_id="evalrun-kept-once")
+    again = runs.add("facts_eval.jsonl", report, max_tokens=32, run_id="evalrun-kept-once")  # a task run twice
+    assert again.id == run.id and runs.count() == before + 1
     page = signed_in(site.browser, site, KEY, f"/ui/evals/{run.id}")
     rows = page.get_by_role("table").filter(has_text="Expected").get_by_role("row")
     worse, better, same = (rows.nth(i).get_by_role("cell").last for i in (1, 2, 3))

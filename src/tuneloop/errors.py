@@ -196,7 +196,9 @@ class NotFoundError(StoreError):
 
     def named_by(self, param: str) -> Self:
         """The same error, named by request parameter ``param`` (the service knows which input it read)."""
-        return type(self)(str(self), self.ident, kind=self.kind, param=param, within=self.within)
+        named = type(self)(str(self), self.ident, kind=self.kind, param=param, within=self.within)
+        named.hint = self.hint
+        return named
 
 
 class ThreadNotFoundError(NotFoundError):

@@ -6,7 +6,8 @@ replies that it has not judged yet with that model: a local judge answers in bat
 under the retry policy. Each verdict is stored with its reason; an answer that is not the JSON asked for leaves the
 reply unjudged (a later run retries it) and the others go on. :func:`align` compares the verdicts with the people's
 ratings in the log (precision, recall, Cohen's kappa) and lists the disagreements; ``data build --from-dialogues
---criterion NAME`` keeps only the replies that pass (:func:`passing`).
+--criterion NAME`` keeps only the replies that pass (``LogFilter.passed_by``, in the database: the replies
+:func:`passing` lists).
 """
 
 from __future__ import annotations

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from tuneloop.curation.judges import passing
 from tuneloop.datasets import Dataset, from_dialogues
 from tuneloop.store import Store
 from tuneloop.store.browse import LogFilter
+from tuneloop.store.judgments import Judgments
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,8 @@ def select(db: Store, where: LogFilter | None = None, *, criterion: str | None =
     ``criterion`` passed (when given); ``redact`` masks personal data."""
     where = where or LogFilter()
     if criterion is not None:
-        where = replace(where, replies=passing(db.dialogue, criterion))
+        Judgments(db.dialogue).judge(criterion)  # an unknown judge is named, not an empty set
+        where = replace(where, passed_by=criterion)  # in the database: no list of ids, however long the log
     thread_ids = db.browse.thread_ids(where)  # the most recently active first, as the log lists them
     dataset = from_dialogues(db.dialogue, thread_ids=thread_ids, max_context_turns=max_context_turns,
                              where=where if where else None, redact_personal=redact)

@@ -340,7 +340,7 @@ def from_dialogues(
     kept: set[int] | None = None
     if where:
         browser = LogBrowser(store)
-        kept = set(browser.reply_ids(where, thread_ids=thread_ids))
+        kept = set(browser.reply_ids(where))  # the named threads are read below: no list of them in the query
         if thread_ids is None:
             thread_ids = browser.thread_ids(where)[::-1]  # oldest first, as the log is read
     for thread, messages in store.export(thread_ids):

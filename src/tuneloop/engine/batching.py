@@ -203,6 +203,7 @@ class Batcher:
                     self._free()
                     if self._retiring:
                         self._thread, self._retiring = None, False  # a later reply starts a new one
+                        atexit.unregister(self._stop)  # a batch let go is not kept alive by its exit hook
                         return
                     self._cond.wait()
                 if self._stopping:

@@ -65,5 +65,6 @@ def run_task(context: TaskContext) -> dict[str, Any]:
         report.answers[model] = done[model]["answers"]
         report.seconds[model] = done[model]["seconds"]
         report.passed[model] = [item.grade(a) for item, a in zip(items, report.answers[model], strict=True)]
-    run = context.store.eval_runs.add(params["name"], report.to_json(), max_tokens=params["max_tokens"])
+    run = context.store.eval_runs.add(params["name"], report.to_json(), max_tokens=params["max_tokens"],
+                                      run_id=f"evalrun-{context.task.id.removeprefix('task-')}")  # kept once
     return {"eval_run": run.id, "scores": {m: report.score(m) for m in models}, "questions": len(items)}

@@ -33,8 +33,8 @@ def server_settings(**overrides: Any) -> Settings:
 
 
 def _recover(state: ServerState) -> None:
-    state.tasks.recover()
-    state.fine_tuning.recover()  # and a failed job's partial model is removed
+    state.fine_tuning.recover()  # first: a job its worker's death fails has its partial model removed
+    state.tasks.recover()  # then every other kind
 
 
 async def _watch_tasks(state: ServerState) -> None:

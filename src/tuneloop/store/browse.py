@@ -16,6 +16,7 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Date, and_, case, cast, func, literal_column, select, text
+from sqlalchemy.orm import aliased
 from sqlalchemy.sql import ColumnElement, Select
 
 from tuneloop.store.database import Repository
@@ -31,7 +32,7 @@ SENTIMENTS = ("positive", "negative", "neutral", "unknown")
 
 
 # The fields of a LogFilter that select replies: together they hold for one reply (a thread is kept for such a reply).
-REPLY_FIELDS = ("model", "metadata", "since", "until", "replies")
+REPLY_FIELDS = ("model", "metadata", "since", "until", "replies", "passed_by")
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,8 @@ class LogFilter:
 
     Replies (the same reply meets them all; a thread is kept when it has such a reply): ``model``, the model that
     wrote it; ``metadata``, every pair matches the reply's own metadata or, for a key it lacks, its thread's;
-    ``since``/``until``, when it was written, in [since, until); ``replies``, only these ids (those a judge passed).
+    ``since``/``until``, when it was written, in [since, until); ``replies``, only these ids; ``passed_by``, the
+    newest readable verdict of that judge on it passed (as :func:`tuneloop.curation.judges.latest_verdicts` keeps).
 
     Threads: ``query``, every word appears in one of the thread's messages (full text, word prefixes);
     ``assistant``; ``language``, ``sentiment``: some message has it (sentiment: a user turn's); ``rating``: some reply
@@ -61,6 +63,7 @@ class LogFilter:
     excluded: bool | None = None
     source: str | None = None
     replies: frozenset[int] | None = None
+    passed_by: str | None = None
 
     def __post_init__(self) -> None:
         if self.metadata is None:  # DialogueFilter(metadata=None), as callers wrote it before
@@ -130,6 +133,16 @@ def _in_kept(test: Select[Any], keep: bool, thread_id: Any) -> ColumnElement[boo
     return thread_id.in_(test) if keep else thread_id.not_in(test)
 
 
+def _passed_by(judge: str) -> Select[Any]:
+    """Ids of the replies whose newest readable verdict by ``judge`` passed: the newest ``created_at``, then the last
+    judge model in the database's order (what :func:`tuneloop.curation.judges.latest_verdicts` keeps)."""
+    rank = func.row_number().over(partition_by=VerdictRow.message_id,
+                                  order_by=(VerdictRow.created_at.desc(), VerdictRow.judge_model.desc()))
+    ranked = (select(VerdictRow.message_id, VerdictRow.passed, rank.label("rank"))
+              .where(VerdictRow.judge == judge, VerdictRow.passed.is_not(None)).subquery())
+    return select(ranked.c.message_id).where(ranked.c.rank == 1, ranked.c.passed.is_(True))
+
+
 def _messages_where(*conditions: ColumnElement[bool]) -> Select[Any]:
     return select(MessageRow.thread_id).where(*conditions)
 
@@ -192,9 +205,14 @@ class LogBrowser(Repository):
             found.append(MessageRow.created_at < where.until)
         if where.replies is not None:
             found.append(MessageRow.id.in_(sorted(where.replies)))
+        if where.passed_by is not None:
+            found.append(MessageRow.id.in_(_passed_by(where.passed_by)))
+        # The thread's value read from a thread row of its own: the outer query may join threads too (a filter on
+        # the assistant or the source), and a subquery over that same table would be correlated with it.
+        own_thread = aliased(ThreadRow)
         for key, value in where.metadata.items():
-            thread_value = (select(ThreadRow.metadata_[key].as_string()).where(ThreadRow.id == MessageRow.thread_id)
-                            .scalar_subquery())
+            thread_value = (select(own_thread.metadata_[key].as_string())
+                            .where(own_thread.id == MessageRow.thread_id).correlate(MessageRow).scalar_subquery())
             found.append(func.coalesce(MessageRow.metadata_[key].as_string(), thread_value) == value)
         return found
 

@@ -31,11 +31,14 @@ class EvalRun:
 
 
 class EvalRuns(Repository):
-    def add(self, name: str, report: dict[str, Any], *, max_tokens: int) -> EvalRun:
-        """Keep a run: ``report`` is ``EvalReport.to_json()``."""
-        row = EvalRunRow(id=f"evalrun-{secrets.token_hex(8)}", name=name, questions=int(report["questions"]),
+    def add(self, name: str, report: dict[str, Any], *, max_tokens: int, run_id: str | None = None) -> EvalRun:
+        """Keep a run: ``report`` is ``EvalReport.to_json()``. Given ``run_id``, a run already kept under it is
+        returned as it is (a task that stopped after keeping its run and runs again keeps it once)."""
+        row = EvalRunRow(id=run_id or f"evalrun-{secrets.token_hex(8)}", name=name, questions=int(report["questions"]),
                          max_tokens=max_tokens, summary=report["models"], items=report["items"], created_at=utcnow())
         with self.db.session(write=True) as session:
+            if run_id is not None and session.get(EvalRunRow, run_id) is not None:
+                return self.get(run_id)
             session.add(row)
         return EvalRun(row.id, name, row.questions, max_tokens, row.summary, row.created_at, row.items)
 

@@ -44,6 +44,7 @@ class Task:
     pid: int | None
     heartbeat_at: datetime | None
     attempts: int
+    spawns: int  # one-task workers started for it since a worker last took it
     cancel_requested: bool
     created_at: datetime
     started_at: datetime | None
@@ -55,8 +56,9 @@ class Task:
                    result=row.result, state=row.state, error=row.error, progress=row.progress, model=row.model,
                    device=row.device, quantize=row.quantize, worker=row.worker, pid=row.pid,
                    heartbeat_at=_when(row.heartbeat_at), attempts=int(row.attempts or 0),
-                   cancel_requested=bool(row.cancel_requested), created_at=aware(row.created_at),
-                   started_at=_when(row.started_at), finished_at=_when(row.finished_at))
+                   spawns=int(row.spawns or 0), cancel_requested=bool(row.cancel_requested),
+                   created_at=aware(row.created_at), started_at=_when(row.started_at),
+                   finished_at=_when(row.finished_at))
 
     @property
     def active(self) -> bool:
@@ -109,7 +111,7 @@ class TaskStore(Repository):
                  device: str | None = None, quantize: str | None = None, first_event: str | None = None) -> TaskRow:
         """A new task's row in ``session`` (the transaction of whoever creates it with its kind's own rows)."""
         row = TaskRow(id=task_id or new_id("task"), kind=kind, status=status, params=params, title=title,
-                      model=model, device=device, quantize=quantize, attempts=0, cancel_requested=False,
+                      model=model, device=device, quantize=quantize, attempts=0, spawns=0, cancel_requested=False,
                       created_at=utcnow())
         session.add(row)
         session.flush()
@@ -175,7 +177,7 @@ class TaskStore(Repository):
             if row is None:
                 return None
             row.status, row.worker, row.pid, row.heartbeat_at = "running", worker, pid, now
-            row.attempts = int(row.attempts or 0) + 1
+            row.attempts, row.spawns = int(row.attempts or 0) + 1, 0
             row.started_at = now
             session.flush()
             return Task.from_row(row)
@@ -186,10 +188,8 @@ class TaskStore(Repository):
         started ``max_attempts`` times. ``worker`` guards against a task another worker has taken meanwhile;
         ``charge=False`` (a worker that stopped cleanly) does not count the attempt."""
         with self.db.session(write=True) as session:
-            row = session.get(TaskRow, task_id)
+            row = self.locked_row(session, task_id, ("running",), worker)
             if row is None:
-                raise self._not_found(task_id)
-            if row.status != "running" or (worker is not None and row.worker != worker):
                 return None
             attempts = int(row.attempts or 0) - (0 if charge else 1)
             if attempts >= max_attempts:
@@ -201,6 +201,17 @@ class TaskStore(Repository):
                 row.status, row.worker, row.pid, row.attempts = "queued", None, None, max(0, attempts)
                 session.add(event_row(task_id, f"{reason}; the {noun} is queued again ({attempts} of {max_attempts} "
                                                "attempts used)", "warn"))
+            session.flush()
+            return Task.from_row(row)
+
+    def spawned(self, task_id: str, *, worker: str, pid: int) -> Task | None:
+        """Record the one-task worker started for queued ``task_id`` (its pid, while the task waits), counted in
+        ``spawns``; None when the task is no longer queued."""
+        with self.db.session(write=True) as session:
+            row = self.locked_row(session, task_id, ("queued",))
+            if row is None:
+                return None
+            row.worker, row.pid, row.heartbeat_at, row.spawns = worker, pid, utcnow(), int(row.spawns or 0) + 1
             session.flush()
             return Task.from_row(row)
 

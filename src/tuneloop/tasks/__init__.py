@@ -15,9 +15,9 @@ from tuneloop.store.tasks import ACTIVE, FINISHED, Task, TaskEvent
 from tuneloop.tasks.context import Kind, TaskContext, TaskStopped
 from tuneloop.tasks.processes import child_environment, on_this_machine, pid_alive, spawned, worker_name
 from tuneloop.tasks.runner import Worker
-from tuneloop.tasks.service import NOUNS, Tasks, task_log
+from tuneloop.tasks.service import NOUNS, REMOTE, Tasks, task_log
 
 __all__ = [
-    "ACTIVE", "FINISHED", "NOUNS", "Kind", "Task", "TaskContext", "TaskEvent", "TaskStopped", "Tasks", "Worker",
-    "child_environment", "on_this_machine", "pid_alive", "spawned", "task_log", "worker_name",
+    "ACTIVE", "FINISHED", "NOUNS", "REMOTE", "Kind", "Task", "TaskContext", "TaskEvent", "TaskStopped", "Tasks",
+    "Worker", "child_environment", "on_this_machine", "pid_alive", "spawned", "task_log", "worker_name",
 ]

@@ -44,9 +44,34 @@ def pid_alive(pid: int | None) -> bool:
         return True
 
 
+def reap() -> None:
+    """Forget the one-task workers that have ended (polling them reaps them: no zombies are left)."""
+    for pid, child in list(spawned.items()):
+        if child.poll() is not None:
+            spawned.pop(pid, None)
+
+
+def worker_environment(settings: Settings) -> dict[str, str]:
+    """The environment of a one-task worker: this store and home, and the settings that choose and reach a model
+    (a judge run may ask a remote judge), as this process has them even when they came from its command line; never
+    the server's own key."""
+    env = _base_environment(settings, drop=("TUNELOOP_SERVER_API_KEY",))
+    if settings.openai_api_key is not None:
+        env["OPENAI_API_KEY"] = settings.openai_api_key.get_secret_value()
+    for name, value in (("OPENAI_BASE_URL", settings.openai_base_url), ("TUNELOOP_PROVIDER", settings.provider),
+                        ("TUNELOOP_MODEL", settings.model)):
+        if value:
+            env[name] = value
+    return env
+
+
 def child_environment(settings: Settings) -> dict[str, str]:
-    """The environment of a worker's children: this store and home, and no API keys."""
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "TUNELOOP_SERVER_API_KEY")}
+    """The environment of a worker's children (a training process): this store and home, and no API keys."""
+    return _base_environment(settings, drop=("OPENAI_API_KEY", "TUNELOOP_SERVER_API_KEY"))
+
+
+def _base_environment(settings: Settings, *, drop: tuple[str, ...]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update(TUNELOOP_HOME=str(settings.home), TUNELOOP_DATABASE_URL=settings.resolved_database_url,
                TUNELOOP_MODELS_DIR=str(settings.resolved_models_dir), PYTHONUNBUFFERED="1", TQDM_DISABLE="1",
                HF_DATASETS_DISABLE_PROGRESS_BARS="1", TOKENIZERS_PARALLELISM="false")

@@ -20,7 +20,7 @@ from tuneloop.errors import JobStateError, TaskStateError
 from tuneloop.store import Store
 from tuneloop.store.schema import utcnow
 from tuneloop.store.tasks import ACTIVE, Task, TaskEvent
-from tuneloop.tasks.processes import child_environment, on_this_machine, pid_alive, spawned, worker_name
+from tuneloop.tasks.processes import on_this_machine, pid_alive, reap, spawned, worker_environment, worker_name
 from tuneloop.util.fileio import open_private
 from tuneloop.util.home import worker_log
 
@@ -59,12 +59,22 @@ class Tasks:
             child = subprocess.Popen(
                 [sys.executable, "-m", "tuneloop.worker", "--task", task.id],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                env=child_environment(self.settings), start_new_session=True, umask=0o077,
+                env=worker_environment(self.settings), start_new_session=True, umask=0o077,
             )
         spawned[child.pid] = child
-        updated = self.store.tasks.update(task.id, pid=child.pid, worker=worker_name(child.pid),
-                                          heartbeat_at=utcnow(), only_if_status=("queued",))
+        updated = self.store.tasks.spawned(task.id, worker=worker_name(child.pid), pid=child.pid)
         return updated or self.store.tasks.get(task.id)
+
+    def _fail_unstarted(self, task: Task) -> Task:
+        """Fail queued ``task`` when every one-task worker started for it (``job_max_attempts`` of them) ended before
+        taking it: something stops a worker from starting here, and starting more would only repeat it."""
+        noun = NOUNS.get(task.kind, "task")
+        message = (f"{task.spawns} workers started for the {noun} ended before taking it; the last one's output is in "
+                   f"{task_log(self.settings, task)}")
+        done = self.store.tasks.update(task.id, status="failed", finished_at=utcnow(), only_if_status=("queued",),
+                                       error={"code": "worker_failed", "message": message, "param": None},
+                                       event=("error", message))
+        return done or self.store.tasks.get(task.id)
 
     # looking at tasks
 
@@ -93,12 +103,15 @@ class Tasks:
         current = self.check_worker(task)
         if (spawn and current.status == "queued" and self.settings.spawn_worker
                 and not _spawned_alive(current)):
+            if current.spawns >= self.settings.job_max_attempts:
+                return self._fail_unstarted(current)
             current = self.spawn(current)
         return current
 
     def recover(self, kinds: Sequence[str] | None = None, *, spawn: bool = True) -> list[Task]:
         """Every unfinished task, each once its worker has been checked: what a (re)started server does, so that
         none stays running without a worker and every queued one has a worker to take it."""
+        reap()
         return [self.refresh(t, spawn=spawn) for t in self.store.tasks.unfinished(kinds)]
 
     def get(self, task_id: str) -> Task:
@@ -115,7 +128,7 @@ class Tasks:
 
     def cancel(self, task_id: str, *, timeout: float = 20.0) -> Task:
         """Stop a task within seconds and mark it cancelled; a finished task cannot be cancelled."""
-        task = self.get(task_id)
+        task = self.refresh(self.store.tasks.get(task_id), spawn=False)  # no worker started only to be stopped
         noun = NOUNS.get(task.kind, "task")
         if task.kind in REMOTE:
             raise TaskStateError(f"{task_id} is a fine-tuning job a remote platform runs: cancel it as a fine-tuning "
@@ -145,7 +158,11 @@ class Tasks:
 
     def wait(self, task_id: str, *, on_update: Callable[[Task], None] | None = None, poll: float = 1.0,
              timeout: float | None = None) -> Task:
-        """Block until the task finishes (``on_update`` is called with each new state)."""
+        """Block until the task finishes (``on_update`` is called with each new state). A remote platform's job
+        is followed by asking the platform (``tuneloop jobs wait``), not here."""
+        if (first := self.store.tasks.get(task_id)).kind in REMOTE:
+            raise TaskStateError(f"{task_id} is a fine-tuning job a remote platform runs: its state is the platform's"
+                                 ).with_hint(f"`tuneloop jobs wait {first.id}` follows it")
         started = time.monotonic()
         while True:
             task = self.get(task_id)

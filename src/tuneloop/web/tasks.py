@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
 from tuneloop.serving import state_of
-from tuneloop.tasks import Task, TaskEvent
+from tuneloop.tasks import REMOTE, Task, TaskEvent
 from tuneloop.web._pages import back_to, posted, render, whole_number
 
 router = APIRouter()
@@ -40,11 +40,18 @@ def result_link(task: Task) -> tuple[str, str] | None:
     return None
 
 
+def followed(task: Task) -> bool:
+    """Whether this page follows the task live: an unfinished one a worker here runs (a remote platform's job is
+    followed on its job's page, which asks the platform)."""
+    return task.active and task.kind not in REMOTE
+
+
 def status_view(task: Task) -> dict[str, Any]:
     """What the page shows of a task's state, and what its stream sends when that changes."""
     progress = task.progress or {}
-    return {"status": task.status, "active": task.active, "done": progress.get("done"), "total": progress.get("total"),
-            "message": progress.get("message") or "", "error": (task.error or {}).get("message")}
+    return {"status": task.status, "active": followed(task), "done": progress.get("done"),
+            "total": progress.get("total"), "message": progress.get("message") or "",
+            "error": (task.error or {}).get("message")}
 
 
 def result_rows(result: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -71,7 +78,7 @@ def tasks_page(request: Request) -> Response:
     """The newest tasks; while one of them is unfinished the page reloads itself every REFRESH_S seconds (a task's
     own page follows it live)."""
     found = state_of(request).tasks.list(limit=LISTED)
-    following = any(t.active for t in found)
+    following = any(followed(t) for t in found)
     response = render(request, "tasks.html", tasks=found, kinds=KIND_NAMES, refresh=REFRESH_S if following else None,
                       views={t.id: status_view(t) for t in found})
     if following:
@@ -128,7 +135,7 @@ async def event_stream(task_id: str, request: Request, after: str | None = None)
             if status != sent:
                 sent = status
                 yield _sse("status", status)
-            if not task.active:
+            if not followed(task):
                 yield _sse("end", {"status": task.status})
                 return
             await asyncio.sleep(POLL_SECONDS)
